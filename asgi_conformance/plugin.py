@@ -1,0 +1,280 @@
+"""The pytest plugin: options, the fixtures the suite uses, collecting the suite, the report.
+
+Inert unless ``--asgi-layer`` or ``--asgi-suite`` is given, so installing the package
+changes nothing for other projects' test runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from . import requirements, spec
+from .report import DEVIATION, FAIL, PASS, SKIP, ConformanceReport, TestOutcome
+from .target import LayerTarget, TargetError, inspect_layer, load_target, parse_unsupported
+
+SUITE_DIR = Path(__file__).parent / "suite"
+MARKER = "asgi_requirement"
+SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url"}
+
+_report_key = pytest.StashKey[ConformanceReport]()
+_target_key = pytest.StashKey[LayerTarget]()
+_servers_key = pytest.StashKey[contextlib.ExitStack]()
+_unsupported_key = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("asgi-conformance", "ASGI channel layer conformance")
+    group.addoption("--asgi-layer", metavar="DOTTED.PATH",
+                    help="run the conformance suite against this layer class or factory")
+    group.addoption("--asgi-layer-config", metavar="JSON",
+                    help="keyword arguments for the layer, as a JSON object (like CHANNEL_LAYERS CONFIG)")
+    group.addoption("--asgi-suite", action="store_true",
+                    help="run the suite with the layer from an asgi_layer_factory fixture in conftest.py")
+    group.addoption("--asgi-single-process", action="store_true",
+                    help="the layer works within one process only: skip the cross-process tests")
+    group.addoption("--asgi-unsupported", action="append", default=[], metavar="FEATURE[=REASON]",
+                    help="declare a feature the layer does not offer: "
+                         + ", ".join(sorted(spec.DECLARABLE_FEATURES)))
+    group.addoption("--asgi-strict", action="store_true",
+                    help="SHOULD-level deviations count as failures")
+    group.addoption("--asgi-report", metavar="PATH", help="write the conformance report as JSON")
+    group.addoption("--asgi-requirement", action="append", default=[], metavar="ID",
+                    help="run only the tests of this requirement id or area (e.g. CAP-1, GRP); repeatable")
+    group.addoption("--asgi-timeout", type=float, default=spec.SETTINGS.timeout, metavar="SECONDS",
+                    help="time limit of one suite test (default %(default)s)")
+    group.addoption("--asgi-quiet-period", type=float, default=spec.SETTINGS.quiet_period, metavar="SECONDS",
+                    help="how long the suite watches for a message that must not arrive (default %(default)s)")
+    group.addoption("--asgi-server", metavar="KIND[:N]",
+                    help="start a throwaway server for the run: redis, redis:3 (three shards) or rabbitmq")
+    group.addoption("--asgi-server-config-key", metavar="KEY",
+                    help="config key that receives the server address(es) (default: hosts for redis, url for rabbitmq)")
+    group.addoption("--asgi-model-examples", type=int, default=60, metavar="N",
+                    help="Hypothesis examples for the model-based state machine (default %(default)s)")
+
+
+def _active(config) -> bool:
+    return bool(config.getoption("asgi_layer") or config.getoption("asgi_suite"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{MARKER}(id, needs=()): the channel layer requirement a test checks")
+    if not _active(config):
+        return
+    spec.SETTINGS.timeout = config.getoption("asgi_timeout")
+    spec.SETTINGS.quiet_period = config.getoption("asgi_quiet_period")
+    spec.SETTINGS.strict = config.getoption("asgi_strict")
+    unsupported = list(config.getoption("asgi_unsupported"))
+    if config.getoption("asgi_single_process"):
+        unsupported.append("cross-process=declared with --asgi-single-process")
+
+    config.stash[_unsupported_key] = unsupported
+    stack = contextlib.ExitStack()
+    config.stash[_servers_key] = stack
+    layer_path = config.getoption("asgi_layer")
+    try:
+        server_config = _start_servers(config, stack)
+        if layer_path:
+            config.stash[_target_key] = load_target(
+                layer_path, config.getoption("asgi_layer_config"), unsupported, server_config)
+    except TargetError as exc:
+        stack.close()
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_report_key] = ConformanceReport(layer_path or "asgi_layer_factory fixture", spec.SETTINGS.strict)
+
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args[:] = [str(p) for p in sorted(SUITE_DIR.glob("test_*.py"))]
+
+
+def _start_servers(config, stack: contextlib.ExitStack) -> dict:
+    """Start the servers --asgi-server asks for; returns the config entries that point at them."""
+    option = config.getoption("asgi_server")
+    if not option:
+        return {}
+    kind, _, count_text = option.partition(":")
+    if kind not in SERVER_CONFIG_KEYS:
+        raise TargetError(f"--asgi-server={option!r}: kind must be one of {', '.join(SERVER_CONFIG_KEYS)}")
+    try:
+        count = int(count_text or 1)
+    except ValueError:
+        raise TargetError(f"--asgi-server={option!r}: the shard count after ':' must be a number") from None
+    from . import servers  # imported only when asked: it pulls in process-management libraries
+
+    try:
+        urls = stack.enter_context(servers.servers_for(kind, count))
+    except servers.ServerError as exc:
+        raise TargetError(f"--asgi-server={option}: {exc}") from None
+    key = config.getoption("asgi_server_config_key") or SERVER_CONFIG_KEYS[kind]
+    return {key: urls if kind == "redis" or count > 1 else urls[0]}
+
+
+def pytest_unconfigure(config):
+    stack = config.stash.get(_servers_key, None)
+    if stack is not None:
+        stack.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = config.getoption("asgi_requirement")
+    if not wanted or not _active(config):
+        return
+    for rid in wanted:
+        if rid not in requirements.REQUIREMENTS and rid not in requirements.AREAS:
+            raise pytest.UsageError(f"--asgi-requirement={rid!r}: no such requirement id or area")
+    selected, deselected = [], []
+    for item in items:
+        ids = _requirement_ids(item)
+        if any(rid in wanted or rid.split("-")[0] in wanted for rid in ids):
+            selected.append(item)
+        else:
+            deselected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+def _requirement_ids(item) -> list[str]:
+    return [mark.args[0] for mark in item.iter_markers(MARKER)]
+
+
+def _needs(item) -> list[str]:
+    return [need for mark in item.iter_markers(MARKER) for need in mark.kwargs.get("needs", ())]
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def asgi_layer_factory(request):
+    """``factory(**overrides) -> layer``. Override it in conftest.py for custom setup."""
+    target = request.config.stash.get(_target_key, None)
+    if target is None:
+        raise pytest.UsageError(
+            "no layer to test: pass --asgi-layer=package.module.LayerClass, "
+            "or define an asgi_layer_factory fixture in conftest.py and pass --asgi-suite")
+    return target.build
+
+
+@pytest.fixture(scope="session")
+def asgi_target(request, asgi_layer_factory) -> LayerTarget:
+    """What the suite knows about the layer: config, declared features, extensions, module."""
+    target = request.config.stash.get(_target_key, None)
+    if target is not None and target.build == asgi_layer_factory:
+        return target
+    # A factory from conftest.py: learn the layer's declarations from one instance.
+    declared = request.config.stash.get(_unsupported_key, [])
+    try:
+        return inspect_layer(LayerTarget(factory=asgi_layer_factory, unsupported=parse_unsupported(declared)))
+    except TargetError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture
+def layers(asgi_layer_factory):
+    """A :class:`spec.LayerPool` for this test: ``layers.make(capacity=3)`` builds a layer."""
+    pool = spec.LayerPool(asgi_layer_factory)
+    yield pool
+    if not pool.closed:  # a sync test, or one that never ran its coroutine
+        import asyncio
+
+        asyncio.run(pool.aclose())
+
+
+@pytest.fixture
+def layer(layers):
+    """One layer with the configured settings."""
+    return layers.make()
+
+
+@pytest.fixture(autouse=True)
+def _asgi_skip_unsupported(request):
+    """Skip a suite test whose requirement needs a feature the layer says it lacks."""
+    needs = _needs(request.node)
+    if not needs:
+        return
+    target = request.getfixturevalue("asgi_target")
+    for feature in needs:
+        reason = target.missing(feature)
+        if reason:
+            pytest.skip(reason)
+
+
+# --- outcomes and the report ---------------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Turn a missed SHOULD into a deviation (outside strict mode) and record the outcome."""
+    report = yield
+    ids = _requirement_ids(item)
+    if not ids:
+        return report
+    if (report.when == "call" and report.failed and not spec.SETTINGS.strict
+            and all(requirements.get(rid).level == requirements.SHOULD for rid in ids)):
+        report.outcome = "skipped"
+        report.wasxfail = f"DEVIATION from SHOULD {', '.join(ids)}: {_failure_text(report)}"
+    _record(item.config, ids, report)
+    return report
+
+
+def _failure_text(report) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return crash.message
+    if isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])
+    return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
+
+
+def _skip_text(report) -> str:
+    if isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return _failure_text(report)
+
+
+def _record(config, ids: list[str], report) -> None:
+    """Feed one phase's outcome into the report: the call, a skip at setup, or any error."""
+    conformance = config.stash.get(_report_key, None)
+    if conformance is None:
+        return
+    if report.when == "call":
+        if str(getattr(report, "wasxfail", "")).startswith("DEVIATION"):
+            outcome = TestOutcome(report.nodeid, DEVIATION, report.wasxfail)
+        elif report.passed:
+            outcome = TestOutcome(report.nodeid, PASS)
+        elif report.skipped:
+            outcome = TestOutcome(report.nodeid, SKIP, _skip_text(report))
+        else:
+            outcome = TestOutcome(report.nodeid, FAIL, _failure_text(report))
+    elif report.when == "setup" and report.skipped:
+        outcome = TestOutcome(report.nodeid, SKIP, _skip_text(report))
+    elif report.failed:
+        outcome = TestOutcome(report.nodeid, FAIL, f"error in {report.when}: {_failure_text(report)}")
+    else:
+        return
+    for rid in ids:
+        conformance.record(rid, outcome)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    conformance = config.stash.get(_report_key, None)
+    if conformance is None:
+        return
+    terminalreporter.section("ASGI conformance report")
+    for line in conformance.render(width=terminalreporter._tw.fullwidth):  # noqa: SLF001
+        style = {"FAIL": {"red": True, "bold": True}, "DEVIATION": {"yellow": True}}
+        marks = [s for s in style if f" {s} " in line[:40]]
+        terminalreporter.write_line(line, **(style[marks[0]] if marks else {}))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    conformance = config.stash.get(_report_key, None)
+    if conformance is None:
+        return
+    path = config.getoption("asgi_report")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(conformance.to_json())
+    if conformance.failed and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,172 @@
+"""What a suite test needs to say which requirement it checks, and to run as a coroutine.
+
+Suite tests are ``async def`` functions decorated with :func:`requirement`. The decorator
+tags them for the report and runs them on a fresh event loop with a time limit, so the
+suite works whatever asyncio plugin (or none) the user's pytest has, and a layer that hangs
+becomes a clear failure instead of a stuck CI job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import secrets
+from dataclasses import dataclass
+
+import pytest
+
+from . import requirements
+
+
+@dataclass
+class Settings:
+    """Run-wide knobs, set once by the plugin from its command-line options."""
+
+    timeout: float = 30.0  # per test, seconds
+    quiet_period: float = 0.25  # how long "nothing arrives" is watched for
+    delivery_timeout: float = 5.0  # how long a message may take to arrive
+    strict: bool = False
+
+
+SETTINGS = Settings()
+
+# Features a layer may declare it does not offer (option --asgi-unsupported, or the class
+# attribute ``conformance_unsupported = {feature: reason}``). "groups" and "flush" come
+# from the layer's own ``extensions`` list instead.
+DECLARABLE_FEATURES = {
+    "cross-process": "messages cross process boundaries (XP-*)",
+    "normal-channels": "channels without '!' shared by several receivers",
+    "backlog": "messages sent before a receive began are kept for it",
+    "capacity": "per-channel capacity and ChannelFull",
+    "expiry": "message expiry",
+    "group-expiry": "group membership expiry",
+}
+EXTENSION_FEATURES = ("groups", "flush")
+
+
+def requirement(requirement_id: str, *, needs: tuple[str, ...] | list[str] = ()):
+    """Tag a suite test with the requirement id it checks and the features it needs.
+
+    An ``async def`` test is wrapped to run on its own event loop under SETTINGS.timeout;
+    every :class:`LayerPool` among its arguments is closed inside that same loop.
+    """
+    requirements.get(requirement_id)  # fail at import on a typo, not at report time
+    for feature in needs:
+        if feature not in DECLARABLE_FEATURES and feature not in EXTENSION_FEATURES:
+            raise ValueError(f"unknown feature {feature!r} in requirement({requirement_id!r})")
+
+    def decorate(test):
+        if inspect.iscoroutinefunction(test):
+            runner = _sync_runner(test)
+        else:
+            runner = test
+        runner = pytest.mark.asgi_requirement(requirement_id, needs=tuple(needs))(runner)
+        return runner
+
+    return decorate
+
+
+def _sync_runner(test):
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        asyncio.run(_run_with_cleanup(test, args, kwargs))
+
+    return run
+
+
+async def _run_with_cleanup(test, args, kwargs):
+    pools = [value for value in kwargs.values() if isinstance(value, LayerPool)]
+    try:
+        try:
+            await asyncio.wait_for(test(*args, **kwargs), SETTINGS.timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(
+                f"test did not finish within {SETTINGS.timeout:g} s: the layer hung "
+                "(raise --asgi-timeout if it is just slow)"
+            ) from None
+    finally:
+        for pool in pools:
+            await pool.aclose()
+
+
+class LayerPool:
+    """Makes layer instances for one test and releases them when the test ends.
+
+    ``make(**overrides)`` builds a layer as Django Channels would (``BACKEND(**CONFIG)``),
+    with the test's own ``capacity``/``expiry``/... merged into the configured ones.
+    """
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._made: list = []
+        self.closed = False
+
+    def make(self, **overrides):
+        layer = self._factory(**overrides)
+        self._made.append(layer)
+        return layer
+
+    async def aclose(self):
+        if self.closed:
+            return
+        self.closed = True
+        for layer in self._made:
+            await _release(layer)
+        self._made.clear()
+
+
+async def _release(layer):
+    """Flush and close a layer, tolerating a layer that is already broken (the test said so)."""
+    if "flush" in (getattr(layer, "extensions", None) or []):
+        try:
+            await asyncio.wait_for(layer.flush(), SETTINGS.delivery_timeout)
+        except Exception:  # noqa: BLE001 - cleanup must not mask the test's own verdict
+            pass
+    for closer in ("close", "close_pools"):
+        method = getattr(layer, closer, None)
+        if method is not None:
+            try:
+                result = method()
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, SETTINGS.delivery_timeout)
+            except Exception:  # noqa: BLE001
+                pass
+            break
+
+
+# --- names -----------------------------------------------------------------------------
+
+def fresh_channel(stem: str = "chan") -> str:
+    """A normal channel name no other test (or run against the same server) uses."""
+    return f"asgi-test.{stem}-{secrets.token_hex(6)}"
+
+
+def fresh_group(stem: str = "grp") -> str:
+    return f"asgi-test.{stem}-{secrets.token_hex(6)}"
+
+
+# --- waiting for messages ----------------------------------------------------------------
+
+async def expect_message(layer, channel: str, timeout: float | None = None) -> dict:
+    """The next message on ``channel``; fails clearly if none arrives in time."""
+    timeout = SETTINGS.delivery_timeout if timeout is None else timeout
+    try:
+        return await asyncio.wait_for(layer.receive(channel), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"no message arrived on {channel!r} within {timeout:g} s") from None
+
+
+async def expect_silence(layer, channel: str, period: float | None = None) -> None:
+    """Fails if a message arrives on ``channel`` within the quiet period."""
+    period = SETTINGS.quiet_period if period is None else period
+    try:
+        message = await asyncio.wait_for(layer.receive(channel), period)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError(f"expected nothing on {channel!r}, got {message!r}")
+
+
+def channel_full_class_of(exc: BaseException) -> bool:
+    """True if ``exc`` is a ChannelFull, by class name along its MRO (the spec names no module)."""
+    return any(cls.__name__ == "ChannelFull" for cls in type(exc).__mro__)

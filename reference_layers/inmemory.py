@@ -1,0 +1,204 @@
+"""InMemoryChannelLayer: a single-process channel layer for tests and development.
+
+A drop-in for ``channels.layers.InMemoryChannelLayer`` that keeps the promises of the
+network layers: messages are checked and encoded as they would be for Redis (so code that
+works here does not break there), receivers each get their own copy, capacity and expiry
+hold, and it is safe to use from ``async_to_sync`` in other threads and event loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+
+from .base import (
+    DEFAULT_MESSAGE_SIZE_LIMIT,
+    ChannelFull,
+    LayerConfigError,
+    LayerCore,
+    MessageTooLarge,
+    UnserialisableMessage,
+    is_process_specific,
+    non_local_name,
+)
+
+__all__ = ["InMemoryChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage"]
+
+
+class InMemoryChannelLayer(LayerCore):
+    """Channels, groups, capacity and expiry in this process's memory."""
+
+    # Read by asgi-conformance: this layer cannot carry messages between processes.
+    conformance_unsupported = {"cross-process": "the in-memory layer lives inside one process"}
+
+    def __init__(self, expiry=60, group_expiry=86400, capacity=100, channel_capacity=None,
+                 message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT, **unknown):
+        if unknown:
+            raise LayerConfigError(
+                f"InMemoryChannelLayer got unknown config key(s) {sorted(unknown)}; it takes "
+                "expiry, group_expiry, capacity, channel_capacity, message_size_limit")
+        super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity,
+                         channel_capacity=channel_capacity, message_size_limit=message_size_limit)
+        self._lock = threading.Lock()  # async_to_sync callers run in other threads
+        self._queues: dict[str, deque[tuple[float, bytes]]] = {}
+        self._process_channels: dict[str, set[str]] = {}  # 'p!' -> {'p!a', 'p!b'} with messages
+        self._waiters: dict[str, deque[asyncio.Future]] = {}
+        self._groups: dict[str, dict[str, float]] = {}
+
+    # --- channels ------------------------------------------------------------------------
+    async def _send(self, channel: str, data: bytes) -> None:
+        with self._lock:
+            self._put(channel, data, time.monotonic())
+        self._wake_one(channel)
+
+    def _put(self, channel: str, data: bytes, now: float) -> None:
+        """Queue one message, or raise ChannelFull; caller holds the lock."""
+        if self._held(channel, now) >= self.capacities.for_channel(channel):
+            raise ChannelFull(f"channel {channel!r} is full")
+        queue = self._queues.get(channel)
+        if queue is None:
+            queue = self._queues[channel] = deque()
+            if is_process_specific(channel):
+                self._process_channels.setdefault(non_local_name(channel), set()).add(channel)
+        queue.append((now + self.expiry, data))
+
+    def _held(self, channel: str, now: float) -> int:
+        """Unexpired messages counting against ``channel``'s capacity (dropping expired ones)."""
+        if not is_process_specific(channel):
+            return self._prune(channel, now)
+        siblings = self._process_channels.get(non_local_name(channel), ())
+        return sum(self._prune(name, now) for name in list(siblings))
+
+    def _prune(self, channel: str, now: float) -> int:
+        queue = self._queues.get(channel)
+        if queue is None:
+            return 0
+        while queue and queue[0][0] <= now:
+            queue.popleft()
+        if not queue:
+            self._forget(channel)
+            return 0
+        return len(queue)
+
+    def _forget(self, channel: str) -> None:
+        del self._queues[channel]
+        if is_process_specific(channel):
+            siblings = self._process_channels.get(non_local_name(channel))
+            if siblings is not None:
+                siblings.discard(channel)
+                if not siblings:
+                    del self._process_channels[non_local_name(channel)]
+
+    def _pop(self, channel: str) -> bytes | None:
+        with self._lock:
+            if not self._prune(channel, time.monotonic()):
+                return None
+            queue = self._queues[channel]
+            _, data = queue.popleft()
+            if not queue:
+                self._forget(channel)
+            return data
+
+    async def _receive(self, channel: str) -> bytes:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = self._pop(channel)
+            if data is not None:
+                return data
+            waiter = loop.create_future()
+            with self._lock:
+                self._waiters.setdefault(channel, deque()).append(waiter)
+            if self._has_message(channel):  # a send slipped in before we were listed
+                self._wake_one(channel)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # Woken but cancelled before we could take the message: pass the wake-up on.
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one(channel)
+                raise
+            finally:
+                self._unlist(channel, waiter)
+
+    def _has_message(self, channel: str) -> bool:
+        with self._lock:
+            return channel in self._queues
+
+    def _unlist(self, channel: str, waiter: asyncio.Future) -> None:
+        with self._lock:
+            waiters = self._waiters.get(channel)
+            if waiters is None:
+                return
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass
+            if not waiters:
+                del self._waiters[channel]
+
+    def _wake_one(self, channel: str) -> None:
+        """Wake the first live receiver waiting on ``channel``, whatever loop or thread it is on."""
+        with self._lock:
+            waiters = self._waiters.get(channel)
+            while waiters:
+                waiter = waiters.popleft()
+                if waiter.done():
+                    continue
+                loop = waiter.get_loop()
+                if loop.is_closed():
+                    continue
+                try:
+                    running = asyncio.get_running_loop()
+                except RuntimeError:
+                    running = None
+                if loop is running:
+                    waiter.set_result(None)
+                else:
+                    loop.call_soon_threadsafe(_set_if_pending, waiter)
+                return
+
+    # --- groups --------------------------------------------------------------------------
+    async def _group_add(self, group: str, channel: str) -> None:
+        with self._lock:
+            self._groups.setdefault(group, {})[channel] = time.monotonic() + self.group_expiry
+
+    async def _group_discard(self, group: str, channel: str) -> None:
+        with self._lock:
+            members = self._groups.get(group)
+            if members is not None:
+                members.pop(channel, None)
+                if not members:
+                    del self._groups[group]
+
+    async def _group_send(self, group: str, data: bytes) -> None:
+        now = time.monotonic()
+        delivered = []
+        with self._lock:
+            members = self._groups.get(group, {})
+            for channel, expires in list(members.items()):
+                if expires <= now:
+                    del members[channel]
+                    continue
+                try:
+                    self._put(channel, data, now)
+                except ChannelFull:
+                    continue  # a full member misses this message; the others still get it
+                delivered.append(channel)
+            if not members:
+                self._groups.pop(group, None)
+        for channel in delivered:
+            self._wake_one(channel)
+
+    # --- whole layer ---------------------------------------------------------------------
+    async def _flush(self) -> None:
+        with self._lock:
+            self._queues.clear()
+            self._process_channels.clear()
+            self._groups.clear()
+
+
+def _set_if_pending(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
