@@ -6,6 +6,7 @@ Pure data in, text out: the plugin feeds it test outcomes and prints what it ret
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass, field
 
 from .requirements import AREAS, MUST, REQUIREMENTS
@@ -15,6 +16,8 @@ PASS, FAIL, DEVIATION, SKIP, NOT_RUN = "PASS", "FAIL", "DEVIATION", "SKIP", "NOT
 
 @dataclass
 class TestOutcome:
+    __test__ = False  # not a pytest test class, despite the name
+
     nodeid: str
     outcome: str  # PASS, FAIL, DEVIATION or SKIP
     detail: str = ""
@@ -85,7 +88,9 @@ class ConformanceReport:
                 title = _clip(v.title, 62)
                 lines.append(f"    {v.requirement_id:<8} {v.level:<6} {v.status:<9} {title}")
                 for detail in v.details[:2]:
-                    lines.append(f"{'':>29}-> {_clip(detail, width - 32)}")
+                    wrapped = textwrap.wrap(" ".join(str(detail).split()), max(width - 33, 40)) or [""]
+                    lines.append(f"{'':>29}-> {wrapped[0]}")
+                    lines.extend(f"{'':>32}{more}" for more in wrapped[1:8])
         counts = self.counts()
         lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
         return lines
