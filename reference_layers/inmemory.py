@@ -44,6 +44,7 @@ class InMemoryChannelLayer(LayerCore):
         self._lock = threading.Lock()  # async_to_sync callers run in other threads
         self._queues: dict[str, deque[tuple[float, bytes]]] = {}
         self._process_channels: dict[str, set[str]] = {}  # 'p!' -> {'p!a', 'p!b'} with messages
+        self._held_counts: dict[str, int] = {}  # capacity key ('p!' or the channel) -> queued messages
         self._waiters: dict[str, deque[asyncio.Future]] = {}
         self._groups: dict[str, dict[str, float]] = {}
 
@@ -55,32 +56,50 @@ class InMemoryChannelLayer(LayerCore):
 
     def _put(self, channel: str, data: bytes, now: float) -> None:
         """Queue one message, or raise ChannelFull; caller holds the lock."""
-        if self._held(channel, now) >= self.capacities.for_channel(channel):
+        key = non_local_name(channel)
+        capacity = self.capacities.for_channel(channel)
+        if self._held_counts.get(key, 0) >= capacity and self._prune_key(key, now) >= capacity:
             raise ChannelFull(f"channel {channel!r} is full")
         queue = self._queues.get(channel)
         if queue is None:
             queue = self._queues[channel] = deque()
             if is_process_specific(channel):
-                self._process_channels.setdefault(non_local_name(channel), set()).add(channel)
+                self._process_channels.setdefault(key, set()).add(channel)
         queue.append((now + self.expiry, data))
+        self._held_counts[key] = self._held_counts.get(key, 0) + 1
 
-    def _held(self, channel: str, now: float) -> int:
-        """Unexpired messages counting against ``channel``'s capacity (dropping expired ones)."""
-        if not is_process_specific(channel):
-            return self._prune(channel, now)
-        siblings = self._process_channels.get(non_local_name(channel), ())
-        return sum(self._prune(name, now) for name in list(siblings))
+    def _prune_key(self, key: str, now: float) -> int:
+        """Drop expired messages of every channel under a capacity key; the count left.
+
+        Only called when the key looks full, so sends stay O(1) however many channels a
+        process has (a group_send to 1,000 of them must not be quadratic)."""
+        channels = list(self._process_channels.get(key, ())) if key.endswith("!") else [key]
+        for channel in channels:
+            self._prune(channel, now)
+        return self._held_counts.get(key, 0)
 
     def _prune(self, channel: str, now: float) -> int:
         queue = self._queues.get(channel)
         if queue is None:
             return 0
+        dropped = 0
         while queue and queue[0][0] <= now:
             queue.popleft()
+            dropped += 1
+        if dropped:
+            self._release(channel, dropped)
         if not queue:
             self._forget(channel)
             return 0
         return len(queue)
+
+    def _release(self, channel: str, count: int) -> None:
+        key = non_local_name(channel)
+        left = self._held_counts[key] - count
+        if left:
+            self._held_counts[key] = left
+        else:
+            del self._held_counts[key]
 
     def _forget(self, channel: str) -> None:
         del self._queues[channel]
@@ -97,6 +116,7 @@ class InMemoryChannelLayer(LayerCore):
                 return None
             queue = self._queues[channel]
             _, data = queue.popleft()
+            self._release(channel, 1)
             if not queue:
                 self._forget(channel)
             return data
@@ -196,6 +216,7 @@ class InMemoryChannelLayer(LayerCore):
         with self._lock:
             self._queues.clear()
             self._process_channels.clear()
+            self._held_counts.clear()
             self._groups.clear()
 
 

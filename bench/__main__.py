@@ -1,0 +1,179 @@
+"""``python -m bench [--quick] [--only NAME ...]``: every layer through every workload, one run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from bench.layers import CONTENDERS
+from bench.output import Row, table_lines, write_chart, write_json, write_markdown
+from bench.plan import SCENARIOS, SHARD_COUNTS, SHARD_SCENARIO
+
+HERE = Path(__file__).parent
+SCENARIO_TIMEOUT = 180  # seconds for one repetition: a hung layer becomes an error row
+COMPARISONS = {
+    "inmemory": ["channels-inmemory"],
+    "redis": ["channels_redis"],
+    "rabbitmq": ["channels_rabbitmq", "redis"],
+    "ipc": ["channels_redis", "redis"],
+}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke check")
+    parser.add_argument("--repeat", type=int, help="repetitions per figure (default 3, or 1 with --quick)")
+    parser.add_argument("--only", nargs="+", metavar="LAYER", help="only these layers (and their peers)")
+    parser.add_argument("--out", default=str(HERE / "results.json"), help="JSON results path")
+    parser.add_argument("--chart", default=str(HERE / "results.png"), help="PNG chart path ('' for none)")
+    parser.add_argument("--markdown", default=str(HERE / "results.md"), help="Markdown table path")
+    return parser.parse_args(argv)
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.started = total, 0, time.monotonic()
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        elapsed = time.monotonic() - self.started
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                         f"{elapsed:5.0f}s {text[:50]:<50}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+
+
+def choose(only):
+    chosen = [c for c in CONTENDERS if not only or c.name in only
+              or any(c.name in COMPARISONS.get(name, []) for name in only)]
+    usable, missing = [], {}
+    for contender in chosen:
+        why = contender.available()
+        (missing.__setitem__(contender.name, why) if why else usable.append(contender))
+    return usable, missing
+
+
+@contextlib.contextmanager
+def servers_for(contenders):
+    from asgi_conformance import servers
+
+    with contextlib.ExitStack() as stack:
+        addresses = {}
+        if any(c.server == "redis" for c in contenders):
+            addresses["redis"] = stack.enter_context(servers.redis_servers(max(SHARD_COUNTS))).urls
+        if any(c.server == "rabbitmq" for c in contenders):
+            addresses["rabbitmq"] = stack.enter_context(servers.rabbitmq_server()).url
+        yield addresses
+
+
+def measure(scenario, contender, config, size, repeat, progress, label) -> dict:
+    figures = {key: [] for key, _ in scenario.figures}
+    factory = contender.factory()
+    for rep in range(repeat):
+        progress.step(f"{label} {contender.name} #{rep + 1}")
+
+        def make_layer(**overrides):
+            return factory(**{**config, **overrides})
+
+        result = asyncio.run(asyncio.wait_for(scenario.run(make_layer, contender, config, size), SCENARIO_TIMEOUT))
+        for key in figures:
+            figures[key].append(result[key])
+    return figures
+
+
+def run_scenario(scenario, contender, config, size, repeat, progress, label) -> list[Row]:
+    try:
+        figures = measure(scenario, contender, config, size, repeat, progress, label)
+    except Exception as exc:  # noqa: BLE001 - one broken layer must not end the whole run
+        return [Row(label, key, unit, contender.name, error=f"{type(exc).__name__}: {exc}")
+                for key, unit in scenario.figures]
+    return [Row(label, key, unit, contender.name, samples=figures[key]) for key, unit in scenario.figures]
+
+
+def plan(contenders):
+    """(scenario, contender, shards, label) for everything this run measures."""
+    jobs = []
+    for scenario in SCENARIOS:
+        for contender in contenders:
+            if scenario.cross_process and not contender.cross_process:
+                continue
+            jobs.append((scenario, contender, 1, scenario.name))
+    for contender in contenders:
+        if contender.name in ("redis", "channels_redis"):
+            for shards in SHARD_COUNTS:
+                jobs.append((SHARD_SCENARIO, contender, shards, f"sharded-{shards}"))
+    return jobs
+
+
+def versions() -> dict:
+    found = {}
+    for package in ("channels", "channels_redis", "channels_rabbitmq", "redis", "hiredis", "pika",
+                    "posix_ipc", "msgpack"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[package] = metadata.version(package)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10).stdout
+        found["redis-server"] = next((w[2:] for w in out.split() if w.startswith("v=")), out.strip())
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"], capture_output=True,
+                             text=True, timeout=10).stdout
+        if out:
+            found["rabbitmq-server"] = out.strip()
+    return found
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    repeat = args.repeat or (1 if args.quick else 3)
+    contenders, missing = choose(args.only)
+    for name, why in missing.items():
+        print(f"skipping {name}: {why}", file=sys.stderr)
+    run_id = secrets.token_hex(3)
+    rows = []
+    with servers_for(contenders) as addresses:
+        jobs = plan(contenders)
+        progress = Progress(len(jobs) * repeat)
+        for scenario, contender, shards, label in jobs:
+            config = contender.config(addresses, shards)
+            if "prefix" in config:
+                config["prefix"] = f"{config['prefix']}{run_id}"
+            size = scenario.quick if args.quick else scenario.full
+            rows.extend(run_scenario(scenario, contender, config, size, repeat, progress, label))
+        progress.close()
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "quick": args.quick,
+        "repeat": repeat,
+        "versions": versions(),
+        "skipped": missing,
+    }
+    print("\n".join(table_lines(rows, COMPARISONS)))
+    write_json(args.out, meta, rows, COMPARISONS)
+    write_markdown(args.markdown, meta, rows, COMPARISONS)
+    if args.chart:
+        write_chart(args.chart, rows)
+    print(f"\nwrote {args.out}, {args.markdown}" + (f", {args.chart}" if args.chart else ""))
+    return 1 if any(r.error for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Which layers the benchmark runs, what they are compared with, and how each is built."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str  # short label in tables and charts
+    dotted_path: str
+    server: str | None  # None, "redis" or "rabbitmq"
+    peer: str | None  # name of the contender this one is compared with
+    config_key: str | None = None  # where the server address goes
+    cross_process: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def config(self, servers: dict, shards: int = 1) -> dict:
+        config = dict(self.extra)
+        if self.server == "redis":
+            config[self.config_key or "hosts"] = servers["redis"][:shards]
+        elif self.server == "rabbitmq":
+            config[self.config_key or "url"] = servers["rabbitmq"]
+        return config
+
+    def factory(self):
+        module_name, _, attribute = self.dotted_path.rpartition(".")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def available(self) -> str | None:
+        """None if the layer imports, else why not."""
+        try:
+            self.factory()
+        except Exception as exc:  # noqa: BLE001 - a missing optional layer is reported, not fatal
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+
+CONTENDERS = [
+    Contender("channels-inmemory", "channels.layers.InMemoryChannelLayer", None, None, cross_process=False),
+    Contender("inmemory", "reference_layers.inmemory.InMemoryChannelLayer", None, "channels-inmemory",
+              cross_process=False),
+    Contender("channels_redis", "channels_redis.core.RedisChannelLayer", "redis", None),
+    Contender("channels_redis-pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer", "redis", None),
+    Contender("redis", "reference_layers.redis.RedisChannelLayer", "redis", "channels_redis"),
+    Contender("channels_rabbitmq", "channels_rabbitmq.core.RabbitmqChannelLayer", "rabbitmq", None,
+              config_key="host"),
+    Contender("rabbitmq", "reference_layers.rabbitmq.RabbitMQChannelLayer", "rabbitmq", "channels_rabbitmq"),
+    Contender("ipc", "reference_layers.ipc.IPCChannelLayer", None, "channels_redis",
+              extra={"prefix": "bench"}),
+]
+
+BY_NAME = {c.name: c for c in CONTENDERS}
