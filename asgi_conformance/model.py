@@ -156,7 +156,11 @@ class PossibleStates:
     def send(self, channel: str, message: Any, answer: str) -> None:
         """Record that a send answered OK or FULL."""
         expected = " or ".join(sorted(self.send_outcomes(channel)))
-        kept = [state for state in self.states if state.send(channel, message) == answer]
+        kept = []
+        for state in self.states:
+            twin = state.copy()  # the old states stay intact for the error message
+            if twin.send(channel, message) == answer:
+                kept.append(twin)
         self._keep(kept, f"send({channel!r}, {message!r}) answered {answer}, expected {expected}")
 
     def heads(self, channel: str) -> list[Any | None]:
@@ -174,8 +178,9 @@ class PossibleStates:
         kept = []
         for state in self.states:
             if state.head(channel) == message:
-                state.receive(channel)
-                kept.append(state)
+                twin = state.copy()
+                twin.receive(channel)
+                kept.append(twin)
         got = "nothing" if message is None else repr(message)
         wanted = " or ".join("nothing" if head is None else repr(head) for head in expected)
         self._keep(kept, f"receive({channel!r}) got {got}, expected {wanted}")

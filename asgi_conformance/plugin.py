@@ -92,6 +92,9 @@ def _start_servers(config, stack: contextlib.ExitStack) -> dict:
     """Start the servers --asgi-server asks for; returns the config entries that point at them."""
     option = config.getoption("asgi_server")
     if not option:
+        if config.getoption("asgi_server_config_key"):
+            raise TargetError("--asgi-server-config-key names where a server's address goes: "
+                              "it needs --asgi-server=redis|redis:N|rabbitmq")
         return {}
     kind, _, count_text = option.partition(":")
     if kind not in SERVER_CONFIG_KEYS:
@@ -185,6 +188,22 @@ def layers(asgi_layer_factory):
 def layer(layers):
     """One layer with the configured settings."""
     return layers.make()
+
+
+@pytest.fixture
+def asgi_peers(asgi_target):
+    """``asgi_peers.start(**overrides)`` starts a peer process building the same layer (XP-*);
+    every peer is ended when the test ends, whether it passed, failed or timed out."""
+    if asgi_target.dotted_path is None:
+        pytest.skip("cross-process tests need --asgi-layer: a peer process builds the layer from its dotted path")
+    from .peer import PeerGroup  # imported only by the tests that start peers
+
+    peers = PeerGroup(asgi_target.dotted_path, asgi_target.config,
+                      call_timeout=max(10.0, 2 * spec.SETTINGS.delivery_timeout))
+    try:
+        yield peers
+    finally:
+        peers.close()
 
 
 @pytest.fixture(autouse=True)

@@ -253,17 +253,26 @@ def _tail(path: Path, lines: int = 5) -> str:
 # --- local binaries ----------------------------------------------------------------------------
 
 class _Executable(Server):
-    """A server process of ours, run by a mirakuru TCPExecutor: ready when its port accepts."""
+    """A server process of ours, run by a mirakuru TCPExecutor: ready when its port accepts.
+
+    ``helpers`` are processes already started for it (RabbitMQ's epmd); they are stopped after
+    the server. Everything is stopped by its own pid, and the temp dir removed, by :meth:`stop`.
+    """
 
     restartable = True
 
-    def __init__(self, url: str, executor, workdir: Path, log: Path, what: str):
+    def __init__(self, url: str, executor, workdir: Path, log: Path, what: str, helpers=()):
         super().__init__(url)
         self.executor = executor
+        self.helpers = list(helpers)
         self.workdir = workdir
         self.log = log
         self.what = what
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
 
     def _start(self) -> None:
         from mirakuru.exceptions import AlreadyRunning, ExecutorError
@@ -281,26 +290,16 @@ class _Executable(Server):
         return process.pid if process is not None else None
 
     def restart(self) -> None:
-        """Stop the process (by its pid) and start it again on the same port."""
-        self._stop_process()
+        """Stop the process (by its pid) and start it again on the same port, same data dir."""
+        _stop_executor(self.executor)
         self._start()
 
-    def _stop_process(self) -> None:
-        from mirakuru.exceptions import ProcessFinishedWithError
-
-        # A server killed from outside (SIGKILL in a test) ends "with an error": that is fine here.
-        with contextlib.suppress(ProcessFinishedWithError):
-            self.executor.stop()
-
-    def _release(self) -> None:
-        self.executor.log_file.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
     def stop(self) -> None:
-        try:
-            self._stop_process()
-        finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        with contextlib.ExitStack() as cleanup:  # runs in reverse: server, helpers, then the dir
+            cleanup.callback(shutil.rmtree, self.workdir, ignore_errors=True)
+            for executor in self.helpers:
+                cleanup.callback(_close_executor, executor)
+            cleanup.callback(_close_executor, self.executor)
 
 
 def _executor(command: list[str], port: int, log: Path, env: dict[str, str] | None = None):
@@ -316,14 +315,18 @@ def _executor(command: list[str], port: int, log: Path, env: dict[str, str] | No
     return executor
 
 
-def _close_executor(executor) -> None:
-    """Stop the process by its pid (SIGTERM, SIGKILL after STOP_TIMEOUT) and close its log."""
+def _stop_executor(executor) -> None:
+    """SIGTERM to the process (its own process group, by pid); SIGKILL if it outstays the timeout."""
     from mirakuru.exceptions import ProcessFinishedWithError
 
+    # A server killed from outside (SIGKILL in a test) ends "with an error": fine here.
+    with contextlib.suppress(ProcessFinishedWithError):
+        executor.stop()
+
+
+def _close_executor(executor) -> None:
     try:
-        # A server killed from outside (SIGKILL in a test) ends "with an error": fine here.
-        with contextlib.suppress(ProcessFinishedWithError):
-            executor.stop()
+        _stop_executor(executor)
     finally:
         executor.log_file.close()
 
@@ -335,12 +338,8 @@ class _LocalRedis(_Executable):
         log = workdir / "redis.log"
         command = [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
                    "--daemonize", "no", "--dir", str(workdir), "--logfile", str(log)]
-        try:
-            super().__init__(f"redis://{LOOPBACK}:{port}", _executor(command, port, log), workdir, log,
-                             f"redis-server on port {port}")
-        except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
+        super().__init__(f"redis://{LOOPBACK}:{port}", _executor(command, port, log), workdir, log,
+                         f"redis-server on port {port}")
 
 
 class _LocalRabbitMQ(_Executable):
@@ -348,36 +347,23 @@ class _LocalRabbitMQ(_Executable):
 
     def __init__(self, launcher: str, epmd_binary: str):
         workdir = Path(tempfile.mkdtemp(prefix="asgi-conformance-rabbitmq-"))
+        epmd_port = free_port()
+        node_port = free_port({epmd_port})
+        dist_port = free_port({epmd_port, node_port})
+        epmd = _executor([epmd_binary, "-port", str(epmd_port), "-address", LOOPBACK], epmd_port,
+                         workdir / "epmd.log", {"ERL_EPMD_PORT": str(epmd_port)})
         try:
-            epmd_port = free_port()
-            node_port = free_port({epmd_port})
-            dist_port = free_port({epmd_port, node_port})
-            self.epmd = _executor([epmd_binary, "-port", str(epmd_port), "-address", LOOPBACK], epmd_port,
-                                  workdir / "epmd.log", {"ERL_EPMD_PORT": str(epmd_port)})
-            try:
-                self.epmd.start()
-            except Exception as exc:  # noqa: BLE001
-                raise ServerError(f"epmd on port {epmd_port} did not start ({type(exc).__name__}); "
-                                  f"log: {_tail(workdir / 'epmd.log')}") from None
-            env = _rabbitmq_env(workdir, epmd_port, node_port, dist_port)
-            log = workdir / "log" / f"{env['RABBITMQ_NODENAME'].split('@')[0]}.log"
-            executor = _executor([launcher], node_port, workdir / "launcher.log", env)
-            super().__init__(f"amqp://guest:guest@{LOOPBACK}:{node_port}/%2F", executor, workdir, log,
-                             f"rabbitmq-server on port {node_port}")
-        except BaseException:
-            if getattr(self, "epmd", None) is not None:
-                self.epmd.stop()
+            epmd.start()
+        except Exception as exc:  # noqa: BLE001
+            _close_executor(epmd)
             shutil.rmtree(workdir, ignore_errors=True)
-            raise
-
-    def stop(self) -> None:
-        try:
-            self._stop_process()
-        finally:
-            try:
-                self.epmd.stop()  # the node leaves its epmd running; this one is ours alone
-            finally:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            raise ServerError(f"epmd on port {epmd_port} did not start ({type(exc).__name__}); "
+                              f"log: {_tail(workdir / 'epmd.log')}") from None
+        env = _rabbitmq_env(workdir, epmd_port, node_port, dist_port)
+        log = workdir / "log" / f"{env['RABBITMQ_NODENAME']}.log"
+        executor = _executor([launcher], node_port, workdir / "launcher.log", env)
+        super().__init__(f"amqp://guest:guest@{LOOPBACK}:{node_port}/%2F", executor, workdir, log,
+                         f"rabbitmq-server on port {node_port}", helpers=[epmd])
 
 
 def _rabbitmq_env(workdir: Path, epmd_port: int, node_port: int, dist_port: int) -> dict[str, str]:

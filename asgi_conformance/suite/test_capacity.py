@@ -1,8 +1,18 @@
 """CAP-*: capacity per channel, ChannelFull, and group_send's silence about full members."""
 
+import re
+import secrets
+
 import pytest
 
-from asgi_conformance.spec import channel_full_class_of, expect_message, fresh_channel, requirement
+from asgi_conformance.spec import (
+    channel_full_class_of,
+    expect_message,
+    expect_silence,
+    fresh_channel,
+    fresh_group,
+    requirement,
+)
 
 
 @requirement("CAP-1", needs=["capacity"])
@@ -16,3 +26,89 @@ async def test_n_sends_fit_and_the_next_raises_channel_full(layers):
     assert channel_full_class_of(caught.value), f"expected ChannelFull, got {caught.value!r}"
     for index in range(3):
         assert (await expect_message(layer, channel))["index"] == index
+
+
+async def _assert_full(layer, channel, index):
+    """The next send to ``channel`` must raise ChannelFull."""
+    with pytest.raises(Exception) as caught:
+        await layer.send(channel, {"type": "test.fill", "index": index})
+    assert channel_full_class_of(caught.value), f"expected ChannelFull on {channel!r}, got {caught.value!r}"
+
+
+async def _capacity_problem(layer, channel, expected: int) -> str | None:
+    """Why ``channel`` does not hold exactly ``expected`` messages; None if it does."""
+    for index in range(expected):
+        try:
+            await layer.send(channel, {"type": "test.fill", "index": index})
+        except Exception as exc:  # noqa: BLE001
+            return f"{channel!r}: send {index + 1} of {expected} raised {exc!r}"
+    try:
+        await layer.send(channel, {"type": "test.fill", "index": expected})
+    except Exception as exc:  # noqa: BLE001
+        if channel_full_class_of(exc):
+            return None
+        return f"{channel!r}: send {expected + 1} raised {exc!r}, not ChannelFull"
+    return f"{channel!r}: send {expected + 1} fitted, capacity should be {expected}"
+
+
+@requirement("CAP-2", needs=["capacity"])
+async def test_a_receive_frees_room_for_the_next_send(layers):
+    layer = layers.make(capacity=2)
+    channel = fresh_channel()
+    for index in range(2):
+        await layer.send(channel, {"type": "test.fill", "index": index})
+    await _assert_full(layer, channel, 2)
+    assert (await expect_message(layer, channel))["index"] == 0
+    await layer.send(channel, {"type": "test.fill", "index": 2})
+    assert [(await expect_message(layer, channel))["index"] for _ in range(2)] == [1, 2]
+
+
+@requirement("CAP-3", needs=["capacity"])
+async def test_channel_capacity_patterns_override_the_default_and_the_first_match_wins(layers):
+    # Every fresh channel matches the last pattern too, so only first-match-wins gives 1, 2, 4.
+    layer = layers.make(capacity=5, channel_capacity={
+        "asgi-test.glob-*": 1,
+        re.compile(r"asgi-test\.regex-[0-9a-f]+"): 2,
+        "asgi-test.big-*": 4,
+        "asgi-test.*": 3,
+    })
+    expected = {
+        fresh_channel("glob"): 1,
+        fresh_channel("regex"): 2,
+        fresh_channel("big"): 4,
+        fresh_channel("other"): 3,
+        f"unmatched.{secrets.token_hex(6)}": 5,
+    }
+    problems = [problem for channel, capacity in expected.items()
+                if (problem := await _capacity_problem(layer, channel, capacity))]
+    assert not problems, "channel_capacity was not applied:\n" + "\n".join(problems)
+
+
+@requirement("CAP-4", needs=["capacity"])
+async def test_process_specific_channels_share_the_capacity_of_their_non_local_part(layers):
+    layer = layers.make(capacity=2)
+    name = await layer.new_channel()
+    prefix = name[: name.index("!") + 1]
+    first, second = prefix + "a", prefix + "b"
+    await layer.send(first, {"type": "test.fill", "to": "a"})
+    await layer.send(second, {"type": "test.fill", "to": "b"})
+    await _assert_full(layer, first, 2)
+    await _assert_full(layer, second, 2)
+    assert (await expect_message(layer, first))["to"] == "a"
+    assert (await expect_message(layer, second))["to"] == "b"
+
+
+@requirement("CAP-5", needs=["capacity", "groups"])
+async def test_group_send_to_a_full_member_raises_nothing_and_the_others_get_the_message(layers):
+    layer = layers.make(capacity=1)
+    group, full, free = fresh_group(), fresh_channel("full"), fresh_channel("free")
+    await layer.group_add(group, full)
+    await layer.group_add(group, free)
+    await layer.send(full, {"type": "test.direct"})
+    try:
+        await layer.group_send(group, {"type": "test.group"})
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"group_send raised {exc!r} because one member was full")
+    assert (await expect_message(layer, free))["type"] == "test.group"
+    assert (await expect_message(layer, full))["type"] == "test.direct"
+    await expect_silence(layer, full)
