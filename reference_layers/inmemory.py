@@ -135,8 +135,9 @@ class InMemoryChannelLayer(LayerCore):
             try:
                 await waiter
             except asyncio.CancelledError:
-                # Woken but cancelled before we could take the message: pass the wake-up on.
-                if waiter.done() and not waiter.cancelled():
+                # Woken but cancelled before we could take the message (a wake-up from another
+                # thread may even still be in flight): pass the wake-up on while one waits.
+                if (waiter.done() and not waiter.cancelled()) or self._has_message(channel):
                     self._wake_one(channel)
                 raise
             finally:
