@@ -170,3 +170,26 @@ async def expect_silence(layer, channel: str, period: float | None = None) -> No
 def channel_full_class_of(exc: BaseException) -> bool:
     """True if ``exc`` is a ChannelFull, by class name along its MRO (the spec names no module)."""
     return any(cls.__name__ == "ChannelFull" for cls in type(exc).__mro__)
+
+
+# Messages larger than this are not built in a test: a layer declaring a bigger limit is skipped.
+LARGEST_LIMIT_TESTED = 256 * 1024 * 1024
+
+
+def declared_size_limit(target) -> tuple[int, type]:
+    """The layer's ``message_size_limit`` and the ``MessageTooLarge`` its module exports.
+
+    Skips the test when the layer declares no limit; fails it when the layer declares one but
+    exports no exception class for it (MSG-5, GRP-5).
+    """
+    limit = target.message_size_limit
+    if limit is None:
+        pytest.skip("the layer declares no size limit (no `message_size_limit` attribute, in bytes "
+                    "of the encoded message)")
+    if limit > LARGEST_LIMIT_TESTED:
+        pytest.skip(f"message_size_limit={limit} bytes is too large to build a message over it in a test")
+    too_large = getattr(target.module, "MessageTooLarge", None)
+    assert isinstance(too_large, type) and issubclass(too_large, BaseException), (
+        f"the layer declares message_size_limit={limit!r} but its module "
+        f"{getattr(target.module, '__name__', target.module)!r} exports no MessageTooLarge exception class")
+    return int(limit), too_large

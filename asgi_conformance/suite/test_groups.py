@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from asgi_conformance.spec import expect_message, expect_silence, fresh_group, requirement
+from asgi_conformance.spec import declared_size_limit, expect_message, expect_silence, fresh_group, requirement
 
 GROUPS = ["groups", "backlog"]
 
@@ -105,18 +105,10 @@ async def test_a_channel_in_two_groups_gets_one_copy_per_group_send_to_each(laye
 
 @requirement("GRP-5", needs=["groups"])
 async def test_group_send_of_an_oversize_message_raises_message_too_large(layer, asgi_target):
-    limit = asgi_target.message_size_limit
-    if limit is None:
-        pytest.skip("the layer declares no size limit (no `message_size_limit` attribute, in bytes "
-                    "of the encoded message)")
-    module = asgi_target.module
-    too_large = getattr(module, "MessageTooLarge", None)
-    assert isinstance(too_large, type) and issubclass(too_large, BaseException), (
-        f"the layer declares message_size_limit={limit!r} but its module "
-        f"{getattr(module, '__name__', module)!r} exports no MessageTooLarge exception class")
+    limit, too_large = declared_size_limit(asgi_target)
     group = fresh_group()
     member, = await _members(layer, 1)
     await layer.group_add(group, member)
     with pytest.raises(too_large):
-        await layer.group_send(group, {"type": "test.oversize", "payload": b"x" * (int(limit) + 1)})
+        await layer.group_send(group, {"type": "test.oversize", "payload": b"x" * (limit + 1)})
     await expect_silence(layer, member)

@@ -11,7 +11,14 @@ import secrets
 
 import pytest
 
-from asgi_conformance.spec import SETTINGS, expect_message, fresh_channel, fresh_group, requirement
+from asgi_conformance.spec import (
+    SETTINGS,
+    declared_size_limit,
+    expect_message,
+    fresh_channel,
+    fresh_group,
+    requirement,
+)
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -174,21 +181,9 @@ async def test_a_message_of_one_megabyte_arrives_intact(layer):
 
 # --- MSG-5 ----------------------------------------------------------------------------------
 
-LARGEST_LIMIT_TESTED = 256 * 1024 * 1024
-
-
 @requirement("MSG-5")
 async def test_a_message_over_the_declared_size_limit_raises_message_too_large(layer, asgi_target):
-    limit = asgi_target.message_size_limit
-    if limit is None:
-        pytest.skip("layer declares no size limit (no `message_size_limit` attribute)")
-    if limit > LARGEST_LIMIT_TESTED:
-        pytest.skip(f"message_size_limit={limit} bytes is too large to build a message over it in a test")
-    module = asgi_target.module
-    too_large = getattr(module, "MessageTooLarge", None)
-    assert isinstance(too_large, type) and issubclass(too_large, BaseException), (
-        f"the layer declares message_size_limit={limit} but its module "
-        f"{getattr(module, '__name__', module)!r} exports no MessageTooLarge exception class")
+    limit, too_large = declared_size_limit(asgi_target)
     channel = fresh_channel()
     with pytest.raises(Exception) as caught:
         await layer.send(channel, {"type": "test.oversize", "payload": b"x" * (limit + 1)})
