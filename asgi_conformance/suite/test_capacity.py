@@ -15,7 +15,7 @@ from asgi_conformance.spec import (
 )
 
 
-@requirement("CAP-1", needs=["capacity"])
+@requirement("CAP-1", needs=["capacity", "backlog"])
 async def test_n_sends_fit_and_the_next_raises_channel_full(layers):
     layer = layers.make(capacity=3)
     channel = fresh_channel()
@@ -51,7 +51,7 @@ async def _capacity_problem(layer, channel, expected: int) -> str | None:
     return f"{channel!r}: send {expected + 1} fitted, capacity should be {expected}"
 
 
-@requirement("CAP-2", needs=["capacity"])
+@requirement("CAP-2", needs=["capacity", "backlog"])
 async def test_a_receive_frees_room_for_the_next_send(layers):
     layer = layers.make(capacity=2)
     channel = fresh_channel()
@@ -63,7 +63,7 @@ async def test_a_receive_frees_room_for_the_next_send(layers):
     assert [(await expect_message(layer, channel))["index"] for _ in range(2)] == [1, 2]
 
 
-@requirement("CAP-3", needs=["capacity"])
+@requirement("CAP-3", needs=["capacity", "backlog"])
 async def test_channel_capacity_patterns_override_the_default_and_the_first_match_wins(layers):
     # Every fresh channel matches the last pattern too, so only first-match-wins gives 1, 2, 4.
     layer = layers.make(capacity=5, channel_capacity={
@@ -98,7 +98,7 @@ async def test_process_specific_channels_share_the_capacity_of_their_non_local_p
     assert (await expect_message(layer, second))["to"] == "b"
 
 
-@requirement("CAP-5", needs=["capacity", "groups"])
+@requirement("CAP-5", needs=["capacity", "groups", "backlog"])
 async def test_group_send_to_a_full_member_raises_nothing_and_the_others_get_the_message(layers):
     layer = layers.make(capacity=1)
     group, full, free = fresh_group(), fresh_channel("full"), fresh_channel("free")

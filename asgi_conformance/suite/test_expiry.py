@@ -24,7 +24,7 @@ async def _wait_until(start: float, seconds: float) -> None:
     await asyncio.sleep(max(0.0, start + seconds - loop.time()))
 
 
-@requirement("EXP-1", needs=["expiry"])
+@requirement("EXP-1", needs=["expiry", "backlog"])
 async def test_a_message_unread_for_expiry_seconds_is_dropped_and_a_younger_one_still_arrives(layers):
     layer = layers.make(expiry=1)
     channel = fresh_channel()
@@ -40,7 +40,7 @@ async def test_a_message_unread_for_expiry_seconds_is_dropped_and_a_younger_one_
     await expect_silence(layer, channel)
 
 
-@requirement("EXP-2", needs=["expiry", "capacity"])
+@requirement("EXP-2", needs=["expiry", "capacity", "backlog"])
 async def test_expired_messages_free_their_room_in_the_channel(layers):
     layer = layers.make(expiry=1, capacity=1)
     channel = fresh_channel()

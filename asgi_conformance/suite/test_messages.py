@@ -15,7 +15,6 @@ from asgi_conformance.spec import (
     SETTINGS,
     declared_size_limit,
     expect_message,
-    fresh_channel,
     fresh_group,
     requirement,
 )
@@ -61,7 +60,7 @@ async def _assert_first_message_is_a_fresh_marker(layer, channel):
 
 @requirement("MSG-1")
 async def test_sending_anything_but_a_dict_raises_and_sends_nothing(layer):
-    channel = fresh_channel()
+    channel = await layer.new_channel()
     not_dicts = [["test.list", 1], "test.text", None, b"test.bytes", [("type", "test.pairs")], ("type", "x")]
     problems = [p for p in [await _refusal_problem(layer, channel, value) for value in not_dicts] if p]
     assert not problems, "non-dict messages must be refused:\n" + "\n".join(problems)
@@ -98,7 +97,7 @@ def _difference(sent, got, path="message") -> str | None:
 
 @requirement("MSG-2")
 async def test_every_allowed_value_type_arrives_with_its_value_and_type(layer):
-    channel = fresh_channel()
+    channel = await layer.new_channel()
     message = {
         "type": "test.types",
         "bytes": b"\x00\xff\x80 not utf-8",
@@ -126,7 +125,7 @@ async def test_every_allowed_value_type_arrives_with_its_value_and_type(layer):
 
 @requirement("MSG-2")
 async def test_tuples_arrive_as_lists_or_tuples_with_the_same_items(layer):
-    channel = fresh_channel()
+    channel = await layer.new_channel()
     message = {"type": "test.tuples", "pair": (1, b"two"), "nested": {"t": ("a", (2, 3))}}
     await layer.send(channel, message)
     received = await expect_message(layer, channel)
@@ -152,7 +151,7 @@ def _deep(value) -> dict:
 
 @requirement("MSG-3")
 async def test_values_the_wire_cannot_carry_are_refused_at_send_and_send_nothing(layer):
-    channel = fresh_channel()
+    channel = await layer.new_channel()
     problems = []
     for label, make in UNCARRIABLE.items():
         for where, message in (("top level", {"type": "test.bad", "value": make()}),
@@ -168,7 +167,7 @@ async def test_values_the_wire_cannot_carry_are_refused_at_send_and_send_nothing
 
 @requirement("MSG-4")
 async def test_a_message_of_one_megabyte_arrives_intact(layer):
-    channel = fresh_channel()
+    channel = await layer.new_channel()
     message = {
         "type": "test.big",
         "text": secrets.token_hex(500_000),  # 1,000,000 characters that do not compress
@@ -184,7 +183,7 @@ async def test_a_message_of_one_megabyte_arrives_intact(layer):
 @requirement("MSG-5")
 async def test_a_message_over_the_declared_size_limit_raises_message_too_large(layer, asgi_target):
     limit, too_large = declared_size_limit(asgi_target)
-    channel = fresh_channel()
+    channel = await layer.new_channel()
     with pytest.raises(Exception) as caught:
         await layer.send(channel, {"type": "test.oversize", "payload": b"x" * (limit + 1)})
     assert isinstance(caught.value, too_large), (
@@ -207,7 +206,7 @@ def _mutate(message: dict) -> None:
 
 @requirement("MSG-6")
 async def test_changing_the_dict_after_sending_it_does_not_change_what_arrives(layer):
-    channel = fresh_channel()
+    channel = await layer.new_channel()
     message = _mutable_message()
     await layer.send(channel, message)
     _mutate(message)
@@ -217,7 +216,7 @@ async def test_changing_the_dict_after_sending_it_does_not_change_what_arrives(l
 
 @requirement("MSG-6")
 async def test_two_receivers_of_one_sent_dict_get_independent_copies(layer):
-    first, second = fresh_channel(), fresh_channel()
+    first, second = await layer.new_channel(), await layer.new_channel()
     message = _mutable_message()
     await layer.send(first, message)
     await layer.send(second, message)
@@ -229,7 +228,7 @@ async def test_two_receivers_of_one_sent_dict_get_independent_copies(layer):
 
 @requirement("MSG-6", needs=["groups"])
 async def test_each_group_member_gets_its_own_copy(layer):
-    group, first, second = fresh_group(), fresh_channel(), fresh_channel()
+    group, first, second = fresh_group(), await layer.new_channel(), await layer.new_channel()
     await layer.group_add(group, first)
     await layer.group_add(group, second)
     await layer.group_send(group, _mutable_message())

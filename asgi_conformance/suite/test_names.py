@@ -103,7 +103,7 @@ async def _assert_all_raise_type_error(calls: list[tuple[str, object]]) -> None:
 
 # --- NAME-1 ---------------------------------------------------------------------------------
 
-@requirement("NAME-1")
+@requirement("NAME-1", needs=["backlog"])
 async def test_valid_channel_names_work_in_send_and_receive(layer):
     for name in await _valid_channel_names(layer):
         message = {"type": "test.name", "name": name}
@@ -111,7 +111,7 @@ async def test_valid_channel_names_work_in_send_and_receive(layer):
         assert await expect_message(layer, name) == message, f"wrong message on {name!r}"
 
 
-@requirement("NAME-1", needs=["groups"])
+@requirement("NAME-1", needs=["groups", "backlog"])
 async def test_valid_channel_names_can_join_a_group_and_get_its_messages(layer):
     group = fresh_group()
     names = await _valid_channel_names(layer)
@@ -192,7 +192,7 @@ async def test_valid_group_names_work_in_every_group_method(layer):
     token = secrets.token_hex(6)
     groups = [_single_letter(), f"asgi-test.AZaz09-_.{token}", _padded(f"asgi-test.long-{token}-", MAX_LENGTH)]
     for group in groups:
-        channel = fresh_channel()
+        channel = await layer.new_channel()
         await layer.group_add(group, channel)
         await layer.group_send(group, {"type": "test.group.name", "group": group})
         assert (await expect_message(layer, channel))["group"] == group, f"wrong message via group {group!r}"
