@@ -1,0 +1,29 @@
+"""``reference_layers.ipc.IPCChannelLayer``: a channel layer for many processes on one
+machine, with no server, over POSIX shared memory.
+
+Use it as ``CHANNEL_LAYERS = {"default": {"BACKEND": "reference_layers.ipc.IPCChannelLayer",
+"CONFIG": {"prefix": "myproject"}}}``. Config keys: ``prefix`` (names the shared segment
+``/asgi-ipc.<prefix>``; projects on one machine keep apart by prefix; default ``"asgi"``),
+``expiry``, ``group_expiry``, ``capacity``, ``channel_capacity``, ``segment_size`` (bytes,
+default 64 MiB; when it is full, send raises ``SegmentFull``, a ``ChannelFull``), ``mode``
+(permissions of the segment, default 0600), ``message_size_limit``,
+``symmetric_encryption_keys``.
+
+How it fits together (one module each): ``layout`` (where things live in the segment),
+``locking`` (fcntl record locks the kernel releases when a process dies), ``segment``
+(opening, the redo journal that makes a crash at any point harmless, flush), ``store`` (the
+channel/group/waiter structures), ``operations`` (one locked step per call), ``wakeups``
+(datagram pokes to waiting event loops), ``layer`` (the asyncio API), ``consistency`` (a
+checker) and ``__main__`` (``python -m reference_layers.ipc --cleanup PREFIX``).
+
+No semaphores are used: locks are fcntl locks on the segment's descriptor, and wake-ups go
+through sockets in the abstract namespace that disappear with their process, so the only
+named object to clean up is the segment itself.
+"""
+
+from ..base import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from .layer import IPCChannelLayer
+from .segment import SegmentFull
+
+__all__ = ["IPCChannelLayer", "ChannelFull", "SegmentFull", "MessageTooLarge", "UnserialisableMessage",
+           "LayerConfigError"]

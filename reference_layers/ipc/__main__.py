@@ -1,0 +1,99 @@
+"""``python -m reference_layers.ipc``: list, check or remove the layer's shared segments.
+
+    --list               segments of this layer in /dev/shm, and whether a process uses them
+    --check PREFIX       repair (if a process died mid-write) and check one segment
+    --cleanup PREFIX...  remove segments no running process has attached (a crashed
+                         deployment's leftovers); --force removes them even if in use
+    --cleanup-all        remove every unused asgi-ipc segment of this user
+
+"In use" is decided by the kernel: every attached process holds a shared fcntl lock on the
+segment, so a segment whose lock can be taken exclusively belongs to nobody alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import posix_ipc
+
+from .consistency import check
+from .locking import AttachLock
+from .segment import Segment, segment_name
+
+SHM_DIR = "/dev/shm"
+NAME_PREFIX = "asgi-ipc."
+
+
+def list_prefixes() -> list[str]:
+    try:
+        names = os.listdir(SHM_DIR)
+    except FileNotFoundError:  # pragma: no cover - not Linux
+        return []
+    return sorted(name[len(NAME_PREFIX):] for name in names if name.startswith(NAME_PREFIX))
+
+
+def in_use(prefix: str) -> bool:
+    """True if some live process has this segment attached."""
+    shm = posix_ipc.SharedMemory(segment_name(prefix))
+    try:
+        return not AttachLock(shm.fd).try_exclusive()
+    finally:
+        shm.close_fd()  # closing our descriptor drops our probe lock
+
+
+def remove(prefix: str, force: bool = False) -> str:
+    """Unlink one segment unless a process uses it; returns what happened, in words."""
+    name = segment_name(prefix)
+    try:
+        busy = in_use(prefix)
+    except posix_ipc.ExistentialError:
+        return f"{name}: no such segment"
+    if busy and not force:
+        return f"{name}: in use by a running process; not removed (use --force to remove anyway)"
+    posix_ipc.unlink_shared_memory(name)
+    return f"{name}: removed" + (" (it was in use)" if busy else "")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reference_layers.ipc", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--check", metavar="PREFIX")
+    parser.add_argument("--cleanup", nargs="+", metavar="PREFIX")
+    parser.add_argument("--cleanup-all", action="store_true")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    status = 0
+    if args.list:
+        for prefix in list_prefixes():
+            print(f"{segment_name(prefix)}\t{'in use' if in_use(prefix) else 'unused'}")
+    if args.check:
+        try:
+            segment = Segment(args.check, 0, 0o600, create=False)
+        except FileNotFoundError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        try:
+            problems = check(segment)
+        finally:
+            segment.detach(unlink_if_last=False)
+        for problem in problems:
+            print(problem)
+        print(f"{segment.name}: {'consistent' if not problems else f'{len(problems)} problem(s)'}")
+        status = 1 if problems else status
+    prefixes = list(args.cleanup or [])
+    if args.cleanup_all:
+        prefixes += list_prefixes()
+    for prefix in prefixes:
+        outcome = remove(prefix, args.force)
+        print(outcome)
+        if "in use" in outcome and not args.force:
+            status = 1
+    if not (args.list or args.check or prefixes or args.cleanup_all):
+        parser.print_help()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

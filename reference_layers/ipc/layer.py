@@ -1,0 +1,186 @@
+"""IPCChannelLayer: the channel layer API on top of the shared segment.
+
+Every check, the codec and the capacity rules come from ``reference_layers.base``; this
+module only turns each call into one locked step on the segment (``operations.py``) and
+parks waiting receives on the event loop's wake-up socket (``wakeups.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+import time
+
+from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore
+from . import segment as segments
+from .layout import DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Layout
+from .operations import Operations
+from .store import Full
+from .wakeups import WAKE_ALL, LoopWaker, Poker
+
+_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+_CONFIG_KEYS = ("prefix, expiry, group_expiry, capacity, channel_capacity, segment_size, mode, "
+                "message_size_limit, symmetric_encryption_keys")
+
+
+class _Attachment:
+    """This layer's hold on the process's shared view of the segment."""
+
+    def __init__(self, segment):
+        self.segment = segment
+        self.ops = Operations(segment)
+        self.poker = Poker(segment)
+        self.fork_generation = segments.FORK_GENERATION[0]
+
+
+class IPCChannelLayer(LayerCore):
+    """Channels and groups in POSIX shared memory, for processes on one machine.
+
+    Processes meet through ``prefix``: every layer built with the same prefix, by any
+    process of the same user, shares the segment ``/asgi-ipc.<prefix>``.
+    """
+
+    def __init__(self, prefix="asgi", expiry=60, group_expiry=86400, capacity=100, channel_capacity=None,
+                 segment_size=DEFAULT_SEGMENT_SIZE, mode=0o600, message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
+                 symmetric_encryption_keys=None, **unknown):
+        if unknown:
+            raise LayerConfigError(
+                f"IPCChannelLayer got unknown config key(s) {sorted(unknown)}; it takes {_CONFIG_KEYS}")
+        if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+            raise LayerConfigError(
+                f"prefix must be 1-64 ASCII letters, digits, '_', '.', '-' (it names the shared "
+                f"segment), got {prefix!r}")
+        if isinstance(segment_size, bool) or not isinstance(segment_size, int) or segment_size < MIN_SEGMENT_SIZE:
+            raise LayerConfigError(f"segment_size must be an int of at least {MIN_SEGMENT_SIZE} bytes, got {segment_size!r}")
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 < mode <= 0o777 or not mode & 0o600 == 0o600:
+            raise LayerConfigError(f"mode must be file permission bits including 0o600, got {mode!r}")
+        super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity,
+                         channel_capacity=channel_capacity, message_size_limit=message_size_limit,
+                         symmetric_encryption_keys=symmetric_encryption_keys)
+        room = Layout.for_size(segment_size).message_room
+        if message_size_limit is not None and message_size_limit > room:
+            raise LayerConfigError(
+                f"message_size_limit {message_size_limit} does not fit in a segment of {segment_size} bytes "
+                f"(room for {room}); raise segment_size or lower message_size_limit")
+        self.prefix = prefix
+        self.segment_size = segment_size
+        self.mode = mode
+        self._attach_lock = threading.Lock()
+        self._attachment: _Attachment | None = None
+        self._wakers: dict[asyncio.AbstractEventLoop, LoopWaker] = {}
+        self._attach()
+
+    # --- attachment ------------------------------------------------------------------------
+    def _attach(self) -> _Attachment:
+        with self._attach_lock:
+            current = self._attachment
+            if current is not None and current.fork_generation == segments.FORK_GENERATION[0]:
+                return current
+            self._wakers = {}  # inherited from a parent process: not ours to close
+            attachment = _Attachment(segments.attach(self.prefix, self.segment_size, self.mode))
+            self._attachment = attachment
+            return attachment
+
+    def _current(self) -> _Attachment:
+        attachment = self._attachment
+        if attachment is None or attachment.fork_generation != segments.FORK_GENERATION[0]:
+            attachment = self._attach()
+        return attachment
+
+    @property
+    def segment_name(self) -> str:
+        return segments.segment_name(self.prefix)
+
+    def _waker(self, attachment: _Attachment) -> LoopWaker:
+        loop = asyncio.get_running_loop()
+        waker = self._wakers.get(loop)
+        if waker is not None and waker.segment is attachment.segment and not waker.closed:
+            return waker
+        for old_loop, old in list(self._wakers.items()):  # loops of finished async_to_sync calls
+            if old_loop.is_closed() or old.segment is not attachment.segment:
+                old.close()
+                self._wakers.pop(old_loop, None)
+        waker = self._wakers[loop] = LoopWaker(attachment.segment, loop)
+        return waker
+
+    # --- channels --------------------------------------------------------------------------
+    async def _send(self, channel: str, data: bytes) -> None:
+        attachment = self._current()
+        name = channel.encode()
+        now = time.monotonic()
+        try:
+            waiters = attachment.ops.send(name, data, now + self.expiry, self.capacities.for_channel(channel), now)
+        except Full:
+            raise segments.ChannelFull(f"channel {channel!r} is full") from None
+        except segments.SegmentFull as exc:
+            raise segments.SegmentFull(f"channel {channel!r} cannot take more: {exc}") from None
+        if waiters:
+            attachment.poker.poke(waiters, name)
+
+    async def _receive(self, channel: str) -> bytes:
+        attachment = self._current()
+        name = channel.encode()
+        ops = attachment.ops
+        data = ops.pop(name, time.monotonic())
+        if data is not None:
+            return data
+        waker = self._waker(attachment)
+        listener = waker.listen(name)
+        registered = False
+        try:
+            while True:
+                alone = waker.alone(name)
+                data = ops.pop_or_register(name, time.monotonic(), waker.slot, waker.token, alone)
+                if data is not None:
+                    if alone:
+                        registered = False
+                    return data
+                registered = True
+                await listener.wait()
+        finally:
+            last = waker.unlisten(name, listener)
+            if registered and last and not waker.closed:
+                ops.unregister(name, waker.slot, waker.token)
+
+    # --- groups ----------------------------------------------------------------------------
+    async def _group_add(self, group: str, channel: str) -> None:
+        self._current().ops.group_add(group.encode(), channel.encode(), time.monotonic() + self.group_expiry)
+
+    async def _group_discard(self, group: str, channel: str) -> None:
+        self._current().ops.group_discard(group.encode(), channel.encode())
+
+    async def _group_send(self, group: str, data: bytes) -> None:
+        attachment = self._current()
+        now = time.monotonic()
+        capacity_of = self.capacities.for_channel
+        delivered = attachment.ops.group_send(group.encode(), data, now + self.expiry,
+                                              lambda name: capacity_of(name.decode()), now)
+        for name, waiters in delivered:
+            if waiters:
+                attachment.poker.poke(waiters, name)
+
+    # --- whole layer -----------------------------------------------------------------------
+    async def _flush(self) -> None:
+        attachment = self._current()
+        wakers = attachment.segment.flush()
+        attachment.poker.poke(wakers, WAKE_ALL)  # their registrations are gone: re-register
+
+    async def _close(self) -> None:
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        """Release the sockets and this layer's hold on the segment (the last one out of the
+        last process unlinks it if it holds nothing). The layer re-attaches if used again."""
+        with self._attach_lock:
+            attachment, self._attachment = self._attachment, None
+            wakers, self._wakers = self._wakers, {}
+        for waker in wakers.values():
+            waker.close()
+        if attachment is not None and attachment.fork_generation == segments.FORK_GENERATION[0]:
+            attachment.poker.close()
+            segments.release(attachment.segment)
+
+    def __repr__(self) -> str:
+        return f"<IPCChannelLayer prefix={self.prefix!r} segment={self.segment_name} pid={os.getpid()}>"

@@ -1,0 +1,422 @@
+"""Channels, groups and waiters as linked structures in the segment, changed only through a
+:class:`~.segment.Transaction`.
+
+A channel is an entry (found through the hash buckets) whose queue is a linked list of
+messages; a message is a chain of chunks. Every process-specific channel ``p!x`` also points
+at a *counter* entry for ``p!`` that counts the messages of all ``p!*`` (they share one
+capacity) and lists them as siblings, so expired siblings can be pruned to make room. A
+group is an entry with a list of member entries (channel name + expiry). A waiting receiver
+registers a waiter entry (its waker slot) on the channel; senders read that list to know
+whom to poke. A channel entry lives while it holds messages or waiters.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from . import layout as L
+from .segment import F64, U32, U64, SegmentFull, Transaction
+
+
+_ALL_FIELDS = (L.E_NEXT, L.E_A, L.E_B, L.E_C, L.E_D, L.E_E, L.E_F)
+_MEMBER_FIELDS = (L.E_NEXT, L.E_C, L.E_D, L.E_E, L.E_F)
+
+
+class Full(Exception):
+    """The channel holds its capacity of messages (raised before anything was changed)."""
+
+
+def chunks_for(length: int) -> int:
+    if length <= L.FIRST_ROOM:
+        return 1
+    return 1 + -(-(length - L.FIRST_ROOM) // L.MORE_ROOM)
+
+
+def counter_name(channel: bytes) -> bytes | None:
+    """``b'p!x'`` -> ``b'p!'`` (the part whose capacity all of one process's channels share)."""
+    bang = channel.find(b"!")
+    return None if bang < 0 else channel[:bang + 1]
+
+
+class Store:
+    def __init__(self, layout: L.Layout, segment_name: str):
+        self.layout = layout
+        self.segment_name = segment_name
+
+    # --- entries ---------------------------------------------------------------------------
+    def _bucket(self, kind: int, name: bytes) -> int:
+        return self.layout.buckets + 4 * (zlib.crc32(name, kind) % self.layout.n_buckets)
+
+    def find(self, tx: Transaction, kind: int, name: bytes) -> int:
+        index = tx.u32(self._bucket(kind, name))
+        entry = self.layout.entry
+        while index:
+            off = entry(index)
+            if tx.u8(off + L.E_KIND) == kind and tx.name(off) == name:
+                return index
+            index = tx.u32(off + L.E_NEXT)
+        return L.NIL
+
+    def _alloc_entry(self, tx: Transaction, kind: int, name: bytes = b"") -> int:
+        index = tx.u32(L.H_ENTRY_FREE)
+        if index:
+            tx.set_u32(L.H_ENTRY_FREE, tx.u32(self.layout.entry(index) + L.E_NEXT))
+        else:
+            index = tx.u32(L.H_ENTRY_BUMP)
+            if index > self.layout.n_entries:
+                raise SegmentFull(
+                    f"shared segment {self.segment_name} has no free entry for another channel, group "
+                    f"or member ({self.layout.n_entries} in use); raise segment_size")
+            tx.set_u32(L.H_ENTRY_BUMP, index + 1)
+        off = self.layout.entry(index)
+        tx.set_u8(off + L.E_KIND, kind)
+        tx.set_u8(off + L.E_NAMELEN, len(name))
+        tx.set_bytes(off + L.E_NAME, name)
+        # a member keeps an f64 over A and B: set it as one field (each field has one width)
+        for field in _MEMBER_FIELDS if kind == L.KIND_MEMBER else _ALL_FIELDS:
+            tx.set_u32(off + field, 0)
+        if kind == L.KIND_MEMBER:
+            tx.set_f64(off + L.E_EXPIRY, 0.0)
+        return index
+
+    def _free_entry(self, tx: Transaction, index: int) -> None:
+        off = self.layout.entry(index)
+        tx.set_u8(off + L.E_KIND, L.KIND_FREE)
+        tx.set_u32(off + L.E_NEXT, tx.u32(L.H_ENTRY_FREE))
+        tx.set_u32(L.H_ENTRY_FREE, index)
+
+    def _create_hashed(self, tx: Transaction, kind: int, name: bytes) -> int:
+        index = self._alloc_entry(tx, kind, name)
+        bucket = self._bucket(kind, name)
+        tx.set_u32(self.layout.entry(index) + L.E_NEXT, tx.u32(bucket))
+        tx.set_u32(bucket, index)
+        return index
+
+    def _delete_hashed(self, tx: Transaction, index: int) -> None:
+        off = self.layout.entry(index)
+        bucket = self._bucket(tx.u8(off + L.E_KIND), tx.name(off))
+        _unlink(tx, bucket, index, self.layout.entry, L.E_NEXT)
+        self._free_entry(tx, index)
+
+    def _field(self, tx: Transaction, index: int, field: int) -> int:
+        return tx.u32(self.layout.entry(index) + field)
+
+    def _set(self, tx: Transaction, index: int, field: int, value: int) -> None:
+        tx.set_u32(self.layout.entry(index) + field, value)
+
+    def _add(self, tx: Transaction, index: int, field: int, delta: int) -> None:
+        off = self.layout.entry(index) + field
+        tx.set_u32(off, tx.u32(off) + delta)
+
+    # --- chunks ----------------------------------------------------------------------------
+    def _alloc_chunks(self, tx: Transaction, count: int) -> tuple[list[int], int]:
+        """``count`` chunks linked as one chain; also how many came from the free list."""
+        assert not tx.freed, "a transaction must not reuse chunks it freed (they are copied into directly)"
+        chunk = self.layout.chunk
+        taken: list[int] = []
+        index = tx.u32(L.H_CHUNK_FREE)
+        while index and len(taken) < count:
+            taken.append(index)
+            index = tx.u32(chunk(index) + L.C_NEXT)
+        from_free = len(taken)
+        need = count - from_free
+        if need:
+            bump = tx.u32(L.H_CHUNK_BUMP)
+            if bump + need - 1 > self.layout.n_chunks:
+                raise SegmentFull(
+                    f"shared segment {self.segment_name} is full: no room for a message of "
+                    f"{count} chunks ({self.layout.size} bytes segment); receive faster or raise segment_size")
+            taken.extend(range(bump, bump + need))
+            tx.set_u32(L.H_CHUNK_BUMP, bump + need)
+        if from_free:
+            tx.set_u32(L.H_CHUNK_FREE, index)
+            # chunks popped in a row from the free list are already linked; fix the seam
+            tx.set_u32(chunk(taken[from_free - 1]) + L.C_NEXT, taken[from_free] if need else L.NIL)
+        mem = tx.mem
+        for position in range(from_free, count):  # fresh chunks: nothing points at them yet
+            U32.pack_into(mem, chunk(taken[position]) + L.C_NEXT,
+                          taken[position + 1] if position + 1 < count else L.NIL)
+        tx.set_u32(L.H_CHUNKS_USED, tx.u32(L.H_CHUNKS_USED) + count)
+        return taken, from_free
+
+    def _write_message(self, tx: Transaction, chunks: list[int], data: bytes, expires: float) -> int:
+        """Copy ``data`` into the (unreferenced) chunks and fill the message header."""
+        mem, chunk = tx.mem, self.layout.chunk
+        first = chunk(chunks[0])
+        piece = data[:L.FIRST_ROOM]
+        mem[first + L.FIRST_DATA:first + L.FIRST_DATA + len(piece)] = piece
+        pos = L.FIRST_ROOM
+        for index in chunks[1:]:
+            off = chunk(index)
+            piece = data[pos:pos + L.MORE_ROOM]
+            mem[off + L.MORE_DATA:off + L.MORE_DATA + len(piece)] = piece
+            pos += L.MORE_ROOM
+        # bytes 4.. of a free chunk belong to nobody, so the header is written directly too
+        U32.pack_into(mem, first + L.M_NEXT, L.NIL)
+        U32.pack_into(mem, first + L.M_LENGTH, len(data))
+        U32.pack_into(mem, first + L.M_LAST, chunks[-1])
+        F64.pack_into(mem, first + L.M_EXPIRES, expires)
+        return chunks[0]
+
+    def read_message(self, tx: Transaction, first: int) -> bytes:
+        mem, chunk = tx.mem, self.layout.chunk
+        off = chunk(first)
+        length = U32.unpack_from(mem, off + L.M_LENGTH)[0]
+        start = off + L.FIRST_DATA
+        if length <= L.FIRST_ROOM:
+            return mem[start:start + length]
+        parts = [mem[start:start + L.FIRST_ROOM]]
+        remaining = length - L.FIRST_ROOM
+        index = tx.u32(off + L.C_NEXT)
+        while remaining > 0:
+            off = chunk(index)
+            take = min(remaining, L.MORE_ROOM)
+            parts.append(mem[off + L.MORE_DATA:off + L.MORE_DATA + take])
+            remaining -= take
+            index = tx.u32(off + L.C_NEXT)
+        return b"".join(parts)
+
+    def _free_message(self, tx: Transaction, first: int) -> None:
+        mem, chunk = tx.mem, self.layout.chunk
+        off = chunk(first)
+        last = U32.unpack_from(mem, off + L.M_LAST)[0]
+        count = chunks_for(U32.unpack_from(mem, off + L.M_LENGTH)[0])
+        tx.set_u32(chunk(last) + L.C_NEXT, tx.u32(L.H_CHUNK_FREE))
+        tx.set_u32(L.H_CHUNK_FREE, first)
+        tx.set_u32(L.H_CHUNKS_USED, tx.u32(L.H_CHUNKS_USED) - count)
+        tx.freed = True
+
+    # --- channels --------------------------------------------------------------------------
+    def held(self, tx: Transaction, channel: bytes, counter: bytes | None) -> int:
+        if counter is not None:
+            index = self.find(tx, L.KIND_COUNTER, counter)
+        else:
+            index = self.find(tx, L.KIND_CHANNEL, channel)
+        return self._field(tx, index, L.E_C) if index else 0
+
+    def send(self, tx: Transaction, channel: bytes, data: bytes, expires: float, capacity: int) -> list[tuple[int, int]]:
+        """Queue one message; raises Full or SegmentFull having changed nothing.
+
+        Returns the waiters to poke: (waker slot, waker token).
+        """
+        counter = counter_name(channel)
+        index = self.find(tx, L.KIND_CHANNEL, channel)
+        counter_index = self.find(tx, L.KIND_COUNTER, counter) if counter is not None else L.NIL
+        held_by = counter_index if counter is not None else index
+        if held_by and self._field(tx, held_by, L.E_C) >= capacity:
+            raise Full
+        chunks, _ = self._alloc_chunks(tx, chunks_for(len(data)))
+        if not index:
+            index = self._create_hashed(tx, L.KIND_CHANNEL, channel)
+            if counter is not None:
+                if not counter_index:
+                    counter_index = self._create_hashed(tx, L.KIND_COUNTER, counter)
+                self._set(tx, index, L.E_F, counter_index)
+                self._set(tx, index, L.E_D, self._field(tx, counter_index, L.E_D))
+                self._set(tx, counter_index, L.E_D, index)
+        message = self._write_message(tx, chunks, data, expires)
+        tail = self._field(tx, index, L.E_B)
+        if tail:
+            tx.set_u32(self.layout.chunk(tail) + L.M_NEXT, message)
+        else:
+            self._set(tx, index, L.E_A, message)
+        self._set(tx, index, L.E_B, message)
+        self._add(tx, index, L.E_C, 1)
+        if counter_index:
+            self._add(tx, counter_index, L.E_C, 1)
+        return self._waiters(tx, index)
+
+    def _take_head(self, tx: Transaction, index: int, now: float) -> bytes | None:
+        """Remove the channel's first message; its bytes, or None if it had expired."""
+        message = self._field(tx, index, L.E_A)
+        off = self.layout.chunk(message)
+        following = tx.u32(off + L.M_NEXT)
+        self._set(tx, index, L.E_A, following)
+        if not following:
+            self._set(tx, index, L.E_B, L.NIL)
+        self._add(tx, index, L.E_C, -1)
+        counter_index = self._field(tx, index, L.E_F)
+        if counter_index:
+            self._add(tx, counter_index, L.E_C, -1)
+        expires = F64.unpack_from(tx.mem, off + L.M_EXPIRES)[0]
+        data = self.read_message(tx, message) if expires > now else None
+        self._free_message(tx, message)
+        return data
+
+    def pop(self, tx: Transaction, channel: bytes, now: float, unregister: tuple[int, int] | None = None) -> bytes | None:
+        """The first unexpired message (dropping expired ones before it), or None."""
+        index = self.find(tx, L.KIND_CHANNEL, channel)
+        if not index:
+            return None
+        data = None
+        while data is None and self._field(tx, index, L.E_A):
+            data = self._take_head(tx, index, now)
+        if unregister is not None and data is not None:
+            self._remove_waiter(tx, index, *unregister)
+        self._delete_if_unused(tx, index)
+        return data
+
+    def pop_or_register(self, tx: Transaction, channel: bytes, now: float, slot: int, token: int,
+                        unregister_if_found: bool) -> bytes | None:
+        """Pop a message; if there is none, make sure this waker is listed as waiting for one."""
+        data = self.pop(tx, channel, now, (slot, token) if unregister_if_found else None)
+        if data is not None:
+            return data
+        index = self.find(tx, L.KIND_CHANNEL, channel)
+        if not index:
+            index = self._create_hashed(tx, L.KIND_CHANNEL, channel)
+            counter = counter_name(channel)
+            if counter is not None:
+                counter_index = self.find(tx, L.KIND_COUNTER, counter) or self._create_hashed(tx, L.KIND_COUNTER, counter)
+                self._set(tx, index, L.E_F, counter_index)
+                self._set(tx, index, L.E_D, self._field(tx, counter_index, L.E_D))
+                self._set(tx, counter_index, L.E_D, index)
+        waiter = self._field(tx, index, L.E_E)
+        while waiter:
+            if self._field(tx, waiter, L.E_A) == slot and self._field(tx, waiter, L.E_B) == token:
+                return None
+            waiter = self._field(tx, waiter, L.E_D)
+        waiter = self._alloc_entry(tx, L.KIND_WAITER)
+        self._set(tx, waiter, L.E_A, slot)
+        self._set(tx, waiter, L.E_B, token)
+        self._set(tx, waiter, L.E_D, self._field(tx, index, L.E_E))
+        self._set(tx, index, L.E_E, waiter)
+        return None
+
+    def unregister(self, tx: Transaction, channel: bytes, slot: int, token: int) -> None:
+        index = self.find(tx, L.KIND_CHANNEL, channel)
+        if index:
+            self._remove_waiter(tx, index, slot, token)
+            self._delete_if_unused(tx, index)
+
+    def _remove_waiter(self, tx: Transaction, index: int, slot: int, token: int) -> None:
+        previous, waiter = L.NIL, self._field(tx, index, L.E_E)
+        while waiter:
+            following = self._field(tx, waiter, L.E_D)
+            if self._field(tx, waiter, L.E_A) == slot and self._field(tx, waiter, L.E_B) == token:
+                if previous:
+                    self._set(tx, previous, L.E_D, following)
+                else:
+                    self._set(tx, index, L.E_E, following)
+                self._free_entry(tx, waiter)
+                return
+            previous, waiter = waiter, following
+
+    def _waiters(self, tx: Transaction, index: int) -> list[tuple[int, int]]:
+        """Who waits on this channel; waiters whose waker slot was freed or reused are dropped."""
+        found = []
+        previous, waiter = L.NIL, self._field(tx, index, L.E_E)
+        mem, waker = tx.mem, self.layout.waker
+        while waiter:
+            slot, token = self._field(tx, waiter, L.E_A), self._field(tx, waiter, L.E_B)
+            following = self._field(tx, waiter, L.E_D)
+            off = waker(slot)
+            if mem[off + L.W_STATE] and U32.unpack_from(mem, off + L.W_TOKEN)[0] == token:
+                found.append((slot, U64.unpack_from(mem, off + L.W_TOKEN)[0]))
+                previous = waiter
+            else:
+                if previous:
+                    self._set(tx, previous, L.E_D, following)
+                else:
+                    self._set(tx, index, L.E_E, following)
+                self._free_entry(tx, waiter)
+            waiter = following
+        return found
+
+    def _delete_if_unused(self, tx: Transaction, index: int) -> None:
+        if self._field(tx, index, L.E_A) or self._field(tx, index, L.E_E):
+            return
+        counter_index = self._field(tx, index, L.E_F)
+        self._delete_hashed(tx, index)
+        if counter_index:
+            _unlink(tx, self.layout.entry(counter_index) + L.E_D, index, self.layout.entry, L.E_D)
+            if not self._field(tx, counter_index, L.E_D):
+                self._delete_hashed(tx, counter_index)
+
+    def prune(self, tx: Transaction, channel: bytes, now: float) -> None:
+        """Drop expired messages at the head of ``channel`` (of every ``p!*`` sibling for 'p!x')."""
+        counter = counter_name(channel)
+        if counter is None:
+            index = self.find(tx, L.KIND_CHANNEL, channel)
+            siblings = [index] if index else []
+        else:
+            counter_index = self.find(tx, L.KIND_COUNTER, counter)
+            siblings = []
+            index = self._field(tx, counter_index, L.E_D) if counter_index else L.NIL
+            while index:
+                siblings.append(index)
+                index = self._field(tx, index, L.E_D)
+        chunk = self.layout.chunk
+        for index in siblings:
+            while True:
+                head = self._field(tx, index, L.E_A)
+                if not head or F64.unpack_from(tx.mem, chunk(head) + L.M_EXPIRES)[0] > now:
+                    break
+                self._take_head(tx, index, now)
+            self._delete_if_unused(tx, index)
+
+    # --- groups ----------------------------------------------------------------------------
+    def group_add(self, tx: Transaction, group: bytes, channel: bytes, expires: float) -> None:
+        index = self.find(tx, L.KIND_GROUP, group) or self._create_hashed(tx, L.KIND_GROUP, group)
+        entry = self.layout.entry
+        member = self._field(tx, index, L.E_A)
+        while member:
+            if tx.name(entry(member)) == channel:
+                tx.set_f64(entry(member) + L.E_EXPIRY, expires)
+                return
+            member = self._field(tx, member, L.E_D)
+        member = self._alloc_entry(tx, L.KIND_MEMBER, channel)
+        tx.set_f64(entry(member) + L.E_EXPIRY, expires)
+        self._set(tx, member, L.E_D, self._field(tx, index, L.E_A))
+        self._set(tx, index, L.E_A, member)
+        self._add(tx, index, L.E_C, 1)
+
+    def group_discard(self, tx: Transaction, group: bytes, channel: bytes) -> None:
+        index = self.find(tx, L.KIND_GROUP, group)
+        if index:
+            self._remove_members(tx, index, lambda name, expiry: name == channel)
+
+    def group_members(self, tx: Transaction, group: bytes, now: float) -> list[bytes]:
+        """The live members' channels; expired memberships are removed on the way."""
+        index = self.find(tx, L.KIND_GROUP, group)
+        if not index:
+            return []
+        return self._remove_members(tx, index, lambda name, expiry: expiry <= now)
+
+    def _remove_members(self, tx: Transaction, index: int, doomed) -> list[bytes]:
+        entry = self.layout.entry
+        kept = []
+        previous, member = L.NIL, self._field(tx, index, L.E_A)
+        while member:
+            off = entry(member)
+            following = self._field(tx, member, L.E_D)
+            name = tx.name(off)
+            if doomed(name, tx.f64(off + L.E_EXPIRY)):
+                if previous:
+                    self._set(tx, previous, L.E_D, following)
+                else:
+                    self._set(tx, index, L.E_A, following)
+                self._free_entry(tx, member)
+                self._add(tx, index, L.E_C, -1)
+            else:
+                kept.append(name)
+                previous = member
+            member = following
+        if not self._field(tx, index, L.E_A):
+            self._delete_hashed(tx, index)
+        return kept
+
+
+def _unlink(tx: Transaction, head_off: int, index: int, entry, next_field: int) -> None:
+    """Remove ``index`` from the singly linked list whose head pointer is at ``head_off``."""
+    current = tx.u32(head_off)
+    if current == index:
+        tx.set_u32(head_off, tx.u32(entry(index) + next_field))
+        return
+    while current:
+        following = tx.u32(entry(current) + next_field)
+        if following == index:
+            tx.set_u32(entry(current) + next_field, tx.u32(entry(index) + next_field))
+            return
+        current = following
+    raise AssertionError(f"entry {index} missing from its list")  # pragma: no cover

@@ -1,0 +1,56 @@
+"""Shared bits of the IPC layer tests: unique prefixes, child processes, cleanup."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import posix_ipc
+
+CHILD = Path(__file__).with_name("ipc_child.py")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def unique_prefix(stem: str = "t") -> str:
+    return f"test-{stem}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def shm_path(prefix: str) -> Path:
+    return Path("/dev/shm") / f"asgi-ipc.{prefix}"
+
+
+def remove_segment(prefix: str) -> None:
+    try:
+        posix_ipc.unlink_shared_memory(f"/asgi-ipc.{prefix}")
+    except posix_ipc.ExistentialError:
+        pass
+
+
+class Child:
+    """tests/ipc_child.py in its own process, stopped at a pause point, then SIGKILLed."""
+
+    def __init__(self, prefix: str, action: str, channel: str = "-", pause_at: str | None = None):
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env.pop("ASGI_IPC_TEST_PAUSE_AT", None)
+        if pause_at:
+            env["ASGI_IPC_TEST_PAUSE_AT"] = pause_at
+        self.process = subprocess.Popen([sys.executable, str(CHILD), prefix, action, channel], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_paused(self) -> str:
+        line = self.process.stdout.readline()  # blocks until the child says where it stopped
+        if not line.startswith("ASGI_IPC_PAUSED"):
+            self.kill()
+            raise AssertionError(f"child did not pause: {line!r} {self.process.stderr.read()}")
+        return line.strip()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+        self.process.stderr.close()

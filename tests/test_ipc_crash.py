@@ -1,0 +1,168 @@
+"""A process SIGKILLed anywhere inside the IPC layer leaves the others running and the segment
+consistent: holding the lock, mid-send, mid-receive, mid-group_send, mid-flush, or waiting.
+
+The child is an independent process (``tests/ipc_child.py``) that stops at a real point of
+the layer's code: the segment lock taken through the layer's own locking, or a named point of
+a commit (``ASGI_IPC_TEST_PAUSE_AT``): "before-commit" (journal written, not yet committed) or
+"mid-apply" (committed, half applied: the survivor must finish it from the journal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from reference_layers.ipc import IPCChannelLayer
+from reference_layers.ipc.consistency import check
+
+from .ipc_helpers import Child, remove_segment, unique_prefix
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def survivor():
+    prefix = unique_prefix("crash")
+    layer = IPCChannelLayer(prefix=prefix)
+    yield layer
+    asyncio.run(layer.flush())
+    layer.close_sync()
+    remove_segment(prefix)
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+async def _send_all(layer, channel, count, tag):
+    for index in range(count):
+        await layer.send(channel, {"type": "test.kept", "tag": tag, "index": index})
+
+
+async def _receive_all(layer, channel, count):
+    return [(await layer.receive(channel))["index"] for _ in range(count)]
+
+
+def _assert_survivor_carries_on(layer, kept_channel, kept):
+    """Nothing it had is lost, the segment is consistent, and new traffic flows."""
+    assert check(layer._current().segment) == []
+    assert run(_receive_all(layer, kept_channel, kept)) == list(range(kept))
+
+    async def fresh_round_trip():
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "test.after", "n": 1})
+        return await layer.receive(channel)
+
+    assert run(fresh_round_trip()) == {"type": "test.after", "n": 1}
+    assert check(layer._current().segment) == []
+
+
+def test_killed_while_holding_the_lock_releases_it(survivor):
+    run(_send_all(survivor, "crash.kept", 5, "before"))
+    child = Child(survivor.prefix, "hold-lock")
+    child.wait_paused()
+    sent = threading.Event()
+
+    def blocked_send():
+        asyncio.run(survivor.send("crash.kept", {"type": "test.kept", "index": 5}))
+        sent.set()
+
+    thread = threading.Thread(target=blocked_send, daemon=True)
+    thread.start()
+    assert not sent.wait(0.5), "send went through while another process held the segment lock"
+    child.kill()
+    assert sent.wait(30), "the lock of a killed process was never released"
+    thread.join()
+    _assert_survivor_carries_on(survivor, "crash.kept", 6)
+
+
+@pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
+def test_killed_mid_send(survivor, point):
+    run(_send_all(survivor, "crash.kept", 3, "before"))
+    run(_send_all(survivor, "crash.target", 2, "before"))
+    child = Child(survivor.prefix, "send", "crash.target", pause_at=f"send:{point}")
+    child.wait_paused()
+    child.kill()
+    assert check(survivor._current().segment) == []
+    received = run(_receive_all(survivor, "crash.target", 2))
+    assert received == [0, 1]
+    if point == "mid-apply":  # committed: the survivor finished it, the message is whole
+        assert run(survivor.receive("crash.target")) == {"type": "child.message", "from": "child"}
+    assert survivor._current().ops.held(b"crash.target") == 0
+    _assert_survivor_carries_on(survivor, "crash.kept", 3)
+
+
+@pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
+def test_killed_mid_receive(survivor, point):
+    run(_send_all(survivor, "crash.kept", 3, "before"))
+    run(_send_all(survivor, "crash.target", 3, "target"))
+    child = Child(survivor.prefix, "receive", "crash.target", pause_at=f"receive:{point}")
+    child.wait_paused()
+    child.kill()
+    assert check(survivor._current().segment) == []
+    # before the commit the child took nothing; after it, the first message was the child's
+    expected = [0, 1, 2] if point == "before-commit" else [1, 2]
+    assert run(_receive_all(survivor, "crash.target", len(expected))) == expected
+    _assert_survivor_carries_on(survivor, "crash.kept", 3)
+
+
+def test_killed_mid_group_send(survivor):
+    async def setup():
+        await survivor.group_add("crash-group", "crash.member-a")
+        await survivor.group_add("crash-group", "crash.member-b")
+        await _send_all(survivor, "crash.kept", 3, "before")
+
+    run(setup())
+    child = Child(survivor.prefix, "group_send", "crash-group", pause_at="group_send:mid-apply")
+    child.wait_paused()
+    child.kill()
+    assert check(survivor._current().segment) == []
+    _assert_survivor_carries_on(survivor, "crash.kept", 3)
+
+    # The child died inside the commit of its first member's copy: repair finished that
+    # one copy; the other member never got one. Our own group_send reaches both.
+    run(survivor.group_send("crash-group", {"type": "test.group"}))
+    counts = sorted(len(run(_drain(survivor, name))) for name in ("crash.member-a", "crash.member-b"))
+    assert counts == [1, 2]
+    assert check(survivor._current().segment) == []
+
+
+async def _drain(layer, channel):
+    got = []
+    while True:
+        try:
+            got.append(await asyncio.wait_for(layer.receive(channel), 0.3))
+        except asyncio.TimeoutError:
+            return got
+
+
+def test_killed_mid_flush_the_flush_is_completed(survivor):
+    run(_send_all(survivor, "crash.target", 3, "before"))
+    child = Child(survivor.prefix, "flush", pause_at="flush:mid-format")
+    child.wait_paused()
+    child.kill()
+    assert check(survivor._current().segment) == []
+
+    async def nothing_left_and_still_works():
+        try:
+            await asyncio.wait_for(survivor.receive("crash.target"), 0.3)
+        except asyncio.TimeoutError:
+            pass
+        else:
+            raise AssertionError("a message survived a flush that was completed by repair")
+
+    run(nothing_left_and_still_works())
+    run(_send_all(survivor, "crash.kept", 2, "after"))
+    _assert_survivor_carries_on(survivor, "crash.kept", 2)
+
+
+def test_killed_while_waiting_in_receive(survivor):
+    run(_send_all(survivor, "crash.kept", 3, "before"))
+    child = Child(survivor.prefix, "wait", "crash.waited")
+    child.wait_paused()
+    child.kill()
+    run(_send_all(survivor, "crash.waited", 2, "after"))  # its registration is stale: no hang
+    assert run(_receive_all(survivor, "crash.waited", 2)) == [0, 1]
+    _assert_survivor_carries_on(survivor, "crash.kept", 3)
