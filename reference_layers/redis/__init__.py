@@ -1,0 +1,12 @@
+"""Redis channel layer, sharded by consistent hashing: ``reference_layers.redis.RedisChannelLayer``.
+
+Modules: layer (the public class), hosts (the ``hosts`` config), hashring (which shard owns
+a channel), keys + scripts (storage layout and the Lua that keeps each operation to one
+atomic round trip), shard (one shard's connections on one event loop), receiver (waiting
+for messages without polling or losing any), loops (state per event loop).
+"""
+
+from ..base import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from .layer import RedisChannelLayer
+
+__all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "LayerConfigError"]

@@ -1,0 +1,34 @@
+"""Redis key names of one layer prefix (see scripts.py for what each key holds)."""
+
+from __future__ import annotations
+
+import re
+
+from ..base import non_local_name
+
+
+class KeySpace:
+    def __init__(self, prefix: str):
+        self.prefix = prefix + ":"
+        # SCAN pattern matching exactly this prefix's keys (glob characters in it escaped).
+        self.pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":*"
+
+    @staticmethod
+    def capacity_key(channel: str) -> str:
+        """The name whose messages count together: the channel, or its process's ``p!``."""
+        return non_local_name(channel)
+
+    def queue(self, channel: str) -> str:
+        return f"{self.prefix}q:{channel}"
+
+    def count(self, capacity_key: str) -> str:
+        return f"{self.prefix}n:{capacity_key}"
+
+    def bell(self, capacity_key: str) -> str:
+        return f"{self.prefix}b:{capacity_key}"
+
+    def group_members(self, group: str) -> str:
+        return f"{self.prefix}g:{group}"
+
+    def group_capacities(self, group: str) -> str:
+        return f"{self.prefix}gc:{group}"

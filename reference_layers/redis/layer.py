@@ -1,0 +1,152 @@
+"""RedisChannelLayer: a Django Channels 4 BACKEND on Redis, sharded by consistent hashing.
+
+Takes channels_redis's config keys (hosts, prefix, expiry, group_expiry, capacity,
+channel_capacity, symmetric_encryption_keys). Every send and every group_send to a shard is
+one atomic Lua script; receives never poll on a timer and never lose a message to a
+cancellation; expiry uses the server's clock. See scripts.py for the storage layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from redis.utils import HIREDIS_AVAILABLE
+
+from ..base import (
+    DEFAULT_MESSAGE_SIZE_LIMIT,
+    ChannelFull,
+    LayerConfigError,
+    LayerCore,
+    MessageTooLarge,
+    UnserialisableMessage,
+)
+from .hashring import HashRing
+from .hosts import parse_hosts
+from .keys import KeySpace
+from .loops import PerLoop
+from .receiver import Receiver
+from .shard import ShardClient
+
+__all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage"]
+
+_KNOWN_KEYS = ("hosts", "prefix", "expiry", "group_expiry", "capacity", "channel_capacity",
+               "symmetric_encryption_keys", "message_size_limit")
+
+
+@dataclass
+class _LoopState:
+    shards: list[ShardClient]
+    receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
+
+
+class RedisChannelLayer(LayerCore):
+    """Channels and groups in one or more Redis servers (``hosts``), sharded by a hash ring."""
+
+    uses_hiredis = HIREDIS_AVAILABLE  # redis-py parses replies with hiredis when it is installed
+
+    def __init__(self, hosts=None, prefix="asgi", expiry=60, group_expiry=86400, capacity=100,
+                 channel_capacity=None, symmetric_encryption_keys=None,
+                 message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT, **unknown):
+        if unknown:
+            raise LayerConfigError(
+                f"RedisChannelLayer got unknown config key(s) {sorted(unknown)}; it takes "
+                + ", ".join(_KNOWN_KEYS))
+        super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity,
+                         channel_capacity=channel_capacity, message_size_limit=message_size_limit,
+                         symmetric_encryption_keys=symmetric_encryption_keys)
+        if not isinstance(prefix, str) or not prefix:
+            raise LayerConfigError(f"prefix must be a non-empty str, got {prefix!r}")
+        self.prefix = prefix
+        self.addresses = parse_hosts(hosts)
+        self.ring = HashRing([address.name for address in self.addresses])
+        self.keys = KeySpace(prefix)
+        self._expiry_ms = max(1, round(self.expiry * 1000))
+        self._group_expiry_ms = max(1, round(self.group_expiry * 1000))
+        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, self._close_loop_state)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
+
+    # --- where things live -----------------------------------------------------------------
+    def shard_index(self, channel: str) -> int:
+        """The shard of ``channel``: by its capacity key, so all ``p!*`` of a process share one."""
+        return self.ring.index_for(self.keys.capacity_key(channel))
+
+    def _shard(self, channel: str) -> ShardClient:
+        return self._loops.current().shards[self.shard_index(channel)]
+
+    # --- channels --------------------------------------------------------------------------
+    async def _send(self, channel: str, data: bytes) -> None:
+        queued = await self._shard(channel).send(channel, data, self._expiry_ms,
+                                                 self.capacities.for_channel(channel))
+        if not queued:
+            raise ChannelFull(f"channel {channel!r} is full")
+
+    async def _receive(self, channel: str) -> bytes:
+        receiver = self._receiver(channel)
+        future = asyncio.get_running_loop().create_future()
+        must_ring = receiver.add_waiter(channel, future)
+        try:
+            if must_ring:
+                await receiver.ring()
+            entry = await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._receiver(channel).give_back(channel, future.result())
+            raise
+        finally:
+            receiver.remove_waiter(channel, future)
+        return entry.split(b":", 2)[2]
+
+    def _receiver(self, channel: str) -> Receiver:
+        state = self._loops.current()
+        key = self.keys.capacity_key(channel)
+        receiver = state.receivers.get(key)
+        if receiver is None:
+            def forget(idle: Receiver, receivers=state.receivers, key=key):
+                if receivers.get(key) is idle:
+                    del receivers[key]
+
+            shard = state.shards[self.ring.index_for(key)]
+            receiver = state.receivers[key] = Receiver(shard, key, self._expiry_ms + 1000, forget)
+        return receiver
+
+    # --- groups ----------------------------------------------------------------------------
+    async def _group_add(self, group: str, channel: str) -> None:
+        await self._shard(channel).group_add(group, channel, self._group_expiry_ms,
+                                             self.capacities.for_channel(channel))
+
+    async def _group_discard(self, group: str, channel: str) -> None:
+        await self._shard(channel).group_discard(group, channel)
+
+    async def _group_send(self, group: str, data: bytes) -> None:
+        """One script per shard, all at once; each pushes to the members that live on it."""
+        shards = self._loops.current().shards
+        results = await asyncio.gather(
+            *(shard.group_send(group, data, self._expiry_ms, self.capacity) for shard in shards),
+            return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    # --- whole layer -----------------------------------------------------------------------
+    async def _flush(self) -> None:
+        await asyncio.gather(*(shard.flush() for shard in self._loops.current().shards))
+
+    async def _close(self) -> None:
+        state = self._loops.pop_current()
+        if state is not None:
+            await self._close_loop_state(state)
+
+    def _new_loop_state(self) -> _LoopState:
+        return _LoopState([ShardClient(address, self.keys) for address in self.addresses])
+
+    @staticmethod
+    async def _close_loop_state(state: _LoopState) -> None:
+        receivers = list(state.receivers.values())
+        await asyncio.gather(*(receiver.stop() for receiver in receivers), return_exceptions=True)
+        for receiver in receivers:
+            receiver.fail_waiters(RuntimeError("the channel layer was closed while this receive waited"))
+        state.receivers.clear()
+        await asyncio.gather(*(shard.aclose() for shard in state.shards), return_exceptions=True)
