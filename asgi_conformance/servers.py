@@ -29,6 +29,11 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
+# Imported here, before our atexit hook is registered, so at exit our graceful stop runs first
+# and mirakuru's SIGKILL sweep of leftover children after it.
+import mirakuru
+from mirakuru.exceptions import AlreadyRunning, ExecutorError, ProcessFinishedWithError
+
 REDIS_URLS_ENV = "ASGI_TEST_REDIS_URLS"
 RABBITMQ_URL_ENV = "ASGI_TEST_RABBITMQ_URL"
 RABBITMQ_BIN_DIR_ENV = "ASGI_TEST_RABBITMQ_BIN_DIR"
@@ -36,8 +41,9 @@ RABBITMQ_BIN_DIR = "/usr/lib/rabbitmq/bin"  # Debian's launcher; /usr/sbin's wra
 INSTALL_HINT = "ci/install-servers.sh"
 LOOPBACK = "127.0.0.1"
 
-START_TIMEOUT = 90.0  # generous: a busy 2-core CI box may take a while to boot RabbitMQ
-STOP_TIMEOUT = 30.0
+# Bounds both start (until the port accepts) and stop (SIGTERM, then SIGKILL): generous, as a
+# busy 2-core CI box may take a while to boot RabbitMQ.
+PROCESS_TIMEOUT = 90.0
 DOCKER_PROBE_TIMEOUT = 1.0
 REDIS_IMAGE = "redis:7-alpine"
 RABBITMQ_IMAGE = "rabbitmq:3-alpine"
@@ -105,7 +111,7 @@ _live: set[Server] = set()
 
 @atexit.register
 def _stop_leftovers() -> None:
-    """Stop what an interrupted run left behind (mirakuru's own hook SIGKILLs the rest after us)."""
+    """Stop what an interrupted run left behind (mirakuru's own hook then SIGKILLs any stragglers)."""
     for server in list(_live):
         with contextlib.suppress(Exception):
             server.stop()
@@ -115,18 +121,14 @@ def _stop_leftovers() -> None:
 def _owned(starters) -> Iterator[Servers]:
     """Start servers one by one; stop all that started, whatever happens, when the block ends."""
     started: list[Server] = []
-    try:
+    with contextlib.ExitStack() as stack:  # one failing stop does not keep the others running
         for start in starters:
             server = start()
             _live.add(server)
+            stack.callback(_live.discard, server)
+            stack.callback(server.stop)
             started.append(server)
         yield Servers(started)
-    finally:
-        for server in reversed(started):
-            try:
-                server.stop()
-            finally:
-                _live.discard(server)
 
 
 # --- public entry points ---------------------------------------------------------------------
@@ -275,8 +277,6 @@ class _Executable(Server):
             raise
 
     def _start(self) -> None:
-        from mirakuru.exceptions import AlreadyRunning, ExecutorError
-
         try:
             self.executor.start()
         except AlreadyRunning:
@@ -303,22 +303,18 @@ class _Executable(Server):
 
 
 def _executor(command: list[str], port: int, log: Path, env: dict[str, str] | None = None):
-    from mirakuru import TCPExecutor
-
     # stdout/stderr go to a file: a pipe nobody reads fills up and stalls the server, and an
-    # inherited stdout keeps a `$(...)` caller waiting (DESIGN.md section 4).
+    # inherited stdout keeps a `$(...)` caller (or a CI step) waiting for EOF.
     log_file = open(log, "ab")  # noqa: SIM115 - closed by _close_executor
-    executor = TCPExecutor(command, host=LOOPBACK, port=port, timeout=START_TIMEOUT, sleep=0.1,
-                           shell=False, envvars=env or {}, stdin=subprocess.DEVNULL,
-                           stdout=log_file, stderr=subprocess.STDOUT)
+    executor = mirakuru.TCPExecutor(command, host=LOOPBACK, port=port, timeout=PROCESS_TIMEOUT, sleep=0.1,
+                                    shell=False, envvars=env or {}, stdin=subprocess.DEVNULL,
+                                    stdout=log_file, stderr=subprocess.STDOUT)
     executor.log_file = log_file
     return executor
 
 
 def _stop_executor(executor) -> None:
     """SIGTERM to the process (its own process group, by pid); SIGKILL if it outstays the timeout."""
-    from mirakuru.exceptions import ProcessFinishedWithError
-
     # A server killed from outside (SIGKILL in a test) ends "with an error": fine here.
     with contextlib.suppress(ProcessFinishedWithError):
         executor.stop()
@@ -416,7 +412,7 @@ class _Container(Server):
 
     def restart(self) -> None:
         self.container.get_wrapped_container().restart(timeout=10)
-        if not wait_for_accept(self.host, self.port, START_TIMEOUT):
+        if not wait_for_accept(self.host, self.port, PROCESS_TIMEOUT):
             raise ServerError(f"{self.what} container did not accept on port {self.port} after a restart")
 
     def stop(self) -> None:

@@ -1,0 +1,56 @@
+"""Fixtures for our own tests: real Redis and RabbitMQ servers, started lazily, once per session.
+
+Only a session that asks for one of these fixtures pays for the server. Addresses given in
+ASGI_TEST_REDIS_URLS / ASGI_TEST_RABBITMQ_URL are used instead of starting anything (those
+servers cannot be restarted, so tests that restart one fail with a clear ServerError).
+A server that cannot start is an error of the tests that need it, never a skip.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One Redis server of this session: ``.urls``, ``.url``, ``.restart()`` (same port)."""
+    from asgi_conformance import servers
+
+    with servers.redis_servers(1) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def redis_urls(redis_server) -> list[str]:
+    """``["redis://127.0.0.1:PORT"]``: the session's Redis server as a layer's ``hosts``."""
+    return redis_server.urls
+
+
+@pytest.fixture(scope="session")
+def redis_shards():
+    """Three independent Redis servers (real shards): ``.urls``, ``.restart()``, ``[i].restart()``."""
+    from asgi_conformance import servers
+
+    with servers.redis_servers(3) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def redis_shard_urls(redis_shards) -> list[str]:
+    """Three URLs of three independent Redis servers, for sharded ``hosts``."""
+    return redis_shards.urls
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_broker():
+    """The session's one RabbitMQ broker: ``.url``, ``.restart()`` (same port, same data dir)."""
+    from asgi_conformance import servers
+
+    with servers.rabbitmq_server() as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url(rabbitmq_broker) -> str:
+    """``amqp://guest:guest@127.0.0.1:PORT/%2F`` of the session's broker."""
+    return rabbitmq_broker.url

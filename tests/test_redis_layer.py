@@ -1,0 +1,385 @@
+"""Our Redis layer's own promises, beyond the conformance suite, checked on real servers.
+
+Sharding (hash ring movement, a process's channels together), atomic capacity under
+concurrent senders, expiry stamped by the server's clock, encryption, one script per shard
+for group_send, recovery from a server restart, config errors, hiredis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import secrets
+
+import pytest
+import redis
+from cryptography.fernet import InvalidToken
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from reference_layers.base import ChannelFull, LayerConfigError
+from reference_layers.redis import RedisChannelLayer
+from reference_layers.redis.hashring import HashRing
+
+CALL_LIMIT = 15.0  # seconds: no layer call in these tests may take longer (a hang is a failure)
+
+
+def run(coroutine, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+def fresh(stem: str = "chan") -> str:
+    return f"test-redis.{stem}-{secrets.token_hex(5)}"
+
+
+def layer_on(urls, **config) -> RedisChannelLayer:
+    """A layer with its own prefix, so tests never see each other's keys."""
+    config.setdefault("prefix", f"t{secrets.token_hex(4)}")
+    return RedisChannelLayer(hosts=list(urls), **config)
+
+
+def raw(url: str) -> Redis:
+    return redis.Redis.from_url(url)
+
+
+async def closing(layer, coroutine):
+    try:
+        return await coroutine
+    finally:
+        await layer.flush()
+        await layer.close()
+
+
+# --- sharding ------------------------------------------------------------------------------
+
+def test_adding_a_fifth_shard_to_four_moves_about_a_fifth_of_the_channels_all_to_the_new_one():
+    four = RedisChannelLayer(hosts=[f"redis://10.0.0.{n}:6379" for n in range(1, 5)])
+    five = RedisChannelLayer(hosts=[f"redis://10.0.0.{n}:6379" for n in range(1, 6)])
+    channels = [f"room.{n}" for n in range(20_000)]
+    moved = [c for c in channels if four.ring.node_for(c) != five.ring.node_for(c)]
+    assert 0.15 <= len(moved) / len(channels) <= 0.25, f"{len(moved) / len(channels):.3f} of channels moved"
+    assert {five.ring.node_for(c) for c in moved} == {"10.0.0.5:6379/0"}
+
+
+def test_shards_are_placed_by_address_not_by_their_order_in_hosts():
+    hosts = [f"redis://10.0.0.{n}:6379" for n in range(1, 4)]
+    forward, backward = HashRing(hosts), HashRing(hosts[::-1])
+    assert all(forward.node_for(f"c{n}") == backward.node_for(f"c{n}") for n in range(2000))
+
+
+def test_every_process_specific_channel_of_one_process_lives_on_the_same_shard():
+    layer = RedisChannelLayer(hosts=[f"redis://10.0.0.{n}:6379" for n in range(1, 4)])
+    shards_used = set()
+    for process in range(200):
+        prefix = f"specific.{secrets.token_hex(8)}!"
+        indexes = {layer.shard_index(prefix + secrets.token_hex(8)) for _ in range(20)}
+        assert len(indexes) == 1, f"{prefix}* spread over shards {indexes}"
+        shards_used |= indexes
+    assert shards_used == {0, 1, 2}  # while different processes do spread over the shards
+
+
+def test_a_process_channels_queues_are_stored_on_one_server(redis_shard_urls):
+    layer = layer_on(redis_shard_urls)
+
+    async def body():
+        name = await layer.new_channel()
+        siblings = [name + suffix for suffix in ("a", "b", "c", "d")]
+        for sibling in siblings:
+            await layer.send(sibling, {"to": sibling})
+        holders = {url for url in redis_shard_urls for sibling in siblings
+                   if raw(url).exists(layer.keys.queue(sibling))}
+        assert holders == {redis_shard_urls[layer.shard_index(name)]}
+        for sibling in siblings:
+            assert (await layer.receive(sibling))["to"] == sibling
+
+    run(closing(layer, body()))
+
+
+# --- capacity under concurrency --------------------------------------------------------------
+
+def test_fifty_concurrent_senders_on_capacity_ten_get_exactly_ten_messages_in(redis_urls):
+    senders = [layer_on(redis_urls, capacity=10, prefix="t-concurrent") for _ in range(5)]
+    channel = fresh("crowded")
+
+    async def send(index):
+        try:
+            await senders[index % 5].send(channel, {"n": index})
+            return "sent"
+        except ChannelFull:
+            return "full"
+
+    async def body():
+        outcomes = await asyncio.gather(*(send(n) for n in range(50)))
+        assert outcomes.count("sent") == 10 and outcomes.count("full") == 40
+        got = [await asyncio.wait_for(senders[0].receive(channel), CALL_LIMIT) for _ in range(10)]
+        assert len({message["n"] for message in got}) == 10
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(senders[0].receive(channel), 0.5)
+        for layer in senders:
+            await layer.close()
+
+    run(closing(senders[0], body()))
+
+
+# --- expiry on the server's clock ---------------------------------------------------------------
+
+def test_message_and_membership_expiry_are_stamped_with_the_servers_clock(redis_urls):
+    layer = layer_on(redis_urls, expiry=7, group_expiry=300)
+    server = raw(redis_urls[0])
+    channel, group = fresh(), fresh("group")
+
+    def server_ms():
+        seconds, micros = server.time()
+        return seconds * 1000 + micros // 1000
+
+    async def body():
+        before = server_ms()
+        await layer.send(channel, {"n": 1})
+        await layer.group_add(group, channel)
+        after = server_ms()
+        [entry] = server.lrange(layer.keys.queue(channel), 0, -1)
+        expires = int(entry.split(b":", 1)[0])
+        assert before + 7000 <= expires <= after + 7000
+        [(member, score)] = server.zrange(layer.keys.group_members(group), 0, -1, withscores=True)
+        assert member.decode() == channel and before + 300_000 <= score <= after + 300_000
+
+    run(closing(layer, body()))
+
+
+def test_a_message_expires_even_with_younger_ones_behind_it_and_no_send_in_between(redis_urls):
+    layer = layer_on(redis_urls, expiry=1)
+    channel = fresh()
+
+    async def body():
+        await layer.send(channel, {"n": "old"})
+        await asyncio.sleep(0.6)
+        await layer.send(channel, {"n": "young"})
+        await asyncio.sleep(0.6)  # the old one has expired; the young one has not
+        assert (await asyncio.wait_for(layer.receive(channel), CALL_LIMIT))["n"] == "young"
+
+    run(closing(layer, body()))
+
+
+# --- cancellation ---------------------------------------------------------------------------------
+
+def test_a_receive_cancelled_around_delivery_leaves_its_message_for_another_instance(redis_urls):
+    """Cancelled at every moment of a delivery, no message is lost: one the cancelled receive
+    had already popped goes back to the head of the list, where another layer instance finds it."""
+    prefix = f"t-cancel-{secrets.token_hex(3)}"
+    first, second = layer_on(redis_urls, prefix=prefix), layer_on(redis_urls, prefix=prefix)
+    channel = fresh()
+
+    async def body():
+        got = []
+        for n in range(40):
+            receiving = asyncio.ensure_future(first.receive(channel))
+            await asyncio.sleep(0.001 * (n % 4))
+            await first.send(channel, {"n": n})
+            for _ in range(n % 7):
+                await asyncio.sleep(0)
+            receiving.cancel()
+            try:
+                got.append((await receiving)["n"])
+            except asyncio.CancelledError:
+                got.append((await asyncio.wait_for(second.receive(channel), CALL_LIMIT))["n"])
+        assert got == list(range(40))
+        await second.close()
+
+    run(closing(first, body()))
+
+
+# --- encryption ---------------------------------------------------------------------------------
+
+def test_encrypted_bodies_are_not_stored_in_plaintext_and_old_keys_still_decrypt(redis_urls):
+    prefix = f"t-crypt-{secrets.token_hex(3)}"
+    old = layer_on(redis_urls, prefix=prefix, symmetric_encryption_keys=["old secret"])
+    rotated = layer_on(redis_urls, prefix=prefix, symmetric_encryption_keys=["new secret", "old secret"])
+    new_only = layer_on(redis_urls, prefix=prefix, symmetric_encryption_keys=["new secret"])
+    server = raw(redis_urls[0])
+    channel = fresh()
+
+    async def body():
+        await old.send(channel, {"text": "plaintext-marker"})
+        [stored] = server.lrange(old.keys.queue(channel), 0, -1)
+        assert b"plaintext-marker" not in stored and b"text" not in stored
+        assert await rotated.receive(channel) == {"text": "plaintext-marker"}  # rotation: old key decrypts
+
+        await rotated.send(channel, {"text": "from the new key"})
+        assert await new_only.receive(channel) == {"text": "from the new key"}  # the first key encrypts
+
+        await rotated.send(channel, {"text": "unreadable without the new key"})
+        with pytest.raises(InvalidToken):
+            await old.receive(channel)
+        for layer in (old, new_only):
+            await layer.close()
+
+    run(closing(rotated, body()))
+
+
+# --- group_send: one script per shard ----------------------------------------------------------
+
+def test_group_send_is_one_evalsha_per_shard_whatever_the_group_size(redis_shard_urls):
+    layer = layer_on(redis_shard_urls)
+    group = fresh("group")
+    members = []
+    while min(sum(layer.shard_index(m) == i for m in members) for i in range(3)) < 10:
+        members.append(fresh("member"))
+
+    async def body():
+        for member in members:
+            await layer.group_add(group, member)
+        await layer.group_send(group, {"n": 0})  # scripts are loaded and connections open now
+        with ClientCommands(redis_shard_urls) as seen:
+            await layer.group_send(group, {"n": 1})
+        assert seen.commands == [["EVALSHA"]] * 3, seen.commands
+        for member in members:
+            assert [(await layer.receive(member))["n"] for _ in range(2)] == [0, 1]
+
+    run(closing(layer, body()))
+
+
+class ClientCommands:
+    """The commands clients send to each server during a ``with`` block, seen through MONITOR
+    (commands a Lua script runs are left out: they are no round trips)."""
+
+    def __init__(self, urls):
+        self.urls = urls
+        self.marker = f"end-of-watch-{secrets.token_hex(4)}"
+        self.commands = [[] for _ in urls]
+
+    def __enter__(self):
+        self._markers = [raw(url) for url in self.urls]
+        for marker in self._markers:
+            marker.ping()  # connected before watching: only its ECHO shows up later
+        self._monitors = [raw(url).monitor() for url in self.urls]
+        for monitor in self._monitors:
+            monitor.__enter__()  # MONITOR is acknowledged: from here on every command is seen
+        return self
+
+    def __exit__(self, *exc_info):
+        for marker, monitor, seen in zip(self._markers, self._monitors, self.commands):
+            marker.echo(self.marker)
+            while True:
+                entry = monitor.next_command()
+                if self.marker in entry["command"]:
+                    break
+                if entry["client_type"] != "lua":
+                    seen.append(entry["command"].split(" ", 1)[0].upper())
+            monitor.__exit__(None, None, None)
+
+
+# --- restart ---------------------------------------------------------------------------------------
+
+def test_after_a_server_restart_mid_traffic_sends_are_delivered_and_no_call_hangs(redis_server):
+    layer = layer_on(redis_server.urls)
+    traffic, watched = fresh("traffic"), fresh("watched")
+
+    async def keep_sending(stop: asyncio.Event, outcomes: list):
+        n = 0
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(layer.send(traffic, {"n": n}), CALL_LIMIT)
+                outcomes.append("sent")
+            except (RedisConnectionError, ConnectionError, OSError):
+                outcomes.append("error")  # the server is down: an error is fine, a hang is not
+            except ChannelFull:
+                await asyncio.wait_for(layer.receive(traffic), CALL_LIMIT)
+            n += 1
+            await asyncio.sleep(0.01)
+
+    async def body():
+        waiting = asyncio.ensure_future(layer.receive(watched))  # blocked across the restart
+        await layer.send(traffic, {"n": -1})
+        stop, outcomes = asyncio.Event(), []
+        sender = asyncio.ensure_future(keep_sending(stop, outcomes))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(redis_server.restart)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.wait_for(sender, CALL_LIMIT)
+        assert "sent" in outcomes
+
+        for n in range(5):
+            await asyncio.wait_for(layer.send(watched, {"n": n}), CALL_LIMIT)
+        got = [(await asyncio.wait_for(waiting, CALL_LIMIT))["n"]]
+        got += [(await asyncio.wait_for(layer.receive(watched), CALL_LIMIT))["n"] for _ in range(4)]
+        assert got == [0, 1, 2, 3, 4]
+
+    run(closing(layer, body()), timeout=120)
+
+
+# --- flush, config, hiredis ------------------------------------------------------------------------
+
+def test_flush_deletes_this_prefixs_messages_and_nothing_else_on_every_shard(redis_shard_urls):
+    prefix = f"t-flush{secrets.token_hex(3)}"
+    layer = layer_on(redis_shard_urls, prefix=prefix)
+    servers = [raw(url) for url in redis_shard_urls]
+    for server in servers:
+        server.set(f"{prefix}x:q:foreign", 1)  # a longer prefix: not ours
+        server.set(f"other:{prefix}:q:foreign", 1)
+    channels = [fresh() for _ in range(30)]
+
+    async def body():
+        for channel in channels:
+            await layer.send(channel, {"n": 1})
+        assert all(server.keys(f"{prefix}:*") for server in servers)
+        await layer.flush()
+        for server in servers:
+            bells = f"{prefix}:b:".encode()  # wake-up streams hold no messages: they may stay
+            assert [key for key in server.keys(f"{prefix}:*") if not key.startswith(bells)] == []
+            assert server.exists(f"{prefix}x:q:foreign", f"other:{prefix}:q:foreign") == 2
+            server.delete(f"{prefix}x:q:foreign", f"other:{prefix}:q:foreign")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(channels[0]), 0.3)
+
+    run(closing(layer, body()))
+
+
+@pytest.mark.parametrize("config, complaint", [
+    ({"hosts": "redis://127.0.0.1:6379"}, "must be a list"),
+    ({"hosts": []}, "empty"),
+    ({"hosts": ["http://127.0.0.1:6379"]}, "scheme"),
+    ({"hosts": [("127.0.0.1", "6379")]}, "(host: str, port: int)"),
+    ({"hosts": [("127.0.0.1", 6379, 0)]}, "bad entry in hosts"),
+    ({"hosts": [{"address": "redis://127.0.0.1:6379", "no_such_option": 1}]}, "no_such_option"),
+    ({"hosts": [{"db": 1}]}, "needs an 'address'"),
+    ({"hosts": ["redis://127.0.0.1:6379", ("127.0.0.1", 6379)]}, "more than once"),
+    ({"hosts": ["redis://127.0.0.1:6379"], "sentinels": []}, "unknown config key"),
+    ({"hosts": ["redis://127.0.0.1:6379"], "prefix": ""}, "prefix"),
+    ({"hosts": ["redis://127.0.0.1:6379"], "symmetric_encryption_keys": "one key"}, "list of keys"),
+    ({"hosts": ["redis://127.0.0.1:6379"], "capacity": 0}, "capacity"),
+])
+def test_bad_config_raises_layer_config_error_saying_what_is_wrong(config, complaint):
+    with pytest.raises(LayerConfigError, match=None) as caught:
+        RedisChannelLayer(**config)
+    assert complaint in str(caught.value)
+
+
+def test_every_host_form_of_channels_redis_is_accepted():
+    layer = RedisChannelLayer(hosts=[
+        "redis://127.0.0.1:7001/2", ("127.0.0.1", 7002), ["127.0.0.1", 7003],
+        {"address": "redis://127.0.0.1:7004"}, {"address": ("127.0.0.1", 7005), "password": "x"},
+        {"host": "127.0.0.1", "port": 7006},
+    ])
+    assert layer.ring.nodes == ("127.0.0.1:7001/2", "127.0.0.1:7002/0", "127.0.0.1:7003/0",
+                                "127.0.0.1:7004/0", "127.0.0.1:7005/0", "127.0.0.1:7006/0")
+    assert layer.extensions == ["groups", "flush"] and layer.group_expiry == 86400
+    assert layer.message_size_limit > 1_000_000
+
+
+def test_replies_are_parsed_by_hiredis_when_it_is_installed(redis_urls):
+    layer = layer_on(redis_urls)
+
+    async def parser_name():
+        await layer.send(fresh(), {"n": 1})
+        shard = layer._loops.current().shards[0]
+        connection = await shard.commands.connection_pool.get_connection()
+        try:
+            return type(connection._parser).__name__
+        finally:
+            await shard.commands.connection_pool.release(connection)
+
+    name = run(closing(layer, parser_name()))
+    hiredis_installed = importlib.util.find_spec("hiredis") is not None
+    assert layer.uses_hiredis == hiredis_installed
+    assert ("Hiredis" in name) == hiredis_installed, name
