@@ -1,0 +1,271 @@
+"""RabbitMQChannelLayer on a real broker: what the conformance suite cannot see.
+
+Capacity enforced by the broker under senders in two processes, a broker restart mid-traffic,
+failover to the second URL, cleanup after close(), time limits on an unreachable broker, and
+config errors. Uses the session broker of conftest.py (``rabbitmq_broker``, ``rabbitmq_url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import socket
+
+import pika
+import pika.exceptions
+import pytest
+
+from reference_layers.base import ChannelFull, LayerConfigError
+from reference_layers.rabbitmq import BrokerUnavailable, RabbitMQChannelLayer
+
+GENEROUS = 40.0  # seconds: a bound for "did not hang", never a speed assertion
+CAPACITY = 15
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 4 * GENEROUS))
+
+
+def fresh(stem: str) -> str:
+    import secrets
+
+    return f"rmq-test.{stem}-{secrets.token_hex(5)}"
+
+
+# --- capacity: the broker counts, whoever sends --------------------------------------------------
+
+def _fill_from_another_process(url, channel, attempts, ready, go, results):
+    """Child process: connect, say ready, then send ``attempts`` messages as fast as it can."""
+    async def main():
+        layer = RabbitMQChannelLayer(url=url, capacity=CAPACITY)
+        await layer.send(fresh("warm-up"), {"type": "warm.up"})  # connected before the race
+        ready.set()
+        go.wait()
+        accepted = refused = 0
+        for index in range(attempts):
+            try:
+                await layer.send(channel, {"type": "fill", "index": index})
+                accepted += 1
+            except ChannelFull:
+                refused += 1
+        await layer.close()
+        return accepted, refused
+
+    results.put(asyncio.run(main()))
+
+
+def test_capacity_holds_under_concurrent_senders_in_two_processes(rabbitmq_url):
+    context = multiprocessing.get_context("spawn")
+    channel, attempts = fresh("shared"), 40
+    go, results = context.Event(), context.Queue()
+    readies = [context.Event() for _ in range(2)]
+    workers = [context.Process(target=_fill_from_another_process,
+                               args=(rabbitmq_url, channel, attempts, ready, go, results))
+               for ready in readies]
+    for worker in workers:
+        worker.start()
+    try:
+        for ready in readies:
+            assert ready.wait(GENEROUS), "a sender process did not connect"
+        go.set()
+        outcomes = [results.get(timeout=GENEROUS) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(GENEROUS)
+            if worker.is_alive():
+                worker.kill()
+    assert sum(accepted for accepted, _ in outcomes) == CAPACITY, outcomes
+    assert sum(refused for _, refused in outcomes) == 2 * attempts - CAPACITY, outcomes
+
+    async def drain():
+        layer = RabbitMQChannelLayer(url=rabbitmq_url, capacity=CAPACITY)
+        try:
+            got = [await asyncio.wait_for(layer.receive(channel), GENEROUS) for _ in range(CAPACITY)]
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(layer.receive(channel), 1.0)
+            return got
+        finally:
+            await layer.close()
+
+    assert len(run(drain())) == CAPACITY
+
+
+# --- a broker restart in the middle of traffic ----------------------------------------------------
+
+def test_sends_and_receives_resume_after_a_broker_restart(rabbitmq_broker):
+    async def scenario():
+        layer = RabbitMQChannelLayer(url=rabbitmq_broker.url, timeout=GENEROUS)
+        channel = await layer.new_channel()
+        received: list[tuple[str, int]] = []
+        arrived = {"before": asyncio.Event(), "after": asyncio.Event()}
+
+        async def receiver():
+            while True:
+                message = await layer.receive(channel)
+                received.append((message["phase"], message["n"]))
+                counts = {p: sum(1 for q, _ in received if q == p) for p in arrived}
+                if counts["before"] >= 10:
+                    arrived["before"].set()
+                if counts["after"] >= 10:
+                    arrived["after"].set()
+
+        receiving = asyncio.create_task(receiver())
+        try:
+            for n in range(10):
+                await layer.send(channel, {"phase": "before", "n": n})
+            await asyncio.wait_for(arrived["before"].wait(), GENEROUS)
+
+            restarting = asyncio.ensure_future(asyncio.to_thread(rabbitmq_broker.restart))
+            n = 0
+            while not restarting.done():  # traffic while the broker goes down and comes back
+                try:
+                    await asyncio.wait_for(layer.send(channel, {"phase": "during", "n": n}), GENEROUS)
+                except BrokerUnavailable:
+                    pass  # allowed while the broker is down: the call says so instead of hanging
+                n += 1
+                await asyncio.sleep(0.05)
+            await restarting
+
+            for n in range(10):  # after it is back, every send goes through
+                await asyncio.wait_for(layer.send(channel, {"phase": "after", "n": n}), GENEROUS)
+            await asyncio.wait_for(arrived["after"].wait(), GENEROUS)
+            assert not receiving.done(), "the waiting receive failed across the restart"
+        finally:
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+            await layer.close()
+        assert len(received) == len(set(received)), "a message was delivered twice"
+        assert [n for phase, n in received if phase == "after"] == list(range(10))
+
+    run(scenario())
+
+
+# --- two nodes: losing the first moves the layer to the second ------------------------------------
+
+@pytest.fixture
+def standby_broker():
+    """A second, independent broker standing in for the first node of a two-node cluster."""
+    from asgi_conformance import servers
+
+    with servers.rabbitmq_server() as handle:
+        if not handle.restartable:
+            pytest.fail("the failover test needs a broker it can stop (ASGI_TEST_RABBITMQ_URL is set)")
+        yield handle
+
+
+def test_losing_the_first_node_moves_the_layer_to_the_second(standby_broker, rabbitmq_url):
+    first = standby_broker.url
+
+    async def scenario():
+        layer = RabbitMQChannelLayer(urls=[first, rabbitmq_url], timeout=GENEROUS)
+        try:
+            channel = fresh("failover")
+            await layer.send(channel, {"n": 1})
+            assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 1
+            assert layer.broker_url == first
+
+            await asyncio.to_thread(standby_broker[0].stop)
+
+            await asyncio.wait_for(layer.send(channel, {"n": 2}), GENEROUS)
+            assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 2
+            assert layer.broker_url == rabbitmq_url
+        finally:
+            await layer.close()
+
+    run(scenario())
+
+
+# --- an unreachable broker: a clear error, no hang ---------------------------------------------------
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens there once the probe is closed
+
+
+def test_every_call_fails_clearly_when_no_broker_answers():
+    layer = RabbitMQChannelLayer(url=f"amqp://guest:guest@127.0.0.1:{_closed_port()}/%2F", timeout=1)
+
+    async def scenario():
+        try:
+            with pytest.raises(BrokerUnavailable, match="no RabbitMQ node answered"):
+                await asyncio.wait_for(layer.send("somewhere", {"type": "x"}), GENEROUS)
+            with pytest.raises(BrokerUnavailable):
+                await asyncio.wait_for(layer.receive("somewhere"), GENEROUS)
+            with pytest.raises(BrokerUnavailable):
+                await asyncio.wait_for(layer.group_add("g", "somewhere"), GENEROUS)
+        finally:
+            await layer.close()
+
+    run(scenario())
+
+
+# --- cleanup ---------------------------------------------------------------------------------------
+
+def _queue_depth(url: str, queue: str) -> int | None:
+    """Messages in ``queue`` by a passive declare (no management plugin), None if it does not exist."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        assert exc.reply_code == 404, exc
+        return None
+    finally:
+        connection.close()
+
+
+def test_close_leaves_only_what_normal_channels_still_hold(rabbitmq_url):
+    prefix = fresh("cleanup").replace("rmq-test.", "c")
+    layer = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
+    normal, group = fresh("normal"), fresh("group")
+
+    async def scenario():
+        specific = await layer.new_channel()
+        await layer.send(specific, {"type": "unread"})
+        await layer.group_add(group, specific)
+        await layer.send(normal, {"type": "kept"})
+        await layer.close()
+        return specific
+
+    specific = run(scenario())
+    process_queue = f"{prefix}:q:{specific[: specific.index('!') + 1]}"
+    membership = f"{prefix}:m:{group}:{specific}"
+    assert _queue_depth(rabbitmq_url, process_queue) is None, "the process queue outlived close()"
+    assert _queue_depth(rabbitmq_url, membership) is None, "a membership of a closed process outlived close()"
+    assert _queue_depth(rabbitmq_url, f"{prefix}:q:{normal}") == 1, "the normal channel lost its message"
+
+    async def tidy():  # the layer is usable after close(): flush removes the rest
+        layer2 = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
+        await layer2.flush()
+        await layer2.close()
+
+    run(tidy())
+    assert _queue_depth(rabbitmq_url, f"{prefix}:q:{normal}") is None, "flush left a channel queue"
+
+
+# --- config errors -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config, words", [
+    ({"url": "redis://localhost:6379"}, "not an AMQP URL"),
+    ({"url": 5672}, "must be a str"),
+    ({"urls": "amqp://localhost"}, "must be a list"),
+    ({"urls": []}, "empty"),
+    ({"url": "amqp://a", "urls": ["amqp://b"]}, "either url or urls"),
+    ({"prefix": "has:colon"}, "prefix"),
+    ({"timeout": 0}, "timeout"),
+    ({"heartbeat": -1}, "heartbeat"),
+    ({"capacity": 0}, "capacity"),
+    ({"expiry": "soon"}, "expiry"),
+    ({"hosts": ["amqp://localhost"]}, "unknown config key"),
+])
+def test_bad_config_raises_layer_config_error(config, words):
+    with pytest.raises(LayerConfigError, match=words):
+        RabbitMQChannelLayer(**config)
+
+
+def test_a_good_config_builds_without_touching_the_network():
+    layer = RabbitMQChannelLayer(urls=["amqps://user:pw@node1:5671/%2F", "amqp://node2"], prefix="app",
+                                 symmetric_encryption_keys=["secret"], channel_capacity={"http.*": 5})
+    assert layer.broker_url is None
+    assert layer.extensions == ["groups", "flush"]
+    assert layer.group_expiry == 86400 and layer.message_size_limit > 0
