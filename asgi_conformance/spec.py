@@ -57,17 +57,13 @@ def requirement(requirement_id: str, *, needs: tuple[str, ...] | list[str] = ())
             raise ValueError(f"unknown feature {feature!r} in requirement({requirement_id!r})")
 
     def decorate(test):
-        if inspect.iscoroutinefunction(test):
-            runner = _sync_runner(test)
-        else:
-            runner = test
-        runner = pytest.mark.asgi_requirement(requirement_id, needs=tuple(needs))(runner)
-        return runner
+        runner = _async_runner(test) if inspect.iscoroutinefunction(test) else _sync_runner(test)
+        return pytest.mark.asgi_requirement(requirement_id, needs=tuple(needs))(runner)
 
     return decorate
 
 
-def _sync_runner(test):
+def _async_runner(test):
     @functools.wraps(test)
     def run(*args, **kwargs):
         asyncio.run(_run_with_cleanup(test, args, kwargs))
@@ -75,8 +71,29 @@ def _sync_runner(test):
     return run
 
 
+def _sync_runner(test):
+    """A sync test (async_to_sync, several loops) gets its ``layer`` built in a loop of its own."""
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        for name, value in kwargs.items():
+            if isinstance(value, LayerToBuild):
+                kwargs[name] = asyncio.run(_build(value))
+        return test(*args, **kwargs)
+
+    return run
+
+
+async def _build(placeholder: "LayerToBuild"):
+    return placeholder.pool.make()
+
+
 async def _run_with_cleanup(test, args, kwargs):
+    # Layers are built inside the test's own loop, as Django Channels builds them (some layers
+    # refuse to be built without a running loop).
     pools = [value for value in kwargs.values() if isinstance(value, LayerPool)]
+    pools += [value.pool for value in kwargs.values() if isinstance(value, LayerToBuild)]
+    kwargs = {name: (value.pool.make() if isinstance(value, LayerToBuild) else value)
+              for name, value in kwargs.items()}
     try:
         try:
             await asyncio.wait_for(test(*args, **kwargs), SETTINGS.timeout)
@@ -88,6 +105,13 @@ async def _run_with_cleanup(test, args, kwargs):
     finally:
         for pool in pools:
             await pool.aclose()
+
+
+class LayerToBuild:
+    """What the ``layer`` fixture hands a suite test: built by the test's runner, in its loop."""
+
+    def __init__(self, pool: "LayerPool"):
+        self.pool = pool
 
 
 class LayerPool:
@@ -118,21 +142,34 @@ class LayerPool:
 
 async def _release(layer):
     """Flush and close a layer, tolerating a layer that is already broken (the test said so)."""
-    if "flush" in (getattr(layer, "extensions", None) or []):
+    if "flush" in (layer_attribute(layer, "extensions") or []):
         try:
             await asyncio.wait_for(layer.flush(), SETTINGS.delivery_timeout)
         except Exception:  # noqa: BLE001 - cleanup must not mask the test's own verdict
             pass
+    await close_quietly(layer, SETTINGS.delivery_timeout)
+
+
+def layer_attribute(layer, name: str):
+    """``getattr`` that treats any error as absent (some layers' __getattr__ needs a loop or more)."""
+    try:
+        return getattr(layer, name, None)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+async def close_quietly(layer, timeout: float) -> None:
+    """Call the layer's ``close()`` (or channels_redis' ``close_pools()``), ignoring its errors."""
     for closer in ("close", "close_pools"):
-        method = getattr(layer, closer, None)
-        if method is not None:
+        method = layer_attribute(layer, closer)
+        if callable(method):
             try:
                 result = method()
                 if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, SETTINGS.delivery_timeout)
-            except Exception:  # noqa: BLE001
+                    await asyncio.wait_for(result, timeout)
+            except Exception:  # noqa: BLE001 - cleanup must not mask the test's own verdict
                 pass
-            break
+            return
 
 
 # --- names -----------------------------------------------------------------------------

@@ -6,13 +6,14 @@ does not construct) is found here at start-up and reported as one :class:`Target
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .spec import DECLARABLE_FEATURES, EXTENSION_FEATURES
+from .spec import DECLARABLE_FEATURES, EXTENSION_FEATURES, layer_attribute, close_quietly
 
 UNSUPPORTED_ATTRIBUTE = "conformance_unsupported"
 
@@ -91,25 +92,41 @@ def parse_unsupported(values: list[str]) -> dict[str, str]:
 
 
 def inspect_layer(target: LayerTarget) -> LayerTarget:
-    """Build one instance to prove the layer constructs, and read what it declares."""
+    """Build one instance to prove the layer constructs, and read what it declares.
+
+    The instance is built inside a running event loop, as Django Channels builds layers
+    (some, like channels_rabbitmq, refuse to be built without one), and closed again.
+    """
     try:
-        layer = target.build()
+        layer, facts = asyncio.run(_build_and_read(target))
+    except TargetError:
+        raise
     except Exception as exc:  # noqa: BLE001
         where = target.dotted_path or "asgi_layer_factory"
         raise TargetError(
             f"{where}(**{target.config!r}) failed to construct: {type(exc).__name__}: {exc}"
         ) from None
-    for name in ("send", "receive", "new_channel"):
-        if not callable(getattr(layer, name, None)):
-            raise TargetError(f"{type(layer).__name__} has no {name}() method: not a channel layer")
-    declared = dict(getattr(layer, UNSUPPORTED_ATTRIBUTE, None) or {})
+    declared = dict(facts["unsupported"] or {})
     target.unsupported = {**declared, **target.unsupported}
-    extensions = getattr(layer, "extensions", None) or []
-    target.extensions = tuple(e for e in extensions if isinstance(e, str))
-    target.message_size_limit = getattr(layer, "message_size_limit", None)
+    target.extensions = tuple(e for e in (facts["extensions"] or []) if isinstance(e, str))
+    target.message_size_limit = facts["message_size_limit"]
     if target.module is None:
         target.module = sys.modules.get(type(layer).__module__)
     return target
+
+
+async def _build_and_read(target: LayerTarget):
+    layer = target.build()
+    for name in ("send", "receive", "new_channel"):
+        if not callable(layer_attribute(layer, name)):
+            raise TargetError(f"{type(layer).__name__} has no {name}() method: not a channel layer")
+    facts = {
+        "unsupported": layer_attribute(layer, UNSUPPORTED_ATTRIBUTE),
+        "extensions": layer_attribute(layer, "extensions"),
+        "message_size_limit": layer_attribute(layer, "message_size_limit"),
+    }
+    await close_quietly(layer, 10)
+    return layer, facts
 
 
 def load_target(dotted_path: str, config_text: str | None, unsupported: list[str],
