@@ -37,7 +37,9 @@ SETTINGS = Settings()
 DECLARABLE_FEATURES = {
     "cross-process": "messages cross process boundaries (XP-*)",
     "normal-channels": "channels without '!' shared by several receivers",
-    "backlog": "messages sent before a receive began are kept for it",
+    "backlog": ("messages sent to a channel before any receive began on it are kept for it; "
+                "a layer's own new_channel() names count as received on from their creation "
+                "(a pub/sub layer subscribes them then), so only other names need this"),
     "capacity": "per-channel capacity and ChannelFull",
     "expiry": "message expiry",
     "group-expiry": "group membership expiry",
@@ -127,7 +129,15 @@ class LayerPool:
         self.closed = False
 
     def make(self, **overrides):
-        layer = self._factory(**overrides)
+        try:
+            layer = self._factory(**overrides)
+        except TypeError as exc:
+            if overrides and "unexpected keyword" in str(exc):
+                raise AssertionError(
+                    f"the layer refused the settings this test configures, {overrides!r}: {exc}. The suite "
+                    "uses the keyword names of Django Channels' own layers; declare "
+                    "--asgi-unsupported=FEATURE=REASON for a feature that cannot be configured so") from None
+            raise
         self._made.append(layer)
         return layer
 
@@ -181,6 +191,47 @@ def fresh_channel(stem: str = "chan") -> str:
 
 def fresh_group(stem: str = "grp") -> str:
     return f"asgi-test.{stem}-{secrets.token_hex(6)}"
+
+
+def offers(target, *features: str) -> bool:
+    """True if the layer offers every one of ``features`` (declared or extension)."""
+    return all(target.missing(feature) is None for feature in features)
+
+
+def require(target, *features: str) -> None:
+    """Skip the running test, with the layer's own reason, unless it offers every feature.
+
+    For a parametrized case that needs more than its siblings (``[normal]`` of a test that
+    also runs on process-specific channels): a SKIP with the reason, never a silent pass.
+    """
+    for feature in features:
+        reason = target.missing(feature)
+        if reason:
+            pytest.skip(reason)
+
+
+async def any_channel(layer, target, stem: str = "chan") -> str:
+    """A fresh channel for a test about something else, on any layer.
+
+    A normal channel where the layer offers normal channels with a backlog, else one of the
+    layer's own ``new_channel()`` names (which have a backlog by definition). Channels from
+    one layer's new_channel() share one capacity (CAP-4): a test needing two channels with
+    independent capacities must not take both from here.
+    """
+    if offers(target, "normal-channels", "backlog"):
+        return fresh_channel(stem)
+    return await layer.new_channel()
+
+
+def non_local_part(name) -> str:
+    """The part of a new_channel() name up to and including its '!' (shared by ``p!*``).
+
+    A name without '!' is a NAME-4 violation: fail with that, not with a bare ValueError.
+    """
+    if not isinstance(name, str) or "!" not in name:
+        raise AssertionError(f"new_channel() returned {name!r}, which has no '!': it must be a "
+                             "process-specific channel name (NAME-4)")
+    return name[: name.index("!") + 1]
 
 
 # --- waiting for messages ----------------------------------------------------------------

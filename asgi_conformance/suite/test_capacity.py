@@ -6,19 +6,22 @@ import secrets
 import pytest
 
 from asgi_conformance.spec import (
+    any_channel,
     channel_full_class_of,
     expect_message,
     expect_silence,
     fresh_channel,
     fresh_group,
+    non_local_part,
+    offers,
     requirement,
 )
 
 
-@requirement("CAP-1", needs=["capacity", "backlog"])
-async def test_n_sends_fit_and_the_next_raises_channel_full(layers):
+@requirement("CAP-1", needs=["capacity"])
+async def test_n_sends_fit_and_the_next_raises_channel_full(layers, asgi_target):
     layer = layers.make(capacity=3)
-    channel = fresh_channel()
+    channel = await any_channel(layer, asgi_target)
     for index in range(3):
         await layer.send(channel, {"type": "test.fill", "index": index})
     with pytest.raises(Exception) as caught:
@@ -51,10 +54,10 @@ async def _capacity_problem(layer, channel, expected: int) -> str | None:
     return f"{channel!r}: send {expected + 1} fitted, capacity should be {expected}"
 
 
-@requirement("CAP-2", needs=["capacity", "backlog"])
-async def test_a_receive_frees_room_for_the_next_send(layers):
+@requirement("CAP-2", needs=["capacity"])
+async def test_a_receive_frees_room_for_the_next_send(layers, asgi_target):
     layer = layers.make(capacity=2)
-    channel = fresh_channel()
+    channel = await any_channel(layer, asgi_target)
     for index in range(2):
         await layer.send(channel, {"type": "test.fill", "index": index})
     await _assert_full(layer, channel, 2)
@@ -63,7 +66,7 @@ async def test_a_receive_frees_room_for_the_next_send(layers):
     assert [(await expect_message(layer, channel))["index"] for _ in range(2)] == [1, 2]
 
 
-@requirement("CAP-3", needs=["capacity", "backlog"])
+@requirement("CAP-3", needs=["capacity", "normal-channels", "backlog"])  # patterns match normal names
 async def test_channel_capacity_patterns_override_the_default_and_the_first_match_wins(layers):
     # Every fresh channel matches the last pattern too, so only first-match-wins gives 1, 2, 4.
     layer = layers.make(capacity=5, channel_capacity={
@@ -84,11 +87,10 @@ async def test_channel_capacity_patterns_override_the_default_and_the_first_matc
     assert not problems, "channel_capacity was not applied:\n" + "\n".join(problems)
 
 
-@requirement("CAP-4", needs=["capacity"])
+@requirement("CAP-4", needs=["capacity", "backlog"])  # p!a and p!b are not new_channel() names
 async def test_process_specific_channels_share_the_capacity_of_their_non_local_part(layers):
     layer = layers.make(capacity=2)
-    name = await layer.new_channel()
-    prefix = name[: name.index("!") + 1]
+    prefix = non_local_part(await layer.new_channel())
     first, second = prefix + "a", prefix + "b"
     await layer.send(first, {"type": "test.fill", "to": "a"})
     await layer.send(second, {"type": "test.fill", "to": "b"})
@@ -98,17 +100,40 @@ async def test_process_specific_channels_share_the_capacity_of_their_non_local_p
     assert (await expect_message(layer, second))["to"] == "b"
 
 
-@requirement("CAP-5", needs=["capacity", "groups", "backlog"])
-async def test_group_send_to_a_full_member_raises_nothing_and_the_others_get_the_message(layers):
+async def _members_of_independent_capacity(layers, target):
+    """(layer of the full member, full, layer of the free member, free): two channels whose
+    capacities are independent, each with the layer instance that owns (and reads) it.
+
+    Normal channels where the layer has them; else two new_channel() names with different
+    non-local parts (capacity is per non-local part, CAP-4); else one new_channel() name from
+    each of two layer instances, which share state only where the layer is cross-process.
+    """
     layer = layers.make(capacity=1)
-    group, full, free = fresh_group(), fresh_channel("full"), fresh_channel("free")
-    await layer.group_add(group, full)
-    await layer.group_add(group, free)
-    await layer.send(full, {"type": "test.direct"})
+    if offers(target, "normal-channels", "backlog"):
+        return layer, fresh_channel("full"), layer, fresh_channel("free")
+    full, free = await layer.new_channel("asgi-test-full"), await layer.new_channel("asgi-test-free")
+    if non_local_part(full) != non_local_part(free):
+        return layer, full, layer, free
+    if not offers(target, "cross-process"):
+        pytest.skip("needs two channels of independent capacity: normal channels "
+                    f"({target.missing('normal-channels') or target.missing('backlog')}), or new_channel() "
+                    "names with different non-local parts (this layer's share one), or channels of two "
+                    f"layer instances ({target.missing('cross-process')})")
+    other = layers.make(capacity=1)
+    return layer, full, other, await other.new_channel()
+
+
+@requirement("CAP-5", needs=["capacity", "groups"])
+async def test_group_send_to_a_full_member_raises_nothing_and_the_others_get_the_message(layers, asgi_target):
+    full_layer, full, free_layer, free = await _members_of_independent_capacity(layers, asgi_target)
+    group = fresh_group()
+    await full_layer.group_add(group, full)  # each member joins through the instance that owns it
+    await free_layer.group_add(group, free)
+    await full_layer.send(full, {"type": "test.direct"})
     try:
-        await layer.group_send(group, {"type": "test.group"})
+        await full_layer.group_send(group, {"type": "test.group"})
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"group_send raised {exc!r} because one member was full")
-    assert (await expect_message(layer, free))["type"] == "test.group"
-    assert (await expect_message(layer, full))["type"] == "test.direct"
-    await expect_silence(layer, full)
+    assert (await expect_message(free_layer, free))["type"] == "test.group"
+    assert (await expect_message(full_layer, full))["type"] == "test.direct"
+    await expect_silence(full_layer, full)

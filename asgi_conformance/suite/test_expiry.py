@@ -9,10 +9,10 @@ import asyncio
 import pytest
 
 from asgi_conformance.spec import (
+    any_channel,
     channel_full_class_of,
     expect_message,
     expect_silence,
-    fresh_channel,
     fresh_group,
     requirement,
 )
@@ -24,10 +24,10 @@ async def _wait_until(start: float, seconds: float) -> None:
     await asyncio.sleep(max(0.0, start + seconds - loop.time()))
 
 
-@requirement("EXP-1", needs=["expiry", "backlog"])
-async def test_a_message_unread_for_expiry_seconds_is_dropped_and_a_younger_one_still_arrives(layers):
+@requirement("EXP-1", needs=["expiry"])
+async def test_a_message_unread_for_expiry_seconds_is_dropped_and_a_younger_one_still_arrives(layers, asgi_target):
     layer = layers.make(expiry=1)
-    channel = fresh_channel()
+    channel = await any_channel(layer, asgi_target)
     start = asyncio.get_running_loop().time()
     await layer.send(channel, {"type": "test.old", "n": 1})
     await layer.send(channel, {"type": "test.old", "n": 2})
@@ -40,10 +40,10 @@ async def test_a_message_unread_for_expiry_seconds_is_dropped_and_a_younger_one_
     await expect_silence(layer, channel)
 
 
-@requirement("EXP-2", needs=["expiry", "capacity", "backlog"])
-async def test_expired_messages_free_their_room_in_the_channel(layers):
+@requirement("EXP-2", needs=["expiry", "capacity"])
+async def test_expired_messages_free_their_room_in_the_channel(layers, asgi_target):
     layer = layers.make(expiry=1, capacity=1)
-    channel = fresh_channel()
+    channel = await any_channel(layer, asgi_target)
     start = asyncio.get_running_loop().time()
     await layer.send(channel, {"type": "test.old"})
     with pytest.raises(Exception) as caught:
@@ -67,9 +67,10 @@ async def test_group_expiry_attribute_shows_the_configured_value_default_86400(l
 
 
 @requirement("EXP-3", needs=["group-expiry", "groups"])
-async def test_group_membership_ends_after_group_expiry_and_re_adding_renews_it(layers):
+async def test_group_membership_ends_after_group_expiry_and_re_adding_renews_it(layers, asgi_target):
     layer = layers.make(group_expiry=2)
-    group, expiring, renewed = fresh_group(), fresh_channel("expiring"), fresh_channel("renewed")
+    group = fresh_group()
+    expiring, renewed = await any_channel(layer, asgi_target, "expiring"), await any_channel(layer, asgi_target, "renewed")
     start = asyncio.get_running_loop().time()
     await layer.group_add(group, expiring)
     await layer.group_add(group, renewed)

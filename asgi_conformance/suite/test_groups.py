@@ -12,7 +12,7 @@ import pytest
 
 from asgi_conformance.spec import declared_size_limit, expect_message, expect_silence, fresh_group, requirement
 
-GROUPS = ["groups", "backlog"]
+GROUPS = ["groups"]  # members come from new_channel(), so no other backlog is needed
 
 
 def _message(text: str) -> dict:

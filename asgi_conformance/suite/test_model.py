@@ -27,7 +27,14 @@ from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_a
 
 from asgi_conformance import spec
 from asgi_conformance.model import FULL, OK, PossibleStates
-from asgi_conformance.spec import channel_full_class_of, expect_message, fresh_channel, fresh_group, requirement
+from asgi_conformance.spec import (
+    channel_full_class_of,
+    expect_message,
+    fresh_channel,
+    fresh_group,
+    non_local_part,
+    requirement,
+)
 
 CAPACITY = 3  # small, so sequences reach ChannelFull often
 STEPS_PER_EXAMPLE = 30
@@ -105,8 +112,8 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
         async def _name_channels(self) -> dict[str, str]:
             """Fresh names, so examples on a shared server never see each other's messages."""
             first = await self.layer.new_channel()
-            bang = first.index("!")
-            names = {"process-a": first, "process-b": (first[: bang + 1] + "sibling" + first[bang + 1:])[:99]}
+            non_local = non_local_part(first)
+            names = {"process-a": first, "process-b": (non_local + "sibling" + first[len(non_local):])[:99]}
             names.update({role: fresh_channel("model") for role in NORMAL_ROLES})
             return names
 

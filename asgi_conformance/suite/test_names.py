@@ -17,7 +17,15 @@ import sys
 
 import pytest
 
-from asgi_conformance.spec import SETTINGS, expect_message, fresh_channel, fresh_group, requirement
+from asgi_conformance.spec import (
+    SETTINGS,
+    any_channel,
+    expect_message,
+    fresh_group,
+    non_local_part,
+    offers,
+    requirement,
+)
 
 MAX_LENGTH = 99
 VALID_PROCESS_SPECIFIC = re.compile(r"[A-Za-z0-9\-_.]+![A-Za-z0-9\-_.]*\Z")
@@ -34,20 +42,16 @@ def _single_letter() -> str:
 
 async def _process_prefix(layer) -> str:
     """The non-local part (up to and including '!') of one of the layer's own new channels."""
-    name = await layer.new_channel()
-    return name[: name.index("!") + 1]
+    return non_local_part(await layer.new_channel())
 
 
-async def _valid_channel_names(layer) -> list[str]:
+async def _valid_channel_names(layer, target) -> list[str]:
+    """Valid names of every kind the layer offers: normal ones only where it has them."""
     token = secrets.token_hex(6)
     prefix = await _process_prefix(layer)
-    names = [
-        _single_letter(),
-        f"asgi-test.AZaz09-_.{token}",
-        _padded(f"asgi-test.long-{token}-", MAX_LENGTH),
-        prefix + "Local-Part_9.x",
-        prefix + "q",
-    ]
+    names = [prefix + "Local-Part_9.x", prefix + "q"]
+    if offers(target, "normal-channels"):
+        names += [_single_letter(), f"asgi-test.AZaz09-_.{token}", _padded(f"asgi-test.long-{token}-", MAX_LENGTH)]
     if len(prefix) < MAX_LENGTH:
         names.append(_padded(prefix, MAX_LENGTH))
     return names
@@ -104,17 +108,17 @@ async def _assert_all_raise_type_error(calls: list[tuple[str, object]]) -> None:
 # --- NAME-1 ---------------------------------------------------------------------------------
 
 @requirement("NAME-1", needs=["backlog"])
-async def test_valid_channel_names_work_in_send_and_receive(layer):
-    for name in await _valid_channel_names(layer):
+async def test_valid_channel_names_work_in_send_and_receive(layer, asgi_target):
+    for name in await _valid_channel_names(layer, asgi_target):
         message = {"type": "test.name", "name": name}
         await layer.send(name, message)
         assert await expect_message(layer, name) == message, f"wrong message on {name!r}"
 
 
 @requirement("NAME-1", needs=["groups", "backlog"])
-async def test_valid_channel_names_can_join_a_group_and_get_its_messages(layer):
+async def test_valid_channel_names_can_join_a_group_and_get_its_messages(layer, asgi_target):
     group = fresh_group()
-    names = await _valid_channel_names(layer)
+    names = await _valid_channel_names(layer, asgi_target)
     for name in names:
         await layer.group_add(group, name)
     await layer.group_send(group, {"type": "test.name.group"})
@@ -148,16 +152,16 @@ async def test_receive_on_an_invalid_channel_name_raises_type_error_at_once(laye
 
 
 @requirement("NAME-2", needs=["groups"])
-async def test_group_add_with_an_invalid_group_or_channel_name_raises_type_error(layer):
-    group, channel = fresh_group(), fresh_channel()
+async def test_group_add_with_an_invalid_group_or_channel_name_raises_type_error(layer, asgi_target):
+    group, channel = fresh_group(), await any_channel(layer, asgi_target)
     await _assert_all_raise_type_error(
         _calls("group_add({name}, channel)", layer.group_add, _invalid_group_names(), channel)
         + _channel_calls("group_add(group, {name})", layer.group_add, group, _invalid_channel_names()))
 
 
 @requirement("NAME-2", needs=["groups"])
-async def test_group_discard_with_an_invalid_group_or_channel_name_raises_type_error(layer):
-    group, channel = fresh_group(), fresh_channel()
+async def test_group_discard_with_an_invalid_group_or_channel_name_raises_type_error(layer, asgi_target):
+    group, channel = fresh_group(), await any_channel(layer, asgi_target)
     await layer.group_add(group, channel)  # a real group, so the channel check cannot be skipped as a no-op
     await _assert_all_raise_type_error(
         _calls("group_discard({name}, channel)", layer.group_discard, _invalid_group_names(), channel)
@@ -178,8 +182,8 @@ def _group_names_with_bang() -> list[str]:
 
 
 @requirement("NAME-3", needs=["groups"])
-async def test_group_names_containing_an_exclamation_mark_raise_type_error(layer):
-    channel = fresh_channel()
+async def test_group_names_containing_an_exclamation_mark_raise_type_error(layer, asgi_target):
+    channel = await any_channel(layer, asgi_target)
     names = _group_names_with_bang()
     calls = (_calls("group_add({name}, channel)", layer.group_add, names, channel)
              + _calls("group_discard({name}, channel)", layer.group_discard, names, channel)
