@@ -370,16 +370,80 @@ def test_every_host_form_of_channels_redis_is_accepted():
 def test_replies_are_parsed_by_hiredis_when_it_is_installed(redis_urls):
     layer = layer_on(redis_urls)
 
-    async def parser_name():
+    async def reader_type():
         await layer.send(fresh(), {"n": 1})
         shard = layer._loops.current().shards[0]
-        connection = await shard.commands.connection_pool.get_connection()
-        try:
-            return type(connection._parser).__name__
-        finally:
-            await shard.commands.connection_pool.release(connection)
+        return type(shard._commands._reader)
 
-    name = run(closing(layer, parser_name()))
+    reader = run(closing(layer, reader_type()))
     hiredis_installed = importlib.util.find_spec("hiredis") is not None
     assert layer.uses_hiredis == hiredis_installed
-    assert ("Hiredis" in name) == hiredis_installed, name
+    assert (reader.__module__.split(".")[0] == "hiredis") == hiredis_installed, reader
+
+
+# --- the multiplexed connection ----------------------------------------------------------------
+
+def test_callers_cancelled_mid_command_do_not_shift_the_replies_of_the_others(redis_urls):
+    """Replies are matched to commands by order on a shared socket: a caller that stops waiting
+    must still consume its reply, or later callers get their neighbours' (here: "full" for a
+    send to an empty channel, "queued" for one to a full channel)."""
+    layer = layer_on(redis_urls, capacity=1)
+    full = fresh("full")
+    empties = [fresh("empty") for _ in range(200)]
+
+    async def send(channel, n):
+        try:
+            await layer.send(channel, {"n": n})
+            return "queued"
+        except ChannelFull:
+            return "full"
+
+    async def body():
+        await layer.send(full, {"n": -1})  # full from now on; the connection is open, so the
+        tasks = []                          # cancels below land while commands are in flight
+        for n, empty in enumerate(empties):
+            tasks.append(asyncio.ensure_future(send(full, n)))
+            tasks.append(asyncio.ensure_future(send(empty, n)))
+        await asyncio.sleep(0)
+        for task in tasks[::3]:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        outcomes = [(n % 2, task.result()) for n, task in enumerate(tasks) if not task.cancelled()]
+        assert outcomes and all(outcome == ("full" if odd == 0 else "queued") for odd, outcome in outcomes)
+        assert [odd for odd, _ in outcomes].count(1) > 50
+        for n, empty in enumerate(empties[:20]):  # and the connection still answers correctly
+            if not tasks[2 * n + 1].cancelled():
+                assert await asyncio.wait_for(layer.receive(empty), CALL_LIMIT) == {"n": n}
+
+    run(closing(layer, body()))
+
+
+def test_concurrent_operations_share_one_connection_per_shard(redis_shard_urls):
+    layer = layer_on(redis_shard_urls, capacity=1000)
+    servers = [raw(url) for url in redis_shard_urls]
+
+    async def body():
+        before = [len(server.client_list()) for server in servers]
+        await asyncio.gather(*(layer.send(fresh(), {"n": n}) for n in range(300)))
+        after = [len(server.client_list()) for server in servers]
+        assert [a - b for a, b in zip(after, before)] == [1, 1, 1], (before, after)
+
+    run(closing(layer, body()))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_the_pure_python_reply_reader_reads_what_hiredis_reads(chunk):
+    """Used when hiredis is not installed: every reply form, fed in pieces of any size."""
+    from reference_layers.redis.resp import ReplyReader
+    from redis.exceptions import ResponseError
+
+    stream = (b"+OK\r\n:-42\r\n$5\r\nhe\r\nl\r\n$-1\r\n*-1\r\n*0\r\n-NOSCRIPT no script\r\n"
+              b"*3\r\n:1\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nend\r\n")
+    reader, replies = ReplyReader(), []
+    for start in range(0, len(stream), chunk):
+        reader.feed(stream[start:start + chunk])
+        while (reply := reader.gets()) is not False:
+            replies.append(reply)
+    error = replies.pop(6)
+    assert isinstance(error, ResponseError) and str(error) == "NOSCRIPT no script"
+    assert replies == [b"OK", -42, b"he\r\nl", None, None, [], [1, [b"a", b""], b"end"]]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from redis.utils import HIREDIS_AVAILABLE
-
 from ..base import (
     DEFAULT_MESSAGE_SIZE_LIMIT,
     ChannelFull,
@@ -27,6 +25,7 @@ from .keys import KeySpace
 from .loops import PerLoop
 from .receiver import Receiver
 from .shard import ShardClient
+from .wire import USES_HIREDIS
 
 __all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage"]
 
@@ -43,7 +42,7 @@ class _LoopState:
 class RedisChannelLayer(LayerCore):
     """Channels and groups in one or more Redis servers (``hosts``), sharded by a hash ring."""
 
-    uses_hiredis = HIREDIS_AVAILABLE  # redis-py parses replies with hiredis when it is installed
+    uses_hiredis = USES_HIREDIS  # replies are parsed with hiredis when it is installed
 
     def __init__(self, hosts=None, prefix="asgi", expiry=60, group_expiry=86400, capacity=100,
                  channel_capacity=None, symmetric_encryption_keys=None,
@@ -86,10 +85,8 @@ class RedisChannelLayer(LayerCore):
     async def _receive(self, channel: str) -> bytes:
         receiver = self._receiver(channel)
         future = asyncio.get_running_loop().create_future()
-        must_ring = receiver.add_waiter(channel, future)
+        receiver.add_waiter(channel, future)
         try:
-            if must_ring:
-                await receiver.ring()
             entry = await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:

@@ -1,12 +1,16 @@
 """Receiving: one task per capacity key and event loop takes messages for all of its waiters.
 
 A process's channels ``p!a``, ``p!b``, ... share one capacity key ``p!``, so one loop serves
-them all, popping from exactly the channels someone waits on (a flood on ``p!a`` never
-delays ``p!b``, and nothing is taken from Redis before a receiver wants it, so capacity
-stays exact). Between pops it blocks on the key's bell stream, which consumes nothing:
-cancelling that wait is always safe. Pops themselves are never cancelled by a receiver;
-a message popped for a receiver that was cancelled meanwhile goes to the next receiver of
-that channel here, or back to the head of its Redis list.
+them all, popping from exactly the channels someone waits on, exactly as many messages as
+there are receivers waiting (a flood on ``p!a`` never delays ``p!b``, and nothing is taken
+from Redis before a receiver wants it, so capacity, expiry and flush stay exact).
+
+When a pop leaves receivers unserved, a watcher blocks on the key's bell stream (XREAD from
+the id the pop saw), which consumes nothing: any later push wakes it and the loop pops
+again. New receivers do not interrupt that wait: the loop pops for them at once over the
+shared connection, while the wait goes on. Pops are never cancelled by a receiver; a message
+popped for a receiver that was cancelled meanwhile goes to the next receiver of that
+channel here, or back to the head of its Redis list.
 """
 
 from __future__ import annotations
@@ -37,18 +41,21 @@ class Receiver:
         self._on_idle = on_idle
         self._waiters: dict[str, deque[asyncio.Future]] = {}
         self._returns: deque[tuple[str, bytes]] = deque()  # popped, owed to no receiver yet
-        self._dirty = False  # a waiter came since the last pop: pop again before blocking
+        self._dirty = False  # something may be there for a waiter: pop before sleeping
         self._closing = False
         self._task: asyncio.Task | None = None
-        self._wait: asyncio.Future | None = None  # the cancel-safe blocking step, if in one
+        self._wake: asyncio.Future | None = None  # the loop sleeps on it when nothing is to do
+        self._watcher: asyncio.Task | None = None
+        self._bell_id = b"0-0"  # the bell's last id when the latest pop ran
 
     # --- called by receive() -----------------------------------------------------------------
-    def add_waiter(self, channel: str, future: asyncio.Future) -> bool:
-        """List a waiting receive; True if the loop is blocked and must be woken (ring the bell)."""
-        self._waiters.setdefault(channel, deque()).append(future)
+    def add_waiter(self, channel: str, future: asyncio.Future) -> None:
+        waiters = self._waiters.get(channel)
+        if waiters is None:
+            waiters = self._waiters[channel] = deque()
+        waiters.append(future)
         self._dirty = True
-        self._ensure_running()
-        return self._wait is not None
+        self._kick()
 
     def remove_waiter(self, channel: str, future: asyncio.Future) -> None:
         waiters = self._waiters.get(channel)
@@ -56,32 +63,26 @@ class Receiver:
             try:
                 waiters.remove(future)
             except ValueError:
-                pass
+                pass  # already handed its message
             if not waiters:
                 del self._waiters[channel]
-        if not self._pending() and not self._returns:
-            self._interrupt()  # nobody waits: let the loop end now instead of after its wait
+                if not self._waiters:
+                    self._kick()  # nobody waits: let the loop end
 
     def give_back(self, channel: str, entry: bytes) -> None:
         """A receive was cancelled holding ``entry``: the next receiver gets it, or Redis does."""
         if not self._hand(channel, entry):
             self._returns.append((channel, entry))
-            self._ensure_running()
-            self._interrupt()
-
-    async def ring(self) -> None:
-        """Wake this key's blocked loop (every process's, harmlessly) through the server."""
-        try:
-            await self.shard.ring(self.capacity_key, self._ttl_ms)
-        except TRANSIENT_ERRORS:  # the loop's own wait fails too, and it then looks again
-            log.debug("ring of %s failed", self.capacity_key, exc_info=True)
+            self._kick()
 
     async def stop(self) -> None:
         """End the loop after any pop in flight, returning what nobody took to Redis."""
         self._closing = True
-        self._interrupt()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        self._kick()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        await asyncio.gather(*(task for task in (self._task, self._watcher) if task is not None),
+                             return_exceptions=True)
 
     def fail_waiters(self, error: BaseException) -> None:
         for waiters in self._waiters.values():
@@ -91,31 +92,36 @@ class Receiver:
         self._waiters.clear()
 
     # --- the loop -----------------------------------------------------------------------------
-    def _ensure_running(self) -> None:
-        if self._task is None or self._task.done():
-            self._closing = False
+    def _kick(self) -> None:
+        """Make the loop look again: start it, or wake it from its sleep."""
+        task = self._task
+        if task is None or task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"receive {self.capacity_key}")
-
-    def _pending(self) -> dict[str, int]:
-        counts = {}
-        for channel, waiters in self._waiters.items():
-            live = sum(1 for future in waiters if not future.done())
-            if live:
-                counts[channel] = live
-        return counts
+        elif self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     def _hand(self, channel: str, entry: bytes) -> bool:
         waiters = self._waiters.get(channel)
         while waiters:
             future = waiters.popleft()
+            if not waiters:
+                del self._waiters[channel]  # so an empty dict means nobody waits
             if not future.done():
                 future.set_result(entry)
                 return True
         return False
 
-    def _interrupt(self) -> None:
-        if self._wait is not None and not self._wait.done():
-            self._wait.cancel()
+    async def _sleep(self, timeout: float | None = None) -> None:
+        """Wait until kicked (or ``timeout`` passes)."""
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(timeout, _settle, wake) if timeout is not None else None
+        try:
+            await wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
 
     async def _run(self) -> None:
         delay = _BACKOFF_FIRST
@@ -123,50 +129,76 @@ class Receiver:
             while True:
                 if self._returns:
                     await self._return_undelivered()
-                wanted = self._pending()
-                if self._closing or not wanted:
-                    if not self._returns:
-                        break  # no await between this check and leaving: no waiter is missed
+                    continue
+                if self._closing:
+                    break
+                if not self._waiters:
+                    await asyncio.sleep(0)  # a receiver just served often asks again at once
+                    if self._waiters or self._returns:
+                        continue
+                    break  # no await between this check and leaving: no waiter is missed
+                if not self._dirty:
+                    await self._sleep()
                     continue
                 self._dirty = False
+                wanted = {}
+                for channel, waiters in self._waiters.items():
+                    live = sum(1 for future in waiters if not future.done())
+                    if live:
+                        wanted[channel] = live
+                if not wanted:
+                    continue
                 try:
                     bell_id, entries = await self.shard.pop(self.capacity_key, wanted)
                 except TRANSIENT_ERRORS:
                     log.debug("pop from %s failed; retrying", self.capacity_key, exc_info=True)
-                    await self._cancel_safe(asyncio.sleep(delay))
+                    self._dirty = True
+                    await self._sleep(delay)
                     delay = min(delay * 2, _BACKOFF_MAX)
                     continue
                 delay = _BACKOFF_FIRST
                 for channel, entry in entries:
                     if not self._hand(channel, entry):
                         self._returns.append((channel, entry))
-                if entries or self._dirty or self._returns or self._closing:
-                    continue
-                try:
-                    await self._cancel_safe(self.shard.wait_for_bell(self.capacity_key, bell_id))
-                except TRANSIENT_ERRORS:
-                    log.debug("wait on %s failed; retrying", self.capacity_key, exc_info=True)
-                    await self._cancel_safe(asyncio.sleep(delay))
-                    delay = min(delay * 2, _BACKOFF_MAX)
+                if self._waiters:
+                    self._watch(bell_id)  # the rest found their queues empty: wait for a push
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a server refusing the script: tell the receivers
             log.warning("receiving from %s failed: %r", self.capacity_key, exc)
             self.fail_waiters(exc)
         finally:
-            if not self._pending() and not self._returns:
+            if not self._waiters and not self._returns:
                 self._on_idle(self)
 
-    async def _cancel_safe(self, awaitable) -> None:
-        """Await a step that loses nothing if cancelled; an interrupt just ends it early."""
-        self._wait = asyncio.ensure_future(awaitable)
-        try:
-            await self._wait
-        except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
-                raise  # the loop itself is being cancelled
-        finally:
-            self._wait = None
+    # --- waiting for a push -------------------------------------------------------------------
+    def _watch(self, bell_id: bytes) -> None:
+        self._bell_id = bell_id
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch_bell(), name=f"bell {self.capacity_key}")
+
+    async def _watch_bell(self) -> None:
+        """Block until the bell rings after the latest pop's id (an older id only wakes sooner)."""
+        delay = _BACKOFF_FIRST
+        while self._waiters and not self._closing:
+            try:
+                await self.shard.wait_for_bell(self.capacity_key, self._bell_id)
+            except TRANSIENT_ERRORS:
+                log.debug("wait on %s failed; retrying", self.capacity_key, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                self._dirty = True
+                self._kick()  # a pop also tells whether the server is back
+                continue
+            except Exception as exc:  # noqa: BLE001
+                log.warning("waiting on %s failed: %r", self.capacity_key, exc)
+                self.fail_waiters(exc)
+                self._kick()
+                return
+            self._dirty = True
+            self._kick()
+            return
 
     async def _return_undelivered(self) -> None:
         """Hand popped messages to receivers that came meanwhile; put the rest back at the head."""
@@ -184,3 +216,8 @@ class Receiver:
                     await asyncio.sleep(min(_BACKOFF_FIRST * 2 ** attempt, _BACKOFF_MAX))
             else:
                 log.warning("lost %d message(s) of %s: the server stayed unreachable", len(entries), channel)
+
+
+def _settle(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -98,13 +98,6 @@ extend(KEYS[2], ttl)
 return 1
 """
 
-# KEYS: bell. ARGV: ttl_ms. Wakes every receiver blocked on this bell (they then look again).
-RING = _COMMON + r"""
-redis.call('XADD', KEYS[1], 'MAXLEN', '1', '*', 'm', '')
-extend(KEYS[1], tonumber(ARGV[1]))
-return 1
-"""
-
 _PRUNE_GROUP = r"""
 local function prune_group(members, capacities, now)
   local gone = redis.call('ZRANGEBYSCORE', members, '-inf', now)

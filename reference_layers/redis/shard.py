@@ -1,87 +1,139 @@
 """One shard's connections on one event loop, and the layer's operations as single scripts.
 
-redis-py connections belong to the event loop that opened them, so the layer keeps one
-ShardClient per (loop, shard). Blocking waits get their own pool, with a socket timeout
-longer than the wait itself, so an idle receive is never killed by a socket timeout while a
-silently dead connection is still noticed.
+Connections belong to the event loop that opened them, so the layer keeps one ShardClient
+per (loop, shard). Every non-blocking command of the loop goes over one multiplexed
+connection (see wire.py), so concurrent sends and pops share a socket and nothing serialises
+them. Blocking bell waits each take a connection of their own, kept for reuse, with a
+timeout longer than the wait itself: an idle receive is never cut off, while a silently dead
+server is still noticed.
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+import asyncio
+import hashlib
+
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from . import scripts
 from .hosts import ShardAddress
 from .keys import KeySpace
+from .wire import Wire, open_wire, pack
 
 BELL_WAIT_MS = 10_000  # a blocking wait returns after this long, and the receiver looks again
-_BLOCKING_SOCKET_TIMEOUT = BELL_WAIT_MS / 1000 + 10
+_BLOCKING_TIMEOUT = BELL_WAIT_MS / 1000 + 10
 _SCAN_BATCH = 500
+
+
+class Script:
+    """A Lua script run by its SHA1, loaded on the server the first time it is missing there."""
+
+    def __init__(self, source: str):
+        self.source = source.encode()
+        self.sha = hashlib.sha1(self.source).hexdigest().encode()
+
+
+SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND = (
+    Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, scripts.GROUP_ADD,
+                                  scripts.GROUP_DISCARD, scripts.GROUP_SEND))
 
 
 class ShardClient:
     def __init__(self, address: ShardAddress, keys: KeySpace):
         self.address = address
         self.keys = keys
-        # No automatic retries: a send whose reply was lost must not be sent twice. A pooled
-        # connection that died with its server is replaced when it is next taken.
+        # No automatic retries: a send whose reply was lost must not be sent twice. A connection
+        # that died with its server is replaced by the next command.
         options = {**address.options, "retry": Retry(NoBackoff(), 0)}
-        self.commands = Redis(connection_pool=ConnectionPool(**options))
-        self.blocking = Redis(connection_pool=ConnectionPool(
-            **{**options, "socket_timeout": _BLOCKING_SOCKET_TIMEOUT}))
-        self._send = self.commands.register_script(scripts.SEND)
-        self._pop = self.commands.register_script(scripts.POP)
-        self._push_back = self.commands.register_script(scripts.PUSH_BACK)
-        self._ring = self.commands.register_script(scripts.RING)
-        self._group_add = self.commands.register_script(scripts.GROUP_ADD)
-        self._group_discard = self.commands.register_script(scripts.GROUP_DISCARD)
-        self._group_send = self.commands.register_script(scripts.GROUP_SEND)
+        self._pool = ConnectionPool(**options)  # only opens (and authenticates) connections
+        self._timeout = options.get("socket_timeout")
+        self._commands: Wire | None = None
+        self._connecting = asyncio.Lock()
+        self._idle_blocking: list[Wire] = []
+        self._blocking: set[Wire] = set()
+        self._closed = False
+
+    # --- plumbing ---------------------------------------------------------------------------
+    async def call(self, *args):
+        wire = self._commands
+        if wire is None or wire.closed:
+            wire = await self._connect()
+        return await wire.call(pack(*args))
+
+    async def _connect(self) -> Wire:
+        async with self._connecting:
+            if self._closed:
+                raise RuntimeError("this channel layer connection was closed")
+            wire = self._commands
+            if wire is None or wire.closed:
+                wire = self._commands = await open_wire(self._pool, self._timeout)
+            return wire
+
+    async def run(self, script: Script, keys: list, args: list):
+        try:
+            return await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await self.call(b"EVAL", script.source, len(keys), *keys, *args)  # loads it too
 
     # --- channels --------------------------------------------------------------------------
     async def send(self, channel: str, body: bytes, expiry_ms: int, capacity: int) -> bool:
         """Queue ``body``; False if the channel's capacity key is full."""
-        key = self.keys.capacity_key(channel)
-        queued = await self._send(keys=[self.keys.queue(channel), self.keys.count(key), self.keys.bell(key)],
-                                  args=[expiry_ms, capacity, body])
-        return bool(queued)
+        keys = self.keys
+        key = keys.capacity_key(channel)
+        return bool(await self.run(SEND, [keys.queue(channel), keys.count(key), keys.bell(key)],
+                                   [expiry_ms, capacity, body]))
 
     async def pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[bytes, list[tuple[str, bytes]]]:
         """Up to ``wanted[channel]`` unexpired messages of each channel, and the bell's last id."""
         channels = list(wanted)
-        reply = await self._pop(
-            keys=[self.keys.count(capacity_key), self.keys.bell(capacity_key),
-                  *(self.keys.queue(channel) for channel in channels)],
-            args=[wanted[channel] for channel in channels])
+        queue = self.keys.queue
+        reply = await self.run(
+            POP, [self.keys.count(capacity_key), self.keys.bell(capacity_key), *map(queue, channels)],
+            list(wanted.values()))
         entries = [(channels[reply[i] - 1], reply[i + 1]) for i in range(2, len(reply), 2)]
         return reply[1], entries
 
     async def push_back(self, capacity_key: str, channel: str, entries: list[bytes], ttl_ms: int) -> None:
-        await self._push_back(keys=[self.keys.count(capacity_key), self.keys.bell(capacity_key),
-                                    self.keys.queue(channel)], args=[ttl_ms, *entries])
-
-    async def ring(self, capacity_key: str, ttl_ms: int) -> None:
-        await self._ring(keys=[self.keys.bell(capacity_key)], args=[ttl_ms])
+        await self.run(PUSH_BACK, [self.keys.count(capacity_key), self.keys.bell(capacity_key),
+                                   self.keys.queue(channel)], [ttl_ms, *entries])
 
     async def wait_for_bell(self, capacity_key: str, last_id: bytes) -> None:
         """Block until the bell rings after ``last_id`` (or BELL_WAIT_MS pass). Consumes nothing."""
-        await self.blocking.xread({self.keys.bell(capacity_key): last_id}, count=1, block=BELL_WAIT_MS)
+        if self._idle_blocking:
+            wire = self._idle_blocking.pop()
+        else:
+            if self._closed:
+                raise RuntimeError("this channel layer connection was closed")
+            wire = await open_wire(self._pool, _BLOCKING_TIMEOUT)
+            self._blocking.add(wire)
+        reply = wire.call(pack(b"XREAD", b"COUNT", 1, b"BLOCK", BELL_WAIT_MS, b"STREAMS",
+                               self.keys.bell(capacity_key), last_id))
+        try:
+            await reply
+        finally:
+            if reply.done() and not reply.cancelled() and not wire.closed and not self._closed:
+                self._idle_blocking.append(wire)  # its reply came: free for the next wait
+            else:
+                self._blocking.discard(wire)
+                wire.close()
 
     # --- groups -----------------------------------------------------------------------------
     async def group_add(self, group: str, channel: str, group_expiry_ms: int, capacity: int) -> None:
-        await self._group_add(keys=[self.keys.group_members(group), self.keys.group_capacities(group)],
-                              args=[channel, group_expiry_ms, capacity])
+        await self.run(GROUP_ADD, [self.keys.group_members(group), self.keys.group_capacities(group)],
+                       [channel, group_expiry_ms, capacity])
 
     async def group_discard(self, group: str, channel: str) -> None:
-        await self._group_discard(keys=[self.keys.group_members(group), self.keys.group_capacities(group)],
-                                  args=[channel])
+        await self.run(GROUP_DISCARD, [self.keys.group_members(group), self.keys.group_capacities(group)],
+                       [channel])
 
     async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int) -> int:
-        return await self._group_send(
-            keys=[self.keys.group_members(group), self.keys.group_capacities(group)],
-            args=[self.keys.prefix, expiry_ms, capacity, body])
+        return await self.run(GROUP_SEND, [self.keys.group_members(group), self.keys.group_capacities(group)],
+                              [self.keys.prefix, expiry_ms, capacity, body])
 
     # --- whole shard ------------------------------------------------------------------------
     async def flush(self) -> None:
@@ -90,18 +142,22 @@ class ShardClient:
         Bells stay (they hold no message): a receiver blocked on one waits for an id newer
         than the last it saw, and a bell made anew could start below it within the same ms.
         """
-        batch = []
         bells = self.keys.bell("").encode()
-        async for key in self.commands.scan_iter(match=self.keys.pattern, count=_SCAN_BATCH):
-            if key.startswith(bells):
-                continue
-            batch.append(key)
-            if len(batch) >= _SCAN_BATCH:
-                await self.commands.unlink(*batch)
-                batch.clear()
-        if batch:
-            await self.commands.unlink(*batch)
+        cursor = b"0"
+        while True:
+            cursor, found = await self.call(b"SCAN", cursor, b"MATCH", self.keys.pattern, b"COUNT", _SCAN_BATCH)
+            doomed = [key for key in found if not key.startswith(bells)]
+            if doomed:
+                await self.call(b"UNLINK", *doomed)
+            if cursor == b"0":
+                return
 
     async def aclose(self) -> None:
-        for client in (self.commands, self.blocking):
-            await client.connection_pool.disconnect()
+        self._closed = True
+        for wire in [self._commands, *self._blocking]:
+            if wire is not None:
+                wire.close()
+        self._commands = None
+        self._blocking.clear()
+        self._idle_blocking.clear()
+        await self._pool.disconnect()
