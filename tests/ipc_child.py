@@ -1,22 +1,40 @@
 """A separate process (started, not forked) that uses the IPC layer and then stops where told.
 
-    python tests/ipc_child.py PREFIX ACTION CHANNEL
+    python tests/ipc_child.py PREFIX ACTION CHANNEL [REPLY_CHANNEL ROUNDS]
 
 ACTION: hold-lock (takes the segment lock through the layer's own locking and waits),
 send / receive / group_send / flush (the test sets ASGI_IPC_TEST_PAUSE_AT so the layer stops inside that
 operation's commit), wait (blocks in receive on CHANNEL). The line "ASGI_IPC_PAUSED ..." on
 stdout tells the test it is in place; the test then SIGKILLs it.
+
+Two actions run to the end instead (for the cross-process traffic tests): echo (answers
+ROUNDS messages from CHANNEL on REPLY_CHANNEL, one at a time) and sink (receives ROUNDS
+messages from CHANNEL and prints their "n" values as one JSON line). Both say "ready"
+first and only close the layer at the end (never flush: that would erase what the other
+side has not received yet).
 """
 
 import asyncio
+import json
 import sys
 import time
 
 from reference_layers.ipc import IPCChannelLayer
 
 
-async def main(prefix: str, action: str, channel: str) -> None:
+async def main(prefix: str, action: str, channel: str, reply: str = "", rounds: str = "0") -> None:
     layer = IPCChannelLayer(prefix=prefix)
+    if action in ("echo", "sink"):
+        print("ready", flush=True)
+        seen = []
+        for _ in range(int(rounds)):
+            message = await layer.receive(channel)
+            seen.append(message["n"])
+            if action == "echo":
+                await layer.send(reply, {"type": "test.pong", "n": message["n"]})
+        await layer.close()
+        print(json.dumps(seen), flush=True)
+        return
     if action == "hold-lock":
         with layer._current().segment.locked():
             print("ASGI_IPC_PAUSED hold-lock", flush=True)
@@ -40,4 +58,4 @@ async def main(prefix: str, action: str, channel: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:6]))

@@ -108,6 +108,35 @@ def test_killed_mid_receive(survivor, point):
     _assert_survivor_carries_on(survivor, "crash.kept", 3)
 
 
+# The two tests above hit the layer's hot path (a channel that exists and stays); these two
+# hit the general path in the same commit points: creating the channel, deleting it.
+@pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
+def test_killed_mid_send_that_creates_the_channel(survivor, point):
+    run(_send_all(survivor, "crash.kept", 3, "before"))
+    child = Child(survivor.prefix, "send", "crash.fresh", pause_at=f"send:{point}")
+    child.wait_paused()
+    child.kill()
+    assert check(survivor._current().segment) == []
+    if point == "mid-apply":
+        assert run(survivor.receive("crash.fresh")) == {"type": "child.message", "from": "child"}
+    assert survivor._current().ops.held(b"crash.fresh") == 0
+    _assert_survivor_carries_on(survivor, "crash.kept", 3)
+
+
+@pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
+def test_killed_mid_receive_of_the_last_message(survivor, point):
+    run(_send_all(survivor, "crash.kept", 3, "before"))
+    run(_send_all(survivor, "crash.target", 1, "target"))
+    child = Child(survivor.prefix, "receive", "crash.target", pause_at=f"receive:{point}")
+    child.wait_paused()
+    child.kill()
+    assert check(survivor._current().segment) == []
+    expected = 1 if point == "before-commit" else 0  # after the commit the child had taken it
+    assert survivor._current().ops.held(b"crash.target") == expected
+    assert run(_receive_all(survivor, "crash.target", expected)) == [0] * expected
+    _assert_survivor_carries_on(survivor, "crash.kept", 3)
+
+
 def test_killed_mid_group_send(survivor):
     async def setup():
         await survivor.group_add("crash-group", "crash.member-a")

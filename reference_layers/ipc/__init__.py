@@ -12,7 +12,8 @@ default 64 MiB; when it is full, send raises ``SegmentFull``, a ``ChannelFull``)
 How it fits together (one module each): ``layout`` (where things live in the segment),
 ``locking`` (fcntl record locks the kernel releases when a process dies), ``segment``
 (opening, the redo journal that makes a crash at any point harmless, flush), ``store`` (the
-channel/group/waiter structures), ``operations`` (one locked step per call), ``wakeups``
+channel/group/waiter structures), ``hotpath`` (send/receive on an existing channel with one
+compact journal commit, falling back to ``store``), ``operations`` (one locked step per call), ``wakeups``
 (datagram pokes to waiting event loops), ``layer`` (the asyncio API), ``consistency`` (a
 checker) and ``__main__`` (``python -m reference_layers.ipc --cleanup PREFIX``).
 

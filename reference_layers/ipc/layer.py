@@ -102,7 +102,7 @@ class IPCChannelLayer(LayerCore):
             if old_loop.is_closed() or old.segment is not attachment.segment:
                 old.close()
                 self._wakers.pop(old_loop, None)
-        waker = self._wakers[loop] = LoopWaker(attachment.segment, loop)
+        waker = self._wakers[loop] = LoopWaker(attachment.segment, loop, attachment.ops.unregister)
         return waker
 
     # --- channels --------------------------------------------------------------------------
@@ -123,26 +123,26 @@ class IPCChannelLayer(LayerCore):
         attachment = self._current()
         name = channel.encode()
         ops = attachment.ops
-        data = ops.pop(name, time.monotonic())
+        waker = self._wakers.get(asyncio.get_running_loop())
+        if waker is not None and name in waker.registered and waker.segment is attachment.segment:
+            # still registered from the last receive here: pop, arming the registration if empty
+            data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, not waker.listening(name))
+        else:
+            data = ops.pop(name, time.monotonic())
         if data is not None:
             return data
         waker = self._waker(attachment)
         listener = waker.listen(name)
-        registered = False
         try:
             while True:
-                alone = waker.alone(name)
-                data = ops.pop_or_register(name, time.monotonic(), waker.slot, waker.token, alone)
+                waker.registered.add(name)
+                data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, waker.listening(name) <= 1)
                 if data is not None:
-                    if alone:
-                        registered = False
                     return data
-                registered = True
                 await listener.wait()
         finally:
-            last = waker.unlisten(name, listener)
-            if registered and last and not waker.closed:
-                ops.unregister(name, waker.slot, waker.token)
+            if waker.unlisten(name, listener) and not waker.closed:
+                waker.drop_later(name)
 
     # --- groups ----------------------------------------------------------------------------
     async def _group_add(self, group: str, channel: str) -> None:

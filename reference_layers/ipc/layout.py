@@ -69,7 +69,7 @@ KIND_CHANNEL = 1  # A head message, B tail message, C count, D next sibling ('p!
 KIND_COUNTER = 2  # 'p!': C messages held by all 'p!*', D first sibling channel
 KIND_GROUP = 3  # A first member, C member count
 KIND_MEMBER = 4  # A+B expiry (f64), D next member; name = the channel
-KIND_WAITER = 5  # A waker slot, B low 32 bits of the waker's token, D next waiter
+KIND_WAITER = 5  # A waker slot, B low 32 bits of the waker's token, C armed (a receive waits now), D next waiter
 E_EXPIRY = E_A  # f64 over A and B (members)
 
 # chunks

@@ -6,6 +6,7 @@ code from plain synchronous processes.
 
 from __future__ import annotations
 
+from .hotpath import NOT_HANDLED, HotPath
 from .segment import Segment, SegmentFull
 from .store import Full, Store, counter_name
 
@@ -16,6 +17,7 @@ class Operations:
     def __init__(self, segment: Segment):
         self.segment = segment
         self.store = Store(segment.layout, segment.name)
+        self.hot = HotPath(segment)
 
     def _run(self, label, method, *args):
         segment = self.segment
@@ -33,6 +35,9 @@ class Operations:
         segment, store = self.segment, self.store
         segment.acquire()
         try:
+            waiters = self.hot.send(channel, data, expires, capacity)
+            if waiters is not NOT_HANDLED:
+                return waiters
             for attempt in (0, 1):
                 tx = segment.transaction("send")
                 try:
@@ -51,11 +56,32 @@ class Operations:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def pop(self, channel: bytes, now: float) -> bytes | None:
-        return self._run("receive", self.store.pop, channel, now)
+        segment = self.segment
+        segment.acquire()
+        try:
+            data = self.hot.pop(channel, now)
+            if data is NOT_HANDLED:
+                tx = segment.transaction("receive")
+                data = self.store.pop(tx, channel, now)
+                segment.commit(tx)
+            return data
+        finally:
+            segment.release()
 
-    def pop_or_register(self, channel: bytes, now: float, slot: int, token: int, unregister_if_found: bool):
-        return self._run("receive", self.store.pop_or_register, channel, now, slot, token & TOKEN_MASK,
-                         unregister_if_found)
+    def pop_or_arm(self, channel: bytes, now: float, slot: int, token: int, disarm: bool) -> bytes | None:
+        """Pop for a receive that stays registered (see ``Store.pop_or_arm``)."""
+        token &= TOKEN_MASK
+        segment = self.segment
+        segment.acquire()
+        try:
+            data = self.hot.pop(channel, now, slot, token, disarm)
+            if data is NOT_HANDLED:
+                tx = segment.transaction("receive")
+                data = self.store.pop_or_arm(tx, channel, now, slot, token, disarm)
+                segment.commit(tx)
+            return data
+        finally:
+            segment.release()
 
     def unregister(self, channel: bytes, slot: int, token: int) -> None:
         self._run("unregister", self.store.unregister, channel, slot, token & TOKEN_MASK)
@@ -81,6 +107,10 @@ class Operations:
             segment.commit(tx)
             for channel in members:
                 capacity = capacity_of(channel)
+                waiters = self.hot.send(channel, data, expires, capacity, "group_send")
+                if waiters is not NOT_HANDLED:
+                    delivered.append((channel, waiters))
+                    continue
                 tx = segment.transaction("group_send")
                 try:
                     waiters = store.send(tx, channel, data, expires, capacity)

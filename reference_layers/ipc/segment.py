@@ -133,6 +133,32 @@ class Transaction:
         mem[L.H_JOURNAL_FLAG] = 0
 
 
+# One Struct per record count: the journal length, then (offset, 4, value) per u32 field.
+_U32_JOURNALS = [struct.Struct("<I" + "QHI" * count) for count in range(17)]
+
+
+def commit_u32s(mem, journal: int, label: str, writes: list[int]) -> None:
+    """Commit ``writes`` (offset, 4, value, offset, 4, value, ...: u32 fields) like a Transaction.
+
+    The same journal format (the triples are its records), commit point and pause points as
+    :meth:`Transaction.commit`, for callers that computed every new value from memory read
+    before any write (so they need no read-your-writes): one pack for the whole journal.
+    """
+    count = len(writes) // 3
+    layout = _U32_JOURNALS[count]
+    layout.pack_into(mem, journal, layout.size - 4, *writes)
+    pause_point(label, "before-commit")
+    mem[L.H_JOURNAL_FLAG] = 1  # the commit point, as in Transaction.commit
+    pack_into = U32.pack_into
+    half = count // 2 * 3
+    for position in range(0, half, 3):
+        pack_into(mem, writes[position], writes[position + 2])
+    pause_point(label, "mid-apply")
+    for position in range(half, len(writes), 3):
+        pack_into(mem, writes[position], writes[position + 2])
+    mem[L.H_JOURNAL_FLAG] = 0
+
+
 def replay_journal(mem, journal: int) -> None:
     """Finish the committed transaction of a process that died while applying it."""
     length = U32.unpack_from(mem, journal)[0]

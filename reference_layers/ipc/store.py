@@ -5,9 +5,11 @@ A channel is an entry (found through the hash buckets) whose queue is a linked l
 messages; a message is a chain of chunks. Every process-specific channel ``p!x`` also points
 at a *counter* entry for ``p!`` that counts the messages of all ``p!*`` (they share one
 capacity) and lists them as siblings, so expired siblings can be pruned to make room. A
-group is an entry with a list of member entries (channel name + expiry). A waiting receiver
-registers a waiter entry (its waker slot) on the channel; senders read that list to know
-whom to poke. A channel entry lives while it holds messages or waiters.
+group is an entry with a list of member entries (channel name + expiry). A receiving event
+loop registers a waiter entry (its waker slot) on the channel and keeps it while it keeps
+receiving there; the waiter is *armed* while a receive actually waits, and senders poke only
+armed waiters. A channel entry lives while it holds messages or waiters. ``hotpath.py`` does
+the common sends and receives without a Transaction; everything else happens here.
 """
 
 from __future__ import annotations
@@ -207,13 +209,8 @@ class Store:
             raise Full
         chunks, _ = self._alloc_chunks(tx, chunks_for(len(data)))
         if not index:
-            index = self._create_hashed(tx, L.KIND_CHANNEL, channel)
-            if counter is not None:
-                if not counter_index:
-                    counter_index = self._create_hashed(tx, L.KIND_COUNTER, counter)
-                self._set(tx, index, L.E_F, counter_index)
-                self._set(tx, index, L.E_D, self._field(tx, counter_index, L.E_D))
-                self._set(tx, counter_index, L.E_D, index)
+            index = self._create_channel(tx, channel)
+            counter_index = self._field(tx, index, L.E_F)
         message = self._write_message(tx, chunks, data, expires)
         tail = self._field(tx, index, L.E_B)
         if tail:
@@ -243,7 +240,7 @@ class Store:
         self._free_message(tx, message)
         return data
 
-    def pop(self, tx: Transaction, channel: bytes, now: float, unregister: tuple[int, int] | None = None) -> bytes | None:
+    def pop(self, tx: Transaction, channel: bytes, now: float) -> bytes | None:
         """The first unexpired message (dropping expired ones before it), or None."""
         index = self.find(tx, L.KIND_CHANNEL, channel)
         if not index:
@@ -251,37 +248,44 @@ class Store:
         data = None
         while data is None and self._field(tx, index, L.E_A):
             data = self._take_head(tx, index, now)
-        if unregister is not None and data is not None:
-            self._remove_waiter(tx, index, *unregister)
         self._delete_if_unused(tx, index)
         return data
 
-    def pop_or_register(self, tx: Transaction, channel: bytes, now: float, slot: int, token: int,
-                        unregister_if_found: bool) -> bytes | None:
-        """Pop a message; if there is none, make sure this waker is listed as waiting for one."""
-        data = self.pop(tx, channel, now, (slot, token) if unregister_if_found else None)
-        if data is not None:
-            return data
-        index = self.find(tx, L.KIND_CHANNEL, channel)
-        if not index:
-            index = self._create_hashed(tx, L.KIND_CHANNEL, channel)
-            counter = counter_name(channel)
-            if counter is not None:
-                counter_index = self.find(tx, L.KIND_COUNTER, counter) or self._create_hashed(tx, L.KIND_COUNTER, counter)
-                self._set(tx, index, L.E_F, counter_index)
-                self._set(tx, index, L.E_D, self._field(tx, counter_index, L.E_D))
-                self._set(tx, counter_index, L.E_D, index)
+    def _create_channel(self, tx: Transaction, channel: bytes) -> int:
+        index = self._create_hashed(tx, L.KIND_CHANNEL, channel)
+        counter = counter_name(channel)
+        if counter is not None:
+            counter_index = self.find(tx, L.KIND_COUNTER, counter) or self._create_hashed(tx, L.KIND_COUNTER, counter)
+            self._set(tx, index, L.E_F, counter_index)
+            self._set(tx, index, L.E_D, self._field(tx, counter_index, L.E_D))
+            self._set(tx, counter_index, L.E_D, index)
+        return index
+
+    def pop_or_arm(self, tx: Transaction, channel: bytes, now: float, slot: int, token: int,
+                   disarm: bool) -> bytes | None:
+        """Pop a message for a receive of waker ``slot``, which stays registered on the channel.
+
+        Its waiter is *armed* (senders poke it) when nothing was found, disarmed when a
+        message was found and ``disarm`` (no other receive of that waker waits here).
+        """
+        index = self.find(tx, L.KIND_CHANNEL, channel) or self._create_channel(tx, channel)
         waiter = self._field(tx, index, L.E_E)
         while waiter:
             if self._field(tx, waiter, L.E_A) == slot and self._field(tx, waiter, L.E_B) == token:
-                return None
+                break
             waiter = self._field(tx, waiter, L.E_D)
-        waiter = self._alloc_entry(tx, L.KIND_WAITER)
-        self._set(tx, waiter, L.E_A, slot)
-        self._set(tx, waiter, L.E_B, token)
-        self._set(tx, waiter, L.E_D, self._field(tx, index, L.E_E))
-        self._set(tx, index, L.E_E, waiter)
-        return None
+        else:
+            waiter = self._alloc_entry(tx, L.KIND_WAITER)
+            self._set(tx, waiter, L.E_A, slot)
+            self._set(tx, waiter, L.E_B, token)
+            self._set(tx, waiter, L.E_D, self._field(tx, index, L.E_E))
+            self._set(tx, index, L.E_E, waiter)
+        data = self.pop(tx, channel, now)  # the channel is kept: it has a waiter
+        if data is None:
+            self._set(tx, waiter, L.E_C, 1)
+        elif disarm:
+            self._set(tx, waiter, L.E_C, 0)
+        return data
 
     def unregister(self, tx: Transaction, channel: bytes, slot: int, token: int) -> None:
         index = self.find(tx, L.KIND_CHANNEL, channel)
@@ -303,7 +307,7 @@ class Store:
             previous, waiter = waiter, following
 
     def _waiters(self, tx: Transaction, index: int) -> list[tuple[int, int]]:
-        """Who waits on this channel; waiters whose waker slot was freed or reused are dropped."""
+        """Who to poke: the armed waiters; waiters whose waker slot was freed or reused are dropped."""
         found = []
         previous, waiter = L.NIL, self._field(tx, index, L.E_E)
         mem, waker = tx.mem, self.layout.waker
@@ -312,7 +316,8 @@ class Store:
             following = self._field(tx, waiter, L.E_D)
             off = waker(slot)
             if mem[off + L.W_STATE] and U32.unpack_from(mem, off + L.W_TOKEN)[0] == token:
-                found.append((slot, U64.unpack_from(mem, off + L.W_TOKEN)[0]))
+                if self._field(tx, waiter, L.E_C):  # armed: a receive is waiting right now
+                    found.append((slot, U64.unpack_from(mem, off + L.W_TOKEN)[0]))
                 previous = waiter
             else:
                 if previous:

@@ -11,8 +11,14 @@ per waiter (posix_ipc semaphores cannot be watched by a selector); a FIFO per pr
 need files and permissions. Datagrams carry no message data, only a channel name, so another
 local user who pokes a socket can cause nothing but a spurious re-check.
 
-No wake-up is lost: a receive registers in the same locked step in which it finds the channel
-empty, and a sender reads the registrations in the same locked step in which it queues. A
+No wake-up is lost: a receive *arms* its registration in the same locked step in which it
+finds the channel empty, and a sender reads the armed registrations in the same locked step
+in which it queues. Registrations outlive one receive (a loop receiving on a channel again and
+again stays listed; it is dropped once no receive of that loop waits there at the next turn
+of the loop), but only armed ones are poked: a receiver busy with the message it just took
+costs its senders no syscall. A sender never disarms anything, so a sender killed between its
+commit and its poke cannot silence the pokes of the senders after it. A waker in the sender's
+own process is woken by a direct call (or ``call_soon_threadsafe``), not a datagram. A
 waker whose socket buffer is full gets an *overflow* flag in its slot instead, and then
 wakes all its receivers. flush() empties the registrations, so the flusher pokes every waker
 with ``*`` ("re-register everything"). Every registered waker of a channel is poked (not just
@@ -22,16 +28,29 @@ one), so a receive cancelled after its poke cannot strand a message another proc
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
+import threading
 
 from .segment import Segment
 
 WAKE_ALL = b"*"  # not a valid channel name
+DROP_DELAY = 0.05  # seconds a loop stays registered on a channel after its last receive there
 
 
 def waker_address(prefix: str, token: int) -> bytes:
     return b"\0asgi-ipc." + prefix.encode() + b"." + b"%016x" % token
+
+
+_LOCAL: dict[int, "LoopWaker"] = {}  # token -> this process's wakers, to wake without a datagram
+
+
+def _forget_local_after_fork() -> None:
+    _LOCAL.clear()  # the parent's loops are not the child's
+
+
+os.register_at_fork(after_in_child=_forget_local_after_fork)
 
 
 class Poker:
@@ -45,6 +64,9 @@ class Poker:
 
     def poke(self, waiters, payload: bytes) -> None:
         for slot, token in waiters:
+            local = _LOCAL.get(token)
+            if local is not None and local.notify(payload):
+                continue
             try:
                 self.sock.sendto(payload, waker_address(self.prefix, token))
             except BlockingIOError:
@@ -87,8 +109,9 @@ class Listener:
 class LoopWaker:
     """The wake-up socket of one event loop; used only from that loop's thread."""
 
-    def __init__(self, segment: Segment, loop: asyncio.AbstractEventLoop):
+    def __init__(self, segment: Segment, loop: asyncio.AbstractEventLoop, unregister):
         self.segment = segment
+        self._unregister = unregister  # (channel, slot, token): drops a registration
         self.loop = loop
         self.token = secrets.randbits(64) | 1
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -96,17 +119,47 @@ class LoopWaker:
         self.sock.setblocking(False)
         self.slot = segment.register_waker(self.token)
         self.listeners: dict[bytes, list[Listener]] = {}
-        self.registered: set[bytes] = set()  # channels this waker is listed on in the segment
+        self.registered: set[bytes] = set()  # channels this waker is (probably) listed on
+        self._dropping: set[bytes] = set()  # channels with a drop_later pending
+        self.thread = threading.get_ident()
         loop.add_reader(self.sock.fileno(), self._readable)
         self.closed = False
+        _LOCAL[self.token] = self
+
+    def notify(self, payload: bytes) -> bool:
+        """Wake receives of this (same-process) waker for ``payload``; False if it cannot."""
+        if self.closed:
+            return False
+        try:
+            if threading.get_ident() == self.thread:
+                self._wake((payload,))
+            else:
+                self.loop.call_soon_threadsafe(self._wake, (payload,))
+        except RuntimeError:  # its loop is closed
+            return False
+        return True
+
+    def listening(self, channel: bytes) -> int:
+        return len(self.listeners.get(channel, ()))
+
+    def drop_later(self, channel: bytes) -> None:
+        """Unregister from ``channel`` shortly, unless a receive waits there again by then: a loop
+        that keeps receiving on a channel keeps its registration (and the channel's entry)."""
+        if channel not in self._dropping:
+            self._dropping.add(channel)
+            self.loop.call_later(DROP_DELAY, self._drop, channel)
+
+    def _drop(self, channel: bytes) -> None:
+        self._dropping.discard(channel)
+        if self.closed or channel in self.listeners or channel not in self.registered:
+            return
+        self.registered.discard(channel)
+        self._unregister(channel, self.slot, self.token)
 
     def listen(self, channel: bytes) -> Listener:
         listener = Listener()
         self.listeners.setdefault(channel, []).append(listener)
         return listener
-
-    def alone(self, channel: bytes) -> bool:
-        return len(self.listeners.get(channel, ())) <= 1
 
     def unlisten(self, channel: bytes, listener: Listener) -> bool:
         """Forget ``listener``; True if no receive of this loop waits on ``channel`` any more."""
@@ -131,6 +184,11 @@ class LoopWaker:
                 break
             except OSError:
                 break
+        self._wake(names)
+
+    def _wake(self, names) -> None:
+        if self.closed:
+            return
         if WAKE_ALL in names or (self.segment.overflowed(self.slot) and self.segment.take_overflow(self.slot)):
             targets = [listener for group in self.listeners.values() for listener in group]
         else:
@@ -142,6 +200,14 @@ class LoopWaker:
         if self.closed:
             return
         self.closed = True
+        if _LOCAL.get(self.token) is self:
+            del _LOCAL[self.token]
+        registered, self.registered = self.registered, set()
+        for channel in registered:  # leave no registration behind to keep channels alive
+            try:
+                self._unregister(channel, self.slot, self.token)
+            except Exception:  # noqa: BLE001 - the segment may be detached already
+                break
         try:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.sock.fileno())

@@ -1,0 +1,120 @@
+"""Real traffic between two processes on the IPC layer: ping-pong one message at a time (every
+receive waits, so every message needs a cross-process wake-up) and a stream pushed through a
+small capacity (the receiver alternates between finding messages queued and waiting).
+
+Regression: the benchmark's ping-pong hung on its last round. The cause was the far side
+flushing the layer as it left (flush empties every channel, so the last reply vanished before
+the near side took it), not the layer; ``test_bench_ping_pong_completes`` runs that very
+workload. Generous per-round timeouts: these tests prove nothing is lost, not speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from reference_layers.ipc import ChannelFull, IPCChannelLayer
+from reference_layers.ipc.consistency import check
+
+from .ipc_helpers import CHILD, REPO, remove_segment, unique_prefix
+
+pytestmark = pytest.mark.timeout(300)
+ROUND_TIMEOUT = 30  # seconds for one message; a lost wake-up shows up as a timeout here
+
+
+@pytest.fixture
+def prefix():
+    name = unique_prefix("xproc")
+    yield name
+    remove_segment(name)
+
+
+class FarSide:
+    """tests/ipc_child.py echo|sink, run to completion."""
+
+    def __init__(self, prefix: str, action: str, channel: str, reply: str, rounds: int):
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env.pop("ASGI_IPC_TEST_PAUSE_AT", None)
+        self.process = subprocess.Popen([sys.executable, str(CHILD), prefix, action, channel, reply, str(rounds)],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if line.strip() != "ready":
+            self.process.kill()
+            raise AssertionError(f"far side did not start: {line!r} {self.process.stderr.read()}")
+
+    def result(self) -> list:
+        out, err = self.process.communicate(timeout=60)
+        assert self.process.returncode == 0, err
+        return json.loads(out.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate(timeout=30)
+
+
+def test_ping_pong_across_processes(prefix):
+    rounds = 300
+    far = FarSide(prefix, "echo", "xproc.ping", "xproc.pong", rounds)
+    layer = IPCChannelLayer(prefix=prefix)
+
+    async def ping_pong():
+        replies = []
+        for index in range(rounds):
+            await layer.send("xproc.ping", {"type": "test.ping", "n": index})
+            reply = await asyncio.wait_for(layer.receive("xproc.pong"), ROUND_TIMEOUT)
+            replies.append(reply["n"])
+        return replies
+
+    try:
+        assert asyncio.run(ping_pong()) == list(range(rounds))
+        assert far.result() == list(range(rounds))
+        assert check(layer._current().segment) == []
+    finally:
+        far.stop()
+        layer.close_sync()
+
+
+def test_stream_through_a_small_capacity_across_processes(prefix):
+    count = 2000
+    far = FarSide(prefix, "sink", "xproc.stream", "-", count)
+    layer = IPCChannelLayer(prefix=prefix, capacity=10)
+
+    async def stream():
+        for index in range(count):
+            while True:
+                try:
+                    await layer.send("xproc.stream", {"type": "test.stream", "n": index})
+                    break
+                except ChannelFull:
+                    await asyncio.sleep(0.0005)
+
+    try:
+        asyncio.run(asyncio.wait_for(stream(), 120))
+        assert far.result() == list(range(count))  # all of them, in order, none twice
+        assert layer._current().ops.held(b"xproc.stream") == 0
+        assert check(layer._current().segment) == []
+    finally:
+        far.stop()
+        layer.close_sync()
+
+
+def test_bench_ping_pong_completes(prefix):
+    from bench import workloads
+
+    config = {"prefix": prefix}
+
+    def make_layer(**overrides):
+        return IPCChannelLayer(**{**config, **overrides})
+
+    async def run():
+        return await asyncio.wait_for(workloads.cross_process_latency(
+            make_layer, "reference_layers.ipc.IPCChannelLayer", config, 200), 200)
+
+    figures = asyncio.run(run())
+    assert set(figures) == {"p50", "p99"} and 0 < figures["p50"] <= figures["p99"]
