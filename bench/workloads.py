@@ -15,9 +15,13 @@ import time
 MESSAGE = {"type": "bench.message", "text": "hello, world", "n": 0}
 
 
-async def release(layer) -> None:
-    """Flush and close whatever the layer offers, so the next repetition starts clean."""
-    if "flush" in (getattr(layer, "extensions", None) or []):
+async def release(layer, flush: bool = True) -> None:
+    """Flush and close whatever the layer offers, so the next repetition starts clean.
+
+    Only the side that finishes last may flush: flush empties the whole layer, so a far side
+    flushing as it leaves would erase a reply its peer has not received yet.
+    """
+    if flush and "flush" in (getattr(layer, "extensions", None) or []):
         await layer.flush()
     for name in ("close", "close_pools"):
         method = getattr(layer, name, None)

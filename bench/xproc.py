@@ -55,7 +55,7 @@ async def main(argv: list[str]) -> None:
         else:
             figures = await echo(layer, channel, int(n), argv[5])
     finally:
-        await release(layer)
+        await release(layer, flush=False)  # the near side flushes once it has every reply
     print(json.dumps(figures), flush=True)
 
 
