@@ -15,6 +15,15 @@ class Contender:
     config_key: str | None = None  # where the server address goes
     cross_process: bool = True
     extra: dict = field(default_factory=dict)
+    renames: dict = field(default_factory=dict)  # a workload's override -> this layer's own keys
+
+    def own_keys(self, overrides: dict) -> dict:
+        """Overrides in this layer's own config keys (channels_rabbitmq has no ``capacity``)."""
+        renamed = {}
+        for key, value in overrides.items():
+            for own in self.renames.get(key, (key,)):
+                renamed[own] = value
+        return renamed
 
     def config(self, servers: dict, shards: int = 1) -> dict:
         config = dict(self.extra)
@@ -42,10 +51,15 @@ CONTENDERS = [
     Contender("inmemory", "reference_layers.inmemory.InMemoryChannelLayer", None, "channels-inmemory",
               cross_process=False),
     Contender("channels_redis", "channels_redis.core.RedisChannelLayer", "redis", None),
-    Contender("channels_redis-pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer", "redis", None),
+    # Pub/Sub keeps nothing for a normal channel until someone subscribes to it, so the
+    # cross-process workloads (sender and receiver meet on a normal channel) cannot run on it.
+    Contender("channels_redis-pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer", "redis", None,
+              cross_process=False),
     Contender("redis", "reference_layers.redis.RedisChannelLayer", "redis", "channels_redis"),
+    # channels_rabbitmq refuses normal channels, which the cross-process workloads meet on.
     Contender("channels_rabbitmq", "channels_rabbitmq.core.RabbitmqChannelLayer", "rabbitmq", None,
-              config_key="host"),
+              config_key="host", cross_process=False,
+              renames={"capacity": ("local_capacity", "remote_capacity")}),
     Contender("rabbitmq", "reference_layers.rabbitmq.RabbitMQChannelLayer", "rabbitmq", "channels_rabbitmq"),
     Contender("ipc", "reference_layers.ipc.IPCChannelLayer", None, "channels_redis",
               extra={"prefix": "bench"}),
