@@ -77,8 +77,12 @@ class RedisChannelLayer(LayerCore):
 
     # --- channels --------------------------------------------------------------------------
     async def _send(self, channel: str, data: bytes) -> None:
-        queued = await self._shard(channel).send(channel, data, self._expiry_ms,
-                                                 self.capacities.for_channel(channel))
+        state = self._loops.current()
+        key = self.keys.capacity_key(channel)
+        receiver = state.receivers.get(key)
+        queued = await state.shards[self.ring.index_for(key)].send(
+            channel, data, self._expiry_ms, self.capacities.for_channel(channel),
+            receiver.poke if receiver is not None else None)
         if not queued:
             raise ChannelFull(f"channel {channel!r} is full")
 
@@ -119,13 +123,27 @@ class RedisChannelLayer(LayerCore):
 
     async def _group_send(self, group: str, data: bytes) -> None:
         """One script per shard, all at once; each pushes to the members that live on it."""
-        shards = self._loops.current().shards
+        state = self._loops.current()
         results = await asyncio.gather(
-            *(shard.group_send(group, data, self._expiry_ms, self.capacity) for shard in shards),
+            *(shard.group_send(group, data, self._expiry_ms, self.capacity, self._poker(state, shard))
+              for shard in state.shards),
             return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    @staticmethod
+    def _poker(state: _LoopState, shard: ShardClient):
+        """Pokes this loop's receivers on ``shard``: a group_send may have pushed to them."""
+        receivers = [receiver for receiver in state.receivers.values() if receiver.shard is shard]
+        if not receivers:
+            return None
+
+        def poke():
+            for receiver in receivers:
+                receiver.poke()
+
+        return poke
 
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:

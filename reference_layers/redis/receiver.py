@@ -5,12 +5,12 @@ them all, popping from exactly the channels someone waits on, exactly as many me
 there are receivers waiting (a flood on ``p!a`` never delays ``p!b``, and nothing is taken
 from Redis before a receiver wants it, so capacity, expiry and flush stay exact).
 
-When a pop leaves receivers unserved, a watcher blocks on the key's bell stream (XREAD from
-the id the pop saw), which consumes nothing: any later push wakes it and the loop pops
-again. New receivers do not interrupt that wait: the loop pops for them at once over the
-shared connection, while the wait goes on. Pops are never cancelled by a receiver; a message
-popped for a receiver that was cancelled meanwhile goes to the next receiver of that
-channel here, or back to the head of its Redis list.
+Before its first pop the loop subscribes to the key's bell (bells.py); when a pop leaves
+receivers unserved, the loop sleeps until a ring with an id newer than the pop saw (a push
+from anywhere), a push from this process (``poke``), a new receiver, or ``LOOK_AGAIN``
+seconds, and pops again. Pops are never cancelled by a receiver; a message popped for a
+receiver that was cancelled meanwhile goes to the next receiver of that channel here, or
+back to the head of its Redis list.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 1.0
 _PUSH_BACK_ATTEMPTS = 20
+LOOK_AGAIN = 10.0  # seconds: a waiting loop pops this often even if no bell rang
 
 
 class Receiver:
@@ -45,8 +46,9 @@ class Receiver:
         self._closing = False
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Future | None = None  # the loop sleeps on it when nothing is to do
-        self._watcher: asyncio.Task | None = None
-        self._bell_id = b"0-0"  # the bell's last id when the latest pop ran
+        self._bell = shard.keys.bell(capacity_key).encode()
+        self._last_id = 0  # the bell's last id when the latest pop ran
+        shard.bells.listen(self._bell, self._on_ring)
 
     # --- called by receive() -----------------------------------------------------------------
     def add_waiter(self, channel: str, future: asyncio.Future) -> None:
@@ -69,6 +71,22 @@ class Receiver:
                 if not self._waiters:
                     self._kick()  # nobody waits: let the loop end
 
+    def _on_ring(self, message_id: int) -> None:
+        """A push rang the bell (or, with -1, the bell connection was lost): look again."""
+        if (message_id < 0 or message_id > self._last_id) and self._waiters:
+            self.poke()
+
+    def poke(self) -> None:
+        """This process just wrote a push for our capacity key: pop again (no bell needed).
+
+        The pop goes out behind the push on the same connection, so a receive waiting here
+        gets a message sent by its own process one round trip sooner than through the bell.
+        """
+        if self._waiters:
+            self._dirty = True
+            if self._wake is not None and not self._wake.done():
+                self._wake.set_result(None)
+
     def give_back(self, channel: str, entry: bytes) -> None:
         """A receive was cancelled holding ``entry``: the next receiver gets it, or Redis does."""
         if not self._hand(channel, entry):
@@ -79,10 +97,8 @@ class Receiver:
         """End the loop after any pop in flight, returning what nobody took to Redis."""
         self._closing = True
         self._kick()
-        if self._watcher is not None:
-            self._watcher.cancel()
-        await asyncio.gather(*(task for task in (self._task, self._watcher) if task is not None),
-                             return_exceptions=True)
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def fail_waiters(self, error: BaseException) -> None:
         for waiters in self._waiters.values():
@@ -112,7 +128,7 @@ class Receiver:
         return False
 
     async def _sleep(self, timeout: float | None = None) -> None:
-        """Wait until kicked (or ``timeout`` passes)."""
+        """Wait until kicked or poked (or ``timeout`` passes)."""
         loop = asyncio.get_running_loop()
         self._wake = wake = loop.create_future()
         timer = loop.call_later(timeout, _settle, wake) if timeout is not None else None
@@ -138,7 +154,8 @@ class Receiver:
                         continue
                     break  # no await between this check and leaving: no waiter is missed
                 if not self._dirty:
-                    await self._sleep()
+                    await self._sleep(LOOK_AGAIN)
+                    self._dirty = True  # rung, poked, a new receiver, or time to look anyway
                     continue
                 self._dirty = False
                 wanted = {}
@@ -149,7 +166,8 @@ class Receiver:
                 if not wanted:
                     continue
                 try:
-                    bell_id, entries = await self.shard.pop(self.capacity_key, wanted)
+                    await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
+                    last_id, entries = await self.shard.pop(self.capacity_key, wanted)
                 except TRANSIENT_ERRORS:
                     log.debug("pop from %s failed; retrying", self.capacity_key, exc_info=True)
                     self._dirty = True
@@ -157,11 +175,10 @@ class Receiver:
                     delay = min(delay * 2, _BACKOFF_MAX)
                     continue
                 delay = _BACKOFF_FIRST
+                self._last_id = max(self._last_id, last_id)
                 for channel, entry in entries:
                     if not self._hand(channel, entry):
                         self._returns.append((channel, entry))
-                if self._waiters:
-                    self._watch(bell_id)  # the rest found their queues empty: wait for a push
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a server refusing the script: tell the receivers
@@ -169,36 +186,8 @@ class Receiver:
             self.fail_waiters(exc)
         finally:
             if not self._waiters and not self._returns:
+                self.shard.bells.forget(self._bell, self._on_ring)
                 self._on_idle(self)
-
-    # --- waiting for a push -------------------------------------------------------------------
-    def _watch(self, bell_id: bytes) -> None:
-        self._bell_id = bell_id
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(
-                self._watch_bell(), name=f"bell {self.capacity_key}")
-
-    async def _watch_bell(self) -> None:
-        """Block until the bell rings after the latest pop's id (an older id only wakes sooner)."""
-        delay = _BACKOFF_FIRST
-        while self._waiters and not self._closing:
-            try:
-                await self.shard.wait_for_bell(self.capacity_key, self._bell_id)
-            except TRANSIENT_ERRORS:
-                log.debug("wait on %s failed; retrying", self.capacity_key, exc_info=True)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
-                self._dirty = True
-                self._kick()  # a pop also tells whether the server is back
-                continue
-            except Exception as exc:  # noqa: BLE001
-                log.warning("waiting on %s failed: %r", self.capacity_key, exc)
-                self.fail_waiters(exc)
-                self._kick()
-                return
-            self._dirty = True
-            self._kick()
-            return
 
     async def _return_undelivered(self) -> None:
         """Hand popped messages to receivers that came meanwhile; put the rest back at the head."""

@@ -6,9 +6,9 @@ non-local part ``p!`` of a process-specific channel, shared by all ``p!*``):
 - ``P:q:C``  list of C's messages, oldest first, each ``<expires_ms>:<id>:<body>``
 - ``P:n:K``  sorted set of the ids of K's unexpired messages, scored by expiry: its size is
   what counts against capacity, exactly, across every channel sharing K
-- ``P:b:K``  "bell" stream (one entry kept): every push adds an entry, whose id is also the
-  message id; a receiver blocks with XREAD for an id newer than the last it saw, which
-  consumes nothing, so a cancelled wait loses nothing and every waiter wakes
+- ``P:b:K``  K's message id counter; every push takes the next id and PUBLISHes it on the
+  pub/sub channel of the same name (the "bell", see bells.py). A counter made anew starts
+  at the server's time in µs, so ids keep growing across a flush or an expired counter
 - ``P:g:G``  sorted set of group G's members on this shard, scored by membership expiry
 - ``P:gc:G`` hash: each member's capacity, recorded by group_add
 
@@ -24,22 +24,43 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function extend(key, ttl)
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+-- Let key live at least ttl ms more. `fresh`: it was just made (so has no expiry yet).
+-- PEXPIRE GT (Redis 7) in one call; older servers compare first.
+local function extend(key, ttl, fresh)
+  if fresh then redis.call('PEXPIRE', key, ttl)
+  elseif redis.REDIS_VERSION_NUM then redis.call('PEXPIRE', key, ttl, 'GT')
+  elseif redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+
+-- The next message id of a bell: its counter, started at the server's time in µs.
+local function next_id(bell, now)
+  local id = redis.call('INCR', bell)
+  if id == 1 then
+    id = string.format('%.0f', now * 1000)
+    redis.call('SET', bell, id)
+    return id, true
+  end
+  return string.format('%.0f', id), false
+end
+
+local function ring(bell, id, ttl, fresh)
+  extend(bell, ttl, fresh)
+  redis.call('PUBLISH', bell, id)
 end
 
 -- Queue one message unless its capacity key holds `capacity` unexpired messages already.
 local function push(queue, count, bell, now, expiry_ms, capacity, body)
   redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
-  if redis.call('ZCARD', count) >= capacity then return 0 end
+  local held = redis.call('ZCARD', count)
+  if held >= capacity then return 0 end
   local expires = now + expiry_ms
-  local id = redis.call('XADD', bell, 'MAXLEN', '1', '*', 'm', '')
+  local id, fresh_bell = next_id(bell, now)
   redis.call('ZADD', count, expires, id)
-  redis.call('RPUSH', queue, string.format('%.0f', expires) .. ':' .. id .. ':' .. body)
+  local length = redis.call('RPUSH', queue, string.format('%.0f', expires) .. ':' .. id .. ':' .. body)
   local ttl = expiry_ms + 1000
-  extend(queue, ttl)
-  extend(count, ttl)
-  extend(bell, ttl)
+  extend(queue, ttl, length == 1)
+  extend(count, ttl, held == 0)
+  ring(bell, id, ttl, fresh_bell)
   return 1
 end
 """
@@ -51,13 +72,12 @@ return push(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARG
 
 # KEYS: count, bell, queue_1..queue_n. ARGV: how many messages each queue's receivers want.
 # Pops up to that many unexpired messages per queue (dropping expired ones on the way) and
-# returns {now_ms, bell_last_id, i, entry, i, entry, ...}: the bell id taken in the same atomic
-# step, so any later push makes a blocking XREAD after it return at once.
+# returns {now_ms, last_id, i, entry, i, entry, ...}: the bell's last id, read in the same
+# atomic step, so the receiver can tell rings of later pushes from rings it already saw.
 POP = _COMMON + r"""
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local out = {now, last[1] and last[1][1] or '0-0'}
+local out = {now, redis.call('GET', KEYS[2]) or '0'}
 for i = 3, #KEYS do
   local wanted = tonumber(ARGV[i - 2])
   while wanted > 0 do
@@ -91,10 +111,10 @@ for i = #ARGV, 2, -1 do
     redis.call('ZADD', KEYS[1], expires, string.sub(entry, first + 1, second - 1))
   end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'm', '')
-extend(KEYS[3], ttl)
-extend(KEYS[1], ttl)
-extend(KEYS[2], ttl)
+extend(KEYS[3], ttl, redis.call('PTTL', KEYS[3]) == -1)
+extend(KEYS[1], ttl, redis.call('PTTL', KEYS[1]) == -1)
+local id, fresh_bell = next_id(KEYS[2], now)
+ring(KEYS[2], id, ttl, fresh_bell)
 return 1
 """
 

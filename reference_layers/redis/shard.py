@@ -3,15 +3,15 @@
 Connections belong to the event loop that opened them, so the layer keeps one ShardClient
 per (loop, shard). Every non-blocking command of the loop goes over one multiplexed
 connection (see wire.py), so concurrent sends and pops share a socket and nothing serialises
-them. Blocking bell waits each take a connection of their own, kept for reuse, with a
-timeout longer than the wait itself: an idle receive is never cut off, while a silently dead
-server is still noticed.
+them; a second connection listens for the bells of the keys this process receives on
+(bells.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Callable
 
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
@@ -19,12 +19,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from . import scripts
+from .bells import Bells
 from .hosts import ShardAddress
 from .keys import KeySpace
 from .wire import Wire, open_wire, pack
 
-BELL_WAIT_MS = 10_000  # a blocking wait returns after this long, and the receiver looks again
-_BLOCKING_TIMEOUT = BELL_WAIT_MS / 1000 + 10
 _SCAN_BATCH = 500
 
 
@@ -52,8 +51,7 @@ class ShardClient:
         self._timeout = options.get("socket_timeout")
         self._commands: Wire | None = None
         self._connecting = asyncio.Lock()
-        self._idle_blocking: list[Wire] = []
-        self._blocking: set[Wire] = set()
+        self.bells = Bells(self._pool)
         self._closed = False
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -72,23 +70,35 @@ class ShardClient:
                 wire = self._commands = await open_wire(self._pool, self._timeout)
             return wire
 
-    async def run(self, script: Script, keys: list, args: list):
+    async def run(self, script: Script, keys: list, args: list,
+                  after_write: Callable[[], None] | None = None):
+        wire = self._commands
+        if wire is None or wire.closed:
+            wire = await self._connect()
+        reply = wire.call(pack(b"EVALSHA", script.sha, len(keys), *keys, *args))
+        if after_write is not None:
+            after_write()
         try:
-            return await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+            return await reply
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         return await self.call(b"EVAL", script.source, len(keys), *keys, *args)  # loads it too
 
     # --- channels --------------------------------------------------------------------------
-    async def send(self, channel: str, body: bytes, expiry_ms: int, capacity: int) -> bool:
-        """Queue ``body``; False if the channel's capacity key is full."""
+    async def send(self, channel: str, body: bytes, expiry_ms: int, capacity: int,
+                   after_write: Callable[[], None] | None = None) -> bool:
+        """Queue ``body``; False if the channel's capacity key is full.
+
+        ``after_write`` runs once the script is on the wire: a pop written after that on the
+        same connection is executed after the push, so it finds the message.
+        """
         keys = self.keys
         key = keys.capacity_key(channel)
         return bool(await self.run(SEND, [keys.queue(channel), keys.count(key), keys.bell(key)],
-                                   [expiry_ms, capacity, body]))
+                                   [expiry_ms, capacity, body], after_write))
 
-    async def pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    async def pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[int, list[tuple[str, bytes]]]:
         """Up to ``wanted[channel]`` unexpired messages of each channel, and the bell's last id."""
         channels = list(wanted)
         queue = self.keys.queue
@@ -96,31 +106,11 @@ class ShardClient:
             POP, [self.keys.count(capacity_key), self.keys.bell(capacity_key), *map(queue, channels)],
             list(wanted.values()))
         entries = [(channels[reply[i] - 1], reply[i + 1]) for i in range(2, len(reply), 2)]
-        return reply[1], entries
+        return int(reply[1]), entries
 
     async def push_back(self, capacity_key: str, channel: str, entries: list[bytes], ttl_ms: int) -> None:
         await self.run(PUSH_BACK, [self.keys.count(capacity_key), self.keys.bell(capacity_key),
                                    self.keys.queue(channel)], [ttl_ms, *entries])
-
-    async def wait_for_bell(self, capacity_key: str, last_id: bytes) -> None:
-        """Block until the bell rings after ``last_id`` (or BELL_WAIT_MS pass). Consumes nothing."""
-        if self._idle_blocking:
-            wire = self._idle_blocking.pop()
-        else:
-            if self._closed:
-                raise RuntimeError("this channel layer connection was closed")
-            wire = await open_wire(self._pool, _BLOCKING_TIMEOUT)
-            self._blocking.add(wire)
-        reply = wire.call(pack(b"XREAD", b"COUNT", 1, b"BLOCK", BELL_WAIT_MS, b"STREAMS",
-                               self.keys.bell(capacity_key), last_id))
-        try:
-            await reply
-        finally:
-            if reply.done() and not reply.cancelled() and not wire.closed and not self._closed:
-                self._idle_blocking.append(wire)  # its reply came: free for the next wait
-            else:
-                self._blocking.discard(wire)
-                wire.close()
 
     # --- groups -----------------------------------------------------------------------------
     async def group_add(self, group: str, channel: str, group_expiry_ms: int, capacity: int) -> None:
@@ -131,22 +121,22 @@ class ShardClient:
         await self.run(GROUP_DISCARD, [self.keys.group_members(group), self.keys.group_capacities(group)],
                        [channel])
 
-    async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int) -> int:
+    async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int,
+                         after_write: Callable[[], None] | None = None) -> int:
         return await self.run(GROUP_SEND, [self.keys.group_members(group), self.keys.group_capacities(group)],
-                              [self.keys.prefix, expiry_ms, capacity, body])
+                              [self.keys.prefix, expiry_ms, capacity, body], after_write)
 
     # --- whole shard ------------------------------------------------------------------------
     async def flush(self) -> None:
         """Delete this prefix's messages and groups, and nothing else.
 
-        Bells stay (they hold no message): a receiver blocked on one waits for an id newer
-        than the last it saw, and a bell made anew could start below it within the same ms.
+        Bell counters go too: one made anew starts at the server's time in µs, above any id
+        a receiver saw before.
         """
-        bells = self.keys.bell("").encode()
         cursor = b"0"
         while True:
             cursor, found = await self.call(b"SCAN", cursor, b"MATCH", self.keys.pattern, b"COUNT", _SCAN_BATCH)
-            doomed = [key for key in found if not key.startswith(bells)]
+            doomed = found
             if doomed:
                 await self.call(b"UNLINK", *doomed)
             if cursor == b"0":
@@ -154,10 +144,8 @@ class ShardClient:
 
     async def aclose(self) -> None:
         self._closed = True
-        for wire in [self._commands, *self._blocking]:
-            if wire is not None:
-                wire.close()
+        if self._commands is not None:
+            self._commands.close()
         self._commands = None
-        self._blocking.clear()
-        self._idle_blocking.clear()
+        self.bells.close()
         await self._pool.disconnect()

@@ -53,8 +53,8 @@ def pack(*args) -> bytes:
 class Wire(asyncio.Protocol):
     """One open connection. ``call(packed)`` returns the future of its reply."""
 
-    def __init__(self, transport: asyncio.Transport, timeout: float | None):
-        self._transport = transport
+    def __init__(self, timeout: float | None):
+        self._transport: asyncio.Transport | None = None
         self._timeout = timeout  # no reply for this long while one is owed: the server is gone
         self._loop = asyncio.get_running_loop()
         self._pending: deque[asyncio.Future] = deque()
@@ -97,6 +97,9 @@ class Wire(asyncio.Protocol):
             self._fail(RedisConnectionError("connection closed by the channel layer"))
 
     # --- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         reader.feed(data)
@@ -154,7 +157,13 @@ class Wire(asyncio.Protocol):
 
 
 async def open_wire(pool: ConnectionPool, timeout: float | None) -> Wire:
-    """Connect (and authenticate, select the db...) with redis-py, then take the socket over."""
+    """A command connection (see :class:`Wire`)."""
+    return await take_over_socket(pool, lambda: Wire(timeout))
+
+
+async def take_over_socket(pool: ConnectionPool, make_protocol):
+    """Connect (and authenticate, select the db...) with redis-py, then hand the socket to
+    ``make_protocol()``: redis-py knows every ``hosts`` option, our protocols read the replies."""
     connection = pool.make_connection()
     await connection.connect()
     reader, writer = connection._reader, connection._writer
@@ -163,9 +172,10 @@ async def open_wire(pool: ConnectionPool, timeout: float | None) -> Wire:
         raise RedisConnectionError("cannot take over the redis-py connection (unexpected redis-py internals)")
     connection._reader = connection._writer = None  # detached: redis-py will not close it
     transport = writer.transport
-    wire = Wire(transport, timeout)
-    wire.streams = (reader, writer)  # kept: a StreamWriter closes its transport when collected
-    transport.set_protocol(wire)
+    protocol = make_protocol()
+    protocol.connection_made(transport)
+    protocol.streams = (reader, writer)  # kept: a StreamWriter closes its transport when collected
+    transport.set_protocol(protocol)
     if transport.is_closing():
-        wire.closed = True
-    return wire
+        protocol.closed = True
+    return protocol
