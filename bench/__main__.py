@@ -16,6 +16,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from bench.floor import measure_floor
 from bench.layers import CONTENDERS
 from bench.output import Row, table_lines, write_chart, write_json, write_markdown
 from bench.plan import SCENARIOS, SHARD_COUNTS, SHARD_SCENARIO
@@ -154,6 +155,7 @@ def main(argv=None) -> int:
     run_id = secrets.token_hex(3)
     rows = []
     with servers_for(contenders) as addresses:
+        floors = measure_floor(addresses, n=200 if args.quick else 3000, repeat=repeat)
         jobs = plan(contenders)
         progress = Progress(len(jobs) * repeat)
         for scenario, contender, shards, label in jobs:
@@ -172,8 +174,11 @@ def main(argv=None) -> int:
         "repeat": repeat,
         "versions": versions(),
         "skipped": missing,
+        "floors": floors,
     }
     print("\n".join(table_lines(rows, COMPARISONS)))
+    for what, value in floors.items():
+        print(f"floor: {what}: {value:,}")
     write_json(args.out, meta, rows, COMPARISONS)
     write_markdown(args.markdown, meta, rows, COMPARISONS)
     if args.chart:

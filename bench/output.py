@@ -76,6 +76,8 @@ def write_markdown(path, meta: dict, rows: list[Row], comparisons: dict[str, lis
     index = {(r.label, r.contender): r for r in rows}
     lines = [f"Measured {meta['date']} on {meta['cores']} cores, Python {meta['python']}; "
              + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".", "",
+             *[f"Floor of this machine: {what}: {value:,}." for what, value in meta.get("floors", {}).items()],
+             "",
              "| workload | layer | median | min–max | unit | ratio |", "|---|---|---:|---:|---|---|"]
     for r in rows:
         if r.error:
