@@ -9,7 +9,10 @@ cancellation; expiry uses the server's clock. See scripts.py for the storage lay
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
+
+from redis.exceptions import ResponseError
 
 from ..base import (
     DEFAULT_MESSAGE_SIZE_LIMIT,
@@ -23,7 +26,7 @@ from .hashring import HashRing
 from .hosts import parse_hosts
 from .keys import KeySpace
 from .loops import PerLoop
-from .receiver import Receiver
+from .receiver import TRANSIENT_ERRORS, Receiver
 from .shard import ShardClient
 from .wire import USES_HIREDIS
 
@@ -37,6 +40,7 @@ _KNOWN_KEYS = ("hosts", "prefix", "expiry", "group_expiry", "capacity", "channel
 class _LoopState:
     shards: list[ShardClient]
     receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
+    taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
 
 
 class RedisChannelLayer(LayerCore):
@@ -87,6 +91,12 @@ class RedisChannelLayer(LayerCore):
             raise ChannelFull(f"channel {channel!r} is full")
 
     async def _receive(self, channel: str) -> bytes:
+        state = self._loops.current()
+        key = self.keys.capacity_key(channel)
+        if key not in state.receivers and key not in state.taking:
+            entry = await self._take_at_once(state, key, channel)
+            if entry is not None:
+                return entry.split(b":", 2)[2]
         receiver = self._receiver(channel)
         future = asyncio.get_running_loop().create_future()
         receiver.add_waiter(channel, future)
@@ -99,6 +109,29 @@ class RedisChannelLayer(LayerCore):
         finally:
             receiver.remove_waiter(channel, future)
         return entry.split(b":", 2)[2]
+
+    async def _take_at_once(self, state: _LoopState, key: str, channel: str) -> bytes | None:
+        """Nobody here waits on ``key``: pop one message of ``channel`` from this task, without
+        the receiver loop (the common case: a message is already there). None if none was,
+        or the pop failed: the receiver loop then waits, retries and subscribes as usual."""
+        state.taking.add(key)
+        try:
+            reply = await state.shards[self.ring.index_for(key)].start_pop_one(channel)
+            try:
+                popped = await asyncio.shield(reply)
+            except asyncio.CancelledError:
+                reply.add_done_callback(functools.partial(self._give_back_popped, channel))
+                raise
+        except (ResponseError, *TRANSIENT_ERRORS):
+            return None
+        finally:
+            state.taking.discard(key)
+        return popped[3] if len(popped) > 2 else None
+
+    def _give_back_popped(self, channel: str, reply: asyncio.Future) -> None:
+        """A receive was cancelled while its pop was on the wire: its message goes on."""
+        if not reply.cancelled() and reply.exception() is None and len(reply.result()) > 2:
+            self._receiver(channel).give_back(channel, reply.result()[3])
 
     def _receiver(self, channel: str) -> Receiver:
         state = self._loops.current()

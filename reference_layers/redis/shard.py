@@ -108,6 +108,19 @@ class ShardClient:
         entries = [(channels[reply[i] - 1], reply[i + 1]) for i in range(2, len(reply), 2)]
         return int(reply[1]), entries
 
+    async def start_pop_one(self, channel: str) -> asyncio.Future:
+        """Write a pop of one message of ``channel``; the future gets POP's raw reply.
+
+        The reply reaches the future even if its caller stops waiting (see wire.py), so a
+        caller cancelled meanwhile can still hand the message on.
+        """
+        keys = self.keys
+        key = keys.capacity_key(channel)
+        wire = self._commands
+        if wire is None or wire.closed:
+            wire = await self._connect()
+        return wire.call(pack(b"EVALSHA", POP.sha, 3, keys.count(key), keys.bell(key), keys.queue(channel), 1))
+
     async def push_back(self, capacity_key: str, channel: str, entries: list[bytes], ttl_ms: int) -> None:
         await self.run(PUSH_BACK, [self.keys.count(capacity_key), self.keys.bell(capacity_key),
                                    self.keys.queue(channel)], [ttl_ms, *entries])
