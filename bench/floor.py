@@ -1,19 +1,22 @@
-"""The machine's floor: how many request/reply round trips one asyncio client can make.
+"""The machine's floor: what one asyncio client can do against Redis with no layer at all.
 
 Why: a layer whose send must hear from the server (to raise ChannelFull) and whose receive
-must take the message from the server (so capacity and flush stay exact) cannot deliver
-more messages per second, one after another, than this. The run prints it beside the
+must take the message from the server (so capacity and flush stay exact) needs at least one
+round trip per send and one per receive: it cannot beat sequential PINGs, nor a bare
+RPUSH/LPOP pair run like the pipelined workload. The run prints it beside the
 layers' figures, so a ratio against a peer can be read against what the machine allows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import statistics
 import time
 from urllib.parse import urlsplit
 
 PING = b"*1\r\n$4\r\nPING\r\n"
+BODY = b"x" * 60
 
 
 async def redis_ping_rate(url: str, n: int) -> float:
@@ -40,6 +43,51 @@ async def redis_ping_rate(url: str, n: int) -> float:
         transport.close()
 
 
+async def redis_push_pop_rate(url: str, n: int) -> float:
+    """The pipelined workload with no layer at all: one task RPUSHes n bodies, one after
+    another, while another LPOPs until it has them all, over one connection: messages/s."""
+    import hiredis
+
+    address = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    key = b"bench-floor-%d" % id(loop)
+
+    class Replies(asyncio.Protocol):
+        def __init__(self):
+            self.reader = hiredis.Reader()
+            self.pending = collections.deque()
+
+        def data_received(self, data: bytes) -> None:
+            self.reader.feed(data)
+            while (reply := self.reader.gets()) is not False:
+                self.pending.popleft().set_result(reply)
+
+    transport, replies = await loop.create_connection(Replies, address.hostname, address.port)
+
+    def call(*args):
+        future = loop.create_future()
+        replies.pending.append(future)
+        transport.write(hiredis.pack_command(args))
+        return future
+
+    async def push():
+        for _ in range(n):
+            await call(b"RPUSH", key, BODY)
+
+    async def pop():
+        got = 0
+        while got < n:
+            got += await call(b"LPOP", key) is not None
+
+    try:
+        await call(b"DEL", key)
+        start = time.perf_counter()
+        await asyncio.gather(push(), pop())
+        return n / (time.perf_counter() - start)
+    finally:
+        transport.close()
+
+
 def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
     """{'redis PING round trips/s (one asyncio client)': median} for the servers this run started."""
     floors = {}
@@ -47,4 +95,6 @@ def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
     if urls:
         rates = [asyncio.run(redis_ping_rate(urls[0], n)) for _ in range(repeat)]
         floors["redis PING round trips/s (one asyncio client)"] = round(statistics.median(rates))
+        rates = [asyncio.run(redis_push_pop_rate(urls[0], n)) for _ in range(repeat)]
+        floors["redis RPUSH/LPOP pipelined msg/s (no layer, one asyncio client)"] = round(statistics.median(rates))
     return floors

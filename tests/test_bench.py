@@ -39,8 +39,9 @@ def test_a_quick_run_measures_every_layer_in_every_workload(tmp_path, redis_shar
     ours = next(r for r in rows if r["contender"] == "redis" and r["scenario"] == "roundtrip")
     assert "channels_redis" in ours["ratios"]
     assert results["meta"]["cores"] == os.cpu_count() and results["meta"]["versions"]
-    floor = results["meta"]["floors"]["redis PING round trips/s (one asyncio client)"]
-    assert floor > 0 and f"{floor:,}" in markdown.read_text()
+    floors = results["meta"]["floors"]
+    assert len(floors) == 2 and all(value > 0 and f"{what}: {value:,}" in markdown.read_text()
+                                    for what, value in floors.items()), floors
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "| roundtrip | redis |" in markdown.read_text()
     assert "ratio" in done.stdout
