@@ -90,8 +90,8 @@ class ShardClient:
                    after_write: Callable[[], None] | None = None) -> bool:
         """Queue ``body``; False if the channel's capacity key is full.
 
-        ``after_write`` runs once the script is on the wire: a pop written after that on the
-        same connection is executed after the push, so it finds the message.
+        ``after_write`` runs once the script is queued on the connection: a pop queued after
+        that on the same connection is executed after the push, so it finds the message.
         """
         keys = self.keys
         key = keys.capacity_key(channel)

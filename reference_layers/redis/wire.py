@@ -2,8 +2,9 @@
 
 Why not redis-py's command path: it takes a pooled connection, a lock and a timeout for every
 command, which costs several times what Redis itself spends on one of our scripts. Here a
-command is one ``transport.write`` and one future; commands from many tasks share one socket
-(pipelining without batching by hand), and replies are parsed by hiredis straight from
+command is one future, and the commands of one event-loop iteration, from any number of tasks,
+go out in one ``transport.write`` at its end (a send syscall costs more than the rest of a
+command: pipelining without batching by hand), and replies are parsed by hiredis straight from
 ``data_received``. redis-py still opens the connection (TLS, unix sockets, AUTH, SELECT, client
 name: every ``hosts`` option), then hands the socket over.
 
@@ -70,17 +71,14 @@ class Wire(asyncio.Protocol):
         if self.closed:
             future.set_exception(RedisConnectionError("connection to Redis lost"))
             return future
-        idle = not self._pending
-        if idle:
+        if not self._pending:
             self._heard_at = self._loop.time()
             if self._watchdog is None and self._timeout is not None:
                 self._watchdog = self._loop.call_later(self._timeout, self._check)
         self._pending.append(future)
         if self._corked:
             self._corked.append(packed)
-        elif idle:  # nothing in flight: no reply will bring company soon, write at once
-            self._transport.write(packed)
-        else:  # busy: commands of this loop iteration go out together
+        else:  # commands of this loop iteration go out together
             self._corked = [packed]
             self._loop.call_soon(self._write)
         return future
