@@ -202,11 +202,13 @@ def test_every_call_fails_clearly_when_no_broker_answers():
 
 # --- cleanup ---------------------------------------------------------------------------------------
 
-def _queue_depth(url: str, queue: str) -> int | None:
-    """Messages in ``queue`` by a passive declare (no management plugin), None if it does not exist."""
+def _queue_state(url: str, queue: str) -> tuple[int, int] | None:
+    """(messages, consumers) of ``queue`` by a passive declare (no management plugin), None
+    if it does not exist."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
+        method = connection.channel().queue_declare(queue, passive=True).method
+        return method.message_count, method.consumer_count
     except pika.exceptions.ChannelClosedByBroker as exc:
         assert exc.reply_code == 404, exc
         return None
@@ -214,16 +216,38 @@ def _queue_depth(url: str, queue: str) -> int | None:
         connection.close()
 
 
+def _queue_depth(url: str, queue: str) -> int | None:
+    state = _queue_state(url, queue)
+    return None if state is None else state[0]
+
+
+def _exchange_exists(url: str, exchange: str) -> bool:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        connection.channel().exchange_declare(exchange, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        assert exc.reply_code == 404, exc
+        return False
+    finally:
+        connection.close()
+
+
 def test_close_leaves_only_what_normal_channels_still_hold(rabbitmq_url):
     prefix = fresh("cleanup").replace("rmq-test.", "c")
     layer = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
-    normal, group = fresh("normal"), fresh("group")
+    normal, read, group = fresh("normal"), fresh("read"), fresh("group")
 
     async def scenario():
         specific = await layer.new_channel()
         await layer.send(specific, {"type": "unread"})
         await layer.group_add(group, specific)
+        await layer.group_send(group, {"type": "unread copy"})
         await layer.send(normal, {"type": "kept"})
+        await layer.send(read, {"type": "read"})
+        assert await asyncio.wait_for(layer.receive(read), GENEROUS) == {"type": "read"}
+        with pytest.raises(asyncio.TimeoutError):  # leaves a consumer on the queue until close()
+            await asyncio.wait_for(layer.receive(read), 0.01)
         await layer.close()
         return specific
 
@@ -233,6 +257,9 @@ def test_close_leaves_only_what_normal_channels_still_hold(rabbitmq_url):
     assert _queue_depth(rabbitmq_url, process_queue) is None, "the process queue outlived close()"
     assert _queue_depth(rabbitmq_url, membership) is None, "a membership of a closed process outlived close()"
     assert _queue_depth(rabbitmq_url, f"{prefix}:q:{normal}") == 1, "the normal channel lost its message"
+    assert _queue_state(rabbitmq_url, f"{prefix}:q:{read}") == (0, 0), "close() left a consumer behind"
+    for exchange in (f"{prefix}:groups", f"{prefix}:control"):
+        assert not _exchange_exists(rabbitmq_url, exchange), f"the layer left exchange {exchange!r}"
 
     async def tidy():  # the layer is usable after close(): flush removes the rest
         layer2 = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
@@ -240,7 +267,8 @@ def test_close_leaves_only_what_normal_channels_still_hold(rabbitmq_url):
         await layer2.close()
 
     run(tidy())
-    assert _queue_depth(rabbitmq_url, f"{prefix}:q:{normal}") is None, "flush left a channel queue"
+    for queue in (normal, read):
+        assert _queue_depth(rabbitmq_url, f"{prefix}:q:{queue}") is None, "flush left a channel queue"
 
 
 # --- config errors -------------------------------------------------------------------------------

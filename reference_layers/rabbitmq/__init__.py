@@ -1,26 +1,44 @@
 """RabbitMQ reference channel layer (pika): ``reference_layers.rabbitmq.RabbitMQChannelLayer``.
 
-Modules: config (CONFIG keys), names (broker object names), link (the thread owning the pika
-connection: failover, reconnects, time limits), broker_ops (queues, limits, memberships,
-flush), receiving (consumers and hand-over to waiting receives), layer (the public class).
+Modules: config (CONFIG keys), names (broker object names), loops (one session per event
+loop), link (one AMQP connection on one loop: confirms, admin commands), session (connecting,
+failover, recovery, queue declarations), receiving (consumers and waiting receives),
+broker_ops (sends, groups, flush), layer (the public class).
 
 Design choices, and why:
-- Capacity: ``x-max-length`` + ``x-overflow=reject-publish`` + publisher confirms, so the
-  broker refuses the publish whichever process sends (a nack becomes ChannelFull).
-- Expiry: per-queue ``x-message-ttl`` plus a per-message TTL counted from the send() call.
-- Groups: one forwarding queue per membership (``x-message-ttl=0``, dead-lettered into the
-  member's queue) bound to a direct exchange: one publish per group_send; a full member's
-  copy is dropped by the broker; ``x-expires`` = group_expiry ends a membership on the broker
-  when no group_add renewed it, even after every process that added it died.
-- Process queues (``p!``) are not exclusive: another process's flush() must be able to delete
-  them (an exclusive queue refuses that with RESOURCE_LOCKED), and consumers come and go per
-  receive (auto-delete would drop the queue between receives). close() deletes them and their
-  memberships; a process that dies leaves them to ``x-expires`` (expiry + 60 s unused).
-- flush(): AMQP cannot list queues, so every declare notes the queue in a registry queue (the
-  note expires with the queue); flush reads it, deletes those queues and the group bindings,
-  and tells every instance (a fanout notice) to drop messages it already buffered.
-- What stays on the broker: the prefix's two exchanges and registry queue (shared by all its
-  processes), and normal channel queues until they are read or expire.
+- No thread: each event loop that uses the layer gets its own pika ``AsyncioConnection`` on
+  that loop (``asyncio.run`` twice and ``async_to_sync`` each get a fresh one, closed just
+  before their loop closes). Futures are resolved straight from pika's callbacks.
+- Capacity: ``x-max-length`` + ``x-overflow=reject-publish`` + publisher confirms matched by
+  delivery tag, so the broker refuses the publish whichever process sends (nack ->
+  ChannelFull; a returned publish means the queue is gone and is made again).
+- Receive: a consumer per queue that stays while receives keep coming (no consume/cancel
+  per receive). The broker counts only ready messages, so a delivery nobody waits for stays
+  unacked ("parked") only briefly and is requeued before this process sends to that queue
+  or after ``LINGER``; see receiving.py for the cases that hold more than capacity (a
+  sibling starving; senders in other processes while a consumer is open).
+- Expiry: per-queue ``x-message-ttl``; a queue unused for expiry + 60 s goes (``x-expires``).
+- Groups: one publish per group_send to ``amq.direct`` (routing key ``{prefix}:{group}``);
+  one forwarding queue per membership (``x-message-ttl=0``, dead-lettered into the member's
+  queue). Kept, although dead-lettering costs the broker more per copy than a direct
+  binding, because AMQP puts at most one copy of a publish into a queue and ``p!a``, ``p!b``
+  share one: only a queue per membership gives each member its own copy, counted (and
+  dropped when full) against the shared capacity exactly. It also keeps group expiry on the
+  broker (``x-expires`` = group_expiry, renewed by group_add) and lets any process add any
+  channel.
+- flush(): AMQP cannot list queues, so every declare notes the queue in a registry queue
+  (the note expires with the queue); flush reads it and deletes those queues. The broker
+  cancels consumers on deleted queues in every process; their owners drop what they held
+  parked and consume the queue again once it is made again. No notice exchange is needed.
+- What stays on the broker after close(): normal channel queues until read or expired, and
+  the prefix's registry queue (flush needs it across processes, see above). close() deletes
+  this instance's process queues and their memberships' forwarding queues, and closes its
+  connections; the layer creates no exchange of its own.
+  Process queues are neither exclusive nor auto-delete on purpose: a ``new_channel()`` name
+  must keep working, with what was sent to it, from the next event loop (LOOP-1, ASYNC-1:
+  ``async_to_sync`` makes a loop, and so a connection, per call), while an exclusive queue
+  dies with the connection that declared it and an auto-delete one with its last consumer.
+  A process that dies without close() leaves them to ``x-expires``.
 """
 
 from ..base import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage

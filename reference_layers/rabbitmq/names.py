@@ -8,22 +8,32 @@ from __future__ import annotations
 
 from ..base import is_process_specific, non_local_name
 
+# Group sends go through the broker's built-in direct exchange, with the prefix in the
+# routing key: it always exists (a publish to it can never fail with 404 and close the
+# publishing channel) and the layer leaves no exchange of its own behind.
+GROUPS_EXCHANGE = "amq.direct"
+
 
 class BrokerNames:
     def __init__(self, prefix: str):
         self.prefix = prefix
-        self.groups_exchange = f"{prefix}:groups"
-        # flush() tells every connected instance here to drop messages it already took off the
-        # broker (process channel buffers); each instance binds a private queue to it.
-        self.control_exchange = f"{prefix}:control"
         # Names of every queue this prefix created, so flush() can find them without the
         # management plugin (AMQP cannot list queues).
         self.registry = f"{prefix}:registry"
+        self._queue_stem = f"{prefix}:q:"
         self._membership_stem = f"{prefix}:m:"
 
     def queue(self, channel: str) -> str:
         """The queue holding ``channel``: its own, or its process's shared one for ``p!x``."""
-        return f"{self.prefix}:q:{non_local_name(channel) if is_process_specific(channel) else channel}"
+        return self._queue_stem + (non_local_name(channel) if is_process_specific(channel) else channel)
+
+    def channel_of(self, queue: str) -> str:
+        """The normal channel whose own queue this is."""
+        return queue[len(self._queue_stem):]
+
+    def group_key(self, group: str) -> str:
+        """Routing key of ``group`` on GROUPS_EXCHANGE."""
+        return f"{self.prefix}:{group}"
 
     def membership(self, group: str, channel: str) -> str:
         """The forwarding queue that makes ``channel`` a member of ``group``."""

@@ -1,0 +1,228 @@
+"""Session: what one event loop holds for a layer — its Link, the queues it declared, its
+receives — and how it gets (back) a working connection.
+
+Connecting tries each URL in turn (the nodes of a cluster, or stand-by brokers) until one
+answers or the layer's ``timeout`` has passed, then raises BrokerUnavailable: no call hangs.
+A node that just failed is tried last. When a connection drops while receives are waiting,
+a recovery task reconnects in the background and the receives carry on (receiving.py sets
+their consumers up again); if no node comes back within ``timeout`` they raise instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from .config import BrokerConfig
+from .link import BrokerRefused, BrokerUnavailable, Link, safe_url
+from .names import BrokerNames
+
+NOT_FOUND, PRECONDITION_FAILED = 404, 406
+# An unused channel queue lives this long past expiry: nothing in it could still be delivered.
+QUEUE_GRACE_SECONDS = 60
+REDECLARE_AFTER = QUEUE_GRACE_SECONDS / 3  # senders and receivers renew queues this often
+REGISTRY_LIMIT = 100_000
+RETRY_PAUSE = 0.25  # between rounds over every URL while no node answers
+
+
+@dataclass
+class Shared:
+    """Layer-wide facts every session uses (and the node cursor they move together)."""
+    config: BrokerConfig
+    names: BrokerNames
+    capacity_for: object  # channel -> int
+    expiry: float
+    connection_name: str
+    url_index: int = 0
+    active_url: str | None = None
+    sessions_open: set = field(default_factory=set)
+
+
+class Session:
+    def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop):
+        from .receiving import Receiver  # receiving needs Session's interface, not the reverse
+
+        self.shared = shared
+        self.loop = loop
+        self.link: Link | None = None
+        self._connecting: asyncio.Task | None = None
+        self._declared: dict[str, tuple[float, asyncio.Future]] = {}
+        self._registry_declared: asyncio.Future | None = None
+        self._recovery: asyncio.Task | None = None
+        self.receiver = Receiver(self)
+
+    # --- connection --------------------------------------------------------------------------
+    async def get_link(self) -> Link:
+        link = self.link
+        if link is not None and link.open:
+            return link
+        # One connect at a time, in a task of its own: a caller cancelled meanwhile (a receive
+        # under wait_for) must not abort a handshake other callers are waiting for.
+        if self._connecting is None:
+            self._connecting = self.loop.create_task(self._connect())
+            self._connecting.add_done_callback(self._connect_done)
+        return await asyncio.shield(self._connecting)
+
+    def _connect_done(self, task: asyncio.Task) -> None:
+        if self._connecting is task:
+            self._connecting = None
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every caller went away
+
+    async def _connect(self) -> Link:
+        config = self.shared.config
+        deadline = time.monotonic() + config.timeout
+        last_error: BaseException | None = None
+        while True:
+            for attempt in range(len(config.urls)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                index = (self.shared.url_index + attempt) % len(config.urls)
+                link = Link(self.loop, config, self.shared.connection_name, config.urls[index])
+                try:
+                    await link.connect(remaining)
+                except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001 - try the next node
+                    last_error = exc
+                    continue
+                self.shared.url_index = index
+                self.shared.active_url = config.urls[index]
+                self.shared.sessions_open.add(self)
+                self._adopt(link)
+                return link
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                urls = ", ".join(safe_url(url) for url in config.urls)
+                raise BrokerUnavailable(f"no RabbitMQ node answered at {urls} within {config.timeout:g} s "
+                                        f"(last error: {last_error!r})")
+            await asyncio.sleep(min(RETRY_PAUSE, remaining))
+
+    def _adopt(self, link: Link) -> None:
+        self.link = link
+        self._declared.clear()
+        self._registry_declared = None
+        link.on_lost = lambda exc: self._lost(link, exc)
+        link.on_consume_channel = lambda: self.receiver.on_consume_channel(link)
+        link.on_consumer_cancelled = self.receiver.on_consumer_cancelled
+
+    def _lost(self, link: Link, exc: BaseException) -> None:
+        if self.link is not link:
+            return
+        self.link = None
+        self.shared.sessions_open.discard(self)
+        # The node that failed is tried last next time.
+        self.shared.url_index = (self.shared.config.urls.index(link.url) + 1) % len(self.shared.config.urls)
+        self.receiver.on_link_lost()
+        if self.receiver.has_waiters() and self._recovery is None:
+            self._recovery = self.loop.create_task(self._recover())
+
+    async def _recover(self) -> None:
+        try:
+            link = await self.get_link()
+        except BrokerUnavailable as exc:
+            self.receiver.fail_all(exc)
+            return
+        except asyncio.CancelledError:
+            return
+        finally:
+            self._recovery = None
+        self.receiver.on_link(link)
+
+    async def close(self) -> None:
+        """Close the connection (the broker requeues unacked deliveries); waiting receives
+        on this loop get BrokerUnavailable."""
+        for task in (self._recovery, self._connecting):
+            if task is not None:
+                task.cancel()
+        self._recovery = self._connecting = None
+        self.receiver.close()
+        link, self.link = self.link, None
+        self.shared.sessions_open.discard(self)
+        if link is not None:
+            await link.close()
+
+    # --- queues --------------------------------------------------------------------------------
+    def queue_arguments(self, channel: str) -> dict:
+        ttl_ms = int(self.shared.expiry * 1000)
+        return {
+            "x-max-length": self.shared.capacity_for(channel),
+            "x-overflow": "reject-publish",
+            "x-message-ttl": ttl_ms,
+            "x-expires": ttl_ms + QUEUE_GRACE_SECONDS * 1000,
+        }
+
+    async def ensure_queue(self, queue: str, channel: str, force: bool = False) -> None:
+        """Declare ``queue`` unless this connection did recently (a declare renews x-expires);
+        concurrent callers share one declare."""
+        link = await self.get_link()
+        known = self._declared.get(queue)
+        now = time.monotonic()
+        if known is not None and not force and now - known[0] < REDECLARE_AFTER:
+            if not known[1].done():
+                try:
+                    await asyncio.shield(known[1])
+                    return
+                except Exception:  # noqa: BLE001 - that declare failed: try it ourselves
+                    pass
+            elif known[1].exception() is None:
+                return
+        future = self.loop.create_future()
+        self._declared[queue] = (now, future)
+        try:
+            arguments = self.queue_arguments(channel)
+            await self.declare(link, queue, arguments)
+            await self.register(link, queue, arguments["x-expires"])
+        except BaseException as exc:
+            if self._declared.get(queue, (0, None))[1] is future:
+                del self._declared[queue]
+            future.set_exception(exc if isinstance(exc, Exception) else BrokerUnavailable("cancelled"))
+            future.exception()  # retrieved: concurrent callers re-raise their own
+            raise
+        future.set_result(None)
+
+    def forget(self, queue: str) -> None:
+        self._declared.pop(queue, None)
+
+    def forget_all(self) -> None:
+        self._declared.clear()
+
+    async def declare(self, link: Link, queue: str, arguments: dict) -> None:
+        try:
+            await link.admin("queue_declare", queue, durable=False, arguments=arguments)
+        except BrokerRefused as exc:
+            if exc.reply_code != PRECONDITION_FAILED:
+                raise
+            # Made by a layer with other capacity/expiry settings: the first one's rules apply.
+            await link.admin("queue_declare", queue, passive=True)
+
+    async def register(self, link: Link, queue: str, ttl_ms: int) -> None:
+        """Note ``queue`` in the registry flush() reads (AMQP cannot list queues); the note
+        lapses with the queue. Not awaited: flush() only needs it on the broker before a
+        flush starts, and a publish on this channel is ahead of any later one."""
+        import pika
+
+        await self.ensure_registry(link)
+        noted = link.publish("", self.shared.names.registry, queue.encode(),
+                             pika.BasicProperties(expiration=str(ttl_ms)))
+        noted.add_done_callback(_ignore_outcome)
+
+    async def ensure_registry(self, link: Link) -> None:
+        """Declare the registry once per connection (a flush elsewhere never deletes it)."""
+        if self._registry_declared is None:
+            self._registry_declared = declared = self.loop.create_future()
+            try:
+                await link.admin("queue_declare", self.shared.names.registry, durable=False,
+                                 arguments={"x-max-length": REGISTRY_LIMIT})
+            except BaseException:
+                self._registry_declared = None
+                declared.cancel()
+                raise
+            declared.set_result(None)
+        elif not self._registry_declared.done():
+            await asyncio.shield(self._registry_declared)
+
+
+def _ignore_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
