@@ -45,13 +45,22 @@ _GROUP_NAME = re.compile(r"[A-Za-z0-9\-_.]+\Z")
 
 def check_channel_name(name: Any) -> str:
     """Return ``name`` if it is a valid channel name, else raise TypeError saying why."""
+    if type(name) is str and name in _VALID_CHANNELS:  # checked before: a set lookup, no regex
+        return name
     if not isinstance(name, str):
         raise TypeError(f"channel name must be a str, not {type(name).__name__}: {name!r}")
     if not 0 < len(name) <= MAX_NAME_LENGTH or not _CHANNEL_NAME.match(name):
         raise TypeError(
             f"invalid channel name {name!r}: use 1-{MAX_NAME_LENGTH} ASCII letters, digits, "
             "'-', '_', '.' and at most one '!'")
+    if type(name) is str:
+        if len(_VALID_CHANNELS) >= 10_000:
+            _VALID_CHANNELS.clear()
+        _VALID_CHANNELS.add(name)
     return name
+
+
+_VALID_CHANNELS: set[str] = set()  # names that passed (every send and receive checks its name)
 
 
 def check_group_name(name: Any) -> str:
@@ -103,7 +112,16 @@ def check_message(message: Any) -> None:
     """Raise TypeError unless ``message`` is a dict the wire can carry exactly."""
     if not isinstance(message, dict):
         raise TypeError(f"message must be a dict, not {type(message).__name__}: {message!r:.80}")
+    for key, value in message.items():  # fast path, no recursion: a flat dict of plain values
+        if type(key) is not str or (type(value) not in _PLAIN and not (
+                type(value) is int and INT64_MIN <= value <= INT64_MAX)):
+            break
+    else:
+        return
     _check_value(message, "message", 0)
+
+
+_PLAIN = frozenset((str, bytes, bool, float, type(None)))
 
 
 def _check_value(value: Any, path: str, depth: int) -> None:

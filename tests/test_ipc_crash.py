@@ -108,33 +108,61 @@ def test_killed_mid_receive(survivor, point):
     _assert_survivor_carries_on(survivor, "crash.kept", 3)
 
 
-# The two tests above hit the layer's hot path (a channel that exists and stays); these two
-# hit the general path in the same commit points: creating the channel, deleting it.
+# The two tests above change a channel that exists and stays; these two create the channel
+# (for 'p!x', also the counter entry all 'p!*' share) or delete it (and that counter, when it
+# was the last 'p!*' channel), in the same commit points. On the hot path since the hot path
+# creates and deletes entries itself; the journal must carry every one of those changes.
+CREATED_OR_DELETED = ["crash.fresh", "crash.proc!fresh"]
+
+
+@pytest.mark.parametrize("channel", CREATED_OR_DELETED)
 @pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
-def test_killed_mid_send_that_creates_the_channel(survivor, point):
+def test_killed_mid_send_that_creates_the_channel(survivor, point, channel):
     run(_send_all(survivor, "crash.kept", 3, "before"))
-    child = Child(survivor.prefix, "send", "crash.fresh", pause_at=f"send:{point}")
+    child = Child(survivor.prefix, "send", channel, pause_at=f"send:{point}")
     child.wait_paused()
     child.kill()
     assert check(survivor._current().segment) == []
     if point == "mid-apply":
-        assert run(survivor.receive("crash.fresh")) == {"type": "child.message", "from": "child"}
-    assert survivor._current().ops.held(b"crash.fresh") == 0
+        assert run(survivor.receive(channel)) == {"type": "child.message", "from": "child"}
+    assert survivor._current().ops.held(channel.encode()) == 0
     _assert_survivor_carries_on(survivor, "crash.kept", 3)
+    run(_send_all(survivor, channel, 2, "after"))  # the entries work again after the repair
+    assert run(_receive_all(survivor, channel, 2)) == [0, 1]
+    assert check(survivor._current().segment) == []
 
 
+@pytest.mark.parametrize("channel", CREATED_OR_DELETED)
 @pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
-def test_killed_mid_receive_of_the_last_message(survivor, point):
+def test_killed_mid_receive_of_the_last_message(survivor, point, channel):
     run(_send_all(survivor, "crash.kept", 3, "before"))
-    run(_send_all(survivor, "crash.target", 1, "target"))
-    child = Child(survivor.prefix, "receive", "crash.target", pause_at=f"receive:{point}")
+    run(_send_all(survivor, channel, 1, "target"))
+    child = Child(survivor.prefix, "receive", channel, pause_at=f"receive:{point}")
     child.wait_paused()
     child.kill()
     assert check(survivor._current().segment) == []
     expected = 1 if point == "before-commit" else 0  # after the commit the child had taken it
-    assert survivor._current().ops.held(b"crash.target") == expected
-    assert run(_receive_all(survivor, "crash.target", expected)) == [0] * expected
+    assert survivor._current().ops.held(channel.encode()) == expected
+    assert run(_receive_all(survivor, channel, expected)) == [0] * expected
     _assert_survivor_carries_on(survivor, "crash.kept", 3)
+    run(_send_all(survivor, channel, 2, "after"))
+    assert run(_receive_all(survivor, channel, 2)) == [0, 1]
+    assert check(survivor._current().segment) == []
+
+
+def test_killed_mid_receive_of_one_of_several_process_channels(survivor):
+    """Deleting one 'p!x' of several unlinks it from the middle of the counter's sibling list."""
+    names = ["crash.proc!a", "crash.proc!b", "crash.proc!c"]
+    for name in names:
+        run(_send_all(survivor, name, 1, "target"))
+    child = Child(survivor.prefix, "receive", "crash.proc!b", pause_at="receive:mid-apply")
+    child.wait_paused()
+    child.kill()
+    assert check(survivor._current().segment) == []
+    assert survivor._current().ops.held(b"crash.proc!b") == 2  # 'crash.proc!' counts a and c
+    assert [run(survivor.receive(name))["index"] for name in ("crash.proc!a", "crash.proc!c")] == [0, 0]
+    assert survivor._current().ops.held(b"crash.proc!a") == 0
+    assert check(survivor._current().segment) == []
 
 
 def test_killed_mid_group_send(survivor):

@@ -80,6 +80,38 @@ def test_ping_pong_across_processes(prefix):
         layer.close_sync()
 
 
+def test_a_receive_that_missed_a_poked_message_is_poked_again_by_the_same_sender(prefix):
+    """A sender process pokes each *arm* of a waiting receive once. Two receives of one loop
+    wait on a channel; one poke wakes both, one takes the message, the other finds nothing and
+    waits again. That new wait is a new arm: the same sender's next message must wake it."""
+    rounds = 5
+    far = FarSide(prefix, "echo", "xproc.go", "xproc.reply", rounds)
+    layer = IPCChannelLayer(prefix=prefix)
+
+    async def scenario():
+        replies = []
+        pending = {asyncio.ensure_future(layer.receive("xproc.reply")) for _ in range(2)}
+        for index in range(rounds):
+            await asyncio.sleep(0)  # every pending receive runs up to its wait (and arms)
+            await layer.send("xproc.go", {"type": "test.go", "n": index})
+            done, pending = await asyncio.wait(pending, timeout=ROUND_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            assert len(done) == 1, f"round {index}: {len(done)} receives returned"
+            replies.append(done.pop().result()["n"])
+            pending.add(asyncio.ensure_future(layer.receive("xproc.reply")))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return replies
+
+    try:
+        assert asyncio.run(scenario()) == list(range(rounds))
+        assert far.result() == list(range(rounds))
+        assert check(layer._current().segment) == []
+    finally:
+        far.stop()
+        layer.close_sync()
+
+
 def test_stream_through_a_small_capacity_across_processes(prefix):
     count = 2000
     far = FarSide(prefix, "sink", "xproc.stream", "-", count)

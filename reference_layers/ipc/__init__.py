@@ -10,16 +10,19 @@ default 64 MiB; when it is full, send raises ``SegmentFull``, a ``ChannelFull``)
 ``symmetric_encryption_keys``.
 
 How it fits together (one module each): ``layout`` (where things live in the segment),
-``locking`` (fcntl record locks the kernel releases when a process dies), ``segment``
-(opening, the redo journal that makes a crash at any point harmless, flush), ``store`` (the
-channel/group/waiter structures), ``hotpath`` (send/receive on an existing channel with one
-compact journal commit, falling back to ``store``), ``operations`` (one locked step per call), ``wakeups``
-(datagram pokes to waiting event loops), ``layer`` (the asyncio API), ``consistency`` (a
-checker) and ``__main__`` (``python -m reference_layers.ipc --cleanup PREFIX``).
+``robust_mutex`` (the segment lock: a robust pthread mutex in the segment, which the kernel
+hands on when its holder dies), ``locking`` (fcntl record locks: attaching, and the segment
+lock where there are no robust mutexes), ``journal`` (the redo journal that makes a crash at
+any point harmless), ``segment`` (opening, repair, waker slots, flush), ``store`` (the
+channel/group/waiter structures), ``hotpath`` + ``hotentries`` (one-chunk sends and
+receives, creating and deleting channel entries, each with one compact journal commit,
+falling back to ``store``), ``operations`` (one locked step per call), ``wakeups`` (datagram
+pokes to waiting event loops), ``layer`` (the asyncio API), ``consistency`` (a checker) and
+``__main__`` (``python -m reference_layers.ipc --cleanup PREFIX``).
 
-No semaphores are used: locks are fcntl locks on the segment's descriptor, and wake-ups go
-through sockets in the abstract namespace that disappear with their process, so the only
-named object to clean up is the segment itself.
+No semaphores are used: the locks live in the segment (or are fcntl locks on its
+descriptor), and wake-ups go through sockets in the abstract namespace that disappear with
+their process, so the only named object to clean up is the segment itself.
 """
 
 from ..base import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage

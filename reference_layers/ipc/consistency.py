@@ -10,7 +10,8 @@ from __future__ import annotations
 import zlib
 
 from . import layout as L
-from .segment import F64, U32, Segment
+from .journal import F64, U32
+from .segment import Segment
 from .store import chunks_for, counter_name
 
 

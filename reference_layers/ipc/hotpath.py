@@ -1,39 +1,56 @@
-"""The hot path: a send to, or a receive from, a channel that already exists, in one short step.
+"""The hot path: a send or a receive of a one-chunk message in one short locked step.
 
-Why it exists: the general :class:`~.segment.Transaction` (a read-your-writes dict, one
+Why it exists: the general :class:`~.journal.Transaction` (a read-your-writes dict, one
 journal record packed per field) costs tens of microseconds per call. The common cases
 change a handful of u32 fields whose new values can all be computed from memory read
 *before* any write, so they need no read-your-writes: the changes go into one compact
-redo-journal commit (:func:`~.segment.commit_u32s`: the same journal format, commit point
-and pause points, so crash repair is unchanged). Anything unusual — a channel that does not
-exist yet or would be emptied and deleted, an expired head, a message of more than one
-chunk, a full channel, a stale waiter — returns :data:`NOT_HANDLED`, and the caller takes
-the general path (``store.py``) in the same locked step.
+redo-journal commit (:func:`~.journal.commit_u32s`, or unrolled for the two commonest shapes:
+``commit_queue``, ``commit_dequeue``; the same journal format, commit point and pause
+points, so crash repair is unchanged). That includes creating the channel on
+its first send and deleting it when a receive empties it (``hotentries.py``): in a
+request/reply exchange that happens on every message. Anything unusual — an expired head,
+a message of more than one chunk, a full channel, a stale waiter, a full segment — returns
+:data:`NOT_HANDLED`, and the caller takes the general path (``store.py``) in the same
+locked step.
 
 Channel entries never move once placed, so their indices are cached per process; a cached
 index is trusted only if the entry still holds that channel's kind and name and the segment
 has not been re-formatted since (``H_FLUSHES`` counts flushes and crash re-formats).
 
-The *armed* flag of a waiter (field C) is the exception to "everything through the
-journal": it is one aligned u32 that nothing else depends on, so it is stored directly.
+The *armed* epoch of a waiter (fields C and E, see ``layout.WAITER_IDLE``) is the exception
+to "everything through the journal": only its own process writes it, under the lock, and
+nothing else depends on it, so it is stored directly.
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
 
 from . import layout as L
-from .segment import U32, U64, Segment, commit_u32s
+from .hotentries import EntryWrites
+from .journal import commit_dequeue, commit_queue, commit_u32s
+from .segment import Segment
 
 NOT_HANDLED = object()
 
-_FIELDS = struct.Struct("<6I")  # entry fields A..F
-_WAITER = struct.Struct("<4I")  # waiter: A slot, B token (low 32 bits), C armed, D next
+_ENTRY = struct.Struct("<II6I").unpack_from  # kind|namelen word, next, fields A..F
+_WAITER = struct.Struct("<5I").unpack_from  # waiter: A slot, B token (low 32 bits), C epoch low (0: idle), D next, E epoch high
 _MESSAGE = struct.Struct("<IIId")  # M_NEXT, M_LENGTH, M_LAST, M_EXPIRES (bytes 4..24 of a chunk)
+_MESSAGE_AT, _WRITE_MESSAGE = _MESSAGE.unpack_from, _MESSAGE.pack_into
+_CHUNK_HEADER = struct.Struct("<III").unpack_from  # H_CHUNK_BUMP, H_CHUNK_FREE, H_CHUNKS_USED
 _CACHE_LIMIT = 4096
+_CHANNEL_WORD = L.KIND_CHANNEL
+_ENTRY_SIZE, _CHUNK_SIZE, _FIRST_ROOM, _FIRST_DATA = L.ENTRY_SIZE, L.CHUNK_SIZE, L.FIRST_ROOM, L.FIRST_DATA
+_E_A, _E_B, _E_C, _E_D, _E_NAME, _M_NEXT = L.E_A, L.E_B, L.E_C, L.E_D, L.E_NAME, L.M_NEXT
+_H_CHUNK_BUMP, _H_CHUNK_FREE, _H_CHUNKS_USED = L.H_CHUNK_BUMP, L.H_CHUNK_FREE, L.H_CHUNKS_USED
+# word (u32) indices of header fields, for the segment's u32 view
+_W_FLUSHES, _W_CHUNK_BUMP, _W_CHUNK_FREE, _W_CHUNKS_USED = (L.H_FLUSHES >> 2, _H_CHUNK_BUMP >> 2,
+                                                           _H_CHUNK_FREE >> 2, _H_CHUNKS_USED >> 2)
+_EPOCH_HIGH = (L.E_E - L.E_C) >> 2  # words from a waiter's C to its E
 
-assert L.E_B - L.E_A == 4 and L.E_F - L.E_A == 20 and L.M_EXPIRES - L.M_NEXT == 12
+assert L.E_B - L.E_A == 4 and L.E_F - L.E_A == 20 and L.E_A - L.E_NEXT == 4 and L.M_EXPIRES - L.M_NEXT == 12
+assert L.H_CHUNK_FREE == L.H_CHUNK_BUMP + 4 and L.H_CHUNKS_USED == L.H_CHUNK_FREE + 4 and L.E_C == L.E_A + 8
+assert L.C_NEXT == 0 and _ENTRY_SIZE % 4 == 0 and _CHUNK_SIZE % 4 == 0 and L.W_TOKEN % 4 == 0
 
 
 class HotPath:
@@ -42,160 +59,250 @@ class HotPath:
     def __init__(self, segment: Segment):
         self.segment = segment
         layout = segment.layout
-        self.layout = layout
+        self.mem = segment.mem
+        self.words = segment.words
         self.journal = layout.journal
         self.entries = layout.entries
         self.chunks = layout.chunks
         self.wakers = layout.wakers
-        self.buckets = layout.buckets
-        self.n_buckets = layout.n_buckets
         self.n_chunks = layout.n_chunks
-        self.cache: dict[bytes, int] = {}
+        self.hashed = EntryWrites(layout, segment.mem, segment.words)
+        self.cache: dict[bytes, tuple[int, int, int]] = {}  # name -> (index, word of its entry, kind word)
         self.generation = -1
 
     def channel(self, name: bytes) -> int:
         """The entry index of channel ``name``, or 0 (NIL) if it has none."""
-        mem = self.segment.mem
-        generation = U32.unpack_from(mem, L.H_FLUSHES)[0]
-        cache = self.cache
-        if generation != self.generation:
-            cache.clear()
-            self.generation = generation
-        index = cache.get(name)
-        entries = self.entries
+        words = self.words
+        if words[_W_FLUSHES] != self.generation:
+            self.cache.clear()
+            self.generation = words[_W_FLUSHES]
+        cached = self.cache.get(name)
+        if cached is not None:
+            index, word, kind = cached
+            if words[word] & 0xFFFF == kind:
+                start = (word << 2) + _E_NAME
+                if self.mem[start:start + len(name)] == name:
+                    return index
+        index = self.hashed.find(L.KIND_CHANNEL, name)
         if index:
-            off = entries + index * L.ENTRY_SIZE
-            if (mem[off] == L.KIND_CHANNEL and mem[off + L.E_NAMELEN] == len(name)
-                    and mem[off + L.E_NAME:off + L.E_NAME + len(name)] == name):
-                return index
-        index = self._find(mem, name)
-        if index:
+            cache = self.cache
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
-            cache[name] = index
+            cache[name] = (index, (self.entries + index * _ENTRY_SIZE) >> 2, _CHANNEL_WORD | len(name) << 8)
         return index
 
-    def _find(self, mem, name: bytes) -> int:
-        """The bucket walk of ``Store.find``, reading memory directly (nothing is pending)."""
-        index = U32.unpack_from(mem, self.buckets + 4 * (zlib.crc32(name, L.KIND_CHANNEL) % self.n_buckets))[0]
-        entries, size = self.entries, len(name)
-        while index:
-            off = entries + index * L.ENTRY_SIZE
-            if (mem[off] == L.KIND_CHANNEL and mem[off + L.E_NAMELEN] == size
-                    and mem[off + L.E_NAME:off + L.E_NAME + size] == name):
-                return index
-            index = U32.unpack_from(mem, off + L.E_NEXT)[0]
-        return L.NIL
+    def _chunk(self, data: bytes, expires: float, writes: list) -> int:
+        """Take a chunk and copy a one-chunk message into it; 0 if the segment is full.
+
+        The bytes go straight into the chunk: nothing points at it until the commit. The
+        chunk's own link (C_NEXT) is left as it is: in a one-chunk message nothing reads it
+        (the length says there is no second chunk), and freeing the message rewrites it.
+        """
+        words = self.words
+        first = words[_W_CHUNK_FREE]
+        if first:
+            first_off = self.chunks + first * _CHUNK_SIZE
+            writes += (_H_CHUNK_FREE, 4, words[first_off >> 2])
+        else:
+            first = words[_W_CHUNK_BUMP]
+            if first > self.n_chunks:
+                return 0  # the general path raises SegmentFull with the details
+            first_off = self.chunks + first * _CHUNK_SIZE
+            writes += (_H_CHUNK_BUMP, 4, first + 1)
+        start = first_off + _FIRST_DATA
+        mem = self.mem
+        mem[start:start + len(data)] = data
+        _WRITE_MESSAGE(mem, first_off + _M_NEXT, L.NIL, len(data), first, expires)
+        writes += (_H_CHUNKS_USED, 4, words[_W_CHUNKS_USED] + 1)
+        return first
 
     def send(self, name: bytes, data: bytes, expires: float, capacity: int, label: str = "send"):
-        """Queue a one-chunk message on an existing channel: the waiters to poke, or NOT_HANDLED."""
-        if len(data) > L.FIRST_ROOM:
+        """Queue a one-chunk message: the waiters to poke [(slot, token, epoch)], or NOT_HANDLED."""
+        if len(data) > _FIRST_ROOM:
             return NOT_HANDLED
         index = self.channel(name)
         if not index:
-            return NOT_HANDLED
-        mem = self.segment.mem
-        off = self.entries + index * L.ENTRY_SIZE
-        _head, tail, count, _sibling, waiter, counter = _FIELDS.unpack_from(mem, off + L.E_A)
+            return self._send_creating(name, data, expires, capacity, label)
+        mem, words = self.mem, self.words
+        off = self.entries + index * _ENTRY_SIZE
+        _word, _next, head, tail, count, _sibling, waiter, counter = _ENTRY(mem, off)
         if counter:
-            held_off = self.entries + counter * L.ENTRY_SIZE + L.E_C
-            held = U32.unpack_from(mem, held_off)[0]
-        else:
-            held_off, held = off + L.E_C, count
-        if held >= capacity:
-            return NOT_HANDLED  # the general path prunes expired messages, then decides
-        pokes = self._armed_waiters(mem, waiter)
-        if pokes is None:
+            held_at = self.entries + counter * _ENTRY_SIZE + _E_C
+            held = words[held_at >> 2]
+            if held >= capacity:
+                return NOT_HANDLED  # the general path prunes expired messages, then decides
+        elif count >= capacity:
             return NOT_HANDLED
-        chunks = self.chunks
-        free = U32.unpack_from(mem, L.H_CHUNK_FREE)[0]
-        if free:
+        else:  # no counter: the count record repeats the channel's own count
+            held_at, held = off + _E_C, count
+        if waiter:
+            pokes = self._armed_waiters(waiter)
+            if pokes is None:
+                return NOT_HANDLED
+        else:
+            pokes = ()
+        bump, free, used = _CHUNK_HEADER(mem, _H_CHUNK_BUMP)
+        if free:  # take the first free chunk; its own link is left as it is (see _chunk)
             first = free
-            first_off = chunks + first * L.CHUNK_SIZE
-            writes = [L.H_CHUNK_FREE, 4, U32.unpack_from(mem, first_off + L.C_NEXT)[0], first_off + L.C_NEXT, 4, L.NIL]
+            first_off = self.chunks + first * _CHUNK_SIZE
+            free = words[first_off >> 2]
+        elif bump <= self.n_chunks:
+            first = bump
+            first_off = self.chunks + first * _CHUNK_SIZE
+            bump += 1
         else:
-            first = U32.unpack_from(mem, L.H_CHUNK_BUMP)[0]
-            if first > self.n_chunks:
-                return NOT_HANDLED  # the general path raises SegmentFull with the details
-            first_off = chunks + first * L.CHUNK_SIZE
-            U32.pack_into(mem, first_off + L.C_NEXT, L.NIL)  # a fresh chunk: nothing points at it
-            writes = [L.H_CHUNK_BUMP, 4, first + 1]
-        # the message itself goes straight into the chunk: nothing points at it until the commit
-        start = first_off + L.FIRST_DATA
+            return NOT_HANDLED  # the general path raises SegmentFull with the details
+        start = first_off + _FIRST_DATA
         mem[start:start + len(data)] = data
-        _MESSAGE.pack_into(mem, first_off + L.M_NEXT, L.NIL, len(data), first, expires)
+        _WRITE_MESSAGE(mem, first_off + _M_NEXT, L.NIL, len(data), first, expires)
         if tail:
-            writes += (chunks + tail * L.CHUNK_SIZE + L.M_NEXT, 4, first)
-        else:
-            writes += (off + L.E_A, 4, first)
-        writes += (off + L.E_B, 4, first, off + L.E_C, 4, count + 1)
-        if counter:
-            writes += (held_off, 4, held + 1)
-        writes += (L.H_CHUNKS_USED, 4, U32.unpack_from(mem, L.H_CHUNKS_USED)[0] + 1)
-        commit_u32s(mem, self.journal, label, writes)
+            link, head = self.chunks + tail * _CHUNK_SIZE + _M_NEXT, head
+        else:  # an empty queue: nothing to link; the record rewrites the new chunk's own 0
+            link, head = first_off + _M_NEXT, first
+        commit_queue(mem, self.journal, label, bump, free, used + 1, off + _E_A, head, first, count + 1,
+                     link, first if tail else L.NIL, held_at, held + 1)
         return pokes
 
-    def _armed_waiters(self, mem, waiter: int):
-        """(slot, token) of the armed waiters; None if one is stale (the general path drops it)."""
+    def _send_creating(self, name: bytes, data: bytes, expires: float, capacity: int, label: str):
+        """Send to a channel that has no entry yet: create it (and its ``p!`` counter if needed)."""
+        hashed, words = self.hashed, self.words
+        bang = name.find(b"!")
+        counter = held = 0
+        if bang >= 0:
+            counter_name = name[:bang + 1]
+            counter = hashed.find(L.KIND_COUNTER, counter_name)
+            if counter:
+                held_off = self.entries + counter * _ENTRY_SIZE + _E_C
+                held = words[held_off >> 2]
+        if held >= capacity:
+            return NOT_HANDLED
+        bucket = hashed.bucket(L.KIND_CHANNEL, name)
+        if bang >= 0 and not counter:
+            counter_bucket = hashed.bucket(L.KIND_COUNTER, counter_name)
+            if counter_bucket == bucket:
+                return NOT_HANDLED  # two inserts into one bucket: the general path orders them
+        writes = []
+        taken = hashed.take(1 if counter or bang < 0 else 2, writes)
+        if taken is None:
+            return NOT_HANDLED
+        first = self._chunk(data, expires, writes)
+        if not first:
+            return NOT_HANDLED
+        index = taken[0]
+        sibling = 0
+        if bang >= 0:
+            if counter:
+                counter_off = self.entries + counter * _ENTRY_SIZE
+                sibling = words[(counter_off + _E_D) >> 2]
+                writes += (counter_off + _E_D, 4, index, held_off, 4, held + 1)
+            else:
+                counter = taken[1]
+                hashed.fill(counter, L.KIND_COUNTER, counter_name, counter_bucket, (0, 0, 1, index, 0, 0), writes)
+        hashed.fill(index, L.KIND_CHANNEL, name, bucket, (first, first, 1, sibling, 0, counter), writes)
+        commit_u32s(self.mem, words, self.journal, label, writes)
+        return ()
+
+    def _armed_waiters(self, waiter: int):
+        """(slot, token, epoch) of the armed waiters; None if one is stale (the general path drops it)."""
         pokes = []
-        entries, wakers = self.entries, self.wakers
+        mem, words, entries, wakers = self.mem, self.words, self.entries, self.wakers
         while waiter:
-            slot, token, armed, following = _WAITER.unpack_from(mem, entries + waiter * L.ENTRY_SIZE + L.E_A)
+            slot, token, low, following, high = _WAITER(mem, entries + waiter * _ENTRY_SIZE + _E_A)
             waker_off = wakers + slot * L.WAKER_SIZE
-            if not (0 < slot < L.WAKER_SLOTS and mem[waker_off + L.W_STATE]
-                    and U32.unpack_from(mem, waker_off + L.W_TOKEN)[0] == token):
+            token_word = (waker_off + L.W_TOKEN) >> 2
+            if not (0 < slot < L.WAKER_SLOTS and mem[waker_off + L.W_STATE] and words[token_word] == token):
                 return None
-            if armed:
-                pokes.append((slot, U64.unpack_from(mem, waker_off + L.W_TOKEN)[0]))
+            if low:
+                pokes.append((slot, words[token_word + 1] << 32 | token, high << 32 | low))
             waiter = following
         return pokes
 
-    def pop(self, name: bytes, now: float, slot: int = 0, token: int = 0, disarm: bool = False):
+    def pop(self, name: bytes, now: float, slot: int = 0, token: int = 0, disarm: bool = False, epoch: int = 0):
         """Take the head message of ``name``: its bytes, None if there is none, or NOT_HANDLED.
 
         With ``slot`` (a waker slot), this is pop-or-arm for a receive registered on the
-        channel: found nothing -> its waiter is armed (senders will poke it); found a message
-        and ``disarm`` -> disarmed. NOT_HANDLED if that waiter is not registered.
+        channel: found nothing -> its waiter is armed with ``epoch`` (senders will poke it);
+        found a message and ``disarm`` -> idle. NOT_HANDLED if that waiter is not registered.
         """
         index = self.channel(name)
         if not index:
             return NOT_HANDLED if slot else None
-        mem = self.segment.mem
-        entries = self.entries
-        off = entries + index * L.ENTRY_SIZE
-        head, _tail, count, _sibling, waiter, counter = _FIELDS.unpack_from(mem, off + L.E_A)
-        armed_off = 0
+        mem, words, entries = self.mem, self.words, self.entries
+        off = entries + index * _ENTRY_SIZE
+        _word, _next, head, tail, count, _sibling, waiter, counter = _ENTRY(mem, off)
+        state = 0  # word index of our waiter's field C
         if slot:
             while waiter:
-                woff = entries + waiter * L.ENTRY_SIZE
-                w_slot, w_token, armed, following = _WAITER.unpack_from(mem, woff + L.E_A)
+                woff = entries + waiter * _ENTRY_SIZE + _E_A
+                w_slot, w_token, armed, following, _high = _WAITER(mem, woff)
                 if w_slot == slot and w_token == token:
-                    armed_off = woff + L.E_C
+                    state = (woff + 8) >> 2
                     break
                 waiter = following
             else:
                 return NOT_HANDLED
         if not head:
-            if armed_off and not armed:
-                U32.pack_into(mem, armed_off, 1)
+            if state:
+                words[state] = epoch & 0xFFFFFFFF
+                words[state + _EPOCH_HIGH] = epoch >> 32
             return None
-        chunks = self.chunks
-        head_off = chunks + head * L.CHUNK_SIZE
-        following, length, _last, expires = _MESSAGE.unpack_from(mem, head_off + L.M_NEXT)
-        if expires <= now or length > L.FIRST_ROOM or not (following or waiter):
-            return NOT_HANDLED  # expired, several chunks, or the channel would be deleted
-        start = head_off + L.FIRST_DATA
+        head_off = self.chunks + head * _CHUNK_SIZE
+        following, length, _last, expires = _MESSAGE_AT(mem, head_off + _M_NEXT)
+        if expires <= now or length > _FIRST_ROOM:
+            return NOT_HANDLED  # expired (the general path drops it and looks further), or long
+        start = head_off + _FIRST_DATA
         data = mem[start:start + length]
-        writes = [off + L.E_A, 4, following]
-        if not following:
-            writes += (off + L.E_B, 4, L.NIL)
-        writes += (off + L.E_C, 4, count - 1)
-        if counter:
-            counter_off = entries + counter * L.ENTRY_SIZE + L.E_C
-            writes += (counter_off, 4, U32.unpack_from(mem, counter_off)[0] - 1)
-        writes += (head_off + L.C_NEXT, 4, U32.unpack_from(mem, L.H_CHUNK_FREE)[0], L.H_CHUNK_FREE, 4, head,
-                   L.H_CHUNKS_USED, 4, U32.unpack_from(mem, L.H_CHUNKS_USED)[0] - 1)
-        commit_u32s(mem, self.journal, "receive", writes)
-        if armed_off and disarm and armed:
-            U32.pack_into(mem, armed_off, 0)
+        if following or waiter:  # the channel stays
+            if counter:
+                held_at = entries + counter * _ENTRY_SIZE + _E_C
+                held = words[held_at >> 2] - 1
+            else:  # no counter: the count record repeats the channel's own count
+                held_at, held = off + _E_C, count - 1
+            commit_dequeue(mem, self.journal, "receive", head, words[_W_CHUNKS_USED] - 1, head_off,
+                           words[_W_CHUNK_FREE], off + _E_A, following, tail if following else L.NIL,
+                           count - 1, held_at, held)
+        else:
+            writes = [head_off, 4, words[_W_CHUNK_FREE], _H_CHUNK_FREE, 4, head,
+                      _H_CHUNKS_USED, 4, words[_W_CHUNKS_USED] - 1]
+            if not self._delete(name, index, counter, writes):
+                return NOT_HANDLED
+            commit_u32s(mem, words, self.journal, "receive", writes)
+        if state and disarm and armed:
+            words[state] = L.WAITER_IDLE
         return data
+
+    def _delete(self, name: bytes, index: int, counter: int, writes: list) -> bool:
+        """Writes deleting the emptied channel ``index`` (and its counter if it was the last sibling)."""
+        hashed, words, entries = self.hashed, self.words, self.entries
+        bucket = hashed.bucket(L.KIND_CHANNEL, name)
+        if not hashed.unlink(bucket, index, writes):
+            return False
+        doomed = [index]  # freed last, so first to be taken again: the next send's channel (cached)
+        if counter:
+            counter_off = entries + counter * _ENTRY_SIZE
+            sibling = words[(entries + index * _ENTRY_SIZE + _E_D) >> 2]
+            first_sibling = words[(counter_off + _E_D) >> 2]
+            if first_sibling == index and not sibling:  # the last of this process's channels
+                counter_bucket = hashed.bucket(L.KIND_COUNTER, name[:name.find(b"!") + 1])
+                if counter_bucket == bucket or not hashed.unlink(counter_bucket, counter, writes):
+                    return False
+                doomed.insert(0, counter)
+            else:
+                writes += (counter_off + _E_C, 4, words[(counter_off + _E_C) >> 2] - 1)
+                if first_sibling == index:
+                    writes += (counter_off + _E_D, 4, sibling)
+                elif not _unlink_sibling(words, entries, first_sibling, index, sibling, writes):
+                    return False
+        hashed.free(doomed, writes)
+        return True
+
+
+def _unlink_sibling(words, entries: int, current: int, index: int, following: int, writes: list) -> bool:
+    """Take ``index`` out of a counter's sibling list (linked through field D)."""
+    while current:
+        link = entries + current * _ENTRY_SIZE + _E_D
+        current = words[link >> 2]
+        if current == index:
+            writes += (link, 4, following)
+            return True
+    return False

@@ -30,8 +30,8 @@ class _Attachment:
 
     def __init__(self, segment):
         self.segment = segment
-        self.ops = Operations(segment)
         self.poker = Poker(segment)
+        self.ops = Operations(segment, self.poker)
         self.fork_generation = segments.FORK_GENERATION[0]
 
 
@@ -107,38 +107,53 @@ class IPCChannelLayer(LayerCore):
 
     # --- channels --------------------------------------------------------------------------
     async def _send(self, channel: str, data: bytes) -> None:
-        attachment = self._current()
-        name = channel.encode()
+        attachment = self._attachment
+        if attachment is None or attachment.fork_generation != segments.FORK_GENERATION[0]:
+            attachment = self._attach()
         now = time.monotonic()
-        try:
-            waiters = attachment.ops.send(name, data, now + self.expiry, self.capacities.for_channel(channel), now)
+        try:  # queues the message in one locked step, then pokes the receives waiting for it
+            attachment.ops.send(channel.encode(), data, now + self.expiry, self.capacities.for_channel(channel), now)
         except Full:
             raise segments.ChannelFull(f"channel {channel!r} is full") from None
         except segments.SegmentFull as exc:
             raise segments.SegmentFull(f"channel {channel!r} cannot take more: {exc}") from None
-        if waiters:
-            attachment.poker.poke(waiters, name)
 
     async def _receive(self, channel: str) -> bytes:
-        attachment = self._current()
+        """Pop the next message; if there is none, wait for a poke and pop again.
+
+        A receive that finds a message returns without waiting on anything but the lock.
+        One that finds none has armed its loop's registration on the channel in that same
+        locked step (so any later send pokes it) and goes straight to sleep.
+        """
+        attachment = self._attachment
+        if attachment is None or attachment.fork_generation != segments.FORK_GENERATION[0]:
+            attachment = self._attach()
         name = channel.encode()
         ops = attachment.ops
         waker = self._wakers.get(asyncio.get_running_loop())
         if waker is not None and name in waker.registered and waker.segment is attachment.segment:
             # still registered from the last receive here: pop, arming the registration if empty
-            data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, not waker.listening(name))
+            data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, not waker.listening(name),
+                                  waker.epoch())
+            if data is not None:
+                return data
+            armed = True
         else:
             data = ops.pop(name, time.monotonic())
-        if data is not None:
-            return data
-        waker = self._waker(attachment)
+            if data is not None:
+                return data
+            waker = self._waker(attachment)
+            armed = False
         listener = waker.listen(name)
         try:
             while True:
-                waker.registered.add(name)
-                data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, waker.listening(name) <= 1)
-                if data is not None:
-                    return data
+                if not armed:
+                    waker.registered.add(name)
+                    data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token,
+                                          waker.listening(name) <= 1, waker.epoch())
+                    if data is not None:
+                        return data
+                armed = False
                 await listener.wait()
         finally:
             if waker.unlisten(name, listener) and not waker.closed:
@@ -152,14 +167,10 @@ class IPCChannelLayer(LayerCore):
         self._current().ops.group_discard(group.encode(), channel.encode())
 
     async def _group_send(self, group: str, data: bytes) -> None:
-        attachment = self._current()
         now = time.monotonic()
         capacity_of = self.capacities.for_channel
-        delivered = attachment.ops.group_send(group.encode(), data, now + self.expiry,
-                                              lambda name: capacity_of(name.decode()), now)
-        for name, waiters in delivered:
-            if waiters:
-                attachment.poker.poke(waiters, name)
+        self._current().ops.group_send(group.encode(), data, now + self.expiry,
+                                       lambda name: capacity_of(name.decode()), now)
 
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:

@@ -4,8 +4,9 @@ The segment is one POSIX shared-memory object, ``/asgi-ipc.<prefix>``, laid out 
 
     header | journal | waker slots | hash buckets | entries | chunks
 
-- header: magic, layout version, state, journal flag and the allocators' counters.
-- journal: the redo log of the transaction being committed (see ``segment.Transaction``).
+- header: magic, layout version, state, journal flag, the segment lock and the allocators'
+  counters.
+- journal: the redo log of the transaction being committed (see ``journal.Transaction``).
 - waker slots: one per waiting event loop in any process: how to poke it awake. Kept
   across flush(), so receivers blocked during a flush can be told to re-register.
 - hash buckets + entries: channels, the shared counters of process-specific channels
@@ -25,7 +26,7 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = b"ASGIIPC\x01"
-VERSION = 1
+VERSION = 2  # 2: the segment lock lives in the header (H_LOCK_KIND, H_MUTEX)
 NIL = 0
 
 # header fields (offsets)
@@ -33,16 +34,19 @@ H_MAGIC = 0  # 8 bytes
 H_VERSION = 8  # u32
 H_STATE = 12  # u8: see STATE_*
 H_JOURNAL_FLAG = 13  # u8: 1 while a committed transaction is being applied
+H_LOCK_KIND = 14  # u8: which segment lock every process uses (LOCK_*), fixed at creation
 H_SIZE = 16  # u64
 H_ENTRY_BUMP = 24  # u32: entries ever handed out since the last format (next fresh index)
 H_ENTRY_FREE = 28  # u32: head of the free-entry list
 H_CHUNK_BUMP = 32  # u32
 H_CHUNK_FREE = 36  # u32
 H_CHUNKS_USED = 40  # u32: chunks holding messages (for the emptiness test and the checker)
-H_FLUSHES = 44  # u32: how many times the segment was flushed (informational)
+H_FLUSHES = 44  # u32: how many times the segment was flushed or re-formatted
+H_MUTEX = 64  # 64 bytes: the robust pthread mutex (LOCK_ROBUST_MUTEX)
 HEADER_SIZE = 4096
 
 STATE_NEW, STATE_FORMATTING, STATE_READY, STATE_RETIRED = 0, 1, 2, 3
+LOCK_ROBUST_MUTEX, LOCK_FCNTL = 1, 2
 
 JOURNAL_SIZE = 256 * 1024
 JOURNAL_RECORD = struct.Struct("<QH")  # offset, length; the new bytes follow
@@ -69,8 +73,12 @@ KIND_CHANNEL = 1  # A head message, B tail message, C count, D next sibling ('p!
 KIND_COUNTER = 2  # 'p!': C messages held by all 'p!*', D first sibling channel
 KIND_GROUP = 3  # A first member, C member count
 KIND_MEMBER = 4  # A+B expiry (f64), D next member; name = the channel
-KIND_WAITER = 5  # A waker slot, B low 32 bits of the waker's token, C armed (a receive waits now), D next waiter
+KIND_WAITER = 5  # A waker slot, B low 32 bits of the waker's token, C+E armed epoch, D next waiter
 E_EXPIRY = E_A  # f64 over A and B (members)
+# A waiter is *armed* while a receive of its loop waits: C holds the low, E the high 32 bits of
+# the arm's epoch (odd, so C is never 0 when armed; 0 = idle). Each arm takes a new epoch from
+# its loop (wakeups.LoopWaker.epoch), so a sender process pokes each arm at most once.
+WAITER_IDLE = 0
 
 # chunks
 CHUNK_SIZE = 256

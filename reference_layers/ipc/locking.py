@@ -1,11 +1,14 @@
-"""Locks on the shared segment that the kernel releases when their holder dies.
+"""fcntl locks on the shared segment, which the kernel releases when their holder dies.
 
 Two locks live on the segment's own file descriptor, as fcntl record locks on single bytes:
 
-- the *segment lock* (byte 0, exclusive) serialises every change to the segment. A process
+- byte 0, exclusive, serialises creating and initialising the segment's header. It is also
+  the *segment lock* (serialising every change to the segment) of a segment made where the
+  C library has no robust mutexes; elsewhere that is ``robust_mutex.RobustMutex`` (an fcntl
+  lock costs two system calls per take, a mutex none when uncontended). A process
   killed while holding it (SIGKILL included) loses it at once, because the kernel drops
   record locks when the last descriptor of their holder goes away; the next holder then
-  repairs whatever the dead one left half-done (see ``segment.py``, the journal).
+  repairs whatever the dead one left half-done (see ``journal.py``).
 - the *attach lock* (byte 1) is held shared by every process that has the segment open. A
   process that can take it exclusively knows it is the last one, so it may unlink the segment.
 
@@ -79,6 +82,14 @@ class SegmentLock:
             self._record.unlock()
         finally:
             self._threads.release()
+
+    def try_acquire(self) -> int:
+        """``RobustMutex``'s interface: this lock just waits, then answers 0 (taken)."""
+        self.acquire()
+        return 0
+
+    def wait(self, result: int) -> None:  # pragma: no cover - try_acquire never declines
+        self.acquire()
 
     def __enter__(self):
         self.acquire()

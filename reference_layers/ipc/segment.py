@@ -1,174 +1,48 @@
-"""The shared segment: opening or creating it, its lock, crash repair, and transactions.
+"""The shared segment: opening or creating it, its lock, crash repair, waker slots, flush.
 
-Crash safety rests on one rule: every change to the segment's bookkeeping is made by a
-:class:`Transaction`, a redo log. Changes are collected in this process, written to the
-segment's journal, then *committed by a single one-byte store* (the journal flag), then
-applied, then the flag is cleared. A process killed before the flag is set changed nothing
-the others can see (message bytes may have been copied into chunks that were free, and stay
-free); one killed after it left a complete journal. The kernel drops its lock, and the next
-process to take the lock replays the journal (replaying twice is harmless) before doing
+Crash safety rests on the redo journal (``journal.py``): a process killed at any point leaves
+either nothing the others can see or a complete journal. The kernel frees its lock, and the
+next process to take the lock replays the journal (replaying twice is harmless) before doing
 anything else. flush() re-formats the bookkeeping under a "formatting" state byte, redone
 from the start by the next lock holder if the flusher dies halfway.
 
-Message bytes are the exception to "everything through the journal": they are copied
-straight into chunks that were free when the transaction began and that nothing points to
-until the commit, so copying never costs a second write. A transaction therefore never both
-frees and allocates chunks (``Transaction.freed`` enforces it).
+The lock is a robust pthread mutex in the header (``robust_mutex.py``), or an fcntl lock
+where the C library has no robust mutexes (``locking.py``): either way the kernel lets go
+of it when its holder dies.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import mmap
 import os
 import struct
+import sys
 import threading
-import time
 
 import posix_ipc
 
 from ..base import ChannelFull, LayerConfigError
 from . import layout as L
+from . import robust_mutex
+from .journal import U32, U64, Transaction, pause_point, replay_journal
 from .layout import Layout
 from .locking import AttachLock, SegmentLock
 
-U32 = struct.Struct("<I")
-U64 = struct.Struct("<Q")
-F64 = struct.Struct("<d")
-_RECORD = L.JOURNAL_RECORD
-
-# Test hook: "<op>:<point>" makes this process announce itself on stdout and stop at that
-# point of that operation's commit, so a test can SIGKILL it there (tests/test_ipc_crash.py).
-_PAUSE_AT = os.environ.get("ASGI_IPC_TEST_PAUSE_AT") or None
-
-
-def pause_point(label: str, point: str) -> None:
-    if _PAUSE_AT is not None and _PAUSE_AT == f"{label}:{point}":
-        os.write(1, f"ASGI_IPC_PAUSED {label}:{point}\n".encode())
-        while True:
-            time.sleep(3600)
+if sys.byteorder != "little" or struct.calcsize("I") != 4:  # pragma: no cover
+    raise ImportError("reference_layers.ipc needs a little-endian machine with 4-byte C ints "
+                      "(its segment is read as native u32 words)")
+_STATE_AND_FLAG = struct.Struct("<H").unpack_from  # H_STATE, then H_JOURNAL_FLAG in the high byte
+assert L.H_JOURNAL_FLAG == L.H_STATE + 1
 
 
 class SegmentFull(ChannelFull):
     """The shared segment has no room left for this message (or no free entry for a channel)."""
 
 
-class JournalOverflow(RuntimeError):
-    """One operation wanted to change more bookkeeping than the journal holds; nothing changed."""
-
-
 def segment_name(prefix: str) -> str:
     return f"/asgi-ipc.{prefix}"
-
-
-class Transaction:
-    """Changes to the segment's bookkeeping, invisible to others until :meth:`commit`.
-
-    Reads see this transaction's own writes. Each field is always read and written at the
-    same offset with the same width, so the pending writes are a dict keyed by offset.
-    """
-
-    __slots__ = ("mem", "writes", "label", "freed")
-
-    def __init__(self, mem, label: str):
-        self.mem = mem
-        self.writes: dict[int, bytes] = {}
-        self.label = label
-        self.freed = False
-
-    def u8(self, off: int) -> int:
-        w = self.writes.get(off)
-        return self.mem[off] if w is None else w[0]
-
-    def u32(self, off: int) -> int:
-        w = self.writes.get(off)
-        return U32.unpack_from(self.mem, off)[0] if w is None else U32.unpack(w)[0]
-
-    def f64(self, off: int) -> float:
-        w = self.writes.get(off)
-        return F64.unpack_from(self.mem, off)[0] if w is None else F64.unpack(w)[0]
-
-    def name(self, off: int) -> bytes:
-        w = self.writes.get(off + L.E_NAME)
-        if w is not None:
-            return w
-        start = off + L.E_NAME
-        return self.mem[start:start + self.u8(off + L.E_NAMELEN)]
-
-    def set_u8(self, off: int, value: int) -> None:
-        self.writes[off] = bytes((value,))
-
-    def set_u32(self, off: int, value: int) -> None:
-        self.writes[off] = U32.pack(value)
-
-    def set_f64(self, off: int, value: float) -> None:
-        self.writes[off] = F64.pack(value)
-
-    def set_bytes(self, off: int, value: bytes) -> None:
-        self.writes[off] = bytes(value)
-
-    def commit(self, journal: int) -> None:
-        writes = self.writes
-        if not writes:
-            return
-        parts = []
-        for off, data in writes.items():
-            parts.append(_RECORD.pack(off, len(data)))
-            parts.append(data)
-        payload = b"".join(parts)
-        if len(payload) + 4 > L.JOURNAL_SIZE:
-            raise JournalOverflow(f"{self.label}: {len(payload)} bytes of changes exceed the journal")
-        mem = self.mem
-        mem[journal + 4:journal + 4 + len(payload)] = payload
-        U32.pack_into(mem, journal, len(payload))
-        pause_point(self.label, "before-commit")
-        mem[L.H_JOURNAL_FLAG] = 1  # the commit point: one byte, so it cannot be torn
-        items = list(writes.items())
-        half = len(items) // 2
-        for off, data in items[:half]:
-            mem[off:off + len(data)] = data
-        pause_point(self.label, "mid-apply")
-        for off, data in items[half:]:
-            mem[off:off + len(data)] = data
-        mem[L.H_JOURNAL_FLAG] = 0
-
-
-# One Struct per record count: the journal length, then (offset, 4, value) per u32 field.
-_U32_JOURNALS = [struct.Struct("<I" + "QHI" * count) for count in range(17)]
-
-
-def commit_u32s(mem, journal: int, label: str, writes: list[int]) -> None:
-    """Commit ``writes`` (offset, 4, value, offset, 4, value, ...: u32 fields) like a Transaction.
-
-    The same journal format (the triples are its records), commit point and pause points as
-    :meth:`Transaction.commit`, for callers that computed every new value from memory read
-    before any write (so they need no read-your-writes): one pack for the whole journal.
-    """
-    count = len(writes) // 3
-    layout = _U32_JOURNALS[count]
-    layout.pack_into(mem, journal, layout.size - 4, *writes)
-    pause_point(label, "before-commit")
-    mem[L.H_JOURNAL_FLAG] = 1  # the commit point, as in Transaction.commit
-    pack_into = U32.pack_into
-    half = count // 2 * 3
-    for position in range(0, half, 3):
-        pack_into(mem, writes[position], writes[position + 2])
-    pause_point(label, "mid-apply")
-    for position in range(half, len(writes), 3):
-        pack_into(mem, writes[position], writes[position + 2])
-    mem[L.H_JOURNAL_FLAG] = 0
-
-
-def replay_journal(mem, journal: int) -> None:
-    """Finish the committed transaction of a process that died while applying it."""
-    length = U32.unpack_from(mem, journal)[0]
-    pos, end = journal + 4, journal + 4 + length
-    while pos < end:
-        off, size = _RECORD.unpack_from(mem, pos)
-        pos += _RECORD.size
-        mem[off:off + size] = mem[pos:pos + size]
-        pos += size
-    mem[L.H_JOURNAL_FLAG] = 0
 
 
 def format_bookkeeping(mem, layout: Layout) -> None:
@@ -219,10 +93,11 @@ class Segment:
                 f"cannot open shared segment {self.name}: {exc} (another user's prefix? pick another prefix)") from None
         fd = shm.fd
         self.attach_lock = AttachLock(fd)
-        self.lock = SegmentLock(fd)
+        self.lock = self._mutex_buffer = None
+        mem = None
         try:
             self.attach_lock.hold_shared()
-            with self.lock:
+            with SegmentLock(fd):  # the fcntl lock serialises creating and initialising the header
                 actual = os.fstat(fd).st_size
                 if actual == 0:
                     if not create:
@@ -230,37 +105,72 @@ class Segment:
                     os.ftruncate(fd, size)
                     actual = size
                 mem = mmap.mmap(fd, actual)
-                try:
-                    self.layout = self._check_header(mem, actual)
-                except BaseException:
-                    mem.close()
-                    raise
+                self.layout, fresh = self._check_header(mem, actual)
                 self.mem = mem
+                # every u32 field is 4-byte aligned: read and store them as items of this view
+                # (native order: the layout is little-endian, checked at import)
+                self.words = memoryview(mem)[:actual - actual % 4].cast("I")
+                self.lock = self._segment_lock(mem, fd, fresh)
+                self._try_acquire, self.release = self.lock.try_acquire, self.lock.release
+                if fresh:  # last: nobody uses a segment before its magic (the state stays NEW: repair formats)
+                    mem[L.H_MAGIC:L.H_MAGIC + 8] = L.MAGIC
+            with self.lock:  # the lock every operation takes: repair under it
                 if mem[L.H_STATE] == L.STATE_RETIRED:
-                    mem.close()
                     raise _Retired
                 self._repair()
         except BaseException:
+            self._drop_lock()
+            if mem is not None:
+                self._release_words()
+                mem.close()
             shm.close_fd()
             raise
         self._shm = shm
         self.fd = fd
 
-    def _check_header(self, mem, actual: int) -> Layout:
+    def _segment_lock(self, mem, fd: int, fresh: bool):
+        """The lock of this segment: a robust mutex in its header where the C library has them."""
+        if fresh:
+            mem[L.H_LOCK_KIND] = L.LOCK_ROBUST_MUTEX if robust_mutex.available() else L.LOCK_FCNTL
+        kind = mem[L.H_LOCK_KIND]
+        if kind == L.LOCK_FCNTL:
+            return SegmentLock(fd)
+        if kind != L.LOCK_ROBUST_MUTEX:
+            raise LayerConfigError(f"{self.name}: unknown lock kind {kind}: corrupt")
+        if not robust_mutex.available():
+            raise LayerConfigError(f"{self.name} is locked with a robust pthread mutex, which this "
+                                   "Python cannot use (no robust mutexes in its C library)")
+        self._mutex_buffer = (ctypes.c_char * robust_mutex.MUTEX_SIZE).from_buffer(mem, L.H_MUTEX)
+        if fresh:
+            robust_mutex.initialise(self._mutex_buffer)
+        return robust_mutex.RobustMutex(self._mutex_buffer)
+
+    def _drop_lock(self) -> None:
+        """Forget the ctypes view of the mutex (an exported buffer keeps the map from closing)."""
+        self.lock = self._mutex_buffer = self._try_acquire = None
+        self.__dict__.pop("release", None)
+
+    def _release_words(self) -> None:
+        """Let go of the u32 view (an exported buffer keeps the map from closing)."""
+        words, self.words = getattr(self, "words", None), None
+        if words is not None:
+            words.release()
+
+    def _check_header(self, mem, actual: int) -> tuple[Layout, bool]:
+        """The layout, and whether the header is fresh (the caller then writes the magic)."""
         magic = mem[L.H_MAGIC:L.H_MAGIC + 8]
         if magic == bytes(8) and mem[L.H_STATE] == L.STATE_NEW:
             layout = Layout.for_size(actual)
             U32.pack_into(mem, L.H_VERSION, L.VERSION)
             U64.pack_into(mem, L.H_SIZE, actual)
-            mem[L.H_MAGIC:L.H_MAGIC + 8] = L.MAGIC  # the state byte is still NEW: _repair formats
-            return layout
+            return layout, True
         if magic != L.MAGIC or U32.unpack_from(mem, L.H_VERSION)[0] != L.VERSION:
             raise LayerConfigError(f"{self.name} exists but is not an asgi-ipc segment of layout {L.VERSION}; "
                                    f"remove it with: python -m reference_layers.ipc --cleanup {self.prefix}")
         recorded = U64.unpack_from(mem, L.H_SIZE)[0]
         if recorded != actual:
             raise LayerConfigError(f"{self.name} records size {recorded} but is {actual} bytes: corrupt")
-        return Layout.for_size(actual)
+        return Layout.for_size(actual), False
 
     @property
     def size(self) -> int:
@@ -276,12 +186,13 @@ class Segment:
             replay_journal(mem, self.layout.journal)
 
     def acquire(self) -> None:
-        self.lock.acquire()
-        mem = self.mem
-        if mem[L.H_JOURNAL_FLAG] or mem[L.H_STATE] != L.STATE_READY:
+        result = self._try_acquire()
+        if result:
+            self.lock.wait(result)
+        if _STATE_AND_FLAG(self.mem, L.H_STATE)[0] != L.STATE_READY:  # not ready, or a journal to replay
             self._repair()
 
-    def release(self) -> None:
+    def release(self) -> None:  # replaced by the lock's own release once open (one call less)
         self.lock.release()
 
     def locked(self):
@@ -315,13 +226,14 @@ class Segment:
             if self.mem[off + L.W_STATE] and U64.unpack_from(self.mem, off + L.W_TOKEN)[0] == token:
                 self.mem[off + L.W_STATE] = 0
 
-    def live_wakers(self) -> list[tuple[int, int]]:
-        """(slot, token) of every registered waker; call with the lock held."""
+    def live_wakers(self) -> list[tuple[int, int, int]]:
+        """(slot, token, 0) of every registered waker (epoch 0: poke unconditionally); call
+        with the lock held."""
         mem, layout, found = self.mem, self.layout, []
         for slot in range(1, L.WAKER_SLOTS):
             off = layout.waker(slot)
             if mem[off + L.W_STATE]:
-                found.append((slot, U64.unpack_from(mem, off + L.W_TOKEN)[0]))
+                found.append((slot, U64.unpack_from(mem, off + L.W_TOKEN)[0], 0))
         return found
 
     def waker_token(self, slot: int) -> int | None:
@@ -337,18 +249,20 @@ class Segment:
             if self.mem[off + L.W_STATE] and U64.unpack_from(self.mem, off + L.W_TOKEN)[0] == token:
                 self.mem[off + L.W_OVERFLOW] = 1
 
-    def overflowed(self, slot: int) -> bool:
-        return bool(self.mem[self.layout.waker(slot) + L.W_OVERFLOW])
-
     def take_overflow(self, slot: int) -> bool:
-        with self.locked():
-            off = self.layout.waker(slot) + L.W_OVERFLOW
-            was = self.mem[off]
-            self.mem[off] = 0
-            return bool(was)
+        """Read and clear this waker's overflow flag; the caller then wakes all its receives.
+
+        No lock: the flag is one byte; a flag set before the clear is answered by the wake
+        that follows it, one set after the clear stays set for the next wake.
+        """
+        off = self.layout.waker(slot) + L.W_OVERFLOW
+        if not self.mem[off]:
+            return False
+        self.mem[off] = 0
+        return True
 
     # --- whole segment --------------------------------------------------------------------
-    def flush(self) -> list[tuple[int, int]]:
+    def flush(self) -> list[tuple[int, int, int]]:
         """Empty every channel and group; returns the wakers to tell (they must re-register)."""
         with self.locked():
             format_bookkeeping(self.mem, self.layout)
@@ -380,6 +294,8 @@ class Segment:
                             pass
                         removed = True
         finally:
+            self._drop_lock()
+            self._release_words()
             self.mem.close()
             self._shm.close_fd()
         return removed

@@ -1,5 +1,5 @@
 """Channels, groups and waiters as linked structures in the segment, changed only through a
-:class:`~.segment.Transaction`.
+:class:`~.journal.Transaction`.
 
 A channel is an entry (found through the hash buckets) whose queue is a linked list of
 messages; a message is a chain of chunks. Every process-specific channel ``p!x`` also points
@@ -17,7 +17,8 @@ from __future__ import annotations
 import zlib
 
 from . import layout as L
-from .segment import F64, U32, U64, SegmentFull, Transaction
+from .journal import F64, U32, U64, Transaction
+from .segment import SegmentFull
 
 
 _ALL_FIELDS = (L.E_NEXT, L.E_A, L.E_B, L.E_C, L.E_D, L.E_E, L.E_F)
@@ -196,10 +197,10 @@ class Store:
             index = self.find(tx, L.KIND_CHANNEL, channel)
         return self._field(tx, index, L.E_C) if index else 0
 
-    def send(self, tx: Transaction, channel: bytes, data: bytes, expires: float, capacity: int) -> list[tuple[int, int]]:
+    def send(self, tx: Transaction, channel: bytes, data: bytes, expires: float, capacity: int) -> list[tuple[int, int, int]]:
         """Queue one message; raises Full or SegmentFull having changed nothing.
 
-        Returns the waiters to poke: (waker slot, waker token).
+        Returns the waiters to poke: (waker slot, waker token, armed epoch).
         """
         counter = counter_name(channel)
         index = self.find(tx, L.KIND_CHANNEL, channel)
@@ -262,11 +263,11 @@ class Store:
         return index
 
     def pop_or_arm(self, tx: Transaction, channel: bytes, now: float, slot: int, token: int,
-                   disarm: bool) -> bytes | None:
+                   disarm: bool, epoch: int) -> bytes | None:
         """Pop a message for a receive of waker ``slot``, which stays registered on the channel.
 
-        Its waiter is *armed* (senders poke it) when nothing was found, disarmed when a
-        message was found and ``disarm`` (no other receive of that waker waits here).
+        Its waiter is *armed* with ``epoch`` (senders poke it) when nothing was found, made
+        idle when a message was found and ``disarm`` (no other receive of that waker waits here).
         """
         index = self.find(tx, L.KIND_CHANNEL, channel) or self._create_channel(tx, channel)
         waiter = self._field(tx, index, L.E_E)
@@ -282,9 +283,10 @@ class Store:
             self._set(tx, index, L.E_E, waiter)
         data = self.pop(tx, channel, now)  # the channel is kept: it has a waiter
         if data is None:
-            self._set(tx, waiter, L.E_C, 1)
+            self._set(tx, waiter, L.E_C, epoch & 0xFFFFFFFF)
+            self._set(tx, waiter, L.E_E, epoch >> 32)
         elif disarm:
-            self._set(tx, waiter, L.E_C, 0)
+            self._set(tx, waiter, L.E_C, L.WAITER_IDLE)
         return data
 
     def unregister(self, tx: Transaction, channel: bytes, slot: int, token: int) -> None:
@@ -306,8 +308,9 @@ class Store:
                 return
             previous, waiter = waiter, following
 
-    def _waiters(self, tx: Transaction, index: int) -> list[tuple[int, int]]:
-        """Who to poke: the armed waiters; waiters whose waker slot was freed or reused are dropped."""
+    def _waiters(self, tx: Transaction, index: int) -> list[tuple[int, int, int]]:
+        """Who to poke: (slot, token, epoch) of the armed waiters; waiters whose waker slot was
+        freed or reused are dropped."""
         found = []
         previous, waiter = L.NIL, self._field(tx, index, L.E_E)
         mem, waker = tx.mem, self.layout.waker
@@ -315,9 +318,11 @@ class Store:
             slot, token = self._field(tx, waiter, L.E_A), self._field(tx, waiter, L.E_B)
             following = self._field(tx, waiter, L.E_D)
             off = waker(slot)
-            if mem[off + L.W_STATE] and U32.unpack_from(mem, off + L.W_TOKEN)[0] == token:
-                if self._field(tx, waiter, L.E_C):  # armed: a receive is waiting right now
-                    found.append((slot, U64.unpack_from(mem, off + L.W_TOKEN)[0]))
+            if 0 < slot < L.WAKER_SLOTS and mem[off + L.W_STATE] and U32.unpack_from(mem, off + L.W_TOKEN)[0] == token:
+                low = self._field(tx, waiter, L.E_C)
+                if low != L.WAITER_IDLE:  # a receive is waiting right now
+                    epoch = self._field(tx, waiter, L.E_E) << 32 | low
+                    found.append((slot, U64.unpack_from(mem, off + L.W_TOKEN)[0], epoch))
                 previous = waiter
             else:
                 if previous:

@@ -16,7 +16,11 @@ finds the channel empty, and a sender reads the armed registrations in the same 
 in which it queues. Registrations outlive one receive (a loop receiving on a channel again and
 again stays listed; it is dropped once no receive of that loop waits there at the next turn
 of the loop), but only armed ones are poked: a receiver busy with the message it just took
-costs its senders no syscall. A sender never disarms anything, so a sender killed between its
+costs its senders no syscall. Each arm carries a new *epoch* from its loop, and a sender
+process remembers the last epoch it poked per waker: while a poked receiver is still waking
+up, that process's further sends do not poke it again; a receive that wakes and finds nothing
+arms afresh (a new epoch), so it is poked again. The memory of what was poked lives only in
+the sender's own process and a sender never disarms anything, so a sender killed between its
 commit and its poke cannot silence the pokes of the senders after it. A waker in the sender's
 own process is woken by a direct call (or ``call_soon_threadsafe``), not a datagram. A
 waker whose socket buffer is full gets an *overflow* flag in its slot instead, and then
@@ -61,25 +65,49 @@ class Poker:
         self.prefix = segment.prefix
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
+        self._addresses: dict[int, bytes] = {}
+        self._poked: dict[int, int] = {}  # waker token -> the last armed epoch this process poked
+
+    def _address(self, token: int) -> bytes:
+        address = self._addresses.get(token)
+        if address is None:
+            if len(self._addresses) >= 4096:
+                self._addresses.clear()
+            address = self._addresses[token] = waker_address(self.prefix, token)
+        return address
 
     def poke(self, waiters, payload: bytes) -> None:
-        for slot, token in waiters:
+        """Poke ``waiters`` [(slot, token, epoch)], after the step that found them let go of the lock.
+
+        Epoch 0 always pokes; a nonzero one is the arm found armed, and this process pokes each
+        arm once: while a receiver wakes up, further sends do not poke it again.
+        """
+        poked = self._poked
+        for slot, token, epoch in waiters:
+            if epoch and poked.get(token) == epoch:
+                continue  # this arm was poked by us already: the receiver will look anyway
             local = _LOCAL.get(token)
             if local is not None and local.notify(payload):
-                continue
-            try:
-                self.sock.sendto(payload, waker_address(self.prefix, token))
-            except BlockingIOError:
-                # its buffer is full of pokes: flag it, then poke again so it looks at the flag
-                self.segment.set_overflow(slot, token)
-                try:
-                    self.sock.sendto(WAKE_ALL, waker_address(self.prefix, token))
-                except OSError:
-                    pass
-            except (ConnectionRefusedError, FileNotFoundError):
-                self.segment.free_waker(slot, token)  # its process is gone
-            except OSError:
                 pass
+            else:
+                try:
+                    self.sock.sendto(payload, self._address(token))
+                except BlockingIOError:
+                    # its buffer is full of pokes: flag it, then poke again so it looks at the flag
+                    self.segment.set_overflow(slot, token)
+                    try:
+                        self.sock.sendto(WAKE_ALL, self._address(token))
+                    except OSError:
+                        pass
+                except (ConnectionRefusedError, FileNotFoundError):
+                    self.segment.free_waker(slot, token)  # its process is gone
+                    continue
+                except OSError:
+                    continue
+            if epoch:
+                if len(poked) >= 4096:
+                    poked.clear()
+                poked[token] = epoch
 
     def close(self) -> None:
         self.sock.close()
@@ -118,6 +146,7 @@ class LoopWaker:
         self.sock.bind(waker_address(segment.prefix, self.token))
         self.sock.setblocking(False)
         self.slot = segment.register_waker(self.token)
+        self._epoch = 1
         self.listeners: dict[bytes, list[Listener]] = {}
         self.registered: set[bytes] = set()  # channels this waker is (probably) listed on
         self._dropping: set[bytes] = set()  # channels with a drop_later pending
@@ -138,6 +167,11 @@ class LoopWaker:
         except RuntimeError:  # its loop is closed
             return False
         return True
+
+    def epoch(self) -> int:
+        """A new epoch for the next arm (odd, never reused by this waker, hence by its token)."""
+        self._epoch += 2
+        return self._epoch
 
     def listening(self, channel: bytes) -> int:
         return len(self.listeners.get(channel, ()))
@@ -176,20 +210,19 @@ class LoopWaker:
         return True
 
     def _readable(self) -> None:
-        names = set()
-        while True:
-            try:
-                names.add(self.sock.recv(256))
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break
-        self._wake(names)
+        # One datagram per call: any more keep the socket readable, so the loop calls again.
+        # Reading on until EAGAIN would add a failing system call (and an exception) to every
+        # wake-up, and pokes rarely queue up: a sender pokes each arm once.
+        try:
+            name = self.sock.recv(256)
+        except OSError:  # nothing after all (BlockingIOError, InterruptedError), or closed
+            return
+        self._wake((name,))
 
     def _wake(self, names) -> None:
         if self.closed:
             return
-        if WAKE_ALL in names or (self.segment.overflowed(self.slot) and self.segment.take_overflow(self.slot)):
+        if self.segment.take_overflow(self.slot) or WAKE_ALL in names:
             targets = [listener for group in self.listeners.values() for listener in group]
         else:
             targets = [listener for name in names for listener in self.listeners.get(name, ())]
