@@ -1,9 +1,9 @@
 """RabbitMQ reference channel layer (pika): ``reference_layers.rabbitmq.RabbitMQChannelLayer``.
 
-Modules: config (CONFIG keys), names (broker object names), loops (one session per event
-loop), link (one AMQP connection on one loop: confirms, admin commands), session (connecting,
-failover, recovery, queue declarations), receiving (consumers and waiting receives),
-broker_ops (sends, groups, flush), layer (the public class).
+Modules: config (CONFIG keys), names (broker object names), link (one AMQP connection on
+one loop: confirms, admin commands), session (connecting, failover, recovery, queue
+declarations; one per event loop through base.PerLoop), receiving (consumers and waiting
+receives), broker_ops (sends, groups, flush), layer (the public class).
 
 Design choices, and why:
 - No thread: each event loop that uses the layer gets its own pika ``AsyncioConnection`` on

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore, non_local_name
+from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore, PerLoop, non_local_name
 from . import broker_ops
 from .config import parse_broker_config
-from .loops import PerLoop
 from .names import BrokerNames
 from .session import Session, Shared
 

@@ -20,12 +20,12 @@ from ..base import (
     LayerConfigError,
     LayerCore,
     MessageTooLarge,
+    PerLoop,
     UnserialisableMessage,
 )
 from .hashring import HashRing
 from .hosts import parse_hosts
 from .keys import KeySpace
-from .loops import PerLoop
 from .receiver import TRANSIENT_ERRORS, Receiver
 from .shard import ShardClient
 from .wire import USES_HIREDIS
@@ -66,7 +66,7 @@ class RedisChannelLayer(LayerCore):
         self.keys = KeySpace(prefix)
         self._expiry_ms = max(1, round(self.expiry * 1000))
         self._group_expiry_ms = max(1, round(self.group_expiry * 1000))
-        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, self._close_loop_state)
+        self._loops: PerLoop[_LoopState] = PerLoop(lambda loop: self._new_loop_state(), self._close_loop_state)
 
     def __repr__(self):
         return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
