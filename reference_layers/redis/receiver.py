@@ -21,6 +21,7 @@ from collections import deque
 from typing import Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .shard import ShardClient
@@ -48,6 +49,8 @@ class Receiver:
         self._wake: asyncio.Future | None = None  # the loop sleeps on it when nothing is to do
         self._bell = shard.keys.bell(capacity_key).encode()
         self._last_id = 0  # the bell's last id when the latest pop ran
+        self._subscribed = False  # a push to our key surely rings us (so a sleeping loop may trust its pops)
+        self._early: tuple[asyncio.Future, list[str]] | None = None  # a pop a poke already sent
         shard.bells.listen(self._bell, self._on_ring)
 
     # --- called by receive() -----------------------------------------------------------------
@@ -73,19 +76,29 @@ class Receiver:
 
     def _on_ring(self, message_id: int) -> None:
         """A push rang the bell (or, with -1, the bell connection was lost): look again."""
+        if message_id < 0:
+            self._subscribed = False
         if (message_id < 0 or message_id > self._last_id) and self._waiters:
             self.poke()
 
     def poke(self) -> None:
-        """This process just wrote a push for our capacity key: pop again (no bell needed).
+        """A push for our key was rung, or written by this process: pop again.
 
-        The pop goes out behind the push on the same connection, so a receive waiting here
-        gets a message sent by its own process one round trip sooner than through the bell.
+        A loop asleep gets its pop sent right here, in this turn of the event loop: behind a
+        push of this process on the same connection (so it finds the message; no bell needed),
+        and without waiting for the loop's task to be scheduled first.
         """
-        if self._waiters:
-            self._dirty = True
-            if self._wake is not None and not self._wake.done():
-                self._wake.set_result(None)
+        if not self._waiters:
+            return
+        self._dirty = True
+        if self._wake is not None and not self._wake.done():
+            if self._early is None and self._subscribed and not self._closing:
+                wanted = self._wanted()
+                if wanted:
+                    future = self.shard.pop_now(self.capacity_key, wanted)
+                    if future is not None:
+                        self._early = (future, list(wanted))
+            self._wake.set_result(None)
 
     def give_back(self, channel: str, entry: bytes) -> None:
         """A receive was cancelled holding ``entry``: the next receiver gets it, or Redis does."""
@@ -127,6 +140,15 @@ class Receiver:
                 return True
         return False
 
+    def _wanted(self) -> dict[str, int]:
+        """How many messages each channel's live waiters want."""
+        wanted = {}
+        for channel, waiters in self._waiters.items():
+            live = sum(1 for future in waiters if not future.done())
+            if live:
+                wanted[channel] = live
+        return wanted
+
     async def _sleep(self, timeout: float | None = None) -> None:
         """Wait until kicked or poked (or ``timeout`` passes)."""
         loop = asyncio.get_running_loop()
@@ -158,16 +180,23 @@ class Receiver:
                     self._dirty = True  # rung, poked, a new receiver, or time to look anyway
                     continue
                 self._dirty = False
-                wanted = {}
-                for channel, waiters in self._waiters.items():
-                    live = sum(1 for future in waiters if not future.done())
-                    if live:
-                        wanted[channel] = live
-                if not wanted:
+                early, self._early = self._early, None
+                wanted = self._wanted() if early is None else None
+                if early is None and not wanted:
                     continue
                 try:
-                    await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
-                    last_id, entries = await self.shard.pop(self.capacity_key, wanted)
+                    if early is not None:
+                        future, channels = early
+                        try:
+                            reply = await asyncio.shield(future)
+                        except ResponseError:  # e.g. NOSCRIPT after SCRIPT FLUSH: pop() loads it
+                            self._dirty = True
+                            continue
+                        last_id, entries = self.shard.popped(reply, channels)
+                    else:
+                        await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
+                        self._subscribed = True
+                        last_id, entries = await self.shard.pop(self.capacity_key, wanted)
                 except TRANSIENT_ERRORS:
                     log.debug("pop from %s failed; retrying", self.capacity_key, exc_info=True)
                     self._dirty = True

@@ -101,12 +101,25 @@ class ShardClient:
     async def pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[int, list[tuple[str, bytes]]]:
         """Up to ``wanted[channel]`` unexpired messages of each channel, and the bell's last id."""
         channels = list(wanted)
-        queue = self.keys.queue
-        reply = await self.run(
-            POP, [self.keys.count(capacity_key), self.keys.bell(capacity_key), *map(queue, channels)],
-            list(wanted.values()))
-        entries = [(channels[reply[i] - 1], reply[i + 1]) for i in range(2, len(reply), 2)]
-        return int(reply[1]), entries
+        reply = await self.run(POP, self._pop_keys(capacity_key, channels), list(wanted.values()))
+        return self.popped(reply, channels)
+
+    def pop_now(self, capacity_key: str, wanted: dict[str, int]) -> asyncio.Future | None:
+        """Queue the same pop at once, without awaiting anything: its reply's future, or None
+        if the connection is not open (then ``pop`` connects). Read the reply with ``popped``."""
+        wire = self._commands
+        if wire is None or wire.closed:
+            return None
+        keys = self._pop_keys(capacity_key, list(wanted))
+        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, *wanted.values()))
+
+    @staticmethod
+    def popped(reply: list, channels: list[str]) -> tuple[int, list[tuple[str, bytes]]]:
+        """POP's reply as (the bell's last id, [(channel, entry), ...])."""
+        return int(reply[1]), [(channels[reply[i] - 1], reply[i + 1]) for i in range(2, len(reply), 2)]
+
+    def _pop_keys(self, capacity_key: str, channels: list[str]) -> list[str]:
+        return [self.keys.count(capacity_key), self.keys.bell(capacity_key), *map(self.keys.queue, channels)]
 
     async def start_pop_one(self, channel: str) -> asyncio.Future:
         """Write a pop of one message of ``channel``; the future gets POP's raw reply.
