@@ -9,7 +9,6 @@ cancellation; expiry uses the server's clock. See scripts.py for the storage lay
 from __future__ import annotations
 
 import asyncio
-import functools
 from dataclasses import dataclass, field
 
 from redis.exceptions import ResponseError
@@ -114,24 +113,25 @@ class RedisChannelLayer(LayerCore):
         """Nobody here waits on ``key``: pop one message of ``channel`` from this task, without
         the receiver loop (the common case: a message is already there). None if none was,
         or the pop failed: the receiver loop then waits, retries and subscribes as usual."""
+        shard = state.shards[self.ring.index_for(key)]
         state.taking.add(key)
         try:
-            reply = await state.shards[self.ring.index_for(key)].start_pop_one(channel)
+            future, channels = await shard.start_pop(key, {channel: 1})
             try:
-                popped = await asyncio.shield(reply)
-            except asyncio.CancelledError:
-                reply.add_done_callback(functools.partial(self._give_back_popped, channel))
+                _, entries = shard.popped(await asyncio.shield(future), channels)
+            except asyncio.CancelledError:  # the pop is on the wire: what it takes goes on
+                try:
+                    _, entries = shard.popped(await future, channels)
+                except Exception:  # noqa: BLE001 - no reply: it took nothing
+                    raise asyncio.CancelledError from None
+                for popped_channel, entry in entries:
+                    self._receiver(popped_channel).give_back(popped_channel, entry)
                 raise
         except (ResponseError, *TRANSIENT_ERRORS):
             return None
         finally:
             state.taking.discard(key)
-        return popped[3] if len(popped) > 2 else None
-
-    def _give_back_popped(self, channel: str, reply: asyncio.Future) -> None:
-        """A receive was cancelled while its pop was on the wire: its message goes on."""
-        if not reply.cancelled() and reply.exception() is None and len(reply.result()) > 2:
-            self._receiver(channel).give_back(channel, reply.result()[3])
+        return entries[0][1] if entries else None
 
     def _receiver(self, channel: str) -> Receiver:
         state = self._loops.current()

@@ -95,9 +95,7 @@ class Receiver:
             if self._early is None and self._subscribed and not self._closing:
                 wanted = self._wanted()
                 if wanted:
-                    future = self.shard.pop_now(self.capacity_key, wanted)
-                    if future is not None:
-                        self._early = (future, list(wanted))
+                    self._early = self.shard.pop_now(self.capacity_key, wanted)
             self._wake.set_result(None)
 
     def give_back(self, channel: str, entry: bytes) -> None:
@@ -140,6 +138,20 @@ class Receiver:
                 return True
         return False
 
+    async def _popped(self, future: asyncio.Future, channels: list[str]):
+        """The pop's reply. If this task is cancelled meanwhile (its event loop shutting down),
+        what the pop took still goes back to Redis before the cancellation goes on."""
+        try:
+            return self.shard.popped(await asyncio.shield(future), channels)
+        except asyncio.CancelledError:
+            try:
+                _, entries = self.shard.popped(await future, channels)
+            except Exception:  # noqa: BLE001 - no reply: the pop took nothing we could lose
+                raise asyncio.CancelledError from None
+            self._returns.extend(entries)
+            await self._return_undelivered()
+            raise
+
     def _wanted(self) -> dict[str, int]:
         """How many messages each channel's live waiters want."""
         wanted = {}
@@ -180,23 +192,22 @@ class Receiver:
                     self._dirty = True  # rung, poked, a new receiver, or time to look anyway
                     continue
                 self._dirty = False
-                early, self._early = self._early, None
-                wanted = self._wanted() if early is None else None
-                if early is None and not wanted:
-                    continue
                 try:
-                    if early is not None:
-                        future, channels = early
-                        try:
-                            reply = await asyncio.shield(future)
-                        except ResponseError:  # e.g. NOSCRIPT after SCRIPT FLUSH: pop() loads it
-                            self._dirty = True
-                            continue
-                        last_id, entries = self.shard.popped(reply, channels)
-                    else:
+                    pending, self._early = self._early, None
+                    if pending is None:
                         await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
                         self._subscribed = True
-                        last_id, entries = await self.shard.pop(self.capacity_key, wanted)
+                        wanted = self._wanted()  # after any wait: a receiver may have left meanwhile
+                        if not wanted:
+                            continue
+                        pending = await self.shard.start_pop(self.capacity_key, wanted)
+                    last_id, entries = await self._popped(*pending)
+                except ResponseError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    await self.shard.load_scripts()  # gone after a SCRIPT FLUSH: pop again
+                    self._dirty = True
+                    continue
                 except TRANSIENT_ERRORS:
                     log.debug("pop from %s failed; retrying", self.capacity_key, exc_info=True)
                     self._dirty = True

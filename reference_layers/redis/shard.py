@@ -35,7 +35,7 @@ class Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
 
 
-SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND = (
+SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND = tuple(
     Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, scripts.GROUP_ADD,
                                   scripts.GROUP_DISCARD, scripts.GROUP_SEND))
 
@@ -98,20 +98,29 @@ class ShardClient:
         return bool(await self.run(SEND, [keys.queue(channel), keys.count(key), keys.bell(key)],
                                    [expiry_ms, capacity, body], after_write))
 
-    async def pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[int, list[tuple[str, bytes]]]:
-        """Up to ``wanted[channel]`` unexpired messages of each channel, and the bell's last id."""
-        channels = list(wanted)
-        reply = await self.run(POP, self._pop_keys(capacity_key, channels), list(wanted.values()))
-        return self.popped(reply, channels)
+    async def start_pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]]:
+        """Queue a pop of up to ``wanted[channel]`` unexpired messages of each channel:
+        (its reply's future, the channels), to read with ``popped``."""
+        wire = self._commands
+        if wire is None or wire.closed:
+            wire = await self._connect()
+        return self._queue_pop(wire, capacity_key, wanted)
 
-    def pop_now(self, capacity_key: str, wanted: dict[str, int]) -> asyncio.Future | None:
-        """Queue the same pop at once, without awaiting anything: its reply's future, or None
-        if the connection is not open (then ``pop`` connects). Read the reply with ``popped``."""
+    def pop_now(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]] | None:
+        """The same, queued without awaiting anything; None if the connection is not open."""
         wire = self._commands
         if wire is None or wire.closed:
             return None
-        keys = self._pop_keys(capacity_key, list(wanted))
-        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, *wanted.values()))
+        return self._queue_pop(wire, capacity_key, wanted)
+
+    def _queue_pop(self, wire: Wire, capacity_key: str, wanted: dict[str, int]):
+        channels = list(wanted)
+        keys = self._pop_keys(capacity_key, channels)
+        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, *wanted.values())), channels
+
+    async def load_scripts(self) -> None:
+        for script in SCRIPTS:
+            await self.call(b"SCRIPT", b"LOAD", script.source)
 
     @staticmethod
     def popped(reply: list, channels: list[str]) -> tuple[int, list[tuple[str, bytes]]]:
@@ -120,19 +129,6 @@ class ShardClient:
 
     def _pop_keys(self, capacity_key: str, channels: list[str]) -> list[str]:
         return [self.keys.count(capacity_key), self.keys.bell(capacity_key), *map(self.keys.queue, channels)]
-
-    async def start_pop_one(self, channel: str) -> asyncio.Future:
-        """Write a pop of one message of ``channel``; the future gets POP's raw reply.
-
-        The reply reaches the future even if its caller stops waiting (see wire.py), so a
-        caller cancelled meanwhile can still hand the message on.
-        """
-        keys = self.keys
-        key = keys.capacity_key(channel)
-        wire = self._commands
-        if wire is None or wire.closed:
-            wire = await self._connect()
-        return wire.call(pack(b"EVALSHA", POP.sha, 3, keys.count(key), keys.bell(key), keys.queue(channel), 1))
 
     async def push_back(self, capacity_key: str, channel: str, entries: list[bytes], ttl_ms: int) -> None:
         await self.run(PUSH_BACK, [self.keys.count(capacity_key), self.keys.bell(capacity_key),
