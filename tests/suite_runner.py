@@ -1,9 +1,18 @@
-"""Run the conformance suite against a layer in a subprocess, as a user would, and read its report."""
+"""Run the conformance suite against a layer in a subprocess, as a user would, and read its report.
+
+``in_process=True`` runs it inside the test's own process instead: no interpreter, pytest and
+plugin start-up per run, for the many short runs of the mutant tests (a layer that is plain
+Python and needs no process of its own).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
+
+import pytest
 
 
 @dataclass
@@ -22,14 +31,43 @@ class SuiteRun:
 
 
 def run_suite(pytester, layer: str, *args: str, config: dict | None = None, strict: bool = True,
-              timeout: float = 600) -> SuiteRun:
-    """``pytest --asgi-layer=LAYER ...`` in pytester's empty folder; returns the run and the JSON report."""
+              timeout: float = 600, in_process: bool = False) -> SuiteRun:
+    """``pytest --asgi-layer=LAYER ...`` in pytester's empty folder; returns the run and the JSON report.
+
+    ``timeout`` bounds a subprocess run; an in-process run is bounded by the calling test's own
+    time limit (pytest-timeout).
+    """
     report_path = pytester.path / "conformance.json"
     argv = [f"--asgi-layer={layer}", f"--asgi-report={report_path}", "-p", "no:cacheprovider", "-q"]
     if strict:
         argv.append("--asgi-strict")
     if config is not None:
         argv.append("--asgi-layer-config=" + json.dumps(config))
-    result = pytester.runpytest_subprocess(*argv, *args, timeout=timeout)
+    if in_process:
+        result = _run_in_process(pytester, *argv, *args)
+    else:
+        result = pytester.runpytest_subprocess(*argv, *args, timeout=timeout)
     assert report_path.exists(), "the suite wrote no report:\n" + "\n".join(result.outlines[-30:])
     return SuiteRun(result, json.loads(report_path.read_text()))
+
+
+def _run_in_process(pytester, *argv: str):
+    """One suite run in this process, leaving no trace in the next one.
+
+    pytester gives the run its own config (so its own report, target and options) and restores
+    sys.modules and sys.path afterwards; the one run-wide thing left is the suite's SETTINGS,
+    which the plugin sets from the options and whose current values are its options' defaults.
+    """
+    from asgi_conformance import spec
+
+    saved = dataclasses.replace(spec.SETTINGS)
+    try:
+        with warnings.catch_warnings():
+            # Other plugins' nags about the run's own set-up (pytest-asyncio's unset ini option,
+            # pytest-benchmark under xdist) would land on the calling test; a subprocess run
+            # prints them to its own output instead. The suite's tests catch their own warnings.
+            warnings.simplefilter("ignore", pytest.PytestWarning)
+            return pytester.runpytest_inprocess(*argv)
+    finally:  # restored in place: the suite's modules hold this very object
+        for field in dataclasses.fields(saved):
+            setattr(spec.SETTINGS, field.name, getattr(saved, field.name))

@@ -2,7 +2,6 @@
 the requirement it breaks, the reference in-memory layer PASSes them all, and Django
 Channels' own InMemoryChannelLayer is run through them for the record."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -41,8 +40,8 @@ MUTANTS = [
 
 @pytest.fixture(autouse=True)
 def repo_importable(monkeypatch):
-    """The suite runs in a subprocess in an empty folder; it must still import tests.mutants_part1."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    """The suite runs in pytester's empty folder; it must still import tests.mutants_part1."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
 
 
 def test_every_requirement_of_these_areas_has_a_mutant():
@@ -54,14 +53,14 @@ def test_the_suite_fails_a_layer_that_breaks_the_requirement(pytester, requireme
     # A control requirement the mutant keeps proves it loads and works: the FAIL is the bug's.
     control = "MSG-2" if requirement_id == "CAP-1" else "CAP-1"
     run = run_suite(pytester, f"tests.mutants_part1.{mutant}", "--asgi-single-process",
-                    f"--asgi-requirement={requirement_id}", f"--asgi-requirement={control}")
+                    f"--asgi-requirement={requirement_id}", f"--asgi-requirement={control}", in_process=True)
     assert run.status(requirement_id) == "FAIL", run.report
     assert run.status(control) == "PASS", run.with_status(run.status(control))
 
 
 def test_the_reference_in_memory_layer_passes_every_requirement_of_these_areas(pytester):
     run = run_suite(pytester, "reference_layers.inmemory.InMemoryChannelLayer", "--asgi-single-process",
-                    *[f"--asgi-requirement={area}" for area in AREAS])
+                    *[f"--asgi-requirement={area}" for area in AREAS], in_process=True)
     statuses = {rid: run.status(rid) for rid in REQUIREMENT_IDS}
     assert statuses == {rid: "PASS" for rid in REQUIREMENT_IDS}, {
         rid: run.with_status(status).get(rid) for rid, status in statuses.items() if status != "PASS"}
@@ -70,7 +69,7 @@ def test_the_reference_in_memory_layer_passes_every_requirement_of_these_areas(p
 def test_django_channels_in_memory_layer_is_judged_on_every_requirement_of_these_areas(pytester):
     """Its verdicts are findings about that layer, printed here; the suite is never softened for them."""
     run = run_suite(pytester, "channels.layers.InMemoryChannelLayer", "--asgi-single-process",
-                    *[f"--asgi-requirement={area}" for area in AREAS])
+                    *[f"--asgi-requirement={area}" for area in AREAS], in_process=True)
     for rid in REQUIREMENT_IDS:
         details = run.with_status(run.status(rid)).get(rid) or []
         print(f"channels.layers.InMemoryChannelLayer {rid}: {run.status(rid)} {details[:1]}")

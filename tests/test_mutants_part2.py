@@ -38,15 +38,14 @@ AREAS = ["CHAN", "GRP", "FLUSH", "EXT", "ASYNC", "LOOP"]
 
 @pytest.fixture
 def importable_mutants(monkeypatch):
-    """The suite runs in a subprocess in an empty folder; let it import tests.mutants_part2."""
+    """The suite runs in pytester's empty folder; let it import tests.mutants_part2."""
     monkeypatch.syspath_prepend(str(REPO_ROOT))
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
 
 
 @pytest.mark.parametrize(("requirement_id", "mutant"), MUTANTS, ids=[f"{r}-{m}" for r, m in MUTANTS])
 def test_the_suite_fails_a_layer_that_breaks_the_requirement(pytester, importable_mutants, requirement_id, mutant):
     run = run_suite(pytester, f"tests.mutants_part2.{mutant}", "--asgi-single-process",
-                    f"--asgi-requirement={requirement_id}")
+                    f"--asgi-requirement={requirement_id}", in_process=True)
     assert run.status(requirement_id) == "FAIL", (
         f"{mutant} breaks {requirement_id} but the suite says {run.status(requirement_id)}:\n"
         + "\n".join(run.result.outlines[-40:]))
@@ -61,6 +60,6 @@ def test_every_requirement_of_these_areas_has_a_mutant():
 
 def test_the_unbroken_in_memory_layer_passes_these_areas(pytester):
     run = run_suite(pytester, INMEMORY, "--asgi-single-process",
-                    *(f"--asgi-requirement={area}" for area in AREAS))
+                    *(f"--asgi-requirement={area}" for area in AREAS), in_process=True)
     statuses = {rid: status for rid, status in run.statuses().items() if rid.split("-")[0] in AREAS}
     assert set(statuses.values()) == {"PASS"}, statuses
