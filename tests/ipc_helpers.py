@@ -54,3 +54,25 @@ class Child:
         self.process.wait(timeout=30)
         self.process.stdout.close()
         self.process.stderr.close()
+
+
+def send_past_a_killed_lock_holder(layer, channel: str, message: dict) -> None:
+    """Another process takes the segment lock and is SIGKILLed holding it: a send made
+    meanwhile waits (it must not go through under someone else's lock), then goes through."""
+    import asyncio
+    import threading
+
+    child = Child(layer.prefix, "hold-lock")
+    child.wait_paused()
+    sent = threading.Event()
+
+    def blocked_send():
+        asyncio.run(layer.send(channel, message))
+        sent.set()
+
+    thread = threading.Thread(target=blocked_send, daemon=True)
+    thread.start()
+    assert not sent.wait(0.5), "send went through while another process held the segment lock"
+    child.kill()
+    assert sent.wait(30), "the lock of a killed process was never released"
+    thread.join()

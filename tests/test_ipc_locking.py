@@ -16,7 +16,7 @@ from reference_layers.ipc import layout as L
 from reference_layers.ipc.consistency import check
 from reference_layers.ipc.locking import SegmentLock
 
-from .ipc_helpers import Child, remove_segment, unique_prefix
+from .ipc_helpers import remove_segment, send_past_a_killed_lock_holder, unique_prefix
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,20 +34,7 @@ def prefix():
 
 def _killed_holder_lets_go(layer: IPCChannelLayer) -> None:
     """Another process takes the lock and is SIGKILLed holding it: a blocked send goes through."""
-    child = Child(layer.prefix, "hold-lock")
-    child.wait_paused()
-    sent = threading.Event()
-
-    def blocked_send():
-        asyncio.run(layer.send("lock.after", {"type": "test.after"}))
-        sent.set()
-
-    thread = threading.Thread(target=blocked_send, daemon=True)
-    thread.start()
-    assert not sent.wait(0.5), "send went through while another process held the segment lock"
-    child.kill()
-    assert sent.wait(30), "the lock of a killed process was never released"
-    thread.join()
+    send_past_a_killed_lock_holder(layer, "lock.after", {"type": "test.after"})
     assert run(layer.receive("lock.after")) == {"type": "test.after"}
     assert check(layer._current().segment) == []
 
