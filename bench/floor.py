@@ -1,4 +1,4 @@
-"""The machine's floor: what one asyncio client can do against Redis with no layer at all.
+"""The machine's floors: what Python does here with no layer at all (see also datagram_floor).
 
 Why: a layer whose send must hear from the server (to raise ChannelFull) and whose receive
 must take the message from the server (so capacity and flush stay exact) needs at least one
@@ -14,6 +14,8 @@ import collections
 import statistics
 import time
 from urllib.parse import urlsplit
+
+from bench import datagram_floor
 
 PING = b"*1\r\n$4\r\nPING\r\n"
 BODY = b"x" * 60
@@ -89,8 +91,11 @@ async def redis_push_pop_rate(url: str, n: int) -> float:
 
 
 def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
-    """{'redis PING round trips/s (one asyncio client)': median} for the servers this run started."""
+    """{what: median} for the servers this run started, and for waking another process."""
     floors = {}
+    pings = max(20, n // 10)
+    latencies = [asyncio.run(datagram_floor.one_way_latency(pings))["p50"] for _ in range(repeat)]
+    floors["unix datagram one-way p50 µs, process to process (no layer)"] = round(statistics.median(latencies))
     urls = addresses.get("redis")
     if urls:
         rates = [asyncio.run(redis_ping_rate(urls[0], n)) for _ in range(repeat)]

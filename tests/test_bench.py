@@ -40,7 +40,7 @@ def test_a_quick_run_measures_every_layer_in_every_workload(tmp_path, redis_shar
     assert "channels_redis" in ours["ratios"]
     assert results["meta"]["cores"] == os.cpu_count() and results["meta"]["versions"]
     floors = results["meta"]["floors"]
-    assert len(floors) == 2 and all(value > 0 and f"{what}: {value:,}" in markdown.read_text()
+    assert len(floors) == 3 and all(value > 0 and f"{what}: {value:,}" in markdown.read_text()
                                     for what, value in floors.items()), floors
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "| roundtrip | redis |" in markdown.read_text()
