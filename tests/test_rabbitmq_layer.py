@@ -90,6 +90,74 @@ def test_capacity_holds_under_concurrent_senders_in_two_processes(rabbitmq_url):
     assert len(run(drain())) == CAPACITY
 
 
+def _send_until_full(url, channel, capacity, limit, ready, go, results):
+    """Child process: connect, say ready, then send to ``channel`` until ChannelFull (or
+    ``limit`` sends) and report how many the broker accepted."""
+    async def main():
+        layer = RabbitMQChannelLayer(url=url, capacity=capacity)
+        await layer.send(fresh("warm-up"), {"type": "warm.up"})  # connected before the race
+        ready.set()
+        go.wait()
+        accepted = 0
+        try:
+            for index in range(limit):
+                await layer.send(channel, {"type": "fill", "index": index})
+                accepted += 1
+        except ChannelFull:
+            pass
+        await layer.close()
+        return accepted
+
+    results.put(asyncio.run(main()))
+
+
+def test_a_slow_receive_loop_does_not_stretch_capacity_for_other_senders(rabbitmq_url):
+    """A receive loop here takes one message, then stalls while another process fills the
+    channel: the broker may have pushed us only what a receive waited for, so the sender
+    meets ChannelFull after capacity + 1 (the one taken) and nothing is lost."""
+    capacity, limit = 10, 400
+    channel = fresh("slow")
+    context = multiprocessing.get_context("spawn")
+    ready, go, results = context.Event(), context.Event(), context.Queue()
+    sender = context.Process(target=_send_until_full,
+                             args=(rabbitmq_url, channel, capacity, limit, ready, go, results))
+    sender.start()
+
+    async def scenario():
+        layer = RabbitMQChannelLayer(url=rabbitmq_url, capacity=capacity)
+        loop = asyncio.get_running_loop()
+        sender_done, got = asyncio.Event(), []
+
+        async def slow_receive_loop():
+            got.append(await layer.receive(channel))  # the one receive waiting while B sends
+            await sender_done.wait()
+            while len(got) < accepted:
+                got.append(await layer.receive(channel))
+
+        try:
+            await layer.send(fresh("warm-up"), {"type": "warm.up"})
+            receiving = asyncio.ensure_future(slow_receive_loop())
+            assert await loop.run_in_executor(None, ready.wait, GENEROUS), "the sender did not connect"
+            go.set()
+            accepted = await loop.run_in_executor(None, results.get, True, GENEROUS)
+            sender_done.set()
+            await asyncio.wait_for(receiving, GENEROUS)
+            return accepted, got
+        finally:
+            await layer.close()
+
+    try:
+        accepted, got = run(scenario())
+    finally:
+        sender.join(GENEROUS)
+        if sender.is_alive():
+            sender.kill()
+    assert accepted <= capacity + 1, f"the sender got {accepted} messages into a channel of capacity {capacity}"
+    assert accepted == capacity + 1, accepted  # and the broker did refuse only at capacity
+    assert [message["index"] for message in got] == list(range(accepted)), "lost or reordered"
+    assert _queue_state(rabbitmq_url, f"asgi:q:{channel}") == (0, 0), "left messages or a consumer behind"
+
+
 # --- a broker restart in the middle of traffic ----------------------------------------------------
 
 def test_sends_and_receives_resume_after_a_broker_restart(rabbitmq_broker):

@@ -12,11 +12,13 @@ Design choices, and why:
 - Capacity: ``x-max-length`` + ``x-overflow=reject-publish`` + publisher confirms matched by
   delivery tag, so the broker refuses the publish whichever process sends (nack ->
   ChannelFull; a returned publish means the queue is gone and is made again).
-- Receive: a consumer per queue that stays while receives keep coming (no consume/cancel
-  per receive). The broker counts only ready messages, so a delivery nobody waits for stays
-  unacked ("parked") only briefly and is requeued before this process sends to that queue
-  or after ``LINGER``; see receiving.py for the cases that hold more than capacity (a
-  sibling starving; senders in other processes while a consumer is open).
+- Receive: consumers with a window of one delivery each, as many open windows per queue as
+  receives wait on it. The broker counts only ready messages, so it must push nothing a
+  receive has not asked for: a taken delivery stays unacked, keeping its window shut, until
+  a receive waits again (a busy receive loop keeps its consumer, no consume/cancel per
+  receive); after ``LINGER`` idle the consumers are cancelled. Capacity then holds against
+  senders in any process, except for ``p!`` messages parked for a sibling nobody waits on
+  (see receiving.py).
 - Expiry: per-queue ``x-message-ttl``; a queue unused for expiry + 60 s goes (``x-expires``).
 - Groups: one publish per group_send to ``amq.direct`` (routing key ``{prefix}:{group}``);
   one forwarding queue per membership (``x-message-ttl=0``, dead-lettered into the member's

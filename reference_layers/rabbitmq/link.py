@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 
 ACCEPTED, REFUSED, UNROUTABLE = "accepted", "refused", "unroutable"
 WATCHDOG_SECONDS = 1.0  # how often a link with unconfirmed publishes checks they are not stuck
-# Deliveries the broker may push to one consumer before we ack: enough to keep a busy channel
-# (or a fan-out to many channels of one process) streaming without a round trip per message.
-PREFETCH = 200
+# Deliveries the broker may push to one consumer before we ack. One: the broker must push no
+# more than receives wait for (capacity counts only ready messages); fan-out uses more consumers.
+PREFETCH = 1  # per consumer: receiving.py keeps one open window per waiting receive
 
 
 class BrokerUnavailable(ConnectionError):

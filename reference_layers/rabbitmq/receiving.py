@@ -1,31 +1,37 @@
 """Receiver: one loop's waiting ``receive()`` calls, the consumers that feed them, and the
-rules that keep capacity exact while a consumer stays open between receives.
+rules that keep capacity exact whoever sends.
 
-A consumer on a queue starts with the first receive on it and stays while receives keep
-coming, so a busy channel costs no basic.consume/basic.cancel round trip per receive; it is
-cancelled once no receive has waited on that queue for ``LINGER`` seconds.
+RabbitMQ counts only *ready* messages against ``x-max-length``: a delivery pushed to us but
+not yet taken by a receive would escape the capacity when another process sends. So the
+broker may push only what receives wait for:
 
-RabbitMQ counts only *ready* messages against ``x-max-length``: a message delivered to us
-but not yet handed to a receive ("parked", unacked) would escape the capacity. So:
+- each consumer has a window of one delivery (basic.qos prefetch 1, per consumer), and a
+  queue has at most as many open windows as receives waiting on it: a receive that finds
+  none free starts a consumer (basic.consume no-wait, so a fan-out of many waiting
+  receives costs no round trip each), and a consumer left over when a receive goes away
+  (cancelled, timed out) is cancelled;
+- a delivery taken by a receive keeps its consumer's window shut (unacked) until a receive
+  waits on the queue again; then the ack reopens it, so a receive loop keeps its consumer
+  and pays no basic.consume/basic.cancel per receive, only the ack -> delivery round trip.
+  After ``LINGER`` seconds with no receive on the queue the consumers are cancelled and what
+  they held is acked only once the broker confirmed the cancel (an earlier ack would reopen
+  a window the broker could push into). Cost: if the connection drops in that short time,
+  the broker requeues a message a receive already returned, and it is delivered again;
+  close() acks them first;
+- the deliveries nobody asked for are those in flight when a receive goes (pika rejects
+  them back, requeued) and, on ``p!`` queues, messages for a sibling (``p!b`` while only
+  ``p!a`` waits; the broker cannot tell them apart). Those are parked unacked with their
+  window shut while another consumer serves the waiting sibling; a receive on their channel
+  takes them without a round trip. They are requeued (cancel, then basic.nack requeue) after
+  ``LINGER`` seconds with no receive on the queue, and before this loop sends to that queue
+  (then the broker is asked for a reply on that channel, so it counts them when it judges
+  the send).
 
-- a delivery is acked only when a receive takes it (at once if one is waiting);
-- a delivery nobody waits for is parked unacked; a receive on its channel takes it without
-  a round trip; once the queue has had no receive for ``LINGER`` seconds the consumer is
-  cancelled and parked messages are requeued to their old places (basic.nack requeue);
-- before this loop sends to a queue holding parked messages (after one turn of the loop, in
-  which a receive about to come back usually takes them), they are given back the same way
-  and the broker is asked for a reply on that channel before the publish goes out, so the
-  broker counts them when it judges that send;
-- only when the prefetch window is full of messages for channels nobody waits on while a
-  sibling channel waits (``p!a`` starving behind ``p!b``) are they acked into a local buffer,
-  as channels_redis does.
-
-Known limit: while a consumer is open (a receive waited on the queue in the last ``LINGER``
-seconds, so always under a busy receive loop), up to ``PREFETCH`` parked deliveries are not
-counted by the broker when *another process* sends to that queue: a slow consumer's queue
-can hold up to capacity + PREFETCH. Sends from this process, and everything the suite checks,
-see the exact capacity. Exact counting across processes would need a consumer (prefetch 1)
-only while a receive waits, at one consume/cancel round trip per receive.
+Known limit: parked sibling deliveries are not counted by the broker when another process
+sends, so a ``p!`` queue with a sibling waiting can hold its capacity plus the messages
+parked for channels nobody waits on; once ``SPILL_AT`` pile up they are acked into a local
+buffer (as channels_redis does) so the waiting sibling is not starved, and from then the
+capacity no longer bounds them. Normal channels (one queue each) never park.
 
 Process-specific channels ``p!a``, ``p!b`` share the queue of ``p!``; a message says which
 of them it is for in its ``type`` property (direct sends) or, for a group copy, in the
@@ -40,44 +46,61 @@ import time
 
 from .link import PREFETCH, BrokerUnavailable
 
-LINGER = 0.1  # seconds a consumer outlives the last waiting receive on its queue
+LINGER = 0.1  # seconds consumers (and what they hold unacked) outlive the last receive on a queue
+SPILL_AT = 200  # parked sibling deliveries that make a waiting sibling's queue spill (see above)
+
+
+class _Consumer:
+    """One basic.consume with a window of one delivery."""
+
+    __slots__ = ("tag", "held", "delivery_tag")
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self.held: str | None = None  # None: window open; "parked"; "settle": taken, ack when a receive waits
+        self.delivery_tag: int | None = None
 
 
 class _Parked:
-    __slots__ = ("channel", "body", "tag", "carrier", "arrived")
+    __slots__ = ("channel", "body", "tag", "consumer", "arrived")
 
-    def __init__(self, channel, body, tag, carrier, arrived):
+    def __init__(self, channel, body, tag, consumer, arrived):
         self.channel = channel
         self.body = body
         self.tag = tag  # delivery tag while unacked, None once acked (local buffer)
-        self.carrier = carrier  # the pika channel the delivery came on
+        self.consumer = consumer  # the consumer whose window it holds shut
         self.arrived = arrived
 
 
 class _Queue:
     """Receive-side state of one broker queue on this loop."""
 
-    __slots__ = ("name", "waiters", "parked", "unacked", "tag", "carrier", "starting", "idle_timer")
+    __slots__ = ("name", "waiters", "parked", "unacked", "consumers", "carrier", "starting",
+                 "idle_timer", "balance_due")
 
     def __init__(self, name: str):
         self.name = name
         self.waiters: dict[str, collections.deque[asyncio.Future]] = {}
         self.parked: collections.deque[_Parked] = collections.deque()
         self.unacked = 0
-        self.tag: str | None = None  # our consumer on it, if any
-        self.carrier = None  # the pika channel that consumer lives on
+        self.consumers: dict[str, _Consumer] = {}
+        self.carrier = None  # the pika channel its consumers live on; None until declared
         self.starting: asyncio.Future | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.balance_due = False
 
     def has_waiters(self) -> bool:
         return bool(self.waiters)
+
+    def waiting(self) -> int:
+        return sum(len(futures) for futures in self.waiters.values())
 
     def any_channel(self) -> str:
         return next(iter(self.waiters), None) or (self.parked[0].channel if self.parked else "")
 
 
 class _StartAgain(Exception):
-    """The receive that was starting a consumer went away: the next one starts it."""
+    """The receive that was starting consumption went away: the next one starts it."""
 
 
 class Receiver:
@@ -88,6 +111,7 @@ class Receiver:
         self.expiry = session.shared.expiry
         self.queues: dict[str, _Queue] = {}
         self.tags: dict[str, _Queue] = {}
+        self._acks_due: dict[int, object] = {}  # delivery tag -> carrier: taken, ack after a cancel
         self._tasks: set[asyncio.Task] = set()
 
     def has_waiters(self) -> bool:
@@ -108,13 +132,15 @@ class Receiver:
             state.idle_timer.cancel()
             state.idle_timer = None
         try:
-            if state.tag is None:
+            if _usable(state.carrier):
+                self._balance(state)
+            else:
                 await self._start(state, channel)
             return await future
         except BaseException:
             self._drop_waiter(state, channel, future)
             if future.done() and not future.cancelled() and future.exception() is None:
-                # Handed over (and acked) just as this receive was cancelled: keep it for the next.
+                # Handed over just as this receive was cancelled: keep it for the next.
                 state.parked.appendleft(_Parked(channel, future.result(), None, None, time.monotonic()))
                 self._serve(state, channel)
             raise
@@ -128,7 +154,7 @@ class Receiver:
                 pass
             if not waiters:
                 del state.waiters[channel]
-        self._maybe_idle(state)
+        self._balance(state)
 
     def _next_waiter(self, state: _Queue, channel: str):
         waiters = state.waiters.get(channel)
@@ -137,11 +163,9 @@ class Receiver:
             if not future.done():
                 if not waiters:
                     del state.waiters[channel]
-                    self._maybe_idle(state)
                 return future
         if waiters is not None:
             del state.waiters[channel]
-            self._maybe_idle(state)
         return None
 
     def _take_parked(self, state: _Queue, channel: str) -> bytes | None:
@@ -155,9 +179,8 @@ class Receiver:
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
                 state.unacked -= 1
-                if not _usable(entry.carrier):
-                    continue  # that channel closed: the broker has requeued it already
-                entry.carrier.basic_ack(entry.tag)
+                entry.consumer.held = "settle"  # acked (or its consumer cancelled) next turn
+                self._balance_soon(state)
             if fresh:
                 return entry.body
         return None
@@ -176,7 +199,8 @@ class Receiver:
 
     # --- consumers -----------------------------------------------------------------------------
     async def _start(self, state: _Queue, channel: str, force: bool = False) -> None:
-        while state.tag is None:
+        """Declare the queue (once per connection) and note the channel its consumers use."""
+        while not _usable(state.carrier):
             if state.starting is not None:
                 try:
                     await asyncio.shield(state.starting)
@@ -188,10 +212,8 @@ class Receiver:
                 link = await self.session.get_link()
                 await self.session.ensure_queue(state.name, channel, force=force)
                 carrier = await link.consume_channel_ready()
-                if state.tag is None and link.open and carrier is link.consume_channel:
-                    state.tag = carrier.basic_consume(state.name, self._on_message)
+                if link.open and carrier is link.consume_channel:
                     state.carrier = carrier
-                    self.tags[state.tag] = state
             except BaseException as exc:
                 state.starting = None
                 starting.set_exception(exc if isinstance(exc, Exception) else _StartAgain())
@@ -199,9 +221,10 @@ class Receiver:
                 raise
             state.starting = None
             starting.set_result(None)
+        self._balance(state)
 
     def _restart(self, state: _Queue, force: bool) -> None:
-        """Start the consumer again in the background for receives already waiting."""
+        """Start consuming again in the background for receives already waiting."""
         async def restart():
             try:
                 await self._start(state, state.any_channel(), force=force)
@@ -214,26 +237,92 @@ class Receiver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _stop_consumer(self, state: _Queue) -> None:
-        """Cancel the consumer and put every parked, unacked message back in its place."""
-        tag, carrier = state.tag, state.carrier
-        state.tag = state.carrier = None
-        if tag is not None:
-            self.tags.pop(tag, None)
-        usable = _usable(carrier)
-        if usable and tag is not None:
-            try:
-                carrier.basic_cancel(tag)
-            except Exception:  # noqa: BLE001 - the broker cancelled it already
-                pass
-        for entry in [entry for entry in state.parked if entry.tag is not None]:
-            state.parked.remove(entry)
-            if _usable(entry.carrier):
-                entry.carrier.basic_nack(entry.tag, requeue=True)
+    def _balance_soon(self, state: _Queue) -> None:
+        if not state.balance_due:
+            state.balance_due = True
+            self.loop.call_soon(self._balance, state)
+
+    def _balance(self, state: _Queue) -> None:
+        """Settle taken deliveries and make open windows match waiting receives exactly."""
+        state.balance_due = False
+        carrier = state.carrier
+        if not _usable(carrier):
+            return
+        wanted = state.waiting()
+        consumers = list(state.consumers.values())
+        open_ = [consumer for consumer in consumers if consumer.held is None]
+        for consumer in consumers:
+            if consumer.held == "settle" and len(open_) < wanted:
+                consumer.held = None  # a receive waits again: reopen this window
+                carrier.basic_ack(consumer.delivery_tag)
+                open_.append(consumer)
+        while len(open_) > wanted:
+            self._cancel(state, open_.pop())
+        while len(open_) < wanted:
+            consumer = _Consumer(_consume(carrier, state.name, self._on_message))
+            state.consumers[consumer.tag] = consumer
+            self.tags[consumer.tag] = state
+            open_.append(consumer)
+        if not wanted:
+            self._maybe_idle(state)
+
+    def _cancel(self, state: _Queue, consumer: _Consumer, then=None, done=None) -> None:
+        """basic.cancel, and only after it ack/nack what the consumer held, so the window that
+        reopens is no longer there to push into."""
+        carrier = state.carrier
+        state.consumers.pop(consumer.tag, None)
+        self.tags.pop(consumer.tag, None)
+        if then is not None and then[0] == "ack":
+            self._acks_due[then[1]] = carrier  # close() sends it if the reply never comes
+
+        def cancelled(frame=None):
+            if then is not None and then[0] == "ack":
+                if self._acks_due.pop(then[1], None) is not None and _usable(carrier):
+                    carrier.basic_ack(then[1])
+            elif then is not None and _usable(carrier):
+                carrier.basic_nack(then[1], requeue=True)
+            if done is not None:
+                done()
+
+        try:
+            if _cancel_nowait(carrier, consumer.tag):
+                cancelled()  # on the wire after the cancel: the broker handles them in order
+            else:
+                carrier.basic_cancel(consumer.tag, callback=cancelled)
+        except Exception:  # noqa: BLE001 - channel closed: the broker requeued what it held
+            if done is not None:
+                done()
+
+    def _stop_consumer(self, state: _Queue) -> asyncio.Future:
+        """Cancel every consumer of the queue and put parked, unacked messages back in their
+        places; the future is done once the broker has them back."""
+        finished = self.loop.create_future()
+        held = {entry.consumer.tag: entry for entry in state.parked if entry.tag is not None}
+        state.parked = collections.deque(entry for entry in state.parked if entry.tag is None)
         state.unacked = 0
+        consumers = list(state.consumers.values())
+        left = [len(consumers)]
+
+        def one_done():
+            left[0] -= 1
+            if left[0] == 0 and not finished.done():
+                finished.set_result(None)
+
+        for consumer in consumers:
+            entry = held.get(consumer.tag)
+            if entry is not None:
+                then = ("nack", entry.tag)
+            elif consumer.held == "settle":
+                then = ("ack", consumer.delivery_tag)
+            else:
+                then = None
+            self._cancel(state, consumer, then=then, done=one_done)
+        if not consumers:
+            finished.set_result(None)
+        return finished
 
     def _maybe_idle(self, state: _Queue) -> None:
-        if not state.waiters and state.idle_timer is None and (state.tag is not None or state.parked):
+        if not state.waiters and state.idle_timer is None:
             state.idle_timer = self.loop.call_later(LINGER, self._idle, state)
 
     def _idle(self, state: _Queue) -> None:
@@ -246,32 +335,35 @@ class Receiver:
 
     def _on_message(self, carrier, method, properties, body) -> None:
         state = self.tags.get(method.consumer_tag)
-        if state is None:  # a consumer we have cancelled: back to the queue
+        consumer = state.consumers.get(method.consumer_tag) if state is not None else None
+        if consumer is None:  # a consumer we have cancelled: back to the queue
             carrier.basic_nack(method.delivery_tag, requeue=True)
             return
         channel = self._channel_of(state.name, properties)
         if channel is None:  # not something this layer sent: drop it rather than loop on it
             carrier.basic_ack(method.delivery_tag)
             return
+        consumer.delivery_tag = method.delivery_tag
         future = self._next_waiter(state, channel)
         if future is not None:
-            carrier.basic_ack(method.delivery_tag)
+            consumer.held = "settle"
             future.set_result(body)
+            self._balance_soon(state)  # after the receive's caller had its turn
             return
-        state.parked.append(_Parked(channel, body, method.delivery_tag, carrier, time.monotonic()))
+        consumer.held = "parked"
+        state.parked.append(_Parked(channel, body, method.delivery_tag, consumer, time.monotonic()))
         state.unacked += 1
-        if not state.waiters:
-            self._maybe_idle(state)
-        elif state.unacked >= PREFETCH:
+        if state.waiters and state.unacked >= SPILL_AT:
             self._spill(state)
+        self._balance(state)
 
     def _spill(self, state: _Queue) -> None:
-        """The window is full of messages nobody waits for while a sibling waits: take them
-        into the local buffer so the broker sends more."""
+        """Too many deliveries nobody waits for while a sibling waits: take them into the
+        local buffer so the broker sends more."""
         for entry in state.parked:
-            if entry.tag is not None and _usable(entry.carrier):
-                entry.carrier.basic_ack(entry.tag)
-            entry.tag = None
+            if entry.tag is not None:
+                self._cancel(state, entry.consumer, then=("ack", entry.tag))
+            entry.tag = entry.consumer = None
         state.unacked = 0
 
     def _channel_of(self, queue: str, properties) -> str | None:
@@ -297,28 +389,39 @@ class Receiver:
         if not state.unacked:
             return
         carrier = state.carrier
-        self._stop_consumer(state)
-        if _usable(carrier):
-            done = self.loop.create_future()
-            carrier.basic_qos(prefetch_count=PREFETCH,
-                              callback=lambda frame: done.done() or done.set_result(None))
-            try:
-                await asyncio.wait_for(done, self.session.shared.config.timeout)
-            except asyncio.TimeoutError:
-                raise BrokerUnavailable("RabbitMQ did not answer basic.qos in time") from None
+        returned = self._stop_consumer(state)
+        timeout = self.session.shared.config.timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(returned), timeout)
+            if _usable(carrier):
+                done = self.loop.create_future()
+                carrier.basic_qos(prefetch_count=PREFETCH,
+                                  callback=lambda frame: done.done() or done.set_result(None))
+                await asyncio.wait_for(done, timeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable("RabbitMQ did not answer basic.cancel/basic.qos in time") from None
 
     def after_send(self, queue: str) -> None:
         state = self.queues.get(queue)
-        if state is not None and state.waiters and state.tag is None and state.starting is None:
+        if state is None or not state.waiters:
+            return
+        if _usable(state.carrier):
+            self._balance(state)
+        elif state.starting is None:
             self._restart(state, force=False)
 
     # --- events from the link and the session --------------------------------------------------
     def on_consumer_cancelled(self, tag: str) -> None:
         """The broker cancelled a consumer: its queue was deleted (a flush, x-expires)."""
         state = self.tags.pop(tag, None)
-        if state is None or state.tag != tag:
+        if state is None:
             return
-        state.tag = state.carrier = None
+        for other, consumer in state.consumers.items():
+            self.tags.pop(other, None)  # the broker cancels every consumer of that queue
+            if consumer.held == "settle" and _usable(state.carrier):
+                state.carrier.basic_ack(consumer.delivery_tag)
+        state.consumers.clear()
+        state.carrier = None
         state.parked.clear()  # flushed with their queue
         state.unacked = 0
         self.session.forget(state.name)
@@ -337,13 +440,15 @@ class Receiver:
 
     def on_link(self, link) -> None:
         for state in list(self.queues.values()):
-            if state.waiters and state.tag is None:
+            if state.waiters and not _usable(state.carrier):
                 self._restart(state, force=True)
 
     def _forget_consumers(self) -> None:
         self.tags.clear()
+        self._acks_due.clear()
         for state in self.queues.values():
-            state.tag = state.carrier = None
+            state.consumers.clear()
+            state.carrier = None
             state.parked = collections.deque(entry for entry in state.parked if entry.tag is None)
             state.unacked = 0
 
@@ -351,8 +456,8 @@ class Receiver:
         """flush() in this loop: what we hold from before it is gone too."""
         for state in self.queues.values():
             for entry in state.parked:
-                if entry.tag is not None and _usable(entry.carrier):
-                    entry.carrier.basic_ack(entry.tag)
+                if entry.tag is not None and _usable(state.carrier):
+                    state.carrier.basic_ack(entry.tag)  # its queue is gone: the broker cancels
             state.parked.clear()
             state.unacked = 0
 
@@ -362,6 +467,7 @@ class Receiver:
             for future in futures:
                 if not future.done():
                     future.set_exception(exc)
+        self._balance(state)
 
     def fail_all(self, exc: BaseException) -> None:
         for state in self.queues.values():
@@ -373,6 +479,13 @@ class Receiver:
         for state in self.queues.values():
             if state.idle_timer is not None:
                 state.idle_timer.cancel()
+            for consumer in state.consumers.values():
+                if consumer.held == "settle" and _usable(state.carrier):
+                    state.carrier.basic_ack(consumer.delivery_tag)  # taken: not to come back
+        for tag, carrier in self._acks_due.items():
+            if _usable(carrier):
+                carrier.basic_ack(tag)
+        self._acks_due.clear()
         self.fail_all(BrokerUnavailable("the layer was closed while this receive waited"))
         self.queues.clear()
         self.tags.clear()
@@ -380,3 +493,39 @@ class Receiver:
 
 def _usable(carrier) -> bool:
     return carrier is not None and carrier.is_open
+
+
+def _consume(carrier, queue: str, on_message) -> str:
+    """basic.consume with no-wait: pika sends one RPC at a time and waits for each reply, so
+    a fan-out starting a consumer per waiting receive would pay a round trip per receive.
+    Only an optimisation on pika's internals; without them, pika's own basic_consume."""
+    import pika.spec
+
+    send = getattr(carrier, "_send_method", None)
+    consumers = getattr(carrier, "_consumers", None)
+    make_tag = getattr(carrier, "_generate_consumer_tag", None)
+    if send is None or not isinstance(consumers, dict) or make_tag is None:
+        return carrier.basic_consume(queue, on_message)
+    tag = make_tag()
+    consumers[tag] = on_message
+    send(pika.spec.Basic.Consume(queue=queue, consumer_tag=tag, nowait=True, arguments={}))
+    return tag
+
+
+def _cancel_nowait(carrier, tag: str) -> bool:
+    """Send basic.cancel (no-wait) at once, ahead of any ack that follows it. pika would hold
+    a cancel back behind an RPC awaiting its reply while letting acks pass, and it runs every
+    cancel callback on the first basic.cancel-ok. False if pika's internals differ."""
+    import pika.spec
+
+    send = getattr(carrier, "_send_method", None)
+    consumers = getattr(carrier, "_consumers", None)
+    cancelled = getattr(carrier, "_cancelled", None)
+    if send is None or not isinstance(consumers, dict) or not isinstance(cancelled, set):
+        return False
+    if tag not in consumers:
+        return True  # the broker cancelled it already
+    cancelled.add(tag)  # pika now rejects (requeues) deliveries still on their way to it
+    del consumers[tag]
+    send(pika.spec.Basic.Cancel(consumer_tag=tag, nowait=True))
+    return True
