@@ -11,48 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import statistics
 import time
 from urllib.parse import urlsplit
 
 from bench import datagram_floor
 
-PING = b"*1\r\n$4\r\nPING\r\n"
 BODY = b"x" * 60
 
 
-async def redis_ping_rate(url: str, n: int) -> float:
-    """Sequential PINGs over one raw asyncio connection: round trips per second."""
-    address = urlsplit(url)
-    loop = asyncio.get_running_loop()
-
-    class Replies(asyncio.Protocol):
-        waiting: asyncio.Future | None = None
-
-        def data_received(self, data: bytes) -> None:
-            if self.waiting is not None and not self.waiting.done():
-                self.waiting.set_result(data)
-
-    transport, replies = await loop.create_connection(Replies, address.hostname, address.port)
-    try:
-        start = time.perf_counter()
-        for _ in range(n):
-            replies.waiting = loop.create_future()
-            transport.write(PING)
-            await replies.waiting
-        return n / (time.perf_counter() - start)
-    finally:
-        transport.close()
-
-
-async def redis_push_pop_rate(url: str, n: int) -> float:
-    """The pipelined workload with no layer at all: one task RPUSHes n bodies, one after
-    another, while another LPOPs until it has them all, over one connection: messages/s."""
+@contextlib.asynccontextmanager
+async def raw_redis(url: str):
+    """One bare asyncio connection to Redis: yields ``call(*args)``, the future of a reply."""
     import hiredis
 
     address = urlsplit(url)
     loop = asyncio.get_running_loop()
-    key = b"bench-floor-%d" % id(loop)
 
     class Replies(asyncio.Protocol):
         def __init__(self):
@@ -72,22 +47,40 @@ async def redis_push_pop_rate(url: str, n: int) -> float:
         transport.write(hiredis.pack_command(args))
         return future
 
-    async def push():
+    try:
+        yield call
+    finally:
+        transport.close()
+
+
+async def redis_ping_rate(url: str, n: int) -> float:
+    """Sequential PINGs over one bare connection: round trips per second."""
+    async with raw_redis(url) as call:
+        start = time.perf_counter()
+        for _ in range(n):
+            await call(b"PING")
+        return n / (time.perf_counter() - start)
+
+
+async def redis_push_pop_rate(url: str, n: int) -> float:
+    """The pipelined workload with no layer at all: one task RPUSHes n bodies, one after
+    another, while another LPOPs until it has them all, over one connection: messages/s."""
+    key = b"bench-floor-%d" % id(asyncio.get_running_loop())
+
+    async def push(call):
         for _ in range(n):
             await call(b"RPUSH", key, BODY)
 
-    async def pop():
+    async def pop(call):
         got = 0
         while got < n:
             got += await call(b"LPOP", key) is not None
 
-    try:
+    async with raw_redis(url) as call:
         await call(b"DEL", key)
         start = time.perf_counter()
-        await asyncio.gather(push(), pop())
+        await asyncio.gather(push(call), pop(call))
         return n / (time.perf_counter() - start)
-    finally:
-        transport.close()
 
 
 def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
