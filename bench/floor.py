@@ -1,4 +1,4 @@
-"""The machine's floors: what Python does here with no layer at all (see also datagram_floor).
+"""The machine's floors: what Python does here with no layer at all (see also datagram_floor, amqp_floor).
 
 Why: a layer whose send must hear from the server (to raise ChannelFull) and whose receive
 must take the message from the server (so capacity and flush stay exact) needs at least one
@@ -16,7 +16,7 @@ import statistics
 import time
 from urllib.parse import urlsplit
 
-from bench import datagram_floor
+from bench import amqp_floor, datagram_floor
 
 BODY = b"x" * 60
 
@@ -95,4 +95,17 @@ def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
         floors["redis PING round trips/s (one asyncio client)"] = round(statistics.median(rates))
         rates = [asyncio.run(redis_push_pop_rate(urls[0], n)) for _ in range(repeat)]
         floors["redis RPUSH/LPOP pipelined msg/s (no layer, one asyncio client)"] = round(statistics.median(rates))
+    url = addresses.get("rabbitmq")
+    if url:
+        for what, measure in (
+            ("confirmed publishes/s, sequential", amqp_floor.confirm_rate),
+            ("roundtrip msg/s (publish, confirm, take the delivery)", amqp_floor.roundtrip_rate),
+            ("pipelined msg/s (each publish confirmed before the next)", amqp_floor.pipelined_rate),
+        ):
+            rates = [asyncio.run(measure(url, n)) for _ in range(repeat)]
+            floors[f"rabbitmq {what}, pika with no layer"] = round(statistics.median(rates))
+        for members, sends in ((100, 5), (1000, 2)):
+            rates = [asyncio.run(amqp_floor.fanout_rate(url, members, sends)) for _ in range(repeat)]
+            floors[f"rabbitmq fanout-{members} deliveries/s through forwarding queues, pika with no layer"] = \
+                round(statistics.median(rates))
     return floors

@@ -1,0 +1,160 @@
+"""What pika and the broker do here with no layer at all: the RabbitMQ floors.
+
+Why: a layer that raises ChannelFull from send must hear the broker's confirm (publisher
+confirms on a queue with ``x-max-length``), and its receive must take the message from the
+broker. These floors do only that, as loosely as possible (the consumer is always open with
+an unlimited window and takes messages with auto-ack, so nothing bounds what it buffers),
+with the client every RabbitMQ layer of this project must use (pika, asyncio adapter): no
+layer that keeps capacity exact can be faster than them on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+
+import pika
+from pika.adapters.asyncio_connection import AsyncioConnection
+
+BODY = b"x" * 60
+QUEUE_ARGUMENTS = {"x-max-length": 1_000_000, "x-overflow": "reject-publish"}
+
+
+class _Confirmed:
+    """A pika channel in confirm mode whose publishes return futures of the broker's answer."""
+
+    def __init__(self, channel, loop):
+        self.channel = channel
+        self.loop = loop
+        self.pending: collections.OrderedDict[int, asyncio.Future] = collections.OrderedDict()
+        self.sequence = 0
+        channel.confirm_delivery(self._answered)
+
+    def _answered(self, frame) -> None:
+        method = frame.method
+        tags = [t for t in self.pending if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+        for tag in tags:
+            future = self.pending.pop(tag)
+            if not future.done():
+                future.set_result(isinstance(method, pika.spec.Basic.Ack))
+
+    def publish(self, routing_key: str, exchange: str = "") -> asyncio.Future:
+        self.sequence += 1
+        future = self.loop.create_future()
+        self.pending[self.sequence] = future
+        self.channel.basic_publish(exchange, routing_key, BODY)
+        return future
+
+
+@contextlib.asynccontextmanager
+async def amqp_queue(url: str):
+    """A connection, a confirm-mode channel and a fresh queue: yields (confirmed, queue)."""
+    loop = asyncio.get_running_loop()
+    opened = loop.create_future()
+
+    def failed(_connection, error):
+        if not opened.done():
+            opened.set_exception(RuntimeError(f"cannot open an AMQP connection: {error}"))
+
+    connection = AsyncioConnection(pika.URLParameters(url), on_open_callback=opened.set_result,
+                                   on_open_error_callback=failed, custom_ioloop=loop)
+    await opened
+    channel_open = loop.create_future()
+    connection.channel(on_open_callback=channel_open.set_result)
+    channel = await channel_open
+    declared = loop.create_future()
+    channel.queue_declare("", exclusive=True, arguments=QUEUE_ARGUMENTS, callback=declared.set_result)
+    queue = (await declared).method.queue
+    try:
+        yield _Confirmed(channel, loop), queue
+    finally:
+        connection.close()
+
+
+class _Inbox:
+    """Deliveries of an auto-ack consumer with an unlimited window, and one task awaiting them."""
+
+    def __init__(self, confirmed: _Confirmed, queue: str):
+        self.loop = confirmed.loop
+        self.arrived: collections.deque[bytes] = collections.deque()
+        self.waiter: asyncio.Future | None = None
+        confirmed.channel.basic_consume(queue, self._delivered, auto_ack=True)
+
+    def _delivered(self, _channel, _method, _properties, body) -> None:
+        self.arrived.append(body)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def next(self) -> bytes:
+        while not self.arrived:
+            self.waiter = self.loop.create_future()
+            await self.waiter
+        return self.arrived.popleft()
+
+
+async def confirm_rate(url: str, n: int) -> float:
+    """Sequential confirmed publishes (the AMQP PING of a send): round trips per second."""
+    async with amqp_queue(url) as (confirmed, queue):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for _ in range(n):
+            await confirmed.publish(queue)
+        return n / (loop.time() - start)
+
+
+async def roundtrip_rate(url: str, n: int) -> float:
+    """The roundtrip workload with no layer: publish, hear the confirm, take the delivery."""
+    async with amqp_queue(url) as (confirmed, queue):
+        loop = asyncio.get_running_loop()
+        inbox = _Inbox(confirmed, queue)
+        start = loop.time()
+        for _ in range(n):
+            await confirmed.publish(queue)
+            await inbox.next()
+        return n / (loop.time() - start)
+
+
+async def pipelined_rate(url: str, n: int) -> float:
+    """The pipelined workload with no layer: one task publishes n, each confirmed before the
+    next (as a send must be), while another takes the deliveries: messages/s."""
+    async with amqp_queue(url) as (confirmed, queue):
+        loop = asyncio.get_running_loop()
+        inbox = _Inbox(confirmed, queue)
+
+        async def publish():
+            for _ in range(n):
+                await confirmed.publish(queue)
+
+        async def take():
+            for _ in range(n):
+                await inbox.next()
+
+        start = loop.time()
+        await asyncio.gather(publish(), take())
+        return n / (loop.time() - start)
+
+
+async def fanout_rate(url: str, members: int, sends: int) -> float:
+    """One publish per group send, one copy per member, every copy in one shared queue (as
+    a process's channels share one, CAP-4): AMQP routes at most one copy of a publish into
+    a queue, so the copies go through one TTL-0 dead-lettering queue per member, the only
+    way the broker itself makes them. Deliveries per second, forwarding queues made first."""
+    async with amqp_queue(url) as (confirmed, queue):
+        loop = asyncio.get_running_loop()
+        channel = confirmed.channel
+        key = f"floor-{queue}"
+        forwarding = {"x-message-ttl": 0, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
+        for i in range(members):
+            declared, bound = loop.create_future(), loop.create_future()
+            channel.queue_declare(f"{key}-{i}", exclusive=True, arguments=forwarding, callback=declared.set_result)
+            await declared
+            channel.queue_bind(f"{key}-{i}", "amq.direct", routing_key=key, callback=bound.set_result)
+            await bound
+        inbox = _Inbox(confirmed, queue)
+        start = loop.time()
+        confirms = [confirmed.publish(key, exchange="amq.direct") for _ in range(sends)]
+        for _ in range(members * sends):
+            await inbox.next()
+        await asyncio.gather(*confirms)
+        return members * sends / (loop.time() - start)
