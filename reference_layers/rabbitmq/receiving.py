@@ -75,15 +75,18 @@ class _Parked:
 class _Queue:
     """Receive-side state of one broker queue on this loop."""
 
-    __slots__ = ("name", "waiters", "parked", "unacked", "consumers", "carrier", "starting",
-                 "idle_timer", "balance_due")
+    __slots__ = ("name", "waiters", "count", "parked", "unacked", "consumers", "open", "settled",
+                 "carrier", "starting", "idle_timer", "balance_due")
 
     def __init__(self, name: str):
         self.name = name
         self.waiters: dict[str, collections.deque[asyncio.Future]] = {}
+        self.count = 0  # futures in waiters: kept as they come and go, a fan-out has thousands
         self.parked: collections.deque[_Parked] = collections.deque()
         self.unacked = 0
         self.consumers: dict[str, _Consumer] = {}
+        self.open: dict[str, _Consumer] = {}  # the consumers whose window is open
+        self.settled: dict[str, _Consumer] = {}  # the consumers holding a taken delivery
         self.carrier = None  # the pika channel its consumers live on; None until declared
         self.starting: asyncio.Future | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
@@ -93,7 +96,37 @@ class _Queue:
         return bool(self.waiters)
 
     def waiting(self) -> int:
-        return sum(len(futures) for futures in self.waiters.values())
+        return self.count
+
+    def add_waiter(self, channel: str, future: asyncio.Future) -> None:
+        self.waiters.setdefault(channel, collections.deque()).append(future)
+        self.count += 1
+
+    def add_consumer(self, consumer: _Consumer) -> None:
+        self.consumers[consumer.tag] = consumer
+        self.open[consumer.tag] = consumer
+
+    def drop_consumer(self, tag: str) -> None:
+        self.consumers.pop(tag, None)
+        self.open.pop(tag, None)
+        self.settled.pop(tag, None)
+
+    def clear_consumers(self) -> None:
+        self.consumers.clear()
+        self.open.clear()
+        self.settled.clear()
+
+    def hold(self, consumer: _Consumer, held: str | None) -> None:
+        """Set what the consumer's window holds, keeping the open/settled indexes in step."""
+        tag = consumer.tag
+        self.open.pop(tag, None)
+        self.settled.pop(tag, None)
+        consumer.held = held
+        if tag in self.consumers:
+            if held is None:
+                self.open[tag] = consumer
+            elif held == "settle":
+                self.settled[tag] = consumer
 
     def any_channel(self) -> str:
         return next(iter(self.waiters), None) or (self.parked[0].channel if self.parked else "")
@@ -127,7 +160,7 @@ class Receiver:
         if body is not None:
             return body
         future = self.loop.create_future()
-        state.waiters.setdefault(channel, collections.deque()).append(future)
+        state.add_waiter(channel, future)
         if state.idle_timer is not None:
             state.idle_timer.cancel()
             state.idle_timer = None
@@ -150,6 +183,7 @@ class Receiver:
         if waiters is not None:
             try:
                 waiters.remove(future)
+                state.count -= 1
             except ValueError:
                 pass
             if not waiters:
@@ -160,6 +194,7 @@ class Receiver:
         waiters = state.waiters.get(channel)
         while waiters:
             future = waiters.popleft()
+            state.count -= 1
             if not future.done():
                 if not waiters:
                     del state.waiters[channel]
@@ -179,7 +214,7 @@ class Receiver:
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
                 state.unacked -= 1
-                entry.consumer.held = "settle"  # acked (or its consumer cancelled) next turn
+                state.hold(entry.consumer, "settle")  # acked (or its consumer cancelled) next turn
                 self._balance_soon(state)
             if fresh:
                 return entry.body
@@ -248,21 +283,18 @@ class Receiver:
         carrier = state.carrier
         if not _usable(carrier):
             return
-        wanted = state.waiting()
-        consumers = list(state.consumers.values())
-        open_ = [consumer for consumer in consumers if consumer.held is None]
-        for consumer in consumers:
-            if consumer.held == "settle" and len(open_) < wanted:
-                consumer.held = None  # a receive waits again: reopen this window
-                carrier.basic_ack(consumer.delivery_tag)
-                open_.append(consumer)
-        while len(open_) > wanted:
-            self._cancel(state, open_.pop())
-        while len(open_) < wanted:
+        wanted = state.count
+        opened = state.open
+        while state.settled and len(opened) < wanted:
+            consumer = next(iter(state.settled.values()))
+            state.hold(consumer, None)  # a receive waits again: reopen this window
+            carrier.basic_ack(consumer.delivery_tag)
+        while len(opened) > wanted:
+            self._cancel(state, opened[next(reversed(opened))])
+        while len(opened) < wanted:
             consumer = _Consumer(_consume(carrier, state.name, self._on_message))
-            state.consumers[consumer.tag] = consumer
+            state.add_consumer(consumer)
             self.tags[consumer.tag] = state
-            open_.append(consumer)
         if not wanted:
             self._maybe_idle(state)
 
@@ -270,7 +302,7 @@ class Receiver:
         """basic.cancel, and only after it ack/nack what the consumer held, so the window that
         reopens is no longer there to push into."""
         carrier = state.carrier
-        state.consumers.pop(consumer.tag, None)
+        state.drop_consumer(consumer.tag)
         self.tags.pop(consumer.tag, None)
         if then is not None and then[0] == "ack":
             self._acks_due[then[1]] = carrier  # close() sends it if the reply never comes
@@ -346,11 +378,11 @@ class Receiver:
         consumer.delivery_tag = method.delivery_tag
         future = self._next_waiter(state, channel)
         if future is not None:
-            consumer.held = "settle"
+            state.hold(consumer, "settle")
             future.set_result(body)
             self._balance_soon(state)  # after the receive's caller had its turn
             return
-        consumer.held = "parked"
+        state.hold(consumer, "parked")
         state.parked.append(_Parked(channel, body, method.delivery_tag, consumer, time.monotonic()))
         state.unacked += 1
         if state.waiters and state.unacked >= SPILL_AT:
@@ -420,7 +452,7 @@ class Receiver:
             self.tags.pop(other, None)  # the broker cancels every consumer of that queue
             if consumer.held == "settle" and _usable(state.carrier):
                 state.carrier.basic_ack(consumer.delivery_tag)
-        state.consumers.clear()
+        state.clear_consumers()
         state.carrier = None
         state.parked.clear()  # flushed with their queue
         state.unacked = 0
@@ -447,7 +479,7 @@ class Receiver:
         self.tags.clear()
         self._acks_due.clear()
         for state in self.queues.values():
-            state.consumers.clear()
+            state.clear_consumers()
             state.carrier = None
             state.parked = collections.deque(entry for entry in state.parked if entry.tag is None)
             state.unacked = 0
@@ -463,6 +495,7 @@ class Receiver:
 
     def _fail(self, state: _Queue, exc: BaseException) -> None:
         waiters, state.waiters = state.waiters, {}
+        state.count = 0
         for futures in waiters.values():
             for future in futures:
                 if not future.done():
