@@ -308,6 +308,25 @@ def test_after_a_server_restart_mid_traffic_sends_are_delivered_and_no_call_hang
     run(closing(layer, body()), timeout=120)
 
 
+def test_scripts_flushed_from_the_server_are_loaded_again_and_no_message_is_lost(redis_urls):
+    layer = layer_on(redis_urls)
+    channel, group = fresh(), fresh("group")
+
+    async def body():
+        await layer.send(channel, {"n": 0})
+        assert (await layer.receive(channel))["n"] == 0  # every script is loaded now
+        raw(redis_urls[0]).script_flush()
+        await asyncio.wait_for(layer.send(channel, {"n": 1}), CALL_LIMIT)  # the send's script is gone
+        assert (await asyncio.wait_for(layer.receive(channel), CALL_LIMIT))["n"] == 1
+        raw(redis_urls[0]).script_flush()
+        waiting = asyncio.ensure_future(layer.receive(channel))  # its pop meets NOSCRIPT
+        await asyncio.wait_for(layer.group_add(group, channel), CALL_LIMIT)
+        await asyncio.wait_for(layer.group_send(group, {"n": 2}), CALL_LIMIT)
+        assert (await asyncio.wait_for(waiting, CALL_LIMIT))["n"] == 2
+
+    run(closing(layer, body()))
+
+
 # --- flush, config, hiredis ------------------------------------------------------------------------
 
 def test_flush_deletes_this_prefixs_messages_and_nothing_else_on_every_shard(redis_shard_urls):

@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .shard import ShardClient
+from .shard import ShardClient, is_noscript
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class Receiver:
                         pending = await self.shard.start_pop(self.capacity_key, wanted)
                     last_id, entries = await self._popped(*pending)
                 except ResponseError as exc:
-                    if not str(exc).startswith("NOSCRIPT"):
+                    if not is_noscript(exc):
                         raise
                     await self.shard.load_scripts()  # gone after a SCRIPT FLUSH: pop again
                     self._dirty = True

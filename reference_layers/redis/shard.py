@@ -40,6 +40,11 @@ SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND = tuple(
                                   scripts.GROUP_DISCARD, scripts.GROUP_SEND))
 
 
+def is_noscript(error: ResponseError) -> bool:
+    """The server does not have the script (flushed, or restarted): it did not run."""
+    return str(error).startswith("NOSCRIPT")
+
+
 class ShardClient:
     def __init__(self, address: ShardAddress, keys: KeySpace):
         self.address = address
@@ -81,9 +86,10 @@ class ShardClient:
         try:
             return await reply
         except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
+            if not is_noscript(exc):
                 raise
-        return await self.call(b"EVAL", script.source, len(keys), *keys, *args)  # loads it too
+        await self.load_scripts()  # gone after a SCRIPT FLUSH or a restart; NOSCRIPT means it did not run
+        return await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
 
     # --- channels --------------------------------------------------------------------------
     async def send(self, channel: str, body: bytes, expiry_ms: int, capacity: int,
@@ -119,6 +125,7 @@ class ShardClient:
         return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, *wanted.values())), channels
 
     async def load_scripts(self) -> None:
+        """Load every script again: the one recovery from NOSCRIPT, for sends and pops alike."""
         for script in SCRIPTS:
             await self.call(b"SCRIPT", b"LOAD", script.source)
 
