@@ -11,6 +11,7 @@ import asyncio
 import fnmatch
 import re
 import secrets
+import sys
 import threading
 import weakref
 from typing import Any, Awaitable, Callable, Generic, Iterable, TypeVar
@@ -111,8 +112,12 @@ DEFAULT_MESSAGE_SIZE_LIMIT = 8 * 1024 * 1024
 _SCALARS = (str, bytes, bool, float, type(None))
 
 
-def check_message(message: Any) -> None:
-    """Raise TypeError unless ``message`` is a dict the wire can carry exactly."""
+def check_message(message: Any) -> bool:
+    """Raise TypeError unless ``message`` is a dict the wire can carry exactly.
+
+    Returns True if it is a flat ``dict`` (not a subclass) of plain values: packing such a
+    message runs no Python code, which ``MessageCodec`` relies on to share one packer.
+    """
     if not isinstance(message, dict):
         raise TypeError(f"message must be a dict, not {type(message).__name__}: {message!r:.80}")
     for key, value in message.items():  # fast path, no recursion: a flat dict of plain values
@@ -120,8 +125,9 @@ def check_message(message: Any) -> None:
                 type(value) is int and INT64_MIN <= value <= INT64_MAX)):
             break
     else:
-        return
+        return type(message) is dict
     _check_value(message, "message", 0)
+    return False
 
 
 _PLAIN = frozenset((str, bytes, bool, float, type(None)))
@@ -153,6 +159,9 @@ def _check_value(value: Any, path: str, depth: int) -> None:
         "dict, list, tuple, str, bytes, int, float, bool and None")
 
 
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()  # False on a free-threaded build
+
+
 class MessageCodec:
     """Message dict <-> bytes on the wire: checks, msgpack, optional encryption, size limit."""
 
@@ -160,10 +169,16 @@ class MessageCodec:
                  encryption_keys: Iterable[str | bytes] | None = None):
         self.size_limit = size_limit
         self._crypter = _make_crypter(encryption_keys) if encryption_keys else None
+        # msgpack.packb builds a Packer per call (most of its cost for a small message). One
+        # kept Packer is shared by every thread, but only for flat plain dicts: packing those
+        # runs no Python code, so under the GIL no other thread can enter it halfway.
+        self._pack = msgpack.Packer(use_bin_type=True).pack if _GIL else None
 
     def encode(self, message: dict) -> bytes:
-        check_message(message)
-        data = msgpack.packb(message, use_bin_type=True)
+        if check_message(message) and self._pack is not None:
+            data = self._pack(message)
+        else:
+            data = msgpack.packb(message, use_bin_type=True)
         if self.size_limit is not None and len(data) > self.size_limit:
             raise MessageTooLarge(
                 f"message is {len(data)} bytes encoded, over the layer's limit of {self.size_limit} bytes")

@@ -42,6 +42,7 @@ _CACHE_LIMIT = 4096
 _CHANNEL_WORD = L.KIND_CHANNEL
 _ENTRY_SIZE, _CHUNK_SIZE, _FIRST_ROOM, _FIRST_DATA = L.ENTRY_SIZE, L.CHUNK_SIZE, L.FIRST_ROOM, L.FIRST_DATA
 _E_A, _E_B, _E_C, _E_D, _E_NAME, _M_NEXT = L.E_A, L.E_B, L.E_C, L.E_D, L.E_NAME, L.M_NEXT
+_WAKER_SIZE, _WAKER_SLOTS, _W_TOKEN = L.WAKER_SIZE, L.WAKER_SLOTS, L.W_TOKEN
 _H_CHUNK_BUMP, _H_CHUNK_FREE, _H_CHUNKS_USED = L.H_CHUNK_BUMP, L.H_CHUNK_FREE, L.H_CHUNKS_USED
 # word (u32) indices of header fields, for the segment's u32 view
 _W_FLUSHES, _W_CHUNK_BUMP, _W_CHUNK_FREE, _W_CHUNKS_USED = (L.H_FLUSHES >> 2, _H_CHUNK_BUMP >> 2,
@@ -50,7 +51,8 @@ _EPOCH_HIGH = (L.E_E - L.E_C) >> 2  # words from a waiter's C to its E
 
 assert L.E_B - L.E_A == 4 and L.E_F - L.E_A == 20 and L.E_A - L.E_NEXT == 4 and L.M_EXPIRES - L.M_NEXT == 12
 assert L.H_CHUNK_FREE == L.H_CHUNK_BUMP + 4 and L.H_CHUNKS_USED == L.H_CHUNK_FREE + 4 and L.E_C == L.E_A + 8
-assert L.C_NEXT == 0 and _ENTRY_SIZE % 4 == 0 and _CHUNK_SIZE % 4 == 0 and L.W_TOKEN % 4 == 0
+assert L.C_NEXT == 0 and _ENTRY_SIZE % 4 == 0 and _CHUNK_SIZE % 4 == 0 and L.W_TOKEN % 4 == 0 and L.W_STATE == 0
+assert L.WAKER_SIZE % 4 == 0 and L.HEADER_SIZE % 4 == 0 and L.JOURNAL_SIZE % 4 == 0  # waker slots: u32-aligned
 
 
 class HotPath:
@@ -67,7 +69,9 @@ class HotPath:
         self.wakers = layout.wakers
         self.n_chunks = layout.n_chunks
         self.hashed = EntryWrites(layout, segment.mem, segment.words)
-        self.cache: dict[bytes, tuple[int, int, int]] = {}  # name -> (index, word of its entry, kind word)
+        # name -> (index, entry offset, word of its kind, kind word, name start, name end);
+        # send and pop check a hit inline (the check under the lock on every message)
+        self.cache: dict[bytes, tuple[int, int, int, int, int, int]] = {}
         self.generation = -1
 
     def channel(self, name: bytes) -> int:
@@ -77,18 +81,15 @@ class HotPath:
             self.cache.clear()
             self.generation = words[_W_FLUSHES]
         cached = self.cache.get(name)
-        if cached is not None:
-            index, word, kind = cached
-            if words[word] & 0xFFFF == kind:
-                start = (word << 2) + _E_NAME
-                if self.mem[start:start + len(name)] == name:
-                    return index
+        if cached is not None and words[cached[2]] & 0xFFFF == cached[3] and self.mem[cached[4]:cached[5]] == name:
+            return cached[0]
         index = self.hashed.find(L.KIND_CHANNEL, name)
         if index:
             cache = self.cache
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
-            cache[name] = (index, (self.entries + index * _ENTRY_SIZE) >> 2, _CHANNEL_WORD | len(name) << 8)
+            off = self.entries + index * _ENTRY_SIZE
+            cache[name] = (index, off, off >> 2, _CHANNEL_WORD | len(name) << 8, off + _E_NAME, off + _E_NAME + len(name))
         return index
 
     def _chunk(self, data: bytes, expires: float, writes: list) -> int:
@@ -120,11 +121,16 @@ class HotPath:
         """Queue a one-chunk message: the waiters to poke [(slot, token, epoch)], or NOT_HANDLED."""
         if len(data) > _FIRST_ROOM:
             return NOT_HANDLED
-        index = self.channel(name)
-        if not index:
-            return self._send_creating(name, data, expires, capacity, label)
         mem, words = self.mem, self.words
-        off = self.entries + index * _ENTRY_SIZE
+        cached = self.cache.get(name)  # self.channel(name), inline for a cache hit
+        if (cached is not None and words[_W_FLUSHES] == self.generation and words[cached[2]] & 0xFFFF == cached[3]
+                and mem[cached[4]:cached[5]] == name):
+            off = cached[1]
+        else:
+            index = self.channel(name)
+            if not index:
+                return self._send_creating(name, data, expires, capacity, label)
+            off = self.entries + index * _ENTRY_SIZE
         _word, _next, head, tail, count, _sibling, waiter, counter = _ENTRY(mem, off)
         if counter:
             held_at = self.entries + counter * _ENTRY_SIZE + _E_C
@@ -135,12 +141,19 @@ class HotPath:
             return NOT_HANDLED
         else:  # no counter: the count record repeats the channel's own count
             held_at, held = off + _E_C, count
-        if waiter:
-            pokes = self._armed_waiters(waiter)
-            if pokes is None:
-                return NOT_HANDLED
-        else:
+        if not waiter:
             pokes = ()
+        else:  # one registered receive (the common case) inline, several in _armed_waiters
+            slot, token, low, following, high = _WAITER(mem, self.entries + waiter * _ENTRY_SIZE + _E_A)
+            if following:
+                pokes = self._armed_waiters(waiter)
+                if pokes is None:
+                    return NOT_HANDLED
+            else:
+                token_word = (self.wakers + slot * _WAKER_SIZE + _W_TOKEN) >> 2
+                if not (0 < slot < _WAKER_SLOTS and mem[(token_word << 2) - _W_TOKEN] and words[token_word] == token):
+                    return NOT_HANDLED  # a stale waiter: the general path drops it
+                pokes = ((slot, words[token_word + 1] << 32 | token, high << 32 | low),) if low else ()
         bump, free, used = _CHUNK_HEADER(mem, _H_CHUNK_BUMP)
         if free:  # take the first free chunk; its own link is left as it is (see _chunk)
             first = free
@@ -159,7 +172,7 @@ class HotPath:
             link, head = self.chunks + tail * _CHUNK_SIZE + _M_NEXT, head
         else:  # an empty queue: nothing to link; the record rewrites the new chunk's own 0
             link, head = first_off + _M_NEXT, first
-        commit_queue(mem, self.journal, label, bump, free, used + 1, off + _E_A, head, first, count + 1,
+        commit_queue(mem, words, self.journal, label, bump, free, used + 1, off + _E_A, head, first, count + 1,
                      link, first if tail else L.NIL, held_at, held + 1)
         return pokes
 
@@ -224,11 +237,16 @@ class HotPath:
         channel: found nothing -> its waiter is armed with ``epoch`` (senders will poke it);
         found a message and ``disarm`` -> idle. NOT_HANDLED if that waiter is not registered.
         """
-        index = self.channel(name)
-        if not index:
-            return NOT_HANDLED if slot else None
         mem, words, entries = self.mem, self.words, self.entries
-        off = entries + index * _ENTRY_SIZE
+        cached = self.cache.get(name)  # self.channel(name), inline for a cache hit
+        if (cached is not None and words[_W_FLUSHES] == self.generation and words[cached[2]] & 0xFFFF == cached[3]
+                and mem[cached[4]:cached[5]] == name):
+            index, off = cached[0], cached[1]
+        else:
+            index = self.channel(name)
+            if not index:
+                return NOT_HANDLED if slot else None
+            off = entries + index * _ENTRY_SIZE
         _word, _next, head, tail, count, _sibling, waiter, counter = _ENTRY(mem, off)
         state = 0  # word index of our waiter's field C
         if slot:
@@ -258,7 +276,7 @@ class HotPath:
                 held = words[held_at >> 2] - 1
             else:  # no counter: the count record repeats the channel's own count
                 held_at, held = off + _E_C, count - 1
-            commit_dequeue(mem, self.journal, "receive", head, words[_W_CHUNKS_USED] - 1, head_off,
+            commit_dequeue(mem, words, self.journal, "receive", head, words[_W_CHUNKS_USED] - 1, head_off,
                            words[_W_CHUNK_FREE], off + _E_A, following, tail if following else L.NIL,
                            count - 1, held_at, held)
         else:

@@ -151,14 +151,15 @@ def commit_u32s(mem, words, journal: int, label: str, writes: list[int]) -> None
 # The two most common commits, unrolled (a loop over records costs about twice as much):
 # a send to a channel that exists, a receive that leaves its channel in place. Same journal
 # format, commit point and pause points as commit_u32s; a record may span several fields.
-_THREE, _TWO, _ONE = struct.Struct("<III").pack_into, struct.Struct("<II").pack_into, U32.pack_into
+# ``words`` is the segment as u32s (``Segment.words``): a lone field is stored through it.
+_THREE, _TWO = struct.Struct("<III").pack_into, struct.Struct("<II").pack_into
 _QUEUE = struct.Struct("<I" + "QHIII" * 2 + "QHI" * 2)
 _DEQUEUE = struct.Struct("<I" + "QHII" + "QHI" + "QHIII" + "QHI")
 _QUEUE_PACK, _QUEUE_LENGTH = _QUEUE.pack_into, _QUEUE.size - 4
 _DEQUEUE_PACK, _DEQUEUE_LENGTH = _DEQUEUE.pack_into, _DEQUEUE.size - 4
 
 
-def commit_queue(mem, journal: int, label: str, bump: int, free: int, used: int, entry: int, head: int,
+def commit_queue(mem, words, journal: int, label: str, bump: int, free: int, used: int, entry: int, head: int,
                  tail: int, count: int, link: int, linked: int, held_at: int, held: int) -> None:
     """Commit a send: the chunk allocator (``bump``, ``free``, ``used`` at H_CHUNK_BUMP), the
     channel's ``head``, ``tail`` and ``count`` (at ``entry``, its field A), one message link
@@ -172,12 +173,12 @@ def commit_queue(mem, journal: int, label: str, bump: int, free: int, used: int,
     _THREE(mem, entry, head, tail, count)
     if _PAUSE_AT is not None:
         pause_point(label, "mid-apply")
-    _ONE(mem, link, linked)
-    _ONE(mem, held_at, held)
+    words[link >> 2] = linked
+    words[held_at >> 2] = held
     mem[L.H_JOURNAL_FLAG] = 0
 
 
-def commit_dequeue(mem, journal: int, label: str, free: int, used: int, link: int, linked: int, entry: int,
+def commit_dequeue(mem, words, journal: int, label: str, free: int, used: int, link: int, linked: int, entry: int,
                    head: int, tail: int, count: int, held_at: int, held: int) -> None:
     """Commit a receive: the chunk free list and count (``free``, ``used`` at H_CHUNK_FREE),
     the freed chunk's link (``linked`` at ``link``), the channel's ``head``, ``tail`` and
@@ -188,11 +189,11 @@ def commit_dequeue(mem, journal: int, label: str, free: int, used: int, link: in
         pause_point(label, "before-commit")
     mem[L.H_JOURNAL_FLAG] = 1  # the commit point
     _TWO(mem, L.H_CHUNK_FREE, free, used)
-    _ONE(mem, link, linked)
+    words[link >> 2] = linked
     if _PAUSE_AT is not None:
         pause_point(label, "mid-apply")
     _THREE(mem, entry, head, tail, count)
-    _ONE(mem, held_at, held)
+    words[held_at >> 2] = held
     mem[L.H_JOURNAL_FLAG] = 0
 
 

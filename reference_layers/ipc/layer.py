@@ -13,7 +13,7 @@ import re
 import threading
 import time
 
-from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore
+from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore, check_channel_name
 from . import segment as segments
 from .layout import DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Layout
 from .operations import Operations
@@ -106,7 +106,16 @@ class IPCChannelLayer(LayerCore):
         return waker
 
     # --- channels --------------------------------------------------------------------------
+    # send() and receive() are LayerCore's (the same name check and codec, from core) in one
+    # coroutine each instead of two: they run once per message, where every step shows.
+    async def send(self, channel: str, message: dict) -> None:
+        """Queue ``message`` on ``channel``; raises ChannelFull if it holds its capacity."""
+        self._queue(check_channel_name(channel), self.codec.encode(message))
+
     async def _send(self, channel: str, data: bytes) -> None:
+        self._queue(channel, data)
+
+    def _queue(self, channel: str, data: bytes) -> None:
         attachment = self._attachment
         if attachment is None or attachment.fork_generation != segments.FORK_GENERATION[0]:
             attachment = self._attach()
@@ -118,42 +127,45 @@ class IPCChannelLayer(LayerCore):
         except segments.SegmentFull as exc:
             raise segments.SegmentFull(f"channel {channel!r} cannot take more: {exc}") from None
 
-    async def _receive(self, channel: str) -> bytes:
-        """Pop the next message; if there is none, wait for a poke and pop again.
+    async def receive(self, channel: str) -> dict:
+        """Wait for, and return, the next message on ``channel``."""
+        attachment, name, data = self._pop(check_channel_name(channel))
+        if data is None:
+            data = await self._wait_for(attachment, name)
+        return self.codec.decode(data)
 
-        A receive that finds a message returns without waiting on anything but the lock.
-        One that finds none has armed its loop's registration on the channel in that same
-        locked step (so any later send pokes it) and goes straight to sleep.
-        """
+    async def _receive(self, channel: str) -> bytes:
+        attachment, name, data = self._pop(channel)
+        return data if data is not None else await self._wait_for(attachment, name)
+
+    def _pop(self, channel: str) -> tuple[_Attachment, bytes, bytes | None]:
+        """Pop the next message of ``channel`` if it has one, touching no event loop."""
         attachment = self._attachment
         if attachment is None or attachment.fork_generation != segments.FORK_GENERATION[0]:
             attachment = self._attach()
         name = channel.encode()
+        return attachment, name, attachment.ops.pop(name, time.monotonic())
+
+    async def _wait_for(self, attachment: _Attachment, name: bytes) -> bytes:
+        """Wait for a message on ``name``, which a pop just found empty.
+
+        A receive that finds a message never gets here: it touches neither the event loop
+        nor the wake-up machinery. This one registers its loop on the channel and arms that
+        registration in the same locked step as another pop (so any later send pokes it),
+        sleeps until poked, and pops again. A registration outlives the receive (see
+        ``wakeups.py``); one left armed by a cancelled receive costs each sending process at
+        most one spurious poke before it is dropped.
+        """
         ops = attachment.ops
-        waker = self._wakers.get(asyncio.get_running_loop())
-        if waker is not None and name in waker.registered and waker.segment is attachment.segment:
-            # still registered from the last receive here: pop, arming the registration if empty
-            data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, not waker.listening(name),
-                                  waker.epoch())
-            if data is not None:
-                return data
-            armed = True
-        else:
-            data = ops.pop(name, time.monotonic())
-            if data is not None:
-                return data
-            waker = self._waker(attachment)
-            armed = False
+        waker = self._waker(attachment)
         listener = waker.listen(name)
         try:
             while True:
-                if not armed:
-                    waker.registered.add(name)
-                    data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token,
-                                          waker.listening(name) <= 1, waker.epoch())
-                    if data is not None:
-                        return data
-                armed = False
+                waker.registered.add(name)
+                data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token,
+                                      waker.listening(name) <= 1, waker.epoch())
+                if data is not None:
+                    return data
                 await listener.wait()
         finally:
             if waker.unlisten(name, listener) and not waker.closed:
