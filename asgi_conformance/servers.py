@@ -163,13 +163,21 @@ def rabbitmq_server() -> Iterator[Servers]:
         yield Servers([Server(given[0])])
         return
     if docker_engine_answers():
-        starter = _ContainerRabbitMQ
+        with _owned([_ContainerRabbitMQ]) as servers:
+            yield servers
     else:
-        bin_dir = os.environ.get(RABBITMQ_BIN_DIR_ENV) or RABBITMQ_BIN_DIR
-        launcher = _find_binary("rabbitmq-server", "rabbitmq-server", search_path=bin_dir)
-        epmd = _find_binary("epmd", "rabbitmq-server")
-        starter = lambda: _LocalRabbitMQ(launcher, epmd)  # noqa: E731
-    with _owned([starter]) as servers:
+        with local_rabbitmq_server() as servers:
+            yield servers
+
+
+@contextlib.contextmanager
+def local_rabbitmq_server(config: str = "") -> Iterator[Servers]:
+    """One RabbitMQ node from the machine's binaries, with ``config`` as its rabbitmq.conf
+    (e.g. a TLS listener: a container would need the same files mounted)."""
+    bin_dir = os.environ.get(RABBITMQ_BIN_DIR_ENV) or RABBITMQ_BIN_DIR
+    launcher = _find_binary("rabbitmq-server", "rabbitmq-server", search_path=bin_dir)
+    epmd = _find_binary("epmd", "rabbitmq-server")
+    with _owned([lambda: _LocalRabbitMQ(launcher, epmd, config)]) as servers:
         yield servers
 
 
@@ -341,8 +349,11 @@ class _LocalRedis(_Executable):
 class _LocalRabbitMQ(_Executable):
     """A RabbitMQ node in a temp dir, with its own epmd on a private port (stopped with it)."""
 
-    def __init__(self, launcher: str, epmd_binary: str):
+    def __init__(self, launcher: str, epmd_binary: str, config: str = ""):
+        """``config``: lines for the node's own rabbitmq.conf (a TLS listener, say)."""
         workdir = Path(tempfile.mkdtemp(prefix="asgi-conformance-rabbitmq-"))
+        if config:
+            (workdir / "rabbitmq.conf").write_text(config)
         epmd_port = free_port()
         node_port = free_port({epmd_port})
         dist_port = free_port({epmd_port, node_port})

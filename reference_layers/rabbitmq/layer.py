@@ -14,7 +14,9 @@ from .session import Session, Shared
 class RabbitMQChannelLayer(LayerCore):
     """A Django Channels layer on RabbitMQ (pika), for ``CHANNEL_LAYERS["default"]["BACKEND"]``.
 
-    CONFIG: ``url`` (``amqp://`` or ``amqps://``) or ``urls`` (cluster nodes, tried in turn),
+    CONFIG: ``url`` (``amqp://``, or ``amqps://`` for TLS: pika's default context checks the
+    broker's certificate, so a private authority goes in ``SSL_CERT_FILE`` or pika's
+    ``ssl_options`` URL argument) or ``urls`` (cluster nodes, tried in turn),
     ``prefix``, ``expiry``, ``group_expiry``, ``capacity``, ``channel_capacity``,
     ``symmetric_encryption_keys``, ``message_size_limit``, ``timeout`` (seconds a call may
     wait for an unreachable broker before BrokerUnavailable), ``heartbeat``.
