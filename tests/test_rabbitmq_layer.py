@@ -208,6 +208,31 @@ def test_sends_and_receives_resume_after_a_broker_restart(rabbitmq_broker):
     run(scenario())
 
 
+def test_group_memberships_this_process_added_survive_a_broker_restart(rabbitmq_broker):
+    """The restarted broker has lost every queue, memberships too: the layer adds again what
+    it added and did not discard, so group_send reaches the same members as before."""
+    async def scenario():
+        layer = RabbitMQChannelLayer(url=rabbitmq_broker.url, timeout=GENEROUS)
+        group, normal, discarded = fresh("group"), fresh("member"), fresh("left")
+        try:
+            specific = await layer.new_channel()
+            for channel in (specific, normal, discarded):
+                await layer.group_add(group, channel)
+            await layer.group_discard(group, discarded)
+
+            await asyncio.to_thread(rabbitmq_broker.restart)
+
+            await asyncio.wait_for(layer.group_send(group, {"n": 1}), GENEROUS)
+            assert await asyncio.wait_for(layer.receive(specific), GENEROUS) == {"n": 1}
+            assert await asyncio.wait_for(layer.receive(normal), GENEROUS) == {"n": 1}
+            with pytest.raises(asyncio.TimeoutError):  # discarded before the restart: not added again
+                await asyncio.wait_for(layer.receive(discarded), 1.0)
+        finally:
+            await layer.close()
+
+    run(scenario())
+
+
 # --- two nodes: losing the first moves the layer to the second ------------------------------------
 
 @pytest.fixture

@@ -15,16 +15,26 @@ Layout (names from names.py):
   forwarding queue also carries the membership on the broker: ``x-expires`` = group_expiry
   ends it when no group_add renewed it, even after every process that added it died, and
   any process can add any channel.
+- a broker that lost its state (restarted, or a failover to a node that did not hold these
+  queues) has lost the memberships too: each process remembers the memberships it added,
+  until they expire or are discarded, and adds them again when it connects to a broker whose
+  registry queue is gone (the registry only goes with the broker's state: flush keeps it).
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pika
 
 from ..base import ChannelFull, is_process_specific
-from .link import ACCEPTED, REFUSED, BrokerRefused
+from .link import ACCEPTED, REFUSED, BrokerRefused, safe_url
 from .names import GROUPS_EXCHANGE
 from .session import NOT_FOUND, PRECONDITION_FAILED, Session
+
+log = logging.getLogger(__name__)
+PRUNE_EVERY = 1000  # memberships added between sweeps of the expired ones out of memory
 
 
 async def send(session: Session, channel: str, data: bytes) -> None:
@@ -47,6 +57,37 @@ async def send(session: Session, channel: str, data: bytes) -> None:
 
 
 async def group_add(session: Session, group: str, channel: str, group_expiry: float) -> None:
+    memberships = session.shared.memberships
+    memberships.pop((group, channel), None)  # re-added: now the newest, for the sweep below
+    memberships[(group, channel)] = time.monotonic() + group_expiry
+    if len(memberships) % PRUNE_EVERY == 0:
+        _forget_expired(memberships)
+    await _declare_membership(session, group, channel, group_expiry)
+
+
+def _forget_expired(memberships: dict) -> None:
+    now = time.monotonic()
+    for key in [key for key, deadline in memberships.items() if deadline <= now]:
+        del memberships[key]
+
+
+async def restore_memberships(session: Session, link) -> None:
+    """Add again the memberships this layer added, if the broker lost them with its state."""
+    try:
+        await link.admin("queue_declare", session.shared.names.registry, passive=True)
+        return  # the broker kept its state: the memberships are there (or expired there)
+    except BrokerRefused as exc:
+        if exc.reply_code != NOT_FOUND:
+            raise
+    _forget_expired(session.shared.memberships)
+    now = time.monotonic()
+    log.warning("RabbitMQ at %s lost this layer's queues; adding %d group memberships again",
+                safe_url(link.url), len(session.shared.memberships))
+    for (group, channel), deadline in list(session.shared.memberships.items()):
+        await _declare_membership(session, group, channel, max(0.001, deadline - now))
+
+
+async def _declare_membership(session: Session, group: str, channel: str, group_expiry: float) -> None:
     names = session.shared.names
     target = names.queue(channel)
     await session.ensure_queue(target, channel)
@@ -84,6 +125,7 @@ async def delete_queue(session: Session, queue: str) -> None:
 
 
 async def group_discard(session: Session, group: str, channel: str) -> None:
+    session.shared.memberships.pop((group, channel), None)
     await delete_queue(session, session.shared.names.membership(group, channel))
 
 
@@ -108,6 +150,7 @@ async def flush(session: Session) -> None:
         if body is None:
             break
         names.add(body.decode())
+    session.shared.memberships.clear()
     for name in sorted(names):
         await delete_queue(session, name)
     session.forget_all()

@@ -37,6 +37,9 @@ class Shared:
     url_index: int = 0
     active_url: str | None = None
     sessions_open: set = field(default_factory=set)
+    # (group, channel) -> monotonic deadline of each membership this layer added: a broker that
+    # lost its state (a restart, a failover to a node without it) gets them back (broker_ops).
+    memberships: dict = field(default_factory=dict)
 
 
 class Session:
@@ -90,6 +93,17 @@ class Session:
                 self.shared.active_url = config.urls[index]
                 self.shared.sessions_open.add(self)
                 self._adopt(link)
+                if self.shared.memberships:
+                    from . import broker_ops  # broker_ops builds on Session, not the reverse
+
+                    try:
+                        await broker_ops.restore_memberships(self, link)
+                    except Exception as exc:  # noqa: BLE001 - not restored: this link is not usable
+                        last_error = exc
+                        self.link = None
+                        self.shared.sessions_open.discard(self)
+                        await link.close()
+                        continue
                 return link
             remaining = deadline - time.monotonic()
             if remaining <= 0:
