@@ -174,11 +174,31 @@ def rabbitmq_server() -> Iterator[Servers]:
 def local_rabbitmq_server(config: str = "") -> Iterator[Servers]:
     """One RabbitMQ node from the machine's binaries, with ``config`` as its rabbitmq.conf
     (e.g. a TLS listener: a container would need the same files mounted)."""
-    bin_dir = os.environ.get(RABBITMQ_BIN_DIR_ENV) or RABBITMQ_BIN_DIR
-    launcher = _find_binary("rabbitmq-server", "rabbitmq-server", search_path=bin_dir)
-    epmd = _find_binary("epmd", "rabbitmq-server")
+    launcher, epmd = _rabbitmq_binaries()
     with _owned([lambda: _LocalRabbitMQ(launcher, epmd, config)]) as servers:
         yield servers
+
+
+@contextlib.contextmanager
+def local_rabbitmq_cluster(nodes: int = 2) -> Iterator[Servers]:
+    """An Erlang cluster of ``nodes`` RabbitMQ nodes from the machine's binaries (one epmd,
+    one cookie; each node after the first joins the first); ``.urls`` lists every node,
+    and ``cluster[i].stop()`` takes one node down."""
+    launcher, epmd_binary = _rabbitmq_binaries()
+    workdir = Path(tempfile.mkdtemp(prefix="asgi-conformance-epmd-"))
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        epmd = _start_epmd(epmd_binary, workdir)
+        stack.callback(_close_executor, epmd)
+        cluster = _Cluster(epmd.port, secrets.token_hex(16).upper())
+        starters = [lambda: _LocalRabbitMQ(launcher, epmd_binary, cluster=cluster) for _ in range(nodes)]
+        yield stack.enter_context(_owned(starters))
+
+
+def _rabbitmq_binaries() -> tuple[str, str]:
+    bin_dir = os.environ.get(RABBITMQ_BIN_DIR_ENV) or RABBITMQ_BIN_DIR
+    return (_find_binary("rabbitmq-server", "rabbitmq-server", search_path=bin_dir),
+            _find_binary("epmd", "rabbitmq-server"))
 
 
 @contextlib.contextmanager
@@ -346,31 +366,75 @@ class _LocalRedis(_Executable):
                          f"redis-server on port {port}")
 
 
-class _LocalRabbitMQ(_Executable):
-    """A RabbitMQ node in a temp dir, with its own epmd on a private port (stopped with it)."""
+class _Cluster:
+    """What the nodes of one local Erlang cluster share: an epmd, a cookie, the first node."""
 
-    def __init__(self, launcher: str, epmd_binary: str, config: str = ""):
+    def __init__(self, epmd_port: int, cookie: str):
+        self.epmd_port = epmd_port
+        self.cookie = cookie
+        self.first_node: str | None = None
+
+
+def _start_epmd(binary: str, workdir: Path):
+    port = free_port()
+    epmd = _executor([binary, "-port", str(port), "-address", LOOPBACK], port, workdir / "epmd.log",
+                     {"ERL_EPMD_PORT": str(port)})
+    try:
+        epmd.start()
+    except Exception as exc:  # noqa: BLE001
+        _close_executor(epmd)
+        raise ServerError(f"epmd on port {port} did not start ({type(exc).__name__}); "
+                          f"log: {_tail(workdir / 'epmd.log')}") from None
+    return epmd
+
+
+class _LocalRabbitMQ(_Executable):
+    """A RabbitMQ node in a temp dir: alone, with its own epmd on a private port (stopped with
+    it), or a node of ``cluster`` (which owns the epmd), joining its first node."""
+
+    def __init__(self, launcher: str, epmd_binary: str, config: str = "", cluster: _Cluster | None = None):
         """``config``: lines for the node's own rabbitmq.conf (a TLS listener, say)."""
         workdir = Path(tempfile.mkdtemp(prefix="asgi-conformance-rabbitmq-"))
         if config:
             (workdir / "rabbitmq.conf").write_text(config)
-        epmd_port = free_port()
+        if cluster is None:
+            try:
+                helpers = [_start_epmd(epmd_binary, workdir)]
+            except ServerError:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            epmd_port = helpers[0].port
+        else:
+            helpers, epmd_port = [], cluster.epmd_port
+            cookie = workdir / ".erlang.cookie"  # in HOME: nodes with one cookie may cluster
+            cookie.write_text(cluster.cookie)
+            cookie.chmod(0o400)
         node_port = free_port({epmd_port})
         dist_port = free_port({epmd_port, node_port})
-        epmd = _executor([epmd_binary, "-port", str(epmd_port), "-address", LOOPBACK], epmd_port,
-                         workdir / "epmd.log", {"ERL_EPMD_PORT": str(epmd_port)})
-        try:
-            epmd.start()
-        except Exception as exc:  # noqa: BLE001
-            _close_executor(epmd)
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise ServerError(f"epmd on port {epmd_port} did not start ({type(exc).__name__}); "
-                              f"log: {_tail(workdir / 'epmd.log')}") from None
-        env = _rabbitmq_env(workdir, epmd_port, node_port, dist_port)
-        log = workdir / "log" / f"{env['RABBITMQ_NODENAME']}.log"
-        executor = _executor([launcher], node_port, workdir / "launcher.log", env)
+        self.env = _rabbitmq_env(workdir, epmd_port, node_port, dist_port)
+        self.launcher = launcher
+        log = workdir / "log" / f"{self.env['RABBITMQ_NODENAME']}.log"
+        executor = _executor([launcher], node_port, workdir / "launcher.log", self.env)
         super().__init__(f"amqp://guest:guest@{LOOPBACK}:{node_port}/%2F", executor, workdir, log,
-                         f"rabbitmq-server on port {node_port}", helpers=[epmd])
+                         f"rabbitmq-server on port {node_port}", helpers=helpers)
+        if cluster is not None:
+            if cluster.first_node is None:
+                cluster.first_node = self.env["RABBITMQ_NODENAME"]
+            else:
+                try:
+                    self._join(cluster.first_node)
+                except BaseException:
+                    self.stop()
+                    raise
+
+    def _join(self, node: str) -> None:
+        for command in (["stop_app"], ["join_cluster", node], ["start_app"]):
+            done = subprocess.run([str(Path(self.launcher).with_name("rabbitmqctl")), "-n",
+                                   self.env["RABBITMQ_NODENAME"], *command], env={**os.environ, **self.env},
+                                  capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
+            if done.returncode != 0:
+                raise ServerError(f"{self.what}: rabbitmqctl {' '.join(command)} failed: "
+                                  f"{(done.stderr or done.stdout)[-500:]}")
 
 
 def _rabbitmq_env(workdir: Path, epmd_port: int, node_port: int, dist_port: int) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """RabbitMQChannelLayer on a real broker: what the conformance suite cannot see.
 
 Capacity enforced by the broker under senders in two processes, a broker restart mid-traffic,
-failover to the second URL, cleanup after close(), time limits on an unreachable broker, and
+group memberships across a restart, failover to the second URL (two brokers, and a real
+two-node Erlang cluster), cleanup after close(), time limits on an unreachable broker, and
 config errors. Uses the session broker of conftest.py (``rabbitmq_broker``, ``rabbitmq_url``).
 """
 
@@ -262,6 +263,43 @@ def test_losing_the_first_node_moves_the_layer_to_the_second(standby_broker, rab
             await asyncio.wait_for(layer.send(channel, {"n": 2}), GENEROUS)
             assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 2
             assert layer.broker_url == rabbitmq_url
+        finally:
+            await layer.close()
+
+    run(scenario())
+
+
+@pytest.fixture
+def rabbitmq_cluster():
+    """A real two-node Erlang cluster from the machine's binaries."""
+    from asgi_conformance import servers
+
+    with servers.local_rabbitmq_cluster(2) as cluster:
+        yield cluster
+
+
+def test_losing_a_node_of_an_erlang_cluster_moves_the_layer_and_its_groups_to_the_other(rabbitmq_cluster):
+    first, second = rabbitmq_cluster.urls
+
+    async def scenario():
+        layer = RabbitMQChannelLayer(urls=[first, second], timeout=GENEROUS)
+        channel, group = fresh("cluster"), fresh("cluster-group")
+        try:
+            specific = await layer.new_channel()
+            await layer.group_add(group, specific)
+            await layer.send(channel, {"n": 1})
+            assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 1
+            assert layer.broker_url == first
+            # one cluster: the second node knows the queue the first one holds
+            assert await asyncio.to_thread(_queue_depth, second, f"asgi:q:{channel}") == 0
+
+            await asyncio.to_thread(rabbitmq_cluster[0].stop)  # its queues went with it
+
+            await asyncio.wait_for(layer.send(channel, {"n": 2}), GENEROUS)
+            assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 2
+            assert layer.broker_url == second
+            await asyncio.wait_for(layer.group_send(group, {"n": 3}), GENEROUS)
+            assert (await asyncio.wait_for(layer.receive(specific), GENEROUS))["n"] == 3
         finally:
             await layer.close()
 
