@@ -27,7 +27,9 @@ Design choices, and why:
   share one: only a queue per membership gives each member its own copy, counted (and
   dropped when full) against the shared capacity exactly. It also keeps group expiry on the
   broker (``x-expires`` = group_expiry, renewed by group_add) and lets any process add any
-  channel.
+  channel. The queues are transient: a restarted broker, or the surviving node of a cluster,
+  no longer has them, so each layer remembers the memberships it added (until discarded or
+  expired) and adds them again when it connects to a broker whose registry queue is gone.
 - flush(): AMQP cannot list queues, so every declare notes the queue in a registry queue
   (the note expires with the queue); flush reads it and deletes those queues. The broker
   cancels consumers on deleted queues in every process; their owners drop what they held
