@@ -58,7 +58,6 @@ async def send(session: Session, channel: str, data: bytes) -> None:
 
 async def group_add(session: Session, group: str, channel: str, group_expiry: float) -> None:
     memberships = session.shared.memberships
-    memberships.pop((group, channel), None)  # re-added: now the newest, for the sweep below
     memberships[(group, channel)] = time.monotonic() + group_expiry
     if len(memberships) % PRUNE_EVERY == 0:
         _forget_expired(memberships)

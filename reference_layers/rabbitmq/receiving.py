@@ -95,9 +95,6 @@ class _Queue:
     def has_waiters(self) -> bool:
         return bool(self.waiters)
 
-    def waiting(self) -> int:
-        return self.count
-
     def add_waiter(self, channel: str, future: asyncio.Future) -> None:
         self.waiters.setdefault(channel, collections.deque()).append(future)
         self.count += 1
