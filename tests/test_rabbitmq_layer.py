@@ -211,7 +211,8 @@ def test_sends_and_receives_resume_after_a_broker_restart(rabbitmq_broker):
 
 def test_group_memberships_this_process_added_survive_a_broker_restart(rabbitmq_broker):
     """The restarted broker has lost every queue, memberships too: the layer adds again what
-    it added and did not discard, so group_send reaches the same members as before."""
+    it added and did not discard (nor delete with its process queue at close()), so group_send
+    reaches the same members as before."""
     async def scenario():
         layer = RabbitMQChannelLayer(url=rabbitmq_broker.url, timeout=GENEROUS)
         group, normal, discarded = fresh("group"), fresh("member"), fresh("left")
@@ -228,7 +229,16 @@ def test_group_memberships_this_process_added_survive_a_broker_restart(rabbitmq_
             assert await asyncio.wait_for(layer.receive(normal), GENEROUS) == {"n": 1}
             with pytest.raises(asyncio.TimeoutError):  # discarded before the restart: not added again
                 await asyncio.wait_for(layer.receive(discarded), 1.0)
+
+            await layer.close()  # deletes its process queue and that queue's memberships for good
+            await asyncio.to_thread(rabbitmq_broker.restart)
+            await asyncio.wait_for(layer.send(normal, {"n": 2}), GENEROUS)  # connects again, restores
+            url = rabbitmq_broker.url
+            assert await asyncio.to_thread(_queue_depth, url, f"asgi:m:{group}:{normal}") == 0
+            assert await asyncio.to_thread(_queue_depth, url, f"asgi:m:{group}:{specific}") is None, \
+                "a membership close() deleted came back after a restart"
         finally:
+            await layer.flush()
             await layer.close()
 
     run(scenario())

@@ -41,7 +41,6 @@ class RabbitMQChannelLayer(LayerCore):
                               f"asgi-layer {prefix} {self.client_prefix}")
         self._sessions: PerLoop[Session] = PerLoop(lambda loop: Session(self._shared, loop), Session.close)
         self._own_queues: set[str] = set()  # this instance's process queues, deleted by close()
-        self._own_memberships: set[str] = set()  # their group memberships, deleted with them
 
     @property
     def broker_url(self) -> str | None:
@@ -60,8 +59,6 @@ class RabbitMQChannelLayer(LayerCore):
         return await self._sessions.current().receiver.receive(channel)
 
     async def _group_add(self, group: str, channel: str) -> None:
-        if self._names.queue(channel) in self._own_queues:
-            self._own_memberships.add(self._names.membership(group, channel))
         await broker_ops.group_add(self._sessions.current(), group, channel, self.group_expiry)
 
     async def _group_discard(self, group: str, channel: str) -> None:
@@ -76,8 +73,11 @@ class RabbitMQChannelLayer(LayerCore):
     async def _close(self) -> None:
         """Delete this instance's process queues and memberships, close its connections."""
         session = self._sessions.existing()
-        own = sorted(self._own_memberships) + sorted(self._own_queues)
-        self._own_memberships.clear()
+        memberships = self._shared.memberships  # what this instance added and did not discard
+        mine = [key for key in memberships if self._names.queue(key[1]) in self._own_queues]
+        for key in mine:
+            del memberships[key]  # deleted with their queues: never to be added again
+        own = sorted(self._names.membership(group, channel) for group, channel in mine) + sorted(self._own_queues)
         if own and session is not None and session.link is not None and session.link.open:
             try:
                 for queue in own:
