@@ -144,6 +144,9 @@ def test_two_prefixes_stay_apart():
     ({"mode": 0o400}, "mode"),
     ({"capacity": 0}, "capacity"),
     ({"expiry": -1}, "expiry"),
+    ({"receive_spin": -0.001}, "receive_spin"),
+    ({"receive_spin": 2}, "receive_spin"),
+    ({"receive_spin": "fast"}, "receive_spin"),
 ])
 def test_config_errors_are_clear(config, words):
     with pytest.raises(LayerConfigError, match=words):

@@ -7,7 +7,8 @@ Use it as ``CHANNEL_LAYERS = {"default": {"BACKEND": "reference_layers.ipc.IPCCh
 ``expiry``, ``group_expiry``, ``capacity``, ``channel_capacity``, ``segment_size`` (bytes,
 default 64 MiB; when it is full, send raises ``SegmentFull``, a ``ChannelFull``), ``mode``
 (permissions of the segment, default 0600), ``message_size_limit``,
-``symmetric_encryption_keys``.
+``symmetric_encryption_keys``, ``receive_spin`` (seconds a receive that finds its channel
+empty keeps looking before it sleeps, default 0.0002; adapts down on a busy machine; 0: off).
 
 How it fits together (one module each): ``layout`` (where things live in the segment),
 ``robust_mutex`` (the segment lock: a robust pthread mutex in the segment, which the kernel
@@ -16,8 +17,9 @@ lock where there are no robust mutexes), ``journal`` (the redo journal that make
 any point harmless), ``segment`` (opening, repair, waker slots, flush), ``store`` (the
 channel/group/waiter structures), ``hotpath`` + ``hotentries`` (one-chunk sends and
 receives, creating and deleting channel entries, each with one compact journal commit,
-falling back to ``store``), ``operations`` (one locked step per call), ``wakeups`` (datagram
-pokes to waiting event loops), ``layer`` (the asyncio API), ``consistency`` (a checker) and
+falling back to ``store``), ``operations`` (one locked step per call), ``spinning`` (a
+waiting receive looks again briefly before it sleeps), ``wakeups`` (datagram pokes to waiting
+event loops), ``layer`` (the asyncio API), ``consistency`` (a checker) and
 ``__main__`` (``python -m reference_layers.ipc --cleanup PREFIX``).
 
 No semaphores are used: the locks live in the segment (or are fcntl locks on its

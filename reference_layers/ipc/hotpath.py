@@ -230,12 +230,13 @@ class HotPath:
             waiter = following
         return pokes
 
-    def pop(self, name: bytes, now: float, slot: int = 0, token: int = 0, disarm: bool = False, epoch: int = 0):
+    def pop(self, name: bytes, now: float, slot: int = 0, token: int = 0, disarm: bool = False, epoch: int | None = 0):
         """Take the head message of ``name``: its bytes, None if there is none, or NOT_HANDLED.
 
         With ``slot`` (a waker slot), this is pop-or-arm for a receive registered on the
-        channel: found nothing -> its waiter is armed with ``epoch`` (senders will poke it);
-        found a message and ``disarm`` -> idle. NOT_HANDLED if that waiter is not registered.
+        channel: found nothing -> its waiter is armed with ``epoch`` (senders will poke it;
+        None leaves the arm as it is); found a message and ``disarm`` -> idle. NOT_HANDLED if
+        that waiter is not registered.
         """
         mem, words, entries = self.mem, self.words, self.entries
         cached = self.cache.get(name)  # self.channel(name), inline for a cache hit
@@ -260,7 +261,7 @@ class HotPath:
             else:
                 return NOT_HANDLED
         if not head:
-            if state:
+            if state and epoch is not None:
                 words[state] = epoch & 0xFFFFFFFF
                 words[state + _EPOCH_HIGH] = epoch >> 32
             return None

@@ -17,12 +17,14 @@ from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore, chec
 from . import segment as segments
 from .layout import DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Layout
 from .operations import Operations
+from .spinning import SpinBudget, spin_for
 from .store import Full
 from .wakeups import WAKE_ALL, LoopWaker, Poker
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _CONFIG_KEYS = ("prefix, expiry, group_expiry, capacity, channel_capacity, segment_size, mode, "
-                "message_size_limit, symmetric_encryption_keys")
+                "message_size_limit, symmetric_encryption_keys, receive_spin")
+DEFAULT_RECEIVE_SPIN = 0.0002  # seconds a receive that finds nothing keeps looking (spinning.py)
 
 
 class _Attachment:
@@ -44,7 +46,7 @@ class IPCChannelLayer(LayerCore):
 
     def __init__(self, prefix="asgi", expiry=60, group_expiry=86400, capacity=100, channel_capacity=None,
                  segment_size=DEFAULT_SEGMENT_SIZE, mode=0o600, message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
-                 symmetric_encryption_keys=None, **unknown):
+                 symmetric_encryption_keys=None, receive_spin=DEFAULT_RECEIVE_SPIN, **unknown):
         if unknown:
             raise LayerConfigError(
                 f"IPCChannelLayer got unknown config key(s) {sorted(unknown)}; it takes {_CONFIG_KEYS}")
@@ -56,6 +58,8 @@ class IPCChannelLayer(LayerCore):
             raise LayerConfigError(f"segment_size must be an int of at least {MIN_SEGMENT_SIZE} bytes, got {segment_size!r}")
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 < mode <= 0o777 or not mode & 0o600 == 0o600:
             raise LayerConfigError(f"mode must be file permission bits including 0o600, got {mode!r}")
+        if isinstance(receive_spin, bool) or not isinstance(receive_spin, (int, float)) or not 0 <= receive_spin <= 1:
+            raise LayerConfigError(f"receive_spin must be 0 to 1 seconds, got {receive_spin!r}")
         super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity,
                          channel_capacity=channel_capacity, message_size_limit=message_size_limit,
                          symmetric_encryption_keys=symmetric_encryption_keys)
@@ -67,6 +71,7 @@ class IPCChannelLayer(LayerCore):
         self.prefix = prefix
         self.segment_size = segment_size
         self.mode = mode
+        self.receive_spin = receive_spin
         self._attach_lock = threading.Lock()
         self._attachment: _Attachment | None = None
         self._wakers: dict[asyncio.AbstractEventLoop, LoopWaker] = {}
@@ -103,6 +108,7 @@ class IPCChannelLayer(LayerCore):
                 old.close()
                 self._wakers.pop(old_loop, None)
         waker = self._wakers[loop] = LoopWaker(attachment.segment, loop, attachment.ops.unregister)
+        waker.spin = SpinBudget(self.receive_spin)
         return waker
 
     # --- channels --------------------------------------------------------------------------
@@ -150,9 +156,9 @@ class IPCChannelLayer(LayerCore):
         """Wait for a message on ``name``, which a pop just found empty.
 
         A receive that finds a message never gets here: it touches neither the event loop
-        nor the wake-up machinery. This one registers its loop on the channel and arms that
-        registration in the same locked step as another pop (so any later send pokes it),
-        sleeps until poked, and pops again. A registration outlives the receive (see
+        nor the wake-up machinery. This one first spins briefly (``spinning.py``), then
+        registers its loop on the channel and arms that registration in the same locked step
+        as another pop (so any later send pokes it), sleeps until poked, and pops again. A registration outlives the receive (see
         ``wakeups.py``); one left armed by a cancelled receive costs each sending process at
         most one spurious poke before it is dropped.
         """
@@ -160,6 +166,10 @@ class IPCChannelLayer(LayerCore):
         waker = self._waker(attachment)
         listener = waker.listen(name)
         try:
+            if self.receive_spin:  # first stay awake briefly (spinning.py)
+                data = await spin_for(ops, waker, name, waker.spin)
+                if data is not None:
+                    return data
             while True:
                 waker.registered.add(name)
                 data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token,

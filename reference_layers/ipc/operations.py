@@ -11,6 +11,7 @@ not armed and costs its senders no system call.
 
 from __future__ import annotations
 
+from . import layout as L
 from .hotpath import NOT_HANDLED, HotPath
 from .segment import Segment, SegmentFull
 from .store import Full, Store, counter_name
@@ -80,7 +81,8 @@ class Operations:
         finally:
             segment.release()
 
-    def pop_or_arm(self, channel: bytes, now: float, slot: int, token: int, disarm: bool, epoch: int) -> bytes | None:
+    def pop_or_arm(self, channel: bytes, now: float, slot: int, token: int, disarm: bool,
+                   epoch: int | None) -> bytes | None:
         """Pop for a receive that stays registered (see ``Store.pop_or_arm``)."""
         token &= TOKEN_MASK
         segment = self.segment
@@ -92,6 +94,22 @@ class Operations:
                 data = self.store.pop_or_arm(tx, channel, now, slot, token, disarm, epoch)
                 segment.commit(tx)
             return data
+        finally:
+            segment.release()
+
+    def head_word(self, channel: bytes) -> int:
+        """The word (u32 index) of ``channel``'s head link, or 0 if it has no entry.
+
+        For a receive that looks for a message without the lock while it spins (see
+        ``IPCChannelLayer._wait_for``): the entry of a channel with a registered waiter stays
+        where it is, so that word turning nonzero says a message may be there. Read unlocked it
+        is only a hint; the receive pops under the lock to find out.
+        """
+        segment = self.segment
+        segment.acquire()
+        try:
+            index = self.hot.channel(channel)
+            return (self.hot.entries + index * L.ENTRY_SIZE + L.E_A) >> 2 if index else 0
         finally:
             segment.release()
 

@@ -263,11 +263,12 @@ class Store:
         return index
 
     def pop_or_arm(self, tx: Transaction, channel: bytes, now: float, slot: int, token: int,
-                   disarm: bool, epoch: int) -> bytes | None:
+                   disarm: bool, epoch: int | None) -> bytes | None:
         """Pop a message for a receive of waker ``slot``, which stays registered on the channel.
 
-        Its waiter is *armed* with ``epoch`` (senders poke it) when nothing was found, made
-        idle when a message was found and ``disarm`` (no other receive of that waker waits here).
+        Its waiter is *armed* with ``epoch`` (senders poke it) when nothing was found (with
+        None, left as it is: another receive of that waker may be armed there), made idle when
+        a message was found and ``disarm`` (no other receive of that waker waits here).
         """
         index = self.find(tx, L.KIND_CHANNEL, channel) or self._create_channel(tx, channel)
         waiter = self._field(tx, index, L.E_E)
@@ -283,6 +284,8 @@ class Store:
             self._set(tx, index, L.E_E, waiter)
         data = self.pop(tx, channel, now)  # the channel is kept: it has a waiter
         if data is None:
+            if epoch is None:  # registered only (a spinning receive): leave the arm as it is
+                return None
             self._set(tx, waiter, L.E_C, epoch & 0xFFFFFFFF)
             self._set(tx, waiter, L.E_E, epoch >> 32)
         elif disarm:

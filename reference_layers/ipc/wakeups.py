@@ -57,6 +57,10 @@ def _forget_local_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_local_after_fork)
 
 
+def closed_while_receiving() -> RuntimeError:
+    return RuntimeError("channel layer closed while receiving")
+
+
 class Poker:
     """Sends wake-up datagrams (one unbound socket per process and segment)."""
 
@@ -151,6 +155,7 @@ class LoopWaker:
         self.registered: set[bytes] = set()  # channels this waker is (probably) listed on
         self._dropping: set[bytes] = set()  # channels with a drop_later pending
         self.thread = threading.get_ident()
+        self.spin = None  # the layer's spinning.SpinBudget for this loop's receives
         loop.add_reader(self.sock.fileno(), self._readable)
         self.closed = False
         _LOCAL[self.token] = self
@@ -256,6 +261,6 @@ class LoopWaker:
                 future = listener.future
                 if future is not None and not future.done() and not self.loop.is_closed():
                     try:
-                        future.set_exception(RuntimeError("channel layer closed while receiving"))
+                        future.set_exception(closed_while_receiving())
                     except Exception:  # noqa: BLE001
                         pass
