@@ -5,6 +5,9 @@ The child is an independent process (``tests/ipc_child.py``) that stops at a rea
 the layer's code: the segment lock taken through the layer's own locking, or a named point of
 a commit (``ASGI_IPC_TEST_PAUSE_AT``): "before-commit" (journal written, not yet committed) or
 "mid-apply" (committed, half applied: the survivor must finish it from the journal).
+
+Every test runs twice: with the children on the C hot path (``_hotcore.c``, which stops at
+the same points) and on the pure-Python one.
 """
 
 from __future__ import annotations
@@ -13,12 +16,24 @@ import asyncio
 
 import pytest
 
-from reference_layers.ipc import IPCChannelLayer
+from reference_layers.ipc import IPCChannelLayer, native
 from reference_layers.ipc.consistency import check
 
 from .ipc_helpers import Child, remove_segment, send_past_a_killed_lock_holder, unique_prefix
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def hot_path(request, monkeypatch):
+    """Which hot path the children take (they read ASGI_IPC_PURE_PYTHON as they start)."""
+    if request.param == "c":
+        if not native.AVAILABLE:
+            pytest.skip("the C hot path was not built (no C compiler?)")
+        monkeypatch.delenv("ASGI_IPC_PURE_PYTHON", raising=False)
+    else:
+        monkeypatch.setenv("ASGI_IPC_PURE_PYTHON", "1")
+    return request.param
 
 
 @pytest.fixture

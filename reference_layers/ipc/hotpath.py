@@ -27,11 +27,12 @@ from __future__ import annotations
 import struct
 
 from . import layout as L
+from . import native
 from .hotentries import EntryWrites
 from .journal import commit_dequeue, commit_queue, commit_u32s
 from .segment import Segment
 
-NOT_HANDLED = object()
+NOT_HANDLED = native.NOT_HANDLED  # also what the C steps answer
 
 _ENTRY = struct.Struct("<II6I").unpack_from  # kind|namelen word, next, fields A..F
 _WAITER = struct.Struct("<5I").unpack_from  # waiter: A slot, B token (low 32 bits), C epoch low (0: idle), D next, E epoch high
@@ -73,6 +74,7 @@ class HotPath:
         # send and pop check a hit inline (the check under the lock on every message)
         self.cache: dict[bytes, tuple[int, int, int, int, int, int]] = {}
         self.generation = -1
+        self.core = segment.core  # the C steps (native.py), or None
 
     def channel(self, name: bytes) -> int:
         """The entry index of channel ``name``, or 0 (NIL) if it has none."""
@@ -131,6 +133,10 @@ class HotPath:
             if not index:
                 return self._send_creating(name, data, expires, capacity, label)
             off = self.entries + index * _ENTRY_SIZE
+        if self.core is not None:  # the same step in C; NOT_HANDLED: every case below does it
+            pokes = self.core.send(off, data, expires, capacity, label)
+            if pokes is not NOT_HANDLED:
+                return pokes
         _word, _next, head, tail, count, _sibling, waiter, counter = _ENTRY(mem, off)
         if counter:
             held_at = self.entries + counter * _ENTRY_SIZE + _E_C
@@ -248,6 +254,10 @@ class HotPath:
             if not index:
                 return NOT_HANDLED if slot else None
             off = entries + index * _ENTRY_SIZE
+        if self.core is not None:  # the same step in C, for a channel that stays
+            data = self.core.pop(off, now, slot, token, disarm, epoch)
+            if data is not NOT_HANDLED:
+                return data
         _word, _next, head, tail, count, _sibling, waiter, counter = _ENTRY(mem, off)
         state = 0  # word index of our waiter's field C
         if slot:

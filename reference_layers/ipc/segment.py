@@ -25,7 +25,7 @@ import posix_ipc
 
 from ..base import ChannelFull, LayerConfigError
 from . import layout as L
-from . import robust_mutex
+from . import native, robust_mutex
 from .journal import U32, U64, Transaction, pause_point, replay_journal
 from .layout import Layout
 from .locking import AttachLock, SegmentLock
@@ -110,6 +110,7 @@ class Segment:
                 # every u32 field is 4-byte aligned: read and store them as items of this view
                 # (native order: the layout is little-endian, checked at import)
                 self.words = memoryview(mem)[:actual - actual % 4].cast("I")
+                self.core = native.core_for(mem, self.layout)  # the C hot path, or None
                 self.lock = self._segment_lock(mem, fd, fresh)
                 self._try_acquire, self.release = self.lock.try_acquire, self.lock.release
                 if fresh:  # last: nobody uses a segment before its magic (the state stays NEW: repair formats)
@@ -151,10 +152,13 @@ class Segment:
         self.__dict__.pop("release", None)
 
     def _release_words(self) -> None:
-        """Let go of the u32 view (an exported buffer keeps the map from closing)."""
+        """Let go of the u32 view and the C core (an exported buffer keeps the map from closing)."""
         words, self.words = getattr(self, "words", None), None
         if words is not None:
             words.release()
+        core, self.core = getattr(self, "core", None), None
+        if core is not None:
+            core.release()
 
     def _check_header(self, mem, actual: int) -> tuple[Layout, bool]:
         """The layout, and whether the header is fresh (the caller then writes the magic)."""

@@ -1,0 +1,371 @@
+/* The two commonest locked steps of the IPC layer in C: a one-chunk send to a channel that
+ * exists, and a receive that leaves its channel in place (hotpath.py says why they are hot).
+ *
+ * Why C: in Python these steps are a dozen struct unpacks and packs, about 2.5 µs each, and
+ * the segment lock is held throughout; here they are a few hundred nanoseconds. Nothing else
+ * changes: the same fields, the same journal records in the same order, the same commit
+ * point (the one-byte journal flag) and the same test pause points as journal.commit_queue
+ * and journal.commit_dequeue, so crash repair and the crash tests cover this code as they
+ * cover the Python. Anything these steps do not handle answers NOT_HANDLED before writing
+ * anything, and the caller takes the Python path in the same locked step. Every index read
+ * from the segment is range-checked first: a corrupt segment gives NOT_HANDLED (then the
+ * Python path raises), never a wild write.
+ *
+ * Optional: the package works without it (hotpath.py falls back to Python); the layout
+ * numbers below are checked against layout.py at import (LAYOUT), and a mismatch disables it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ENTRY_SIZE 144
+#define E_A 8
+#define E_C 16
+#define E_E 24
+#define CHUNK_SIZE 256
+#define M_NEXT 4
+#define FIRST_DATA 24
+#define FIRST_ROOM (CHUNK_SIZE - FIRST_DATA)
+#define WAKER_SLOTS 1024
+#define WAKER_SIZE 32
+#define W_STATE 0
+#define W_TOKEN 8
+#define H_JOURNAL_FLAG 13
+#define H_CHUNK_BUMP 32
+#define H_CHUNK_FREE 36
+#define H_CHUNKS_USED 40
+#define RECORD_SIZE 10 /* journal record header: u64 offset, u16 length (layout.JOURNAL_RECORD) */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    int has_view;
+    uint8_t *mem;
+    uint64_t size;
+    uint64_t entries, chunks, journal, wakers, n_chunks, n_entries;
+    PyObject *not_handled;
+    char pause_at[256]; /* ASGI_IPC_TEST_PAUSE_AT, or "" */
+} Core;
+
+static inline uint32_t rd32(const uint8_t *mem, uint64_t off) { uint32_t v; memcpy(&v, mem + off, 4); return v; }
+static inline void wr32(uint8_t *mem, uint64_t off, uint32_t v) { memcpy(mem + off, &v, 4); }
+static inline void wr16(uint8_t *mem, uint64_t off, uint16_t v) { memcpy(mem + off, &v, 2); }
+static inline void wr64(uint8_t *mem, uint64_t off, uint64_t v) { memcpy(mem + off, &v, 8); }
+static inline double rdf64(const uint8_t *mem, uint64_t off) { double v; memcpy(&v, mem + off, 8); return v; }
+static inline void wrf64(uint8_t *mem, uint64_t off, double v) { memcpy(mem + off, &v, 8); }
+
+/* Stores before the flag are done before it, and the flag is cleared only after the others. */
+static inline void set_flag(uint8_t *mem, uint8_t value) {
+    __atomic_store_n(mem + H_JOURNAL_FLAG, value, __ATOMIC_RELEASE);
+}
+
+static void pause_point(Core *self, const char *label, const char *point) {
+    char wanted[300];
+    if (!self->pause_at[0] || !label) return;
+    snprintf(wanted, sizeof wanted, "%s:%s", label, point);
+    if (strcmp(wanted, self->pause_at) != 0) return;
+    char line[320];
+    int n = snprintf(line, sizeof line, "ASGI_IPC_PAUSED %s\n", wanted);
+    if (write(1, line, (size_t)n) < 0) { /* the test reads it; nothing to do if it cannot */ }
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) pause(); /* the test SIGKILLs this process here */
+    Py_END_ALLOW_THREADS
+}
+
+static inline int entry_ok(Core *self, uint64_t index) { return index && index <= self->n_entries; }
+static inline int chunk_ok(Core *self, uint64_t index) { return index && index <= self->n_chunks; }
+static inline uint64_t entry_at(Core *self, uint64_t index) { return self->entries + index * ENTRY_SIZE; }
+static inline uint64_t chunk_at(Core *self, uint64_t index) { return self->chunks + index * CHUNK_SIZE; }
+
+/* Journal record: offset, length, then the new bytes. Returns the position after it. */
+static inline uint64_t record(uint8_t *mem, uint64_t pos, uint64_t off, uint16_t length) {
+    wr64(mem, pos, off);
+    wr16(mem, pos + 8, length);
+    return pos + RECORD_SIZE;
+}
+
+static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
+    PyObject *mem, *not_handled;
+    unsigned long long entries, chunks, journal, wakers, n_chunks, n_entries;
+    const char *pause_at = NULL;
+    if (!PyArg_ParseTuple(args, "OOKKKKKK|z", &mem, &not_handled, &entries, &chunks, &journal, &wakers,
+                          &n_chunks, &n_entries, &pause_at))
+        return -1;
+    if (self->has_view) {
+        PyErr_SetString(PyExc_RuntimeError, "Core is initialised once");
+        return -1;
+    }
+    if (PyObject_GetBuffer(mem, &self->view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0) return -1;
+    self->has_view = 1;
+    self->mem = (uint8_t *)self->view.buf;
+    self->size = (uint64_t)self->view.len;
+    self->entries = entries; self->chunks = chunks; self->journal = journal; self->wakers = wakers;
+    self->n_chunks = n_chunks; self->n_entries = n_entries;
+    if (chunks + (n_chunks + 1) * CHUNK_SIZE > self->size || entries + (n_entries + 1) * ENTRY_SIZE > self->size
+        || wakers + WAKER_SLOTS * WAKER_SIZE > self->size || journal + 4096 > self->size) {
+        PyErr_SetString(PyExc_ValueError, "layout does not fit the buffer");
+        return -1;
+    }
+    Py_INCREF(not_handled);
+    Py_XSETREF(self->not_handled, not_handled);
+    self->pause_at[0] = 0;
+    if (pause_at) snprintf(self->pause_at, sizeof self->pause_at, "%s", pause_at);
+    return 0;
+}
+
+static PyObject *Core_release(Core *self, PyObject *unused) {
+    if (self->has_view) {
+        self->has_view = 0;
+        self->mem = NULL;
+        PyBuffer_Release(&self->view);
+    }
+    Py_RETURN_NONE;
+}
+
+static void Core_dealloc(Core *self) {
+    Core_release(self, NULL);
+    Py_XDECREF(self->not_handled);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *not_handled(Core *self) {
+    Py_INCREF(self->not_handled);
+    return self->not_handled;
+}
+
+/* send(entry_off, data, expires, capacity, label) -> pokes tuple, or NOT_HANDLED.
+ * The caller holds the segment lock and found the channel's entry at entry_off (cached). */
+static PyObject *Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "send(entry_off, data: bytes, expires, capacity, label)");
+        return NULL;
+    }
+    if (!self->has_view) return not_handled(self);
+    uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
+    double expires = PyFloat_AsDouble(args[2]);
+    long long capacity = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    const char *label = PyUnicode_Check(args[4]) ? PyUnicode_AsUTF8(args[4]) : NULL;
+    Py_ssize_t length = PyBytes_GET_SIZE(args[1]);
+    uint8_t *mem = self->mem;
+    if (length > FIRST_ROOM || off < self->entries || off + ENTRY_SIZE > self->size) return not_handled(self);
+
+    uint32_t head = rd32(mem, off + 8), tail = rd32(mem, off + 12), count = rd32(mem, off + 16);
+    uint32_t waiter = rd32(mem, off + 24), counter = rd32(mem, off + 28);
+    uint64_t held_at;
+    uint32_t held;
+    if (counter) {
+        if (!entry_ok(self, counter)) return not_handled(self);
+        held_at = entry_at(self, counter) + E_C;
+        held = rd32(mem, held_at);
+        if (held >= capacity) return not_handled(self); /* Python prunes expired messages, then decides */
+    } else {
+        if (count >= capacity) return not_handled(self);
+        held_at = off + E_C;
+        held = count;
+    }
+    PyObject *pokes;
+    uint32_t w_slot = 0, w_low = 0, w_high = 0;
+    uint64_t w_token = 0;
+    if (waiter) { /* one registered receive; several: the Python path collects them */
+        if (!entry_ok(self, waiter)) return not_handled(self);
+        uint64_t woff = entry_at(self, waiter) + E_A;
+        uint32_t token_low = rd32(mem, woff + 4), following = rd32(mem, woff + 12);
+        w_slot = rd32(mem, woff);
+        w_low = rd32(mem, woff + 8);
+        w_high = rd32(mem, woff + 16);
+        if (following || !w_slot || w_slot >= WAKER_SLOTS) return not_handled(self);
+        uint64_t slot_off = self->wakers + (uint64_t)w_slot * WAKER_SIZE;
+        if (!mem[slot_off + W_STATE] || rd32(mem, slot_off + W_TOKEN) != token_low)
+            return not_handled(self); /* a stale waiter: the Python path drops it */
+        w_token = (uint64_t)rd32(mem, slot_off + W_TOKEN + 4) << 32 | token_low;
+    }
+    uint32_t bump = rd32(mem, H_CHUNK_BUMP), free_ = rd32(mem, H_CHUNK_FREE), used = rd32(mem, H_CHUNKS_USED);
+    uint32_t first;
+    if (free_) {
+        if (!chunk_ok(self, free_)) return not_handled(self);
+        first = free_;
+        free_ = rd32(mem, chunk_at(self, first));
+    } else if (bump <= self->n_chunks && bump) {
+        first = bump;
+        bump += 1;
+    } else {
+        return not_handled(self); /* the Python path raises SegmentFull with the details */
+    }
+    if (tail && !chunk_ok(self, tail)) return not_handled(self);
+    if (w_low) {
+        pokes = Py_BuildValue("((IKK))", w_slot, (unsigned long long)w_token,
+                              (unsigned long long)w_high << 32 | w_low);
+    } else {
+        pokes = PyTuple_New(0);
+    }
+    if (!pokes) return NULL;
+
+    /* from here on nothing fails: the message bytes go into the free chunk, then the commit */
+    uint64_t first_off = chunk_at(self, first);
+    memcpy(mem + first_off + FIRST_DATA, PyBytes_AS_STRING(args[1]), (size_t)length);
+    wr32(mem, first_off + M_NEXT, 0);
+    wr32(mem, first_off + M_NEXT + 4, (uint32_t)length);
+    wr32(mem, first_off + M_NEXT + 8, first);
+    wrf64(mem, first_off + M_NEXT + 12, expires);
+    uint64_t link;
+    uint32_t new_head = head;
+    if (tail) {
+        link = chunk_at(self, tail) + M_NEXT;
+    } else {
+        link = first_off + M_NEXT;
+        new_head = first;
+    }
+    uint32_t linked = tail ? first : 0;
+    uint64_t entry = off + E_A;
+    /* journal: as journal.commit_queue */
+    uint64_t pos = self->journal + 4;
+    pos = record(mem, pos, H_CHUNK_BUMP, 12);
+    wr32(mem, pos, bump); wr32(mem, pos + 4, free_); wr32(mem, pos + 8, used + 1); pos += 12;
+    pos = record(mem, pos, entry, 12);
+    wr32(mem, pos, new_head); wr32(mem, pos + 4, first); wr32(mem, pos + 8, count + 1); pos += 12;
+    pos = record(mem, pos, link, 4);
+    wr32(mem, pos, linked); pos += 4;
+    pos = record(mem, pos, held_at, 4);
+    wr32(mem, pos, held + 1); pos += 4;
+    wr32(mem, self->journal, (uint32_t)(pos - self->journal - 4));
+    pause_point(self, label, "before-commit");
+    set_flag(mem, 1); /* the commit point */
+    wr32(mem, H_CHUNK_BUMP, bump); wr32(mem, H_CHUNK_FREE, free_); wr32(mem, H_CHUNKS_USED, used + 1);
+    wr32(mem, entry, new_head); wr32(mem, entry + 4, first); wr32(mem, entry + 8, count + 1);
+    pause_point(self, label, "mid-apply");
+    wr32(mem, link, linked);
+    wr32(mem, held_at, held + 1);
+    set_flag(mem, 0);
+    return pokes;
+}
+
+/* pop(entry_off, now, slot, token, disarm, epoch) -> bytes, None (empty), or NOT_HANDLED.
+ * As HotPath.pop for a channel found at entry_off that keeps its entry (it has more
+ * messages, or waiters); slot 0: a plain pop; epoch None: a spinning receive, no arm. */
+static PyObject *Core_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "pop(entry_off, now, slot, token, disarm, epoch)");
+        return NULL;
+    }
+    if (!self->has_view) return not_handled(self);
+    uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
+    double now = PyFloat_AsDouble(args[1]);
+    unsigned long slot = PyLong_AsUnsignedLong(args[2]);
+    unsigned long long token = PyLong_AsUnsignedLongLong(args[3]);
+    int disarm = PyObject_IsTrue(args[4]);
+    int arm = args[5] != Py_None;
+    unsigned long long epoch = arm ? PyLong_AsUnsignedLongLong(args[5]) : 0;
+    if (PyErr_Occurred()) return NULL;
+    uint8_t *mem = self->mem;
+    if (off < self->entries || off + ENTRY_SIZE > self->size) return not_handled(self);
+
+    uint32_t head = rd32(mem, off + 8), tail = rd32(mem, off + 12), count = rd32(mem, off + 16);
+    uint32_t waiter = rd32(mem, off + 24), counter = rd32(mem, off + 28);
+    uint64_t state = 0; /* our waiter's field C */
+    uint32_t armed = 0;
+    if (slot) {
+        int steps = 0;
+        while (waiter) {
+            if (!entry_ok(self, waiter) || ++steps > WAKER_SLOTS) return not_handled(self);
+            uint64_t woff = entry_at(self, waiter) + E_A;
+            if (rd32(mem, woff) == slot && rd32(mem, woff + 4) == (uint32_t)token) {
+                state = woff + 8;
+                armed = rd32(mem, state);
+                break;
+            }
+            waiter = rd32(mem, woff + 12);
+        }
+        if (!waiter) return not_handled(self); /* not registered: the Python path registers it */
+    }
+    if (!head) {
+        if (state && arm) {
+            wr32(mem, state, (uint32_t)epoch);
+            wr32(mem, state + (E_E - E_C), (uint32_t)(epoch >> 32));
+        }
+        Py_RETURN_NONE;
+    }
+    if (!chunk_ok(self, head)) return not_handled(self);
+    uint64_t head_off = chunk_at(self, head);
+    uint32_t following = rd32(mem, head_off + M_NEXT), length = rd32(mem, head_off + M_NEXT + 4);
+    double expires = rdf64(mem, head_off + M_NEXT + 12);
+    if (expires <= now || length > FIRST_ROOM) return not_handled(self); /* expired, or long */
+    if (!following && !waiter) return not_handled(self); /* the channel goes: the Python path deletes it */
+    if (following && !chunk_ok(self, following)) return not_handled(self);
+    uint64_t held_at;
+    uint32_t held;
+    if (counter) {
+        if (!entry_ok(self, counter)) return not_handled(self);
+        held_at = entry_at(self, counter) + E_C;
+        held = rd32(mem, held_at) - 1;
+    } else {
+        held_at = off + E_C;
+        held = count - 1;
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)mem + head_off + FIRST_DATA, length);
+    if (!data) return NULL;
+    uint32_t free_ = rd32(mem, H_CHUNK_FREE), used = rd32(mem, H_CHUNKS_USED) - 1;
+    uint32_t new_tail = following ? tail : 0;
+    uint64_t entry = off + E_A;
+    const char *label = "receive";
+    /* journal: as journal.commit_dequeue */
+    uint64_t pos = self->journal + 4;
+    pos = record(mem, pos, H_CHUNK_FREE, 8);
+    wr32(mem, pos, head); wr32(mem, pos + 4, used); pos += 8;
+    pos = record(mem, pos, head_off, 4);
+    wr32(mem, pos, free_); pos += 4;
+    pos = record(mem, pos, entry, 12);
+    wr32(mem, pos, following); wr32(mem, pos + 4, new_tail); wr32(mem, pos + 8, count - 1); pos += 12;
+    pos = record(mem, pos, held_at, 4);
+    wr32(mem, pos, held); pos += 4;
+    wr32(mem, self->journal, (uint32_t)(pos - self->journal - 4));
+    pause_point(self, label, "before-commit");
+    set_flag(mem, 1); /* the commit point */
+    wr32(mem, H_CHUNK_FREE, head); wr32(mem, H_CHUNKS_USED, used);
+    wr32(mem, head_off, free_);
+    pause_point(self, label, "mid-apply");
+    wr32(mem, entry, following); wr32(mem, entry + 4, new_tail); wr32(mem, entry + 8, count - 1);
+    wr32(mem, held_at, held);
+    set_flag(mem, 0);
+    if (state && disarm && armed) wr32(mem, state, 0);
+    return data;
+}
+
+static PyMethodDef Core_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))Core_send, METH_FASTCALL, "A one-chunk send to a cached channel."},
+    {"pop", (PyCFunction)(void (*)(void))Core_pop, METH_FASTCALL, "A receive that keeps its channel."},
+    {"release", (PyCFunction)Core_release, METH_NOARGS, "Let go of the buffer (so the map can close)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "reference_layers.ipc._hotcore.Core",
+    .tp_basicsize = sizeof(Core),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Core_init,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_methods = Core_methods,
+    .tp_doc = "Core(mem, NOT_HANDLED, entries, chunks, journal, wakers, n_chunks, n_entries, pause_at=None)",
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotcore", NULL, -1, NULL};
+
+PyMODINIT_FUNC PyInit__hotcore(void) {
+    if (PyType_Ready(&CoreType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&CoreType);
+    if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) return NULL;
+    PyObject *layout = Py_BuildValue(
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "ENTRY_SIZE", ENTRY_SIZE, "E_A", E_A, "E_C", E_C, "E_E", E_E, "CHUNK_SIZE", CHUNK_SIZE,
+        "M_NEXT", M_NEXT, "FIRST_DATA", FIRST_DATA, "FIRST_ROOM", FIRST_ROOM, "WAKER_SLOTS", WAKER_SLOTS,
+        "WAKER_SIZE", WAKER_SIZE, "W_STATE", W_STATE, "W_TOKEN", W_TOKEN, "H_JOURNAL_FLAG", H_JOURNAL_FLAG,
+        "H_CHUNK_BUMP", H_CHUNK_BUMP, "H_CHUNK_FREE", H_CHUNK_FREE, "H_CHUNKS_USED", H_CHUNKS_USED);
+    if (!layout || PyModule_AddObject(m, "LAYOUT", layout) < 0) return NULL;
+    return m;
+}
