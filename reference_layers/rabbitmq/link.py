@@ -17,6 +17,10 @@ another's state with it:
 A lost connection fails what is in flight with :class:`BrokerUnavailable` (a publish may or
 may not have reached the broker: repeating it could deliver twice) and tells the owner,
 which reconnects (session.py).
+
+Every wait with a time limit goes through :func:`within`, never ``asyncio.wait_for``: on
+Python 3.10/3.11 wait_for swallows a cancel that lands as the awaited reply arrives, and a
+receive cancelled that way (by its caller's own wait_for) would wait on forever.
 """
 
 from __future__ import annotations
@@ -103,13 +107,13 @@ class Link:
                                             on_close_callback=self._on_connection_closed,
                                             custom_ioloop=self.loop)
         try:
-            await asyncio.wait_for(opened, timeout)
+            await within(opened, timeout)
             _coalesce_writes(self.connection)
             self.publish_channel = await self._open_channel()
             confirmed = self.loop.create_future()
             self.publish_channel.confirm_delivery(self._on_confirm, callback=lambda frame: _settle(confirmed, result=None))
             self.publish_channel.add_on_return_callback(self._on_return)
-            await asyncio.wait_for(confirmed, timeout)
+            await within(confirmed, timeout)
             await self._open_admin()
             await self.open_consume_channel()
         except BaseException:
@@ -135,7 +139,7 @@ class Link:
         opened = self.loop.create_future()
         channel = self.connection.channel(on_open_callback=lambda ch: _settle(opened, result=ch))
         channel.add_on_close_callback(self._on_channel_closed)
-        await asyncio.wait_for(opened, self.config.timeout)
+        await within(opened, self.config.timeout)
         return channel
 
     async def _open_admin(self) -> None:
@@ -148,7 +152,7 @@ class Link:
         channel.add_on_cancel_callback(lambda frame: self.on_consumer_cancelled(frame.method.consumer_tag))
         done = self.loop.create_future()
         channel.basic_qos(prefetch_count=PREFETCH, callback=lambda frame: _settle(done, result=None))
-        await asyncio.wait_for(done, self.config.timeout)
+        await within(done, self.config.timeout)
         self.consume_channel = channel
         self.consume_ready.set()
 
@@ -225,7 +229,7 @@ class Link:
 
             getattr(self.admin_channel, method)(*args, callback=reply, **kwargs)
             try:
-                return await asyncio.wait_for(future, self.config.timeout)
+                return await within(future, self.config.timeout)
             except _Resend:
                 continue
             except asyncio.TimeoutError:
@@ -240,7 +244,7 @@ class Link:
             self.admin_channel.basic_get(queue, lambda ch, method, props, body: _settle(future, result=body),
                                          auto_ack=True)
             try:
-                return await asyncio.wait_for(future, self.config.timeout)
+                return await within(future, self.config.timeout)
             except asyncio.TimeoutError:
                 raise BrokerUnavailable(f"RabbitMQ did not answer basic.get within {self.config.timeout:g} s") from None
             finally:
@@ -252,7 +256,7 @@ class Link:
             raise BrokerUnavailable("the connection to RabbitMQ is closed")
         if not event.is_set():
             try:
-                await asyncio.wait_for(event.wait(), self.config.timeout)
+                await within(event.wait(), self.config.timeout)
             except asyncio.TimeoutError:
                 raise BrokerUnavailable("an AMQP channel could not be reopened in time") from None
             if not self.open:
@@ -356,7 +360,7 @@ class Link:
         try:
             if was_open and connection.is_open:
                 connection.close()
-                await asyncio.wait_for(closed, min(5.0, self.config.timeout))
+                await within(closed, min(5.0, self.config.timeout))
             else:
                 self.abort()
         except Exception:  # noqa: BLE001 - closing must not fail: drop the socket instead
@@ -388,6 +392,29 @@ def _coalesce_writes(connection) -> None:
         original()
 
     transport._produce = produce
+
+
+async def within(awaitable, timeout: float):
+    """``asyncio.wait_for`` that never loses a cancel of its caller.
+
+    On Python 3.10 and 3.11 wait_for returns the result when the caller is cancelled in the
+    very turn the awaited future completes (CPython gh-86296): a receive cancelled by the
+    user's ``wait_for(receive, t)`` just as the broker answered its queue.declare went on
+    waiting for a message, and the user's wait_for waited for it forever. Here the cancel
+    always wins (what was awaited is cancelled, as with wait_for, or its outcome dropped);
+    past ``timeout`` it raises asyncio.TimeoutError.
+    """
+    future = asyncio.ensure_future(awaitable)
+    try:
+        await asyncio.wait((future,), timeout=timeout)
+    except BaseException:
+        if not future.cancel() and not future.cancelled():
+            future.exception()  # it had finished: retrieved, so asyncio does not log it as lost
+        raise
+    if not future.done():
+        future.cancel()
+        raise asyncio.TimeoutError
+    return future.result()
 
 
 class _Resend(Exception):

@@ -44,7 +44,7 @@ import asyncio
 import collections
 import time
 
-from .link import PREFETCH, BrokerUnavailable
+from .link import PREFETCH, BrokerUnavailable, within
 
 LINGER = 0.1  # seconds consumers (and what they hold unacked) outlive the last receive on a queue
 SPILL_AT = 200  # parked sibling deliveries that make a waiting sibling's queue spill (see above)
@@ -421,12 +421,12 @@ class Receiver:
         returned = self._stop_consumer(state)
         timeout = self.session.shared.config.timeout
         try:
-            await asyncio.wait_for(asyncio.shield(returned), timeout)
+            await within(asyncio.shield(returned), timeout)
             if _usable(carrier):
                 done = self.loop.create_future()
                 carrier.basic_qos(prefetch_count=PREFETCH,
                                   callback=lambda frame: done.done() or done.set_result(None))
-                await asyncio.wait_for(done, timeout)
+                await within(done, timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not answer basic.cancel/basic.qos in time") from None
 
