@@ -96,6 +96,25 @@ def test_killed_mid_send(survivor, point):
 
 
 @pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
+def test_the_next_send_after_the_kill_takes_over_the_dead_holders_lock_and_repairs_first(survivor, point):
+    """The survivor's first step after the kill is a send to a channel it knows (cached),
+    which the C core runs whole: its trylock finds the holder dead (EOWNERDEAD), and the
+    segment is repaired (a committed send finished from the journal) before its own send."""
+    run(_send_all(survivor, "crash.cached", 2, "before"))
+    run(_send_all(survivor, "crash.target", 2, "before"))
+    child = Child(survivor.prefix, "send", "crash.target", pause_at=f"send:{point}")
+    child.wait_paused()
+    child.kill()
+    run(survivor.send("crash.cached", {"type": "test.kept", "index": 2}))
+    assert check(survivor._current().segment) == []
+    assert run(_receive_all(survivor, "crash.cached", 3)) == [0, 1, 2]
+    assert run(_receive_all(survivor, "crash.target", 2)) == [0, 1]
+    if point == "mid-apply":
+        assert run(survivor.receive("crash.target")) == {"type": "child.message", "from": "child"}
+    _assert_survivor_carries_on(survivor, "crash.target", 0)
+
+
+@pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
 def test_killed_mid_receive(survivor, point):
     run(_send_all(survivor, "crash.kept", 3, "before"))
     run(_send_all(survivor, "crash.target", 3, "target"))

@@ -11,16 +11,30 @@
  * from the segment is range-checked first: a corrupt segment gives NOT_HANDLED (then the
  * Python path raises), never a wild write.
  *
+ * locked_send / locked_pop run a whole step: take the segment's robust mutex (trylock only:
+ * a busy lock answers BUSY and the Python side waits its own way), check that the caller's
+ * cached entry still holds the channel, step, let go. A dead holder (EOWNERDEAD), a journal
+ * to replay or a case the step does not handle answer HELD: the lock is the caller's, who
+ * repairs and goes on in Python. Together about 0.3 µs instead of 1.5.
+ *
  * Optional: the package works without it (hotpath.py falls back to Python); the layout
  * numbers below are checked against layout.py at import (LAYOUT), and a mismatch disables it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
+#define H_STATE 12
+#define STATE_READY 2
+#define H_FLUSHES 44
+#define H_MUTEX 64
 #define ENTRY_SIZE 144
+#define E_NAME 36
+#define MAX_NAME 100
 #define E_A 8
 #define E_C 16
 #define E_E 24
@@ -45,7 +59,9 @@ typedef struct {
     uint8_t *mem;
     uint64_t size;
     uint64_t entries, chunks, journal, wakers, n_chunks, n_entries;
-    PyObject *not_handled;
+    PyObject *not_handled, *busy, *held; /* the answers that send the caller to the Python path */
+    int robust; /* the segment lock is the robust mutex at H_MUTEX (else the locked_* answer BUSY) */
+    pthread_mutex_t *mutex;
     char pause_at[256]; /* ASGI_IPC_TEST_PAUSE_AT, or "" */
 } Core;
 
@@ -87,11 +103,13 @@ static inline uint64_t record(uint8_t *mem, uint64_t pos, uint64_t off, uint16_t
 }
 
 static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
-    PyObject *mem, *not_handled;
+    PyObject *mem, *not_handled, *busy, *held;
     unsigned long long entries, chunks, journal, wakers, n_chunks, n_entries;
+    int robust;
     const char *pause_at = NULL;
-    if (!PyArg_ParseTuple(args, "OOKKKKKK|z", &mem, &not_handled, &entries, &chunks, &journal, &wakers,
-                          &n_chunks, &n_entries, &pause_at))
+    (void)kwds;
+    if (!PyArg_ParseTuple(args, "OOOOpKKKKKK|z", &mem, &not_handled, &busy, &held, &robust, &entries, &chunks,
+                          &journal, &wakers, &n_chunks, &n_entries, &pause_at))
         return -1;
     if (self->has_view) {
         PyErr_SetString(PyExc_RuntimeError, "Core is initialised once");
@@ -104,18 +122,23 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
     self->entries = entries; self->chunks = chunks; self->journal = journal; self->wakers = wakers;
     self->n_chunks = n_chunks; self->n_entries = n_entries;
     if (chunks + (n_chunks + 1) * CHUNK_SIZE > self->size || entries + (n_entries + 1) * ENTRY_SIZE > self->size
-        || wakers + WAKER_SLOTS * WAKER_SIZE > self->size || journal + 4096 > self->size) {
+        || wakers + WAKER_SLOTS * WAKER_SIZE > self->size || journal + 4096 > self->size
+        || sizeof(pthread_mutex_t) > 64) {
         PyErr_SetString(PyExc_ValueError, "layout does not fit the buffer");
         return -1;
     }
-    Py_INCREF(not_handled);
-    Py_XSETREF(self->not_handled, not_handled);
+    self->robust = robust;
+    self->mutex = (pthread_mutex_t *)(self->mem + H_MUTEX);
+    Py_INCREF(not_handled); Py_XSETREF(self->not_handled, not_handled);
+    Py_INCREF(busy); Py_XSETREF(self->busy, busy);
+    Py_INCREF(held); Py_XSETREF(self->held, held);
     self->pause_at[0] = 0;
     if (pause_at) snprintf(self->pause_at, sizeof self->pause_at, "%s", pause_at);
     return 0;
 }
 
 static PyObject *Core_release(Core *self, PyObject *unused) {
+    (void)unused;
     if (self->has_view) {
         self->has_view = 0;
         self->mem = NULL;
@@ -127,6 +150,8 @@ static PyObject *Core_release(Core *self, PyObject *unused) {
 static void Core_dealloc(Core *self) {
     Core_release(self, NULL);
     Py_XDECREF(self->not_handled);
+    Py_XDECREF(self->busy);
+    Py_XDECREF(self->held);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -135,20 +160,10 @@ static PyObject *not_handled(Core *self) {
     return self->not_handled;
 }
 
-/* send(entry_off, data, expires, capacity, label) -> pokes tuple, or NOT_HANDLED.
- * The caller holds the segment lock and found the channel's entry at entry_off (cached). */
-static PyObject *Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyBytes_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "send(entry_off, data: bytes, expires, capacity, label)");
-        return NULL;
-    }
-    if (!self->has_view) return not_handled(self);
-    uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
-    double expires = PyFloat_AsDouble(args[2]);
-    long long capacity = PyLong_AsLongLong(args[3]);
-    if (PyErr_Occurred()) return NULL;
-    const char *label = PyUnicode_Check(args[4]) ? PyUnicode_AsUTF8(args[4]) : NULL;
-    Py_ssize_t length = PyBytes_GET_SIZE(args[1]);
+/* The send step: the caller holds the segment lock and found the channel's entry at off.
+ * Returns the pokes tuple, NOT_HANDLED (nothing written), or NULL with an exception. */
+static PyObject *send_step(Core *self, uint64_t off, const char *bytes, Py_ssize_t length, double expires,
+                           long long capacity, const char *label) {
     uint8_t *mem = self->mem;
     if (length > FIRST_ROOM || off < self->entries || off + ENTRY_SIZE > self->size) return not_handled(self);
 
@@ -205,7 +220,7 @@ static PyObject *Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs) 
 
     /* from here on nothing fails: the message bytes go into the free chunk, then the commit */
     uint64_t first_off = chunk_at(self, first);
-    memcpy(mem + first_off + FIRST_DATA, PyBytes_AS_STRING(args[1]), (size_t)length);
+    memcpy(mem + first_off + FIRST_DATA, bytes, (size_t)length);
     wr32(mem, first_off + M_NEXT, 0);
     wr32(mem, first_off + M_NEXT + 4, (uint32_t)length);
     wr32(mem, first_off + M_NEXT + 8, first);
@@ -242,23 +257,27 @@ static PyObject *Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs) 
     return pokes;
 }
 
-/* pop(entry_off, now, slot, token, disarm, epoch) -> bytes, None (empty), or NOT_HANDLED.
- * As HotPath.pop for a channel found at entry_off that keeps its entry (it has more
- * messages, or waiters); slot 0: a plain pop; epoch None: a spinning receive, no arm. */
-static PyObject *Core_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "pop(entry_off, now, slot, token, disarm, epoch)");
+/* send(entry_off, data, expires, capacity, label) -> pokes tuple, or NOT_HANDLED.
+ * The caller holds the segment lock and found the channel's entry at entry_off (cached). */
+static PyObject *Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "send(entry_off, data: bytes, expires, capacity, label)");
         return NULL;
     }
     if (!self->has_view) return not_handled(self);
     uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
-    double now = PyFloat_AsDouble(args[1]);
-    unsigned long slot = PyLong_AsUnsignedLong(args[2]);
-    unsigned long long token = PyLong_AsUnsignedLongLong(args[3]);
-    int disarm = PyObject_IsTrue(args[4]);
-    int arm = args[5] != Py_None;
-    unsigned long long epoch = arm ? PyLong_AsUnsignedLongLong(args[5]) : 0;
+    double expires = PyFloat_AsDouble(args[2]);
+    long long capacity = PyLong_AsLongLong(args[3]);
     if (PyErr_Occurred()) return NULL;
+    const char *label = PyUnicode_Check(args[4]) ? PyUnicode_AsUTF8(args[4]) : NULL;
+    return send_step(self, off, PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), expires, capacity, label);
+}
+
+/* The pop step: as HotPath.pop for a channel found at off that keeps its entry (it has more
+ * messages, or waiters); slot 0: a plain pop; arm 0: a spinning receive, no arm. The caller
+ * holds the segment lock. Returns bytes, None (empty), NOT_HANDLED (nothing written), or NULL. */
+static PyObject *pop_step(Core *self, uint64_t off, double now, unsigned long slot, unsigned long long token,
+                          int disarm, int arm, unsigned long long epoch) {
     uint8_t *mem = self->mem;
     if (off < self->entries || off + ENTRY_SIZE > self->size) return not_handled(self);
 
@@ -333,9 +352,120 @@ static PyObject *Core_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     return data;
 }
 
+/* pop(entry_off, now, slot, token, disarm, epoch) -> bytes, None (empty), or NOT_HANDLED;
+ * epoch None: do not arm. The caller holds the segment lock. */
+static PyObject *Core_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "pop(entry_off, now, slot, token, disarm, epoch)");
+        return NULL;
+    }
+    if (!self->has_view) return not_handled(self);
+    uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
+    double now = PyFloat_AsDouble(args[1]);
+    unsigned long slot = PyLong_AsUnsignedLong(args[2]);
+    unsigned long long token = PyLong_AsUnsignedLongLong(args[3]);
+    int disarm = PyObject_IsTrue(args[4]);
+    int arm = args[5] != Py_None;
+    unsigned long long epoch = arm ? PyLong_AsUnsignedLongLong(args[5]) : 0;
+    if (PyErr_Occurred()) return NULL;
+    return pop_step(self, off, now, slot, token, disarm, arm, epoch);
+}
+
+/* --- whole locked steps: take the lock, check the cached entry, step, let go ------------ */
+
+/* 0: the lock is ours and the segment ready; BUSY: someone holds it (nothing taken);
+ * HELD: the lock is ours but the Python side must go on (repair, or its own path). */
+enum { TAKEN, BUSY, HELD };
+
+static int take(Core *self) {
+    if (!self->robust || !self->has_view) return BUSY;
+    int result = pthread_mutex_trylock(self->mutex);
+    if (result == EOWNERDEAD) {
+        pthread_mutex_consistent(self->mutex); /* its holder died: ours; the Python side repairs */
+        return HELD;
+    }
+    if (result) return BUSY; /* EBUSY; anything else the Python side's own take reports */
+    if (self->mem[H_STATE] != STATE_READY || self->mem[H_JOURNAL_FLAG]) return HELD;
+    return TAKEN;
+}
+
+/* The cached entry at off still holds this channel, and the segment was not re-formatted. */
+static int still_cached(Core *self, uint64_t off, uint32_t kind_word, PyObject *name, uint32_t generation) {
+    Py_ssize_t length = PyBytes_GET_SIZE(name);
+    return off >= self->entries && off + ENTRY_SIZE <= self->size && rd32(self->mem, H_FLUSHES) == generation
+           && (rd32(self->mem, off) & 0xFFFF) == kind_word && length <= MAX_NAME
+           && memcmp(self->mem + off + E_NAME, PyBytes_AS_STRING(name), (size_t)length) == 0;
+}
+
+static PyObject *answer(Core *self, int state) {
+    PyObject *sentinel = state == BUSY ? self->busy : self->held;
+    Py_INCREF(sentinel);
+    return sentinel;
+}
+
+/* After a step: let go of the lock unless the Python side must go on (NOT_HANDLED -> HELD). */
+static PyObject *finish(Core *self, PyObject *result) {
+    if (result == self->not_handled) {
+        Py_DECREF(result);
+        return answer(self, HELD);
+    }
+    pthread_mutex_unlock(self->mutex);
+    return result; /* NULL (an exception) included: the lock is let go all the same */
+}
+
+/* locked_send(entry_off, kind_word, name, generation, data, expires, capacity, label)
+ * -> pokes tuple (the lock taken and let go), BUSY (not taken) or HELD (taken, still held). */
+static PyObject *Core_locked_send(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "locked_send(entry_off, kind_word, name: bytes, generation, data: bytes, expires, capacity, label)");
+        return NULL;
+    }
+    uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
+    uint32_t kind_word = (uint32_t)PyLong_AsUnsignedLong(args[1]);
+    uint32_t generation = (uint32_t)PyLong_AsUnsignedLong(args[3]);
+    double expires = PyFloat_AsDouble(args[5]);
+    long long capacity = PyLong_AsLongLong(args[6]);
+    if (PyErr_Occurred()) return NULL;
+    const char *label = PyUnicode_Check(args[7]) ? PyUnicode_AsUTF8(args[7]) : NULL;
+    int state = take(self);
+    if (state != TAKEN) return answer(self, state);
+    if (!still_cached(self, off, kind_word, args[2], generation)) return answer(self, HELD);
+    return finish(self, send_step(self, off, PyBytes_AS_STRING(args[4]), PyBytes_GET_SIZE(args[4]), expires,
+                                  capacity, label));
+}
+
+/* locked_pop(entry_off, kind_word, name, generation, now, slot, token, disarm, epoch)
+ * -> bytes or None (the lock taken and let go), BUSY (not taken) or HELD (taken, still held). */
+static PyObject *Core_locked_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9 || !PyBytes_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "locked_pop(entry_off, kind_word, name: bytes, generation, now, slot, token, disarm, epoch)");
+        return NULL;
+    }
+    uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
+    uint32_t kind_word = (uint32_t)PyLong_AsUnsignedLong(args[1]);
+    uint32_t generation = (uint32_t)PyLong_AsUnsignedLong(args[3]);
+    double now = PyFloat_AsDouble(args[4]);
+    unsigned long slot = PyLong_AsUnsignedLong(args[5]);
+    unsigned long long token = PyLong_AsUnsignedLongLong(args[6]);
+    int disarm = PyObject_IsTrue(args[7]);
+    int arm = args[8] != Py_None;
+    unsigned long long epoch = arm ? PyLong_AsUnsignedLongLong(args[8]) : 0;
+    if (PyErr_Occurred()) return NULL;
+    int state = take(self);
+    if (state != TAKEN) return answer(self, state);
+    if (!still_cached(self, off, kind_word, args[2], generation)) return answer(self, HELD);
+    return finish(self, pop_step(self, off, now, slot, token, disarm, arm, epoch));
+}
+
 static PyMethodDef Core_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Core_send, METH_FASTCALL, "A one-chunk send to a cached channel."},
     {"pop", (PyCFunction)(void (*)(void))Core_pop, METH_FASTCALL, "A receive that keeps its channel."},
+    {"locked_send", (PyCFunction)(void (*)(void))Core_locked_send, METH_FASTCALL,
+     "send with the lock taken here: pokes, BUSY or HELD."},
+    {"locked_pop", (PyCFunction)(void (*)(void))Core_locked_pop, METH_FASTCALL,
+     "pop with the lock taken here: bytes, None, BUSY or HELD."},
     {"release", (PyCFunction)Core_release, METH_NOARGS, "Let go of the buffer (so the map can close)."},
     {NULL, NULL, 0, NULL},
 };
@@ -349,10 +479,10 @@ static PyTypeObject CoreType = {
     .tp_init = (initproc)Core_init,
     .tp_dealloc = (destructor)Core_dealloc,
     .tp_methods = Core_methods,
-    .tp_doc = "Core(mem, NOT_HANDLED, entries, chunks, journal, wakers, n_chunks, n_entries, pause_at=None)",
+    .tp_doc = "Core(mem, NOT_HANDLED, BUSY, HELD, robust, entries, chunks, journal, wakers, n_chunks, n_entries, pause_at=None)",
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotcore", NULL, -1, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotcore", NULL, -1, NULL, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__hotcore(void) {
     if (PyType_Ready(&CoreType) < 0) return NULL;
@@ -361,11 +491,13 @@ PyMODINIT_FUNC PyInit__hotcore(void) {
     Py_INCREF(&CoreType);
     if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) return NULL;
     PyObject *layout = Py_BuildValue(
-        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
         "ENTRY_SIZE", ENTRY_SIZE, "E_A", E_A, "E_C", E_C, "E_E", E_E, "CHUNK_SIZE", CHUNK_SIZE,
         "M_NEXT", M_NEXT, "FIRST_DATA", FIRST_DATA, "FIRST_ROOM", FIRST_ROOM, "WAKER_SLOTS", WAKER_SLOTS,
         "WAKER_SIZE", WAKER_SIZE, "W_STATE", W_STATE, "W_TOKEN", W_TOKEN, "H_JOURNAL_FLAG", H_JOURNAL_FLAG,
-        "H_CHUNK_BUMP", H_CHUNK_BUMP, "H_CHUNK_FREE", H_CHUNK_FREE, "H_CHUNKS_USED", H_CHUNKS_USED);
+        "H_CHUNK_BUMP", H_CHUNK_BUMP, "H_CHUNK_FREE", H_CHUNK_FREE, "H_CHUNKS_USED", H_CHUNKS_USED,
+        "H_STATE", H_STATE, "STATE_READY", STATE_READY, "H_FLUSHES", H_FLUSHES, "H_MUTEX", H_MUTEX,
+        "E_NAME", E_NAME, "MAX_NAME", MAX_NAME);
     if (!layout || PyModule_AddObject(m, "LAYOUT", layout) < 0) return NULL;
     return m;
 }

@@ -110,9 +110,9 @@ class Segment:
                 # every u32 field is 4-byte aligned: read and store them as items of this view
                 # (native order: the layout is little-endian, checked at import)
                 self.words = memoryview(mem)[:actual - actual % 4].cast("I")
-                self.core = native.core_for(mem, self.layout)  # the C hot path, or None
                 self.lock = self._segment_lock(mem, fd, fresh)
                 self._try_acquire, self.release = self.lock.try_acquire, self.lock.release
+                self.core = native.core_for(mem, self.layout)  # the C hot path, or None
                 if fresh:  # last: nobody uses a segment before its magic (the state stays NEW: repair formats)
                     mem[L.H_MAGIC:L.H_MAGIC + 8] = L.MAGIC
             with self.lock:  # the lock every operation takes: repair under it
@@ -194,6 +194,11 @@ class Segment:
         if result:
             self.lock.wait(result)
         if _STATE_AND_FLAG(self.mem, L.H_STATE)[0] != L.STATE_READY:  # not ready, or a journal to replay
+            self._repair()
+
+    def repair_if_needed(self) -> None:
+        """The second half of acquire(), for a lock the C core took (native.HELD)."""
+        if _STATE_AND_FLAG(self.mem, L.H_STATE)[0] != L.STATE_READY:
             self._repair()
 
     def release(self) -> None:  # replaced by the lock's own release once open (one call less)
