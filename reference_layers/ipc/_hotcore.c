@@ -257,20 +257,40 @@ static PyObject *send_step(Core *self, uint64_t off, const char *bytes, Py_ssize
     return pokes;
 }
 
+/* The arguments of a send step, parsed from data, expires, capacity, label. */
+typedef struct {
+    const char *bytes;
+    Py_ssize_t length;
+    double expires;
+    long long capacity;
+    const char *label;
+} SendArgs;
+
+static int parse_send(PyObject *const *args, SendArgs *out) {
+    if (!PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "the message must be bytes");
+        return -1;
+    }
+    out->bytes = PyBytes_AS_STRING(args[0]);
+    out->length = PyBytes_GET_SIZE(args[0]);
+    out->expires = PyFloat_AsDouble(args[1]);
+    out->capacity = PyLong_AsLongLong(args[2]);
+    out->label = PyUnicode_Check(args[3]) ? PyUnicode_AsUTF8(args[3]) : NULL;
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 /* send(entry_off, data, expires, capacity, label) -> pokes tuple, or NOT_HANDLED.
  * The caller holds the segment lock and found the channel's entry at entry_off (cached). */
 static PyObject *Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyBytes_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "send(entry_off, data: bytes, expires, capacity, label)");
+    SendArgs a;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "send(entry_off, data, expires, capacity, label)");
         return NULL;
     }
-    if (!self->has_view) return not_handled(self);
     uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
-    double expires = PyFloat_AsDouble(args[2]);
-    long long capacity = PyLong_AsLongLong(args[3]);
-    if (PyErr_Occurred()) return NULL;
-    const char *label = PyUnicode_Check(args[4]) ? PyUnicode_AsUTF8(args[4]) : NULL;
-    return send_step(self, off, PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), expires, capacity, label);
+    if (PyErr_Occurred() || parse_send(args + 1, &a) < 0) return NULL;
+    if (!self->has_view) return not_handled(self);
+    return send_step(self, off, a.bytes, a.length, a.expires, a.capacity, a.label);
 }
 
 /* The pop step: as HotPath.pop for a channel found at off that keeps its entry (it has more
@@ -352,23 +372,36 @@ static PyObject *pop_step(Core *self, uint64_t off, double now, unsigned long sl
     return data;
 }
 
-/* pop(entry_off, now, slot, token, disarm, epoch) -> bytes, None (empty), or NOT_HANDLED;
- * epoch None: do not arm. The caller holds the segment lock. */
+/* The arguments of a pop step, parsed from now, slot, token, disarm, epoch (None: no arm). */
+typedef struct {
+    double now;
+    unsigned long slot;
+    unsigned long long token, epoch;
+    int disarm, arm;
+} PopArgs;
+
+static int parse_pop(PyObject *const *args, PopArgs *out) {
+    out->now = PyFloat_AsDouble(args[0]);
+    out->slot = PyLong_AsUnsignedLong(args[1]);
+    out->token = PyLong_AsUnsignedLongLong(args[2]);
+    out->disarm = PyObject_IsTrue(args[3]);
+    out->arm = args[4] != Py_None;
+    out->epoch = out->arm ? PyLong_AsUnsignedLongLong(args[4]) : 0;
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* pop(entry_off, now, slot, token, disarm, epoch) -> bytes, None (empty), or NOT_HANDLED.
+ * The caller holds the segment lock. */
 static PyObject *Core_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    PopArgs a;
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "pop(entry_off, now, slot, token, disarm, epoch)");
         return NULL;
     }
-    if (!self->has_view) return not_handled(self);
     uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
-    double now = PyFloat_AsDouble(args[1]);
-    unsigned long slot = PyLong_AsUnsignedLong(args[2]);
-    unsigned long long token = PyLong_AsUnsignedLongLong(args[3]);
-    int disarm = PyObject_IsTrue(args[4]);
-    int arm = args[5] != Py_None;
-    unsigned long long epoch = arm ? PyLong_AsUnsignedLongLong(args[5]) : 0;
-    if (PyErr_Occurred()) return NULL;
-    return pop_step(self, off, now, slot, token, disarm, arm, epoch);
+    if (PyErr_Occurred() || parse_pop(args + 1, &a) < 0) return NULL;
+    if (!self->has_view) return not_handled(self);
+    return pop_step(self, off, a.now, a.slot, a.token, a.disarm, a.arm, a.epoch);
 }
 
 /* --- whole locked steps: take the lock, check the cached entry, step, let go ------------ */
@@ -413,50 +446,60 @@ static PyObject *finish(Core *self, PyObject *result) {
     return result; /* NULL (an exception) included: the lock is let go all the same */
 }
 
-/* locked_send(entry_off, kind_word, name, generation, data, expires, capacity, label)
- * -> pokes tuple (the lock taken and let go), BUSY (not taken) or HELD (taken, still held). */
-static PyObject *Core_locked_send(Core *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8 || !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[4])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "locked_send(entry_off, kind_word, name: bytes, generation, data: bytes, expires, capacity, label)");
+/* The cached entry a locked step is for, parsed from entry_off, kind_word, name, generation;
+ * then the lock taken: NULL when the step may run, else the answer to give (BUSY or HELD). */
+static PyObject *begin(Core *self, PyObject *const *args, int *failed) {
+    *failed = 0;
+    if (!PyBytes_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "the channel name must be bytes");
+        *failed = 1;
         return NULL;
     }
     uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
     uint32_t kind_word = (uint32_t)PyLong_AsUnsignedLong(args[1]);
     uint32_t generation = (uint32_t)PyLong_AsUnsignedLong(args[3]);
-    double expires = PyFloat_AsDouble(args[5]);
-    long long capacity = PyLong_AsLongLong(args[6]);
-    if (PyErr_Occurred()) return NULL;
-    const char *label = PyUnicode_Check(args[7]) ? PyUnicode_AsUTF8(args[7]) : NULL;
+    if (PyErr_Occurred()) {
+        *failed = 1;
+        return NULL;
+    }
     int state = take(self);
     if (state != TAKEN) return answer(self, state);
     if (!still_cached(self, off, kind_word, args[2], generation)) return answer(self, HELD);
-    return finish(self, send_step(self, off, PyBytes_AS_STRING(args[4]), PyBytes_GET_SIZE(args[4]), expires,
-                                  capacity, label));
+    return NULL;
+}
+
+/* locked_send(entry_off, kind_word, name, generation, data, expires, capacity, label)
+ * -> pokes tuple (the lock taken and let go), BUSY (not taken) or HELD (taken, still held). */
+static PyObject *Core_locked_send(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    SendArgs a;
+    int failed;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "locked_send(entry_off, kind_word, name, generation, data, expires, capacity, label)");
+        return NULL;
+    }
+    if (parse_send(args + 4, &a) < 0) return NULL;
+    PyObject *early = begin(self, args, &failed);
+    if (early || failed) return early;
+    return finish(self, send_step(self, PyLong_AsUnsignedLongLong(args[0]), a.bytes, a.length, a.expires,
+                                  a.capacity, a.label));
 }
 
 /* locked_pop(entry_off, kind_word, name, generation, now, slot, token, disarm, epoch)
  * -> bytes or None (the lock taken and let go), BUSY (not taken) or HELD (taken, still held). */
 static PyObject *Core_locked_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9 || !PyBytes_CheckExact(args[2])) {
+    PopArgs a;
+    int failed;
+    if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError,
-                        "locked_pop(entry_off, kind_word, name: bytes, generation, now, slot, token, disarm, epoch)");
+                        "locked_pop(entry_off, kind_word, name, generation, now, slot, token, disarm, epoch)");
         return NULL;
     }
-    uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
-    uint32_t kind_word = (uint32_t)PyLong_AsUnsignedLong(args[1]);
-    uint32_t generation = (uint32_t)PyLong_AsUnsignedLong(args[3]);
-    double now = PyFloat_AsDouble(args[4]);
-    unsigned long slot = PyLong_AsUnsignedLong(args[5]);
-    unsigned long long token = PyLong_AsUnsignedLongLong(args[6]);
-    int disarm = PyObject_IsTrue(args[7]);
-    int arm = args[8] != Py_None;
-    unsigned long long epoch = arm ? PyLong_AsUnsignedLongLong(args[8]) : 0;
-    if (PyErr_Occurred()) return NULL;
-    int state = take(self);
-    if (state != TAKEN) return answer(self, state);
-    if (!still_cached(self, off, kind_word, args[2], generation)) return answer(self, HELD);
-    return finish(self, pop_step(self, off, now, slot, token, disarm, arm, epoch));
+    if (parse_pop(args + 4, &a) < 0) return NULL;
+    PyObject *early = begin(self, args, &failed);
+    if (early || failed) return early;
+    return finish(self, pop_step(self, PyLong_AsUnsignedLongLong(args[0]), a.now, a.slot, a.token, a.disarm, a.arm,
+                                 a.epoch));
 }
 
 static PyMethodDef Core_methods[] = {
