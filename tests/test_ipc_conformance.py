@@ -1,9 +1,14 @@
 """The whole conformance suite, strict, against IPCChannelLayer: every requirement must PASS,
-the cross-process ones (XP-*) included (the suite's peer process meets us through the prefix)."""
+the cross-process ones (XP-*) included (the suite's peer process meets us through the prefix).
+
+Twice: as installed here (the C hot path, receives that spin before they sleep), and as
+where there is no compiler, with the spin off (pure Python, every wait a kernel wake-up)."""
 
 from __future__ import annotations
 
 import pytest
+
+from reference_layers.ipc import native
 
 from .ipc_helpers import remove_segment, unique_prefix
 from .suite_runner import run_suite
@@ -11,10 +16,17 @@ from .suite_runner import run_suite
 pytestmark = pytest.mark.timeout(900)
 
 
-def test_ipc_layer_passes_the_strict_suite(pytester):
+@pytest.mark.parametrize("variant", ["c-and-spin", "python-no-spin"])
+def test_ipc_layer_passes_the_strict_suite(pytester, monkeypatch, variant):
     prefix = unique_prefix("suite")
+    config = {"prefix": prefix}
+    if variant == "python-no-spin":
+        monkeypatch.setenv("ASGI_IPC_PURE_PYTHON", "1")  # the suite and its peer processes inherit it
+        config["receive_spin"] = 0
+    elif not native.AVAILABLE:
+        pytest.skip("the C hot path was not built (no C compiler?)")
     try:
-        run = run_suite(pytester, "reference_layers.ipc.IPCChannelLayer", config={"prefix": prefix})
+        run = run_suite(pytester, "reference_layers.ipc.IPCChannelLayer", config=config)
     finally:
         remove_segment(prefix)
     not_passed = {rid: status for rid, status in run.statuses().items() if status != "PASS"}
