@@ -17,6 +17,10 @@ Channel entries never move once placed, so their indices are cached per process;
 index is trusted only if the entry still holds that channel's kind and name and the segment
 has not been re-formatted since (``H_FLUSHES`` counts flushes and crash re-formats).
 
+Where the C core is built (``native.py``, ``_hotcore.c``), the send and pop below hand the
+commonest case (a channel that exists and stays) to it first; anything it does not handle it
+answers NOT_HANDLED, having written nothing, and the Python code here goes on.
+
 The *armed* epoch of a waiter (fields C and E, see ``layout.WAITER_IDLE``) is the exception
 to "everything through the journal": only its own process writes it, under the lock, and
 nothing else depends on it, so it is stored directly.

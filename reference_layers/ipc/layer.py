@@ -158,9 +158,9 @@ class IPCChannelLayer(LayerCore):
         A receive that finds a message never gets here: it touches neither the event loop
         nor the wake-up machinery. This one first spins briefly (``spinning.py``), then
         registers its loop on the channel and arms that registration in the same locked step
-        as another pop (so any later send pokes it), sleeps until poked, and pops again. A registration outlives the receive (see
-        ``wakeups.py``); one left armed by a cancelled receive costs each sending process at
-        most one spurious poke before it is dropped.
+        as another pop (so any later send pokes it), sleeps until poked, and pops again. A
+        registration outlives the receive (see ``wakeups.py``); one left armed by a cancelled
+        receive costs each sending process at most one spurious poke before it is dropped.
         """
         ops = attachment.ops
         waker = self._waker(attachment)

@@ -1,5 +1,8 @@
 """Waking receivers in other processes without busy-polling and without a thread per receive.
 
+(A receive that finds nothing first looks again for a moment, ``spinning.py``; this is how
+it sleeps after that, and how a sender wakes it.)
+
 Why datagram sockets: every event loop that has a receive waiting owns one Unix datagram
 socket (abstract namespace: no file to clean up; it vanishes with the process) and watches it
 with ``loop.add_reader`` — no extra thread, no timer. The loop claims a *waker slot* in the
