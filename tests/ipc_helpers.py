@@ -13,6 +13,7 @@ import posix_ipc
 
 CHILD = Path(__file__).with_name("ipc_child.py")
 REPO = Path(__file__).resolve().parent.parent
+NO_C_HOT_PATH = "the C hot path was not built (no C compiler?)"  # why a C-path test skips
 
 
 def unique_prefix(stem: str = "t") -> str:

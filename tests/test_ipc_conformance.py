@@ -10,7 +10,7 @@ import pytest
 
 from reference_layers.ipc import native
 
-from .ipc_helpers import remove_segment, unique_prefix
+from .ipc_helpers import NO_C_HOT_PATH, remove_segment, unique_prefix
 from .suite_runner import run_suite
 
 pytestmark = pytest.mark.timeout(900)
@@ -24,7 +24,7 @@ def test_ipc_layer_passes_the_strict_suite(pytester, monkeypatch, variant):
         monkeypatch.setenv("ASGI_IPC_PURE_PYTHON", "1")  # the suite and its peer processes inherit it
         config["receive_spin"] = 0
     elif not native.AVAILABLE:
-        pytest.skip("the C hot path was not built (no C compiler?)")
+        pytest.skip(NO_C_HOT_PATH)
     try:
         run = run_suite(pytester, "reference_layers.ipc.IPCChannelLayer", config=config)
     finally:

@@ -19,7 +19,7 @@ import pytest
 from reference_layers.ipc import IPCChannelLayer, native
 from reference_layers.ipc.consistency import check
 
-from .ipc_helpers import Child, remove_segment, send_past_a_killed_lock_holder, unique_prefix
+from .ipc_helpers import NO_C_HOT_PATH, Child, remove_segment, send_past_a_killed_lock_holder, unique_prefix
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,7 +29,7 @@ def hot_path(request, monkeypatch):
     """Which hot path the children take (they read ASGI_IPC_PURE_PYTHON as they start)."""
     if request.param == "c":
         if not native.AVAILABLE:
-            pytest.skip("the C hot path was not built (no C compiler?)")
+            pytest.skip(NO_C_HOT_PATH)
         monkeypatch.delenv("ASGI_IPC_PURE_PYTHON", raising=False)
     else:
         monkeypatch.setenv("ASGI_IPC_PURE_PYTHON", "1")

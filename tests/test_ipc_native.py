@@ -18,9 +18,9 @@ from reference_layers.ipc import segment as segments
 from reference_layers.ipc.operations import Operations
 from reference_layers.ipc.store import Full
 
-from .ipc_helpers import remove_segment, unique_prefix
+from .ipc_helpers import NO_C_HOT_PATH, remove_segment, unique_prefix
 
-pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="the C hot path was not built (no C compiler?)")
+pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason=NO_C_HOT_PATH)
 
 CHANNELS = [b"native.a", b"native.b", b"native.p!x", b"native.p!y"]
 TOKEN = 0x5EED0001

@@ -122,9 +122,7 @@ class IPCChannelLayer(LayerCore):
         self._queue(channel, data)
 
     def _queue(self, channel: str, data: bytes) -> None:
-        attachment = self._attachment
-        if attachment is None or attachment.fork_generation != segments.FORK_GENERATION[0]:
-            attachment = self._attach()
+        attachment = self._current()
         now = time.monotonic()
         try:  # queues the message in one locked step, then pokes the receives waiting for it
             attachment.ops.send(channel.encode(), data, now + self.expiry, self.capacities.for_channel(channel), now)
@@ -146,9 +144,7 @@ class IPCChannelLayer(LayerCore):
 
     def _pop(self, channel: str) -> tuple[_Attachment, bytes, bytes | None]:
         """Pop the next message of ``channel`` if it has one, touching no event loop."""
-        attachment = self._attachment
-        if attachment is None or attachment.fork_generation != segments.FORK_GENERATION[0]:
-            attachment = self._attach()
+        attachment = self._current()
         name = channel.encode()
         return attachment, name, attachment.ops.pop(name, time.monotonic())
 

@@ -42,21 +42,29 @@ class Operations:
         finally:
             segment.release()
 
+    def _cached(self, channel: bytes):
+        """The cache entry of ``channel`` if the C core can run a whole locked step on it, else None."""
+        hot = self.hot
+        return hot.cache.get(channel) if hot.core is not None else None
+
+    def _take_over(self, answer) -> None:
+        """Make the lock ours after the C core answered BUSY (wait for it here) or HELD (ours
+        already: repair as acquire() would)."""
+        if answer is BUSY:
+            self.segment.acquire()
+        else:
+            self.segment.repair_if_needed()
+
     def send(self, channel: bytes, data: bytes, expires: float, capacity: int, now: float) -> None:
         """Queue ``data`` and poke its waiters; raises store.Full (after pruning expired
         messages) or SegmentFull."""
         segment, hot = self.segment, self.hot
-        pokes = BUSY
-        cached = hot.cache.get(channel) if hot.core is not None else None
-        if cached is not None:  # the whole locked step in C: lock, check the cache, send, unlock
-            pokes = hot.core.locked_send(cached[1], cached[3], channel, hot.generation, data, expires, capacity,
-                                         "send")
+        cached = self._cached(channel)
+        pokes = BUSY if cached is None else hot.core.locked_send(cached[1], cached[3], channel, hot.generation, data,
+                                                                   expires, capacity, "send")
         if pokes is BUSY or pokes is HELD:  # then the step in Python, the lock ours
-            if pokes is BUSY:
-                segment.acquire()
+            self._take_over(pokes)
             try:
-                if pokes is HELD:
-                    segment.repair_if_needed()
                 pokes = hot.send(channel, data, expires, capacity)
                 if pokes is NOT_HANDLED:
                     pokes = self._send_general(channel, data, expires, capacity, now)
@@ -83,47 +91,30 @@ class Operations:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def pop(self, channel: bytes, now: float) -> bytes | None:
-        segment, hot = self.segment, self.hot
-        data = BUSY
-        cached = hot.cache.get(channel) if hot.core is not None else None
-        if cached is not None:  # the whole locked step in C
-            data = hot.core.locked_pop(cached[1], cached[3], channel, hot.generation, now, 0, 0, False, 0)
-            if data is not BUSY and data is not HELD:
-                return data
-        if data is BUSY:
-            segment.acquire()
-        try:
-            if data is HELD:
-                segment.repair_if_needed()
-            data = self.hot.pop(channel, now)
-            if data is NOT_HANDLED:
-                tx = segment.transaction("receive")
-                data = self.store.pop(tx, channel, now)
-                segment.commit(tx)
-            return data
-        finally:
-            segment.release()
+        return self._pop(channel, now, 0, 0, False, 0)
 
     def pop_or_arm(self, channel: bytes, now: float, slot: int, token: int, disarm: bool,
                    epoch: int | None) -> bytes | None:
         """Pop for a receive that stays registered (see ``Store.pop_or_arm``)."""
-        token &= TOKEN_MASK
+        return self._pop(channel, now, slot, token & TOKEN_MASK, disarm, epoch)
+
+    def _pop(self, channel: bytes, now: float, slot: int, token: int, disarm: bool, epoch: int | None):
+        """A plain pop (``slot`` 0) or a pop-or-arm: in C if it can, else in Python."""
         segment, hot = self.segment, self.hot
-        data = BUSY
-        cached = hot.cache.get(channel) if hot.core is not None else None
-        if cached is not None:  # the whole locked step in C
-            data = hot.core.locked_pop(cached[1], cached[3], channel, hot.generation, now, slot, token, disarm, epoch)
-            if data is not BUSY and data is not HELD:
-                return data
-        if data is BUSY:
-            segment.acquire()
+        cached = self._cached(channel)
+        data = BUSY if cached is None else hot.core.locked_pop(cached[1], cached[3], channel, hot.generation, now,
+                                                                 slot, token, disarm, epoch)
+        if data is not BUSY and data is not HELD:
+            return data
+        self._take_over(data)
         try:
-            if data is HELD:
-                segment.repair_if_needed()
-            data = self.hot.pop(channel, now, slot, token, disarm, epoch)
+            data = hot.pop(channel, now, slot, token, disarm, epoch)
             if data is NOT_HANDLED:
                 tx = segment.transaction("receive")
-                data = self.store.pop_or_arm(tx, channel, now, slot, token, disarm, epoch)
+                if slot:
+                    data = self.store.pop_or_arm(tx, channel, now, slot, token, disarm, epoch)
+                else:
+                    data = self.store.pop(tx, channel, now)
                 segment.commit(tx)
             return data
         finally:

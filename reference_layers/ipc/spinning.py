@@ -56,8 +56,11 @@ async def spin_for(ops, waker, name: bytes, budget: SpinBudget) -> bytes | None:
     seconds = budget.next()
     if not seconds:
         return None
+    def look() -> bytes | None:  # registered, not armed (None): see Store.pop_or_arm
+        return ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, waker.listening(name) <= 1, None)
+
     waker.registered.add(name)
-    data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, waker.listening(name) <= 1, None)
+    data = look()
     if data is not None:
         return data
     head = ops.head_word(name)
@@ -70,7 +73,7 @@ async def spin_for(ops, waker, name: bytes, budget: SpinBudget) -> bytes | None:
         if waker.closed:  # the layer closed meanwhile (and let go of the segment)
             raise closed_while_receiving()
         if words[head]:
-            data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, waker.listening(name) <= 1, None)
+            data = look()
             if data is not None:
                 budget.caught()
                 return data
