@@ -59,10 +59,7 @@ class ConformanceReport:
             status = SKIP
         else:
             status = NOT_RUN
-        if status == PASS:
-            details = []
-        else:
-            details = _unique(t.detail for t in tests if t.outcome == status and t.detail)
+        details = [] if status == PASS else _unique(t.detail for t in tests if t.outcome == status and t.detail)
         return Verdict(rid, req.level, req.title, status, details, list(tests))
 
     @property

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .spec import DECLARABLE_FEATURES, EXTENSION_FEATURES, layer_attribute, close_quietly
+from .spec import DECLARABLE_FEATURES, EXTENSION_FEATURES, close_quietly, layer_attribute
 
 UNSUPPORTED_ATTRIBUTE = "conformance_unsupported"
 

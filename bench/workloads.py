@@ -38,7 +38,7 @@ async def send_with_backoff(layer, channel: str, message: dict) -> None:
         try:
             await layer.send(channel, message)
             return
-        except Exception as exc:  # noqa: BLE001 - ChannelFull from any layer, matched by name
+        except Exception as exc:
             if type(exc).__name__ != "ChannelFull":
                 raise
             await asyncio.sleep(0.0005)

@@ -429,7 +429,7 @@ def _close_before_loop_closes(loop: asyncio.AbstractEventLoop, owner: PerLoop) -
 
         def close():
             for each in list(owners):
-                each._release(loop)
+                each._release(loop)  # noqa: SLF001 - PerLoop releasing its own kind
             original_close()
 
         try:

@@ -14,10 +14,15 @@ import string
 import time
 from collections import Counter
 
-from reference_layers.base import CapacityRules, ChannelFull, check_channel_name, check_message, non_local_name
-from reference_layers.base import MessageTooLarge  # noqa: F401 - the suite looks for it in this module (MSG-5)
+from reference_layers.base import (
+    CapacityRules,
+    ChannelFull,
+    MessageTooLarge,  # noqa: F401 - the suite looks for it in this module (MSG-5)
+    check_channel_name,
+    check_message,
+    non_local_name,
+)
 from reference_layers.inmemory import InMemoryChannelLayer
-
 
 # --- MSG ---------------------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from reference_layers.inmemory import (  # noqa: F401 - the suite looks these up
     MessageTooLarge,
 )
 
-
 # --- channels ------------------------------------------------------------------------------
 
 class ReceivesNewestFirst(InMemoryChannelLayer):

@@ -27,15 +27,15 @@ if not settings.configured:  # configured here rather than via os.environ, which
     settings.configure(**{name: getattr(project_settings, name) for name in dir(project_settings) if name.isupper()})
 django.setup()
 
-from asgiref.sync import sync_to_async  # noqa: E402
-from channels.layers import get_channel_layer  # noqa: E402
-from channels.testing import WebsocketCommunicator  # noqa: E402
-from django.test import Client, override_settings  # noqa: E402
-from websockets.asyncio.client import connect as ws_connect  # noqa: E402
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import Client, override_settings
+from websockets.asyncio.client import connect as ws_connect
 
-from tests.django_app.asgi import application  # noqa: E402
-from tests.django_app.groups import WORKER_CHANNEL, room_group  # noqa: E402
-from tests.django_app.processes import PROJECT_ROOT, Deployment, deployment  # noqa: E402
+from tests.django_app.asgi import application
+from tests.django_app.groups import WORKER_CHANNEL, room_group
+from tests.django_app.processes import PROJECT_ROOT, Deployment, deployment
 
 DELIVERY_TIMEOUT = 20.0  # generous: other test sessions share the 2 cores
 TEST_TIMEOUT = 60.0

@@ -453,8 +453,9 @@ def test_concurrent_operations_share_one_connection_per_shard(redis_shard_urls):
 @pytest.mark.parametrize("chunk", [1, 3, 1000])
 def test_the_pure_python_reply_reader_reads_what_hiredis_reads(chunk):
     """Used when hiredis is not installed: every reply form, fed in pieces of any size."""
-    from reference_layers.redis.resp import ReplyReader
     from redis.exceptions import ResponseError
+
+    from reference_layers.redis.resp import ReplyReader
 
     stream = (b"+OK\r\n:-42\r\n$5\r\nhe\r\nl\r\n$-1\r\n*-1\r\n*0\r\n-NOSCRIPT no script\r\n"
               b"*3\r\n:1\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nend\r\n")

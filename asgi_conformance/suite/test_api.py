@@ -8,10 +8,9 @@ keeps one layer instance for the whole process, so every one of these is relied 
 import asyncio
 import inspect
 
+import pytest
 from asgiref.sync import async_to_sync
 from asgiref.sync import iscoroutinefunction as asgiref_iscoroutinefunction
-
-import pytest
 
 from asgi_conformance.spec import (
     SETTINGS,

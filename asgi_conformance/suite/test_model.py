@@ -164,7 +164,7 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
             message = self.message("group")
             try:
                 self.run(self.layer.group_send(self.groups[group], message))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if channel_full_class_of(exc):
                     raise AssertionError(f"group_send raised {exc!r}: a full member must silently "
                                          "miss the message (CAP-5)") from exc
@@ -179,7 +179,7 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
         async def _send(self, channel, message) -> str:
             try:
                 await self.layer.send(channel, message)
-            except Exception as exc:  # noqa: BLE001 - any other error is the test's failure
+            except Exception as exc:
                 if channel_full_class_of(exc):
                     return FULL
                 raise

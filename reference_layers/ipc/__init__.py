@@ -18,7 +18,8 @@ any point harmless), ``segment`` (opening, repair, waker slots, flush), ``store`
 channel/group/waiter structures), ``hotpath`` + ``hotentries`` (one-chunk sends and
 receives, creating and deleting channel entries, each with one compact journal commit,
 falling back to ``store``), ``_hotcore.c`` + ``native`` (the commonest send and receive in
-C, built where a compiler is, same journal; ``ASGI_IPC_PURE_PYTHON=1`` turns it off), ``operations`` (one locked step per call), ``spinning`` (a
+C, built where a compiler is, same journal; ``ASGI_IPC_PURE_PYTHON=1`` turns it off),
+``operations`` (one locked step per call), ``spinning`` (a
 waiting receive looks again briefly before it sleeps), ``wakeups`` (datagram pokes to waiting
 event loops), ``layer`` (the asyncio API), ``consistency`` (a checker) and
 ``__main__`` (``python -m reference_layers.ipc --cleanup PREFIX``).

@@ -35,7 +35,7 @@ _PAUSE_AT = os.environ.get("ASGI_IPC_TEST_PAUSE_AT") or None
 
 
 def pause_point(label: str, point: str) -> None:
-    if _PAUSE_AT is not None and _PAUSE_AT == f"{label}:{point}":
+    if _PAUSE_AT is not None and f"{label}:{point}" == _PAUSE_AT:
         os.write(1, f"ASGI_IPC_PAUSED {label}:{point}\n".encode())
         while True:
             time.sleep(3600)

@@ -20,7 +20,6 @@ from . import layout as L
 from .journal import F64, U32, U64, Transaction
 from .segment import SegmentFull
 
-
 _ALL_FIELDS = (L.E_NEXT, L.E_A, L.E_B, L.E_C, L.E_D, L.E_E, L.E_F)
 _MEMBER_FIELDS = (L.E_NEXT, L.E_C, L.E_D, L.E_E, L.E_F)
 
@@ -191,10 +190,7 @@ class Store:
 
     # --- channels --------------------------------------------------------------------------
     def held(self, tx: Transaction, channel: bytes, counter: bytes | None) -> int:
-        if counter is not None:
-            index = self.find(tx, L.KIND_COUNTER, counter)
-        else:
-            index = self.find(tx, L.KIND_CHANNEL, channel)
+        index = self.find(tx, L.KIND_COUNTER, counter) if counter is not None else self.find(tx, L.KIND_CHANNEL, channel)
         return self._field(tx, index, L.E_C) if index else 0
 
     def send(self, tx: Transaction, channel: bytes, data: bytes, expires: float, capacity: int) -> list[tuple[int, int, int]]:

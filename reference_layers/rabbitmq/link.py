@@ -33,8 +33,8 @@ from typing import Callable
 
 import pika
 import pika.exceptions as px
-from pika.adapters.asyncio_connection import AsyncioConnection
 from pika import spec
+from pika.adapters.asyncio_connection import AsyncioConnection
 
 from .config import BrokerConfig
 
@@ -365,7 +365,7 @@ class Link:
                 self.abort()
         except Exception:  # noqa: BLE001 - closing must not fail: drop the socket instead
             try:
-                connection._adapter_disconnect_stream()
+                connection._adapter_disconnect_stream()  # noqa: SLF001 - pika internals
             except Exception:  # noqa: BLE001
                 pass
 
@@ -384,14 +384,14 @@ def _coalesce_writes(connection) -> None:
         return
 
     def produce():
-        buffers = transport._tx_buffers
+        buffers = transport._tx_buffers  # noqa: SLF001 - pika internals
         if len(buffers) > 1:
             joined = b"".join(buffers)
             buffers.clear()
             buffers.append(joined)
         original()
 
-    transport._produce = produce
+    transport._produce = produce  # noqa: SLF001 - pika internals
 
 
 async def within(awaitable, timeout: float):

@@ -164,11 +164,11 @@ async def take_over_socket(pool: ConnectionPool, make_protocol):
     ``make_protocol()``: redis-py knows every ``hosts`` option, our protocols read the replies."""
     connection = pool.make_connection()
     await connection.connect()
-    reader, writer = connection._reader, connection._writer
+    reader, writer = connection._reader, connection._writer  # noqa: SLF001 - the checked handover from redis-py (see docstring)
     if reader is None or writer is None or len(getattr(reader, "_buffer", b"")):
-        connection._close()
+        connection._close()  # noqa: SLF001 - the checked handover from redis-py (see docstring)
         raise RedisConnectionError("cannot take over the redis-py connection (unexpected redis-py internals)")
-    connection._reader = connection._writer = None  # detached: redis-py will not close it
+    connection._reader = connection._writer = None  # noqa: SLF001 - detached: redis-py will not close it
     transport = writer.transport
     protocol = make_protocol()
     protocol.connection_made(transport)

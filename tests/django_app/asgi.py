@@ -11,11 +11,11 @@ from django.core.asgi import get_asgi_application
 
 django_http = get_asgi_application()  # sets Django up before the consumers are imported
 
-from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import path  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter
+from django.urls import path
 
-from .consumers import ChatConsumer, ShoutWorker  # noqa: E402
-from .groups import WORKER_CHANNEL  # noqa: E402
+from .consumers import ChatConsumer, ShoutWorker
+from .groups import WORKER_CHANNEL
 
 application = ProtocolTypeRouter({
     "http": django_http,
