@@ -10,6 +10,22 @@ from __future__ import annotations
 
 import pytest
 
+# A test that uses one of these fixtures needs that server: it gets the marker, so
+# `pytest -m "not redis and not rabbitmq"` runs with no server and no root. Tests that start a
+# server themselves carry the marker in their own file.
+SERVER_FIXTURES = {
+    "redis": {"redis_server", "redis_urls", "redis_shards", "redis_shard_urls"},
+    "rabbitmq": {"rabbitmq_broker", "rabbitmq_url"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in SERVER_FIXTURES.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def redis_server():
