@@ -37,7 +37,8 @@ class BellWire(asyncio.Protocol):
         self._on_lost = on_lost
         self._reader = ReplyReader()
         self._confirmations: deque[asyncio.Future] = deque()
-        self._transport: asyncio.Transport | None = None
+        # Set by connection_made, which asyncio calls before the protocol is handed out.
+        self._transport: asyncio.Transport
         self.streams = ()
         self.closed = False
 
@@ -57,7 +58,8 @@ class BellWire(asyncio.Protocol):
             self._lost()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -131,10 +133,10 @@ class Bells:
             self._subscribed.move_to_end(bell)
         if not confirmed.done():
             await asyncio.shield(confirmed)
-        elif confirmed.exception() is not None:
+        elif (error := confirmed.exception()) is not None:
             if self._subscribed.get(bell) is confirmed:
                 del self._subscribed[bell]
-            raise confirmed.exception()
+            raise error
 
     def close(self) -> None:
         self._closed = True

@@ -61,7 +61,7 @@ def _parse_host(host: Any) -> ShardAddress:
 def _address_options(address: Any, original: Any) -> dict:
     if isinstance(address, str):
         try:
-            options = parse_url(address)
+            options = dict(parse_url(address))
         except ValueError as exc:
             raise LayerConfigError(f"bad Redis URL {address!r} in hosts: {exc}") from None
         if options.get("connection_class") is not UnixDomainSocketConnection and "host" not in options:

@@ -16,19 +16,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Any
 
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+hiredis: Any
 try:
     import hiredis
 except ImportError:  # pragma: no cover - hiredis is optional
     hiredis = None
-    from .resp import ReplyReader
+    from .resp import ReplyReader as _PurePythonReader
+
+    def ReplyReader() -> Any:  # noqa: N802 - a factory standing in for hiredis.Reader
+        return _PurePythonReader()
 else:
-    def ReplyReader():  # noqa: N802 - a factory standing in for the pure-Python class
+    def ReplyReader() -> Any:  # noqa: N802 - a factory standing in for the pure-Python class
         return hiredis.Reader(replyError=ResponseError)
 
 USES_HIREDIS = hiredis is not None
@@ -55,7 +60,8 @@ class Wire(asyncio.Protocol):
     """One open connection. ``call(packed)`` returns the future of its reply."""
 
     def __init__(self, timeout: float | None):
-        self._transport: asyncio.Transport | None = None
+        # Set by connection_made, which asyncio calls before the protocol is handed out.
+        self._transport: asyncio.Transport
         self._timeout = timeout  # no reply for this long while one is owed: the server is gone
         self._loop = asyncio.get_running_loop()
         self._pending: deque[asyncio.Future] = deque()
@@ -86,6 +92,7 @@ class Wire(asyncio.Protocol):
     def _write(self) -> None:
         """Write every command of this loop iteration at once: one syscall, not one each."""
         corked, self._corked = self._corked, None
+        assert corked is not None  # scheduled only by the call that started the batch
         if not self.closed:
             self._transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
@@ -95,7 +102,8 @@ class Wire(asyncio.Protocol):
             self._fail(RedisConnectionError("connection closed by the channel layer"))
 
     # --- asyncio.Protocol -------------------------------------------------------------------
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -133,11 +141,13 @@ class Wire(asyncio.Protocol):
         self._watchdog = None
         if not self._pending or self.closed:
             return
+        timeout = self._timeout
+        assert timeout is not None  # the watchdog runs only with a timeout
         silent = self._loop.time() - self._heard_at
-        if silent >= self._timeout:
+        if silent >= timeout:
             self._abort(RedisTimeoutError(f"no reply from Redis for {silent:.1f} s"))
         else:
-            self._watchdog = self._loop.call_later(self._timeout - silent, self._check)
+            self._watchdog = self._loop.call_later(timeout - silent, self._check)
 
     def _abort(self, error: Exception) -> None:
         self._transport.abort()
