@@ -382,7 +382,7 @@ def test_every_host_form_of_channels_redis_is_accepted():
     ])
     assert layer.ring.nodes == ("127.0.0.1:7001/2", "127.0.0.1:7002/0", "127.0.0.1:7003/0",
                                 "127.0.0.1:7004/0", "127.0.0.1:7005/0", "127.0.0.1:7006/0")
-    assert layer.extensions == ["groups", "flush"] and layer.group_expiry == 86400
+    assert layer.extensions == ["groups", "flush", "statistics"] and layer.group_expiry == 86400
     assert layer.message_size_limit > 1_000_000
 
 

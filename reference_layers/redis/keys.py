@@ -12,6 +12,7 @@ class KeySpace:
         self.prefix = prefix + ":"
         # SCAN pattern matching exactly this prefix's keys (glob characters in it escaped).
         self.pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":*"
+        self.queue_pattern = self.pattern[:-1] + "q:*"
 
     @staticmethod
     def capacity_key(channel: str) -> str:

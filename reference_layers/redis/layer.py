@@ -21,7 +21,9 @@ from ..base import (
     MessageTooLarge,
     PerLoop,
     UnserialisableMessage,
+    check_channel_name,
 )
+from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
 from .hashring import HashRing
 from .hosts import parse_hosts
 from .keys import KeySpace
@@ -46,6 +48,7 @@ class RedisChannelLayer(LayerCore):
     """Channels and groups in one or more Redis servers (``hosts``), sharded by a hash ring."""
 
     uses_hiredis = USES_HIREDIS  # replies are parsed with hiredis when it is installed
+    extensions = [*LayerCore.extensions, STATISTICS_EXTENSION]
 
     def __init__(self, hosts=None, prefix="asgi", expiry=60, group_expiry=86400, capacity=100,
                  channel_capacity=None, symmetric_encryption_keys=None,
@@ -66,6 +69,7 @@ class RedisChannelLayer(LayerCore):
         self._expiry_ms = max(1, round(self.expiry * 1000))
         self._group_expiry_ms = max(1, round(self.group_expiry * 1000))
         self._loops: PerLoop[_LoopState] = PerLoop(lambda loop: self._new_loop_state(), self._close_loop_state)
+        self._counters = Counters()
 
     def __repr__(self):
         return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
@@ -87,6 +91,7 @@ class RedisChannelLayer(LayerCore):
             channel, data, self._expiry_ms, self.capacities.for_channel(channel),
             receiver.poke if receiver is not None else None)
         if not queued:
+            self._counters.channel_full_raised += 1
             raise ChannelFull(f"channel {channel!r} is full")
 
     async def _receive(self, channel: str) -> bytes:
@@ -161,9 +166,12 @@ class RedisChannelLayer(LayerCore):
             *(shard.group_send(group, data, self._expiry_ms, self.capacity, self._poker(state, shard))
               for shard in state.shards),
             return_exceptions=True)
+        missed = 0
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+            missed += result
+        self._counters.group_deliveries_missed += missed
 
     @staticmethod
     def _poker(state: _LoopState, shard: ShardClient):
@@ -177,6 +185,32 @@ class RedisChannelLayer(LayerCore):
                 receiver.poke()
 
         return poke
+
+    # --- statistics ------------------------------------------------------------------------
+    async def statistics(self, channels: list[str] | None = None) -> LayerStatistics:
+        """Messages waiting per channel (``channels``, or every channel of this prefix on every
+        shard), this object's ChannelFull and missed-group-delivery counts, and the state of
+        this event loop's connection to each shard. The oldest message's age is read from its
+        expiry stamp and this layer's ``expiry``."""
+        state = self._loops.current()
+        if channels is None:
+            found = await asyncio.gather(*(shard.channels() for shard in state.shards))
+            wanted = [sorted(names) for names in found]
+        else:
+            wanted = [[] for _ in state.shards]
+            for channel in channels:
+                wanted[self.shard_index(check_channel_name(channel))].append(channel)
+        replies = await asyncio.gather(*(shard.waiting(names) for shard, names in zip(state.shards, wanted)))
+        table = {}
+        for names, (now_ms, rows) in zip(wanted, replies):
+            for name, (waiting, expires_ms) in zip(names, rows):
+                age = max(0.0, (now_ms - expires_ms + self._expiry_ms) / 1000) if waiting else None
+                table[name] = ChannelStatistics(waiting, age)
+        return LayerStatistics(
+            channels=table,
+            channel_full_raised=self._counters.channel_full_raised,
+            group_deliveries_missed=self._counters.group_deliveries_missed,
+            connections={shard.address.name: shard.connection_state() for shard in state.shards})
 
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:

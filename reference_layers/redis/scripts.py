@@ -147,18 +147,38 @@ return 1
 
 # KEYS: members, capacities. ARGV: key prefix ('P:'), expiry_ms, default capacity, body.
 # Pushes to every unexpired member on this shard (their queues live here too); a full
-# member silently misses the message. Returns how many members got it.
+# member silently misses the message. Returns how many members missed it (for statistics()).
 GROUP_SEND = _COMMON + _PRUNE_GROUP + r"""
 local now = now_ms()
 prune_group(KEYS[1], KEYS[2], now)
 local prefix, expiry_ms, default = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local delivered = 0
+local missed = 0
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local bang = string.find(member, '!', 1, true)
   local key = bang and string.sub(member, 1, bang) or member
   local capacity = tonumber(redis.call('HGET', KEYS[2], member)) or default
-  delivered = delivered + push(prefix .. 'q:' .. member, prefix .. 'n:' .. key, prefix .. 'b:' .. key,
-                               now, expiry_ms, capacity, ARGV[4])
+  missed = missed + 1 - push(prefix .. 'q:' .. member, prefix .. 'n:' .. key, prefix .. 'b:' .. key,
+                             now, expiry_ms, capacity, ARGV[4])
 end
-return delivered
+return missed
+"""
+
+# KEYS: queue_1..queue_n. Read only. Returns {now_ms, waiting_1, expires_1, ...}: per queue
+# the messages after its expired head (expired ones are dropped by the next pop) and the
+# expiry stamp of the oldest of them (0 when none waits).
+STATS = _COMMON + r"""
+local out = {now_ms()}
+for i = 1, #KEYS do
+  local length = redis.call('LLEN', KEYS[i])
+  local skipped, expires = 0, 0
+  while skipped < length do
+    local entry = redis.call('LINDEX', KEYS[i], skipped)
+    local stamp = tonumber(string.sub(entry, 1, string.find(entry, ':', 1, true) - 1))
+    if stamp > out[1] then expires = stamp break end
+    skipped = skipped + 1
+  end
+  out[#out + 1] = length - skipped
+  out[#out + 1] = expires
+end
+return out
 """

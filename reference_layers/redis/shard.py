@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
+from ..core.statistics import ConnectionState
 from . import scripts
 from .bells import Bells
 from .hosts import ShardAddress
@@ -35,9 +36,9 @@ class Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
 
 
-SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND = tuple(
+SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS = tuple(
     Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, scripts.GROUP_ADD,
-                                  scripts.GROUP_DISCARD, scripts.GROUP_SEND))
+                                  scripts.GROUP_DISCARD, scripts.GROUP_SEND, scripts.STATS))
 
 
 def is_noscript(error: ResponseError) -> bool:
@@ -152,8 +153,34 @@ class ShardClient:
 
     async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int,
                          after_write: Callable[[], None] | None = None) -> int:
+        """Push to every member on this shard; returns how many missed it, being full."""
         return await self.run(GROUP_SEND, [self.keys.group_members(group), self.keys.group_capacities(group)],
                               [self.keys.prefix, expiry_ms, capacity, body], after_write)
+
+    # --- statistics -------------------------------------------------------------------------
+    async def channels(self) -> list[str]:
+        """Every channel of this prefix with a queue on this shard."""
+        start = len(self.keys.queue(""))
+        found: list[str] = []
+        cursor = b"0"
+        while True:
+            cursor, names = await self.call(b"SCAN", cursor, b"MATCH", self.keys.queue_pattern, b"COUNT", _SCAN_BATCH)
+            found.extend(name.decode()[start:] for name in names)
+            if cursor == b"0":
+                return found
+
+    async def waiting(self, channels: list[str]) -> tuple[int, list[tuple[int, int]]]:
+        """(the server's time in ms, [(messages waiting, expiry stamp of the oldest), ...])."""
+        if not channels:
+            return 0, []
+        reply = await self.run(STATS, [self.keys.queue(channel) for channel in channels], [])
+        return int(reply[0]), [(int(reply[i]), int(reply[i + 1])) for i in range(1, len(reply), 2)]
+
+    def connection_state(self) -> ConnectionState:
+        wire = self._commands
+        if wire is None:
+            return ConnectionState.NOT_CONNECTED
+        return ConnectionState.LOST if wire.closed else ConnectionState.CONNECTED
 
     # --- whole shard ------------------------------------------------------------------------
     async def flush(self) -> None:
