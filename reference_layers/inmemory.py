@@ -20,9 +20,11 @@ from .base import (
     LayerCore,
     MessageTooLarge,
     UnserialisableMessage,
+    check_channel_name,
     is_process_specific,
     non_local_name,
 )
+from .core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
 
 __all__ = ["InMemoryChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage"]
 
@@ -32,6 +34,7 @@ class InMemoryChannelLayer(LayerCore):
 
     # Read by asgi-conformance: this layer cannot carry messages between processes.
     conformance_unsupported = {"cross-process": "the in-memory layer lives inside one process"}
+    extensions = [*LayerCore.extensions, STATISTICS_EXTENSION]
 
     def __init__(self, expiry=60, group_expiry=86400, capacity=100, channel_capacity=None,
                  message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT, **unknown):
@@ -47,11 +50,16 @@ class InMemoryChannelLayer(LayerCore):
         self._held_counts: dict[str, int] = {}  # capacity key ('p!' or the channel) -> queued messages
         self._waiters: dict[str, deque[asyncio.Future]] = {}
         self._groups: dict[str, dict[str, float]] = {}
+        self._counters = Counters()
 
     # --- channels ------------------------------------------------------------------------
     async def _send(self, channel: str, data: bytes) -> None:
         with self._lock:
-            self._put(channel, data, time.monotonic())
+            try:
+                self._put(channel, data, time.monotonic())
+            except ChannelFull:
+                self._counters.channel_full_raised += 1
+                raise
         self._wake_one(channel)
 
     def _put(self, channel: str, data: bytes, now: float) -> None:
@@ -204,13 +212,31 @@ class InMemoryChannelLayer(LayerCore):
                     continue
                 try:
                     self._put(channel, data, now)
-                except ChannelFull:
-                    continue  # a full member misses this message; the others still get it
+                except ChannelFull:  # a full member misses this message; the others still get it
+                    self._counters.group_deliveries_missed += 1
+                    continue
                 delivered.append(channel)
             if not members:
                 self._groups.pop(group, None)
         for channel in delivered:
             self._wake_one(channel)
+
+    # --- statistics ----------------------------------------------------------------------
+    async def statistics(self, channels: list[str] | None = None) -> LayerStatistics:
+        """Unexpired messages waiting per channel (``channels``, or every channel holding one)
+        and the age of the oldest; ChannelFull and missed group copies counted by this layer.
+        No server, so no connections."""
+        now = time.monotonic()
+        with self._lock:
+            names = list(self._queues) if channels is None else [check_channel_name(c) for c in channels]
+            table = {}
+            for name in names:
+                waiting = self._prune(name, now)
+                oldest = self._queues[name][0][0] - self.expiry if waiting else None
+                table[name] = ChannelStatistics(waiting, None if oldest is None else max(0.0, now - oldest))
+            return LayerStatistics(channels=table,
+                                   channel_full_raised=self._counters.channel_full_raised,
+                                   group_deliveries_missed=self._counters.group_deliveries_missed)
 
     # --- whole layer ---------------------------------------------------------------------
     async def _flush(self) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from reference_layers.base import ChannelFull
 from reference_layers.core.statistics import ConnectionState
+from reference_layers.inmemory import InMemoryChannelLayer
 from reference_layers.redis import RedisChannelLayer
 
 CALL_LIMIT = 15.0  # seconds: a bound for "did not hang", never a speed assertion
@@ -30,8 +31,17 @@ def redis_layer(urls, **config) -> RedisChannelLayer:
     return RedisChannelLayer(hosts=list(urls), prefix=f"t{secrets.token_hex(4)}", **config)
 
 
-def test_redis_counts_waiting_messages_full_channels_and_missed_group_copies(redis_shard_urls):
-    layer = redis_layer(redis_shard_urls, capacity=2)
+@pytest.fixture(params=["inmemory", pytest.param("redis", marks=pytest.mark.redis)])
+def make_layer(request):
+    """Builds the layer under test with the given config (Redis: on three real shards)."""
+    if request.param == "inmemory":
+        return InMemoryChannelLayer
+    urls = request.getfixturevalue("redis_shard_urls")
+    return lambda **config: redis_layer(urls, **config)
+
+
+def test_counts_waiting_messages_full_channels_and_missed_group_copies(make_layer):
+    layer = make_layer(capacity=2)
     full, roomy, empty = "stats.full", "stats.roomy", "stats.empty"
 
     async def scenario():
@@ -58,8 +68,11 @@ def test_redis_counts_waiting_messages_full_channels_and_missed_group_copies(red
     assert all(0 <= named.channels[name].oldest_age < layer.expiry for name in (full, roomy))
     assert named.channel_full_raised == 1
     assert named.group_deliveries_missed == 1
-    assert set(named.connections) == {address.name for address in layer.addresses}
-    assert set(named.connections.values()) == {ConnectionState.CONNECTED}
+    if isinstance(layer, RedisChannelLayer):
+        assert set(named.connections) == {address.name for address in layer.addresses}
+        assert set(named.connections.values()) == {ConnectionState.CONNECTED}
+    else:
+        assert named.connections == {}  # no server
     assert set(everything.channels) == {full, roomy}  # every channel of the prefix, on any shard
     assert everything.channels[full].waiting == 2 and everything.channels[roomy].waiting == 2
     assert after_receive.channels[roomy].waiting == 1
