@@ -49,7 +49,7 @@ class LayerModel:
         twin.groups = {group: set(members) for group, members in self.groups.items()}
         return twin
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return (isinstance(other, LayerModel) and self.capacity == other.capacity
                 and self.queues == other.queues and self.groups == other.groups)
 
