@@ -15,8 +15,13 @@ import pytest
 # server themselves carry the marker in their own file.
 SERVER_FIXTURES = {
     "redis": {"redis_server", "redis_urls", "redis_shards", "redis_shard_urls"},
-    "rabbitmq": {"rabbitmq_broker", "rabbitmq_url"},
+    "rabbitmq": {"rabbitmq_broker", "rabbitmq_url", "standby_broker", "rabbitmq_cluster", "tls_broker"},
 }
+
+
+# A test that allows itself more than the default 300 s (whole-suite runs, the benchmark)
+# is one of the slow runs: `pytest -m "not slow"` leaves them out.
+SLOW_AFTER_SECONDS = 300
 
 
 def pytest_collection_modifyitems(config, items):
@@ -25,6 +30,9 @@ def pytest_collection_modifyitems(config, items):
         for marker, fixtures in SERVER_FIXTURES.items():
             if used & fixtures:
                 item.add_marker(marker)
+        timeout = item.get_closest_marker("timeout")
+        if timeout is not None and timeout.args and timeout.args[0] > SLOW_AFTER_SECONDS:
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from websockets.asyncio.client import connect as ws_connect
 from tests.django_app.asgi import application
 from tests.django_app.groups import WORKER_CHANNEL, room_group
 from tests.django_app.processes import PROJECT_ROOT, Deployment, deployment
+from tests.server_marks import needing
 
 DELIVERY_TIMEOUT = 20.0  # generous: other test sessions share the 2 cores
 TEST_TIMEOUT = 60.0
@@ -56,8 +57,8 @@ LAYERS = {
                        lambda tag, f: {"hosts": [{"address": url, "socket_timeout": None} for url in f["redis_urls"]],
                                        "prefix": tag}),
 }
-ALL_LAYERS = list(LAYERS)
-CROSS_PROCESS_LAYERS = ["ipc", "redis", "rabbitmq", "channels_redis"]
+ALL_LAYERS = [needing(name, *fixtures) for name, (_, fixtures, _) in LAYERS.items()]
+CROSS_PROCESS_LAYERS = [needing(name, *LAYERS[name][1]) for name in ("ipc", "redis", "rabbitmq", "channels_redis")]
 
 
 def layer_setting(request, name: str) -> tuple[str, dict]:

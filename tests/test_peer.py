@@ -293,6 +293,7 @@ def test_xp_tests_skip_with_the_reason_when_the_layer_has_no_dotted_path(pyteste
     result.stdout.fnmatch_lines(["*cross-process tests need --asgi-layer: a peer process builds the layer*"])
 
 
+@pytest.mark.redis
 def test_xp_suite_against_channels_redis(pytester):
     """The XP tests work across real processes. channels_redis passes all but XP-4: a message
     it has read ahead into a process-local buffer survives a flush made in another process."""

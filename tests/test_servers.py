@@ -56,6 +56,7 @@ def process_tree(pid: int) -> list[int]:
 
 # --- Redis -------------------------------------------------------------------------------------
 
+@pytest.mark.redis
 def test_redis_server_answers_and_stopping_leaves_no_process_nor_port():
     with servers.redis_servers() as handle:
         (url,) = handle.urls
@@ -68,6 +69,7 @@ def test_redis_server_answers_and_stopping_leaves_no_process_nor_port():
     assert not workdir.exists()
 
 
+@pytest.mark.redis
 def test_three_redis_servers_are_independent():
     with servers.redis_servers(3) as handle:
         clients = [redis.Redis.from_url(url) for url in handle.urls]
@@ -79,6 +81,7 @@ def test_three_redis_servers_are_independent():
     assert not any(alive(pid) for pid in pids)
 
 
+@pytest.mark.redis
 def test_redis_restart_keeps_the_port_with_a_new_process():
     with servers.redis_servers() as handle:
         url, old_pid = handle.url, handle[0].pid
@@ -91,6 +94,7 @@ def test_redis_restart_keeps_the_port_with_a_new_process():
         assert not client.exists("before-restart"), "the restarted server still has the old data: it never restarted"
 
 
+@pytest.mark.redis
 def test_a_server_killed_from_outside_ends_its_context_cleanly():
     with servers.redis_servers() as handle:
         pid, workdir = handle[0].pid, handle[0].workdir
@@ -99,6 +103,7 @@ def test_a_server_killed_from_outside_ends_its_context_cleanly():
     assert not workdir.exists()
 
 
+@pytest.mark.redis
 def test_an_interrupted_block_still_stops_its_servers():
     with pytest.raises(KeyboardInterrupt):
         with servers.redis_servers(2) as handle:
@@ -107,6 +112,7 @@ def test_an_interrupted_block_still_stops_its_servers():
     assert not any(alive(pid) for pid in pids)
 
 
+@pytest.mark.redis
 def test_a_context_never_closed_is_stopped_when_the_interpreter_exits(tmp_path):
     script = ("from asgi_conformance import servers\n"
               "context = servers.redis_servers()\n"
@@ -119,6 +125,7 @@ def test_a_context_never_closed_is_stopped_when_the_interpreter_exits(tmp_path):
     assert not Path(workdir).exists()
 
 
+@pytest.mark.redis
 def test_redis_urls_from_env_are_used_and_never_restarted(monkeypatch):
     with servers.redis_servers() as ours:
         monkeypatch.setenv(servers.REDIS_URLS_ENV, f" {ours.url} , ")
@@ -173,6 +180,7 @@ def test_zero_servers_is_refused():
 
 # --- RabbitMQ ----------------------------------------------------------------------------------
 
+@pytest.mark.rabbitmq
 def test_rabbitmq_accepts_amqp_and_stopping_leaves_no_process_nor_port():
     with servers.rabbitmq_server() as handle:
         url = handle.url
@@ -193,6 +201,7 @@ def test_rabbitmq_accepts_amqp_and_stopping_leaves_no_process_nor_port():
     assert not workdir.exists()
 
 
+@pytest.mark.rabbitmq
 def test_rabbitmq_listens_on_loopback_only(rabbitmq_broker):
     node = rabbitmq_broker[0]
     beam = [p for p in psutil.Process(node.pid).children(recursive=True) if p.name().startswith("beam")]
@@ -203,6 +212,7 @@ def test_rabbitmq_listens_on_loopback_only(rabbitmq_broker):
     assert {address.ip for address in listening} <= {"127.0.0.1", "::1"}, listening
 
 
+@pytest.mark.rabbitmq
 def test_rabbitmq_restart_keeps_the_port_and_the_data(rabbitmq_broker):
     url, old_pid = rabbitmq_broker.url, rabbitmq_broker[0].pid
     queue = f"asgi-conformance-restart-{old_pid}"
@@ -298,6 +308,7 @@ def checking_factories(pytester):
     return "checking"
 
 
+@pytest.mark.redis
 def test_asgi_server_redis_3_passes_three_live_shards_as_hosts(pytester, checking_factories):
     run = run_suite(pytester, f"{checking_factories}.redis_shards", "--asgi-server=redis:3",
                     "--asgi-requirement=CAP-1", "--asgi-single-process")
@@ -307,6 +318,7 @@ def test_asgi_server_redis_3_passes_three_live_shards_as_hosts(pytester, checkin
     assert not any(accepts(port_of(url)) for url in hosts), "the servers outlived the run"
 
 
+@pytest.mark.rabbitmq
 def test_asgi_server_rabbitmq_with_config_key_host_as_channels_rabbitmq_needs(pytester, checking_factories):
     run = run_suite(pytester, f"{checking_factories}.rabbitmq_host", "--asgi-server=rabbitmq",
                     "--asgi-server-config-key=host", "--asgi-requirement=CAP-1", "--asgi-single-process")
