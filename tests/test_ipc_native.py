@@ -61,7 +61,7 @@ def _apply(ops: Operations, slot: int, step):
             return ops.pop(channel, NOW)
         if kind == "pop_or_arm":
             _, _, disarm, epoch = step
-            return ops.pop_or_arm(channel, NOW, slot, TOKEN, disarm, epoch)
+            return ops.pop_or_arm(channel, NOW, slot=slot, token=TOKEN, disarm=disarm, epoch=epoch)
         ops.unregister(channel, slot, TOKEN)
         return "unregistered"
     except Full:

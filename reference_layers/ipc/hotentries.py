@@ -53,7 +53,7 @@ class EntryWrites:
     def take(self, count: int, writes: list) -> list[int] | None:
         """``count`` entries off the free list, then fresh ones; None if the segment has none."""
         words, entries = self.words, self.entries
-        taken = []
+        taken: list[int] = []
         index = words[L.H_ENTRY_FREE >> 2]
         while index and len(taken) < count:
             taken.append(index)

@@ -29,6 +29,7 @@ nothing else depends on it, so it is stored directly.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from . import layout as L
 from . import native
@@ -60,6 +61,26 @@ assert L.C_NEXT == 0 and _ENTRY_SIZE % 4 == 0 and _CHUNK_SIZE % 4 == 0 and L.W_T
 assert L.WAKER_SIZE % 4 == 0 and L.HEADER_SIZE % 4 == 0 and L.JOURNAL_SIZE % 4 == 0  # waker slots: u32-aligned
 
 
+@dataclass(slots=True)
+class CachedChannel:
+    """Where one channel's entry sits, and what to compare before trusting it (``HotPath.channel``).
+
+    A slotted dataclass: its fields read as fast as a tuple's items (measured on 3.11, faster
+    than a NamedTuple's), and it is built only on a cache miss.
+    """
+
+    index: int  # the entry's index
+    offset: int  # the entry's byte offset in the segment
+    kind_at: int  # u32 index of the entry's kind | namelen << 8 word
+    kind_word: int  # that word's low 16 bits while the entry is still this channel
+    name_start: int  # where the entry's name bytes are in the segment
+    name_end: int
+
+    def holds(self, mem, words, name: bytes) -> bool:
+        """The entry is still channel ``name`` (the generation is checked by the caller)."""
+        return words[self.kind_at] & 0xFFFF == self.kind_word and mem[self.name_start:self.name_end] == name
+
+
 class HotPath:
     """Fast versions of send / pop / pop_or_arm; call only with the segment lock held."""
 
@@ -74,9 +95,9 @@ class HotPath:
         self.wakers = layout.wakers
         self.n_chunks = layout.n_chunks
         self.hashed = EntryWrites(layout, segment.mem, segment.words)
-        # name -> (index, entry offset, word of its kind, kind word, name start, name end);
-        # send and pop check a hit inline (the check under the lock on every message)
-        self.cache: dict[bytes, tuple[int, int, int, int, int, int]] = {}
+        # send and pop check a hit inline (CachedChannel.holds, unrolled: the check under the
+        # lock on every message)
+        self.cache: dict[bytes, CachedChannel] = {}
         self.generation = -1
         self.core = segment.core  # the C steps (native.py), or None
 
@@ -87,15 +108,16 @@ class HotPath:
             self.cache.clear()
             self.generation = words[_W_FLUSHES]
         cached = self.cache.get(name)
-        if cached is not None and words[cached[2]] & 0xFFFF == cached[3] and self.mem[cached[4]:cached[5]] == name:
-            return cached[0]
+        if cached is not None and cached.holds(self.mem, words, name):
+            return cached.index
         index = self.hashed.find(L.KIND_CHANNEL, name)
         if index:
             cache = self.cache
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
             off = self.entries + index * _ENTRY_SIZE
-            cache[name] = (index, off, off >> 2, _CHANNEL_WORD | len(name) << 8, off + _E_NAME, off + _E_NAME + len(name))
+            cache[name] = CachedChannel(index, off, off >> 2, _CHANNEL_WORD | len(name) << 8, off + _E_NAME,
+                                        off + _E_NAME + len(name))
         return index
 
     def _chunk(self, data: bytes, expires: float, writes: list) -> int:
@@ -129,9 +151,9 @@ class HotPath:
             return NOT_HANDLED
         mem, words = self.mem, self.words
         cached = self.cache.get(name)  # self.channel(name), inline for a cache hit
-        if (cached is not None and words[_W_FLUSHES] == self.generation and words[cached[2]] & 0xFFFF == cached[3]
-                and mem[cached[4]:cached[5]] == name):
-            off = cached[1]
+        if (cached is not None and words[_W_FLUSHES] == self.generation and words[cached.kind_at] & 0xFFFF == cached.kind_word
+                and mem[cached.name_start:cached.name_end] == name):
+            off = cached.offset
         else:
             index = self.channel(name)
             if not index:
@@ -204,7 +226,7 @@ class HotPath:
             counter_bucket = hashed.bucket(L.KIND_COUNTER, counter_name)
             if counter_bucket == bucket:
                 return NOT_HANDLED  # two inserts into one bucket: the general path orders them
-        writes = []
+        writes: list[int] = []
         taken = hashed.take(1 if counter or bang < 0 else 2, writes)
         if taken is None:
             return NOT_HANDLED
@@ -240,7 +262,7 @@ class HotPath:
             waiter = following
         return pokes
 
-    def pop(self, name: bytes, now: float, slot: int = 0, token: int = 0, disarm: bool = False, epoch: int | None = 0):
+    def pop(self, name: bytes, now: float, *, slot: int = 0, token: int = 0, disarm: bool = False, epoch: int | None = 0):
         """Take the head message of ``name``: its bytes, None if there is none, or NOT_HANDLED.
 
         With ``slot`` (a waker slot), this is pop-or-arm for a receive registered on the
@@ -250,9 +272,9 @@ class HotPath:
         """
         mem, words, entries = self.mem, self.words, self.entries
         cached = self.cache.get(name)  # self.channel(name), inline for a cache hit
-        if (cached is not None and words[_W_FLUSHES] == self.generation and words[cached[2]] & 0xFFFF == cached[3]
-                and mem[cached[4]:cached[5]] == name):
-            index, off = cached[0], cached[1]
+        if (cached is not None and words[_W_FLUSHES] == self.generation and words[cached.kind_at] & 0xFFFF == cached.kind_word
+                and mem[cached.name_start:cached.name_end] == name):
+            index, off = cached.index, cached.offset
         else:
             index = self.channel(name)
             if not index:

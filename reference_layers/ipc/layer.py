@@ -107,8 +107,8 @@ class IPCChannelLayer(LayerCore):
             if old_loop.is_closed() or old.segment is not attachment.segment:
                 old.close()
                 self._wakers.pop(old_loop, None)
-        waker = self._wakers[loop] = LoopWaker(attachment.segment, loop, attachment.ops.unregister)
-        waker.spin = SpinBudget(self.receive_spin)
+        waker = self._wakers[loop] = LoopWaker(attachment.segment, loop, attachment.ops.unregister,
+                                               SpinBudget(self.receive_spin))
         return waker
 
     # --- channels --------------------------------------------------------------------------
@@ -168,8 +168,8 @@ class IPCChannelLayer(LayerCore):
                     return data
             while True:
                 waker.registered.add(name)
-                data = ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token,
-                                      waker.listening(name) <= 1, waker.epoch())
+                data = ops.pop_or_arm(name, time.monotonic(), slot=waker.slot, token=waker.token,
+                                      disarm=waker.listening(name) <= 1, epoch=waker.epoch())
                 if data is not None:
                     return data
                 await listener.wait()

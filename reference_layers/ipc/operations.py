@@ -42,11 +42,6 @@ class Operations:
         finally:
             segment.release()
 
-    def _cached(self, channel: bytes):
-        """The cache entry of ``channel`` if the C core can run a whole locked step on it, else None."""
-        hot = self.hot
-        return hot.cache.get(channel) if hot.core is not None else None
-
     def _take_over(self, answer) -> None:
         """Make the lock ours after the C core answered BUSY (wait for it here) or HELD (ours
         already: repair as acquire() would)."""
@@ -59,9 +54,12 @@ class Operations:
         """Queue ``data`` and poke its waiters; raises store.Full (after pruning expired
         messages) or SegmentFull."""
         segment, hot = self.segment, self.hot
-        cached = self._cached(channel)
-        pokes = BUSY if cached is None else hot.core.locked_send(cached[1], cached[3], channel, hot.generation, data,
-                                                                   expires, capacity, "send")
+        core = hot.core
+        if core is not None and (cached := hot.cache.get(channel)) is not None:  # a whole locked step in C
+            pokes = core.locked_send(cached.offset, cached.kind_word, channel, hot.generation, data, expires,
+                                     capacity, "send")
+        else:
+            pokes = BUSY
         if pokes is BUSY or pokes is HELD:  # then the step in Python, the lock ours
             self._take_over(pokes)
             try:
@@ -91,28 +89,32 @@ class Operations:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def pop(self, channel: bytes, now: float) -> bytes | None:
-        return self._pop(channel, now, 0, 0, False, 0)
+        return self._pop(channel, now)
 
-    def pop_or_arm(self, channel: bytes, now: float, slot: int, token: int, disarm: bool,
+    def pop_or_arm(self, channel: bytes, now: float, *, slot: int, token: int, disarm: bool,
                    epoch: int | None) -> bytes | None:
         """Pop for a receive that stays registered (see ``Store.pop_or_arm``)."""
-        return self._pop(channel, now, slot, token & TOKEN_MASK, disarm, epoch)
+        return self._pop(channel, now, slot=slot, token=token & TOKEN_MASK, disarm=disarm, epoch=epoch)
 
-    def _pop(self, channel: bytes, now: float, slot: int, token: int, disarm: bool, epoch: int | None):
-        """A plain pop (``slot`` 0) or a pop-or-arm: in C if it can, else in Python."""
+    def _pop(self, channel: bytes, now: float, *, slot: int = 0, token: int = 0, disarm: bool = False,
+             epoch: int | None = 0) -> bytes | None:
+        """A plain pop (``slot`` 0) or a pop-or-arm of waker ``slot``: in C if it can, else in Python."""
         segment, hot = self.segment, self.hot
-        cached = self._cached(channel)
-        data = BUSY if cached is None else hot.core.locked_pop(cached[1], cached[3], channel, hot.generation, now,
-                                                                 slot, token, disarm, epoch)
-        if data is not BUSY and data is not HELD:
-            return data
-        self._take_over(data)
+        core = hot.core
+        if core is not None and (cached := hot.cache.get(channel)) is not None:  # a whole locked step in C
+            answer = core.locked_pop(cached.offset, cached.kind_word, channel, hot.generation, now, slot, token,
+                                     disarm, epoch)
+            if answer is not BUSY and answer is not HELD:
+                return answer
+        else:
+            answer = BUSY
+        self._take_over(answer)
         try:
-            data = hot.pop(channel, now, slot, token, disarm, epoch)
+            data = hot.pop(channel, now, slot=slot, token=token, disarm=disarm, epoch=epoch)
             if data is NOT_HANDLED:
                 tx = segment.transaction("receive")
                 if slot:
-                    data = self.store.pop_or_arm(tx, channel, now, slot, token, disarm, epoch)
+                    data = self.store.pop_or_arm(tx, channel, now, slot=slot, token=token, disarm=disarm, epoch=epoch)
                 else:
                     data = self.store.pop(tx, channel, now)
                 segment.commit(tx)

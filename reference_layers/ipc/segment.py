@@ -20,6 +20,8 @@ import os
 import struct
 import sys
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import posix_ipc
 
@@ -29,6 +31,9 @@ from . import native, robust_mutex
 from .journal import U32, U64, Transaction, pause_point, replay_journal
 from .layout import Layout
 from .locking import AttachLock, SegmentLock
+
+if TYPE_CHECKING:
+    from ._hotcore import Core
 
 if sys.byteorder != "little" or struct.calcsize("I") != 4:  # pragma: no cover
     raise ImportError("reference_layers.ipc needs a little-endian machine with 4-byte C ints "
@@ -70,6 +75,17 @@ class Segment:
     if nobody has yet.
     """
 
+    # Set while attached (by _open); the lock and the views are gone once detached, so a
+    # use after detach() fails loudly instead of touching a closed map.
+    layout: Layout
+    mem: mmap.mmap
+    words: memoryview  # the segment as native u32 words
+    lock: SegmentLock | robust_mutex.RobustMutex
+    release: Callable[[], None]  # the lock's own release (one call less on every operation)
+    _try_acquire: Callable[[], int]
+    core: Core | None  # the C hot path (native.py), or None
+    _mutex_buffer: ctypes.Array[ctypes.c_char] | None
+
     def __init__(self, prefix: str, size: int, mode: int, create: bool = True):
         self.prefix = prefix
         self.name = segment_name(prefix)
@@ -93,7 +109,7 @@ class Segment:
                 f"cannot open shared segment {self.name}: {exc} (another user's prefix? pick another prefix)") from None
         fd = shm.fd
         self.attach_lock = AttachLock(fd)
-        self.lock = self._mutex_buffer = None
+        self._mutex_buffer = None
         mem = None
         try:
             self.attach_lock.hold_shared()
@@ -129,7 +145,7 @@ class Segment:
         self._shm = shm
         self.fd = fd
 
-    def _segment_lock(self, mem, fd: int, fresh: bool):
+    def _segment_lock(self, mem: mmap.mmap, fd: int, fresh: bool) -> SegmentLock | robust_mutex.RobustMutex:
         """The lock of this segment: a robust mutex in its header where the C library has them."""
         if fresh:
             mem[L.H_LOCK_KIND] = L.LOCK_ROBUST_MUTEX if robust_mutex.available() else L.LOCK_FCNTL
@@ -148,15 +164,16 @@ class Segment:
 
     def _drop_lock(self) -> None:
         """Forget the ctypes view of the mutex (an exported buffer keeps the map from closing)."""
-        self.lock = self._mutex_buffer = self._try_acquire = None
-        self.__dict__.pop("release", None)
+        self._mutex_buffer = None
+        for name in ("lock", "_try_acquire", "release"):
+            self.__dict__.pop(name, None)
 
     def _release_words(self) -> None:
         """Let go of the u32 view and the C core (an exported buffer keeps the map from closing)."""
-        words, self.words = getattr(self, "words", None), None
+        words = self.__dict__.pop("words", None)
         if words is not None:
             words.release()
-        core, self.core = getattr(self, "core", None), None
+        core = self.__dict__.pop("core", None)
         if core is not None:
             core.release()
 
@@ -200,9 +217,6 @@ class Segment:
         """The second half of acquire(), for a lock the C core took (native.HELD)."""
         if _STATE_AND_FLAG(self.mem, L.H_STATE)[0] != L.STATE_READY:
             self._repair()
-
-    def release(self) -> None:  # replaced by the lock's own release once open (one call less)
-        self.lock.release()
 
     def locked(self):
         """``with segment.locked():`` — the segment lock, repaired on entry."""

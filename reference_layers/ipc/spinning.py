@@ -57,7 +57,8 @@ async def spin_for(ops, waker, name: bytes, budget: SpinBudget) -> bytes | None:
     if not seconds:
         return None
     def look() -> bytes | None:  # registered, not armed (None): see Store.pop_or_arm
-        return ops.pop_or_arm(name, time.monotonic(), waker.slot, waker.token, waker.listening(name) <= 1, None)
+        return ops.pop_or_arm(name, time.monotonic(), slot=waker.slot, token=waker.token,
+                              disarm=waker.listening(name) <= 1, epoch=None)
 
     waker.registered.add(name)
     data = look()

@@ -258,7 +258,7 @@ class Store:
             self._set(tx, counter_index, L.E_D, index)
         return index
 
-    def pop_or_arm(self, tx: Transaction, channel: bytes, now: float, slot: int, token: int,
+    def pop_or_arm(self, tx: Transaction, channel: bytes, now: float, *, slot: int, token: int,
                    disarm: bool, epoch: int | None) -> bytes | None:
         """Pop a message for a receive of waker ``slot``, which stays registered on the channel.
 

@@ -39,8 +39,12 @@ import os
 import secrets
 import socket
 import threading
+from typing import TYPE_CHECKING
 
 from .segment import Segment
+
+if TYPE_CHECKING:
+    from .spinning import SpinBudget  # spinning imports this module
 
 WAKE_ALL = b"*"  # not a valid channel name
 DROP_DELAY = 0.05  # seconds a loop stays registered on a channel after its last receive there
@@ -144,7 +148,7 @@ class Listener:
 class LoopWaker:
     """The wake-up socket of one event loop; used only from that loop's thread."""
 
-    def __init__(self, segment: Segment, loop: asyncio.AbstractEventLoop, unregister):
+    def __init__(self, segment: Segment, loop: asyncio.AbstractEventLoop, unregister, spin: SpinBudget):
         self.segment = segment
         self._unregister = unregister  # (channel, slot, token): drops a registration
         self.loop = loop
@@ -158,7 +162,7 @@ class LoopWaker:
         self.registered: set[bytes] = set()  # channels this waker is (probably) listed on
         self._dropping: set[bytes] = set()  # channels with a drop_later pending
         self.thread = threading.get_ident()
-        self.spin = None  # the layer's spinning.SpinBudget for this loop's receives
+        self.spin = spin  # how long this loop's next waiting receive spins (spinning.py)
         loop.add_reader(self.sock.fileno(), self._readable)
         self.closed = False
         _LOCAL[self.token] = self
