@@ -8,6 +8,10 @@ a commit (``ASGI_IPC_TEST_PAUSE_AT``): "before-commit" (journal written, not yet
 
 Every test runs twice: with the children on the C hot path (``_hotcore.c``, which stops at
 the same points) and on the pure-Python one.
+
+These tests look inside the segment on purpose (``check()``, ``ops.held()``): what a crash
+must not break is its structure and its capacity counts (for ``p!x`` the count that every
+``p!*`` shares), and ``statistics()`` shows neither; it counts the messages in the queues.
 """
 
 from __future__ import annotations

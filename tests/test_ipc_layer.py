@@ -4,16 +4,19 @@ command, a full segment, prefixes keeping projects apart, config errors, last-cl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
 from reference_layers.base import ChannelFull, LayerConfigError
 from reference_layers.ipc import IPCChannelLayer, SegmentFull
 from reference_layers.ipc.consistency import check
+from reference_layers.ipc.statistics import backlogs
 
 from .ipc_helpers import REPO, Child, remove_segment, shm_path, unique_prefix
 
@@ -92,6 +95,38 @@ def test_check_command_reports_a_consistent_segment(prefix):
     layer.close_sync()
 
 
+def test_stats_command_prints_what_waits_on_a_segment(prefix):
+    layer = IPCChannelLayer(prefix=prefix, expiry=30)
+    for n in range(2):
+        run(layer.send("stats.cli", {"type": "test.stats", "n": n}))
+    every = cleanup_command("--stats", prefix, "--expiry", "30")
+    named = cleanup_command("--stats", prefix, "--channel", "stats.cli", "--channel", "stats.none")
+    missing = cleanup_command("--stats", prefix + "-missing")
+    run(layer.flush())
+    layer.close_sync()
+    assert every.returncode == 0, every.stdout + every.stderr
+    answer = json.loads(every.stdout)
+    assert list(answer["channels"]) == ["stats.cli"] and answer["channels"]["stats.cli"]["waiting"] == 2
+    assert 0 <= answer["channels"]["stats.cli"]["oldest_age"] < 30
+    assert answer["connections"] == {} and answer["channel_full_raised"] == 0  # no server; a fresh process
+    assert json.loads(named.stdout)["channels"]["stats.none"] == {"waiting": 0, "oldest_age": None}
+    assert missing.returncode == 2 and "no shared segment" in missing.stderr
+
+
+def test_statistics_counts_expired_messages_out_without_dropping_them(prefix):
+    layer = IPCChannelLayer(prefix=prefix, expiry=30)
+    run(layer.send("stats.old", {"type": "test.old"}))
+    run(layer.send("stats.old", {"type": "test.new"}))
+    segment = layer._current().segment  # the reader alone, at a time past the expiry: no sleeping
+    now = time.monotonic()  # the clock the segment's expiry stamps are on
+    assert backlogs(segment, [b"stats.old"], now)[b"stats.old"].waiting == 2
+    assert backlogs(segment, None, now + 31) == {}  # every channel holding an unexpired message: none
+    assert backlogs(segment, [b"stats.old"], now + 31)[b"stats.old"].waiting == 0
+    assert run(layer.statistics(["stats.old"])).channels["stats.old"].waiting == 2  # still there
+    run(layer.flush())
+    layer.close_sync()
+
+
 def test_a_full_segment_raises_channel_full_and_stays_consistent(prefix):
     layer = IPCChannelLayer(prefix=prefix, segment_size=1024 * 1024, capacity=1000,
                             message_size_limit=300_000)
@@ -103,6 +138,8 @@ def test_a_full_segment_raises_channel_full_and_stays_consistent(prefix):
     assert isinstance(caught.value, SegmentFull)
     assert "segment" in str(caught.value) and "big.channel" in str(caught.value)
     assert sent >= 2
+    counted = run(layer.statistics(["big.channel"]))
+    assert counted.channel_full_raised == 1 and counted.channels["big.channel"].waiting == sent
     assert check(layer._current().segment) == []
     for index in range(sent):  # everything that was accepted arrives whole
         message = run(layer.receive("big.channel"))

@@ -2,6 +2,7 @@
 them, an fcntl lock otherwise; which one is fixed in the segment's header when it is created,
 so every process uses the same. Both must be let go of by the kernel when their holder dies,
 and both must serialise the threads of one process (no ``threading.Lock`` in front any more).
+The tests read the segment's lock kind and lock object directly: that is what they are about.
 """
 
 from __future__ import annotations

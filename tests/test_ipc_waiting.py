@@ -2,6 +2,9 @@
 
 A receive that finds its channel empty first keeps looking for ``receive_spin`` seconds, so a
 message that comes soon is taken without a kernel wake-up; a longer wait must cost no CPU.
+
+Whether a receive armed is read from its waker's epoch (a private field): statistics() shows
+what a channel holds, not how its receives wait.
 """
 
 from __future__ import annotations

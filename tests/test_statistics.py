@@ -18,7 +18,10 @@ import pytest
 from reference_layers.base import ChannelFull
 from reference_layers.core.statistics import ConnectionState
 from reference_layers.inmemory import InMemoryChannelLayer
+from reference_layers.ipc import IPCChannelLayer
 from reference_layers.redis import RedisChannelLayer
+
+from .ipc_helpers import remove_segment, unique_prefix
 
 CALL_LIMIT = 15.0  # seconds: a bound for "did not hang", never a speed assertion
 
@@ -31,11 +34,16 @@ def redis_layer(urls, **config) -> RedisChannelLayer:
     return RedisChannelLayer(hosts=list(urls), prefix=f"t{secrets.token_hex(4)}", **config)
 
 
-@pytest.fixture(params=["inmemory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["inmemory", "ipc", pytest.param("redis", marks=pytest.mark.redis)])
 def make_layer(request):
-    """Builds the layer under test with the given config (Redis: on three real shards)."""
+    """Builds the layer under test with the given config (Redis: on three real shards; IPC: on
+    a segment of its own, removed after the test)."""
     if request.param == "inmemory":
         return InMemoryChannelLayer
+    if request.param == "ipc":
+        prefix = unique_prefix("stats")
+        request.addfinalizer(lambda: remove_segment(prefix))
+        return lambda **config: IPCChannelLayer(prefix=prefix, **config)
     urls = request.getfixturevalue("redis_shard_urls")
     return lambda **config: redis_layer(urls, **config)
 

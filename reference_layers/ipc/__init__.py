@@ -10,19 +10,26 @@ default 64 MiB; when it is full, send raises ``SegmentFull``, a ``ChannelFull``)
 ``symmetric_encryption_keys``, ``receive_spin`` (seconds a receive that finds its channel
 empty keeps looking before it sleeps, default 0.0002; adapts down on a busy machine; 0: off).
 
-How it fits together (one module each): ``layout`` (where things live in the segment),
-``robust_mutex`` (the segment lock: a robust pthread mutex in the segment, which the kernel
-hands on when its holder dies), ``locking`` (fcntl record locks: attaching, and the segment
-lock where there are no robust mutexes), ``journal`` (the redo journal that makes a crash at
-any point harmless), ``segment`` (opening, repair, waker slots, flush), ``store`` (the
-channel/group/waiter structures), ``hotpath`` + ``hotentries`` (one-chunk sends and
-receives, creating and deleting channel entries, each with one compact journal commit,
-falling back to ``store``), ``_hotcore.c`` + ``native`` (the commonest send and receive in
-C, built where a compiler is, same journal; ``ASGI_IPC_PURE_PYTHON=1`` turns it off),
-``operations`` (one locked step per call), ``spinning`` (a
-waiting receive looks again briefly before it sleeps), ``wakeups`` (datagram pokes to waiting
-event loops), ``layer`` (the asyncio API), ``consistency`` (a checker) and
-``__main__`` (``python -m reference_layers.ipc --cleanup PREFIX``).
+Module map, in chain order (each builds on the ones above it):
+
+- ``layout``: where everything lives in the segment (header, journal, buckets, entries, chunks).
+- ``robust_mutex``: the segment lock, a robust pthread mutex the kernel hands on when its holder dies.
+- ``locking``: fcntl record locks: attaching, and the segment lock where there are no robust mutexes.
+- ``journal``: the redo journal that makes a crash at any point harmless.
+- ``segment``: opening, crash repair, waker slots, flush.
+- ``store``: channels, groups and waiters as linked structures, changed through a journal transaction.
+- ``hotpath`` + ``hotentries``: one-chunk sends and receives, creating and deleting channel entries,
+  each one compact journal commit; anything unusual falls back to ``store``.
+- ``native`` + ``_hotcore.c``: the commonest send and receive in C, where it was built (same journal;
+  ``ASGI_IPC_PURE_PYTHON=1`` turns it off).
+- ``operations``: each layer call as one locked step (C first, then ``hotpath``, then ``store``).
+- ``wakeups``: datagram pokes that wake event loops waiting on a channel.
+- ``spinning``: a waiting receive looks again briefly before it sleeps.
+- ``layer``: the asyncio API, ``IPCChannelLayer``.
+
+Beside the chain: ``statistics`` (what ``layer.statistics()`` reads from the segment),
+``consistency`` (a checker of the segment's structures) and ``__main__``
+(``python -m reference_layers.ipc --list | --check | --cleanup | --stats``).
 
 No semaphores are used: the locks live in the segment (or are fcntl locks on its
 descriptor), and wake-ups go through sockets in the abstract namespace that disappear with

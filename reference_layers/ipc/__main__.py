@@ -5,6 +5,13 @@
     --cleanup PREFIX...  remove segments no running process has attached (a crashed
                          deployment's leftovers); --force removes them even if in use
     --cleanup-all        remove every unused asgi-ipc segment of this user
+    --stats PREFIX       print statistics() of one segment as JSON: messages waiting per
+                         channel and the age of the oldest (read with --expiry, default 60)
+    --channel NAME       with --stats: only these channels (repeatable); default every
+                         channel holding a message
+
+The counters of ChannelFull and missed group deliveries belong to a layer object, so --stats
+prints zeros for them: read them from ``await layer.statistics()`` in the process.
 
 "In use" is decided by the kernel: every attached process holds a shared fcntl lock on the
 segment, so a segment whose lock can be taken exclusively belongs to nobody alive.
@@ -15,12 +22,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import posix_ipc
 
+from ..core.statistics import Counters
 from .consistency import check
 from .locking import AttachLock
 from .segment import Segment, segment_name
+from .statistics import read_statistics
 
 SHM_DIR = "/dev/shm"
 NAME_PREFIX = "asgi-ipc."
@@ -56,13 +66,25 @@ def remove(prefix: str, force: bool = False) -> str:
     return f"{name}: removed" + (" (it was in use)" if busy else "")
 
 
-def main(argv=None) -> int:
+def statistics(prefix: str, channels: list[str] | None, expiry: float) -> str:
+    """statistics() of segment ``prefix`` as JSON (FileNotFoundError if there is none)."""
+    segment = Segment(prefix, 0, 0o600, create=False)
+    try:
+        return read_statistics(segment, channels, expiry, Counters(), time.monotonic()).to_json()
+    finally:
+        segment.detach(unlink_if_last=False)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reference_layers.ipc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--check", metavar="PREFIX")
     parser.add_argument("--cleanup", nargs="+", metavar="PREFIX")
     parser.add_argument("--cleanup-all", action="store_true")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--stats", metavar="PREFIX")
+    parser.add_argument("--channel", action="append", default=None)
+    parser.add_argument("--expiry", type=float, default=60.0)
     args = parser.parse_args(argv)
     status = 0
     if args.list:
@@ -82,6 +104,12 @@ def main(argv=None) -> int:
             print(problem)
         print(f"{segment.name}: {'consistent' if not problems else f'{len(problems)} problem(s)'}")
         status = 1 if problems else status
+    if args.stats:
+        try:
+            print(statistics(args.stats, args.channel, args.expiry))
+        except FileNotFoundError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     prefixes = list(args.cleanup or [])
     if args.cleanup_all:
         prefixes += list_prefixes()
@@ -90,7 +118,7 @@ def main(argv=None) -> int:
         print(outcome)
         if "in use" in outcome and not args.force:
             status = 1
-    if not (args.list or args.check or prefixes or args.cleanup_all):
+    if not (args.list or args.check or args.stats or prefixes or args.cleanup_all):
         parser.print_help()
     return status
 

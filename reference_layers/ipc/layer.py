@@ -14,10 +14,12 @@ import threading
 import time
 
 from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore, check_channel_name
+from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import segment as segments
 from .layout import DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Layout
 from .operations import Operations
 from .spinning import SpinBudget, spin_for
+from .statistics import read_statistics
 from .store import Full
 from .wakeups import WAKE_ALL, LoopWaker, Poker
 
@@ -43,6 +45,8 @@ class IPCChannelLayer(LayerCore):
     Processes meet through ``prefix``: every layer built with the same prefix, by any
     process of the same user, shares the segment ``/asgi-ipc.<prefix>``.
     """
+
+    extensions = [*LayerCore.extensions, STATISTICS_EXTENSION]
 
     def __init__(self, prefix="asgi", expiry=60, group_expiry=86400, capacity=100, channel_capacity=None,
                  segment_size=DEFAULT_SEGMENT_SIZE, mode=0o600, message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
@@ -75,6 +79,7 @@ class IPCChannelLayer(LayerCore):
         self._attach_lock = threading.Lock()
         self._attachment: _Attachment | None = None
         self._wakers: dict[asyncio.AbstractEventLoop, LoopWaker] = {}
+        self._counters = Counters()  # for statistics(); this object's, as in the other layers
         self._attach()
 
     # --- attachment ------------------------------------------------------------------------
@@ -127,8 +132,10 @@ class IPCChannelLayer(LayerCore):
         try:  # queues the message in one locked step, then pokes the receives waiting for it
             attachment.ops.send(channel.encode(), data, now + self.expiry, self.capacities.for_channel(channel), now)
         except Full:
+            self._counters.channel_full_raised += 1
             raise segments.ChannelFull(f"channel {channel!r} is full") from None
         except segments.SegmentFull as exc:
+            self._counters.channel_full_raised += 1  # a SegmentFull is a ChannelFull too
             raise segments.SegmentFull(f"channel {channel!r} cannot take more: {exc}") from None
 
     async def receive(self, channel: str) -> dict:
@@ -187,8 +194,16 @@ class IPCChannelLayer(LayerCore):
     async def _group_send(self, group: str, data: bytes) -> None:
         now = time.monotonic()
         capacity_of = self.capacities.for_channel
-        self._current().ops.group_send(group.encode(), data, now + self.expiry,
-                                       lambda name: capacity_of(name.decode()), now)
+        self._counters.group_deliveries_missed += self._current().ops.group_send(
+            group.encode(), data, now + self.expiry, lambda name: capacity_of(name.decode()), now)
+
+    # --- statistics ------------------------------------------------------------------------
+    async def statistics(self, channels: list[str] | None = None) -> LayerStatistics:
+        """Unexpired messages waiting per channel (``channels``, or every channel of the segment
+        holding one) and the age of the oldest, read from its expiry stamp and this layer's
+        ``expiry``; this object's ChannelFull and missed-group-copy counts. No server, so no
+        connections (see ``statistics.py``)."""
+        return read_statistics(self._current().segment, channels, self.expiry, self._counters, time.monotonic())
 
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:

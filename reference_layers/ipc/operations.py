@@ -149,12 +149,12 @@ class Operations:
 
     def group_send(self, group: bytes, data: bytes, expires: float, capacity_of, now: float) -> int:
         """Send to every live member and poke its waiters; members that are full (or don't
-        fit) miss it. Returns how many members got it.
+        fit) miss it. Returns how many members missed it (CAP-5: silent, but counted).
 
         One transaction per member, so a large group never overflows the journal.
         """
         segment, store = self.segment, self.store
-        delivered, pokes_by_channel = 0, []
+        missed, pokes_by_channel = 0, []
         segment.acquire()
         try:
             tx = segment.transaction("group_send")
@@ -166,8 +166,8 @@ class Operations:
                 if pokes is NOT_HANDLED:
                     pokes = self._group_send_general(channel, data, expires, capacity, now)
                     if pokes is None:
-                        continue  # this member misses the message
-                delivered += 1
+                        missed += 1  # this member misses the message
+                        continue
                 if pokes:
                     pokes_by_channel.append((pokes, channel))
         finally:
@@ -175,7 +175,7 @@ class Operations:
         if self.poker is not None:
             for pokes, channel in pokes_by_channel:
                 self.poker.poke(pokes, channel)
-        return delivered
+        return missed
 
     def _group_send_general(self, channel: bytes, data: bytes, expires: float, capacity: int, now: float):
         segment, store = self.segment, self.store
