@@ -17,6 +17,7 @@ Module map, in chain order (each builds on the ones above it):
 - ``locking``: fcntl record locks: attaching, and the segment lock where there are no robust mutexes.
 - ``journal``: the redo journal that makes a crash at any point harmless.
 - ``segment``: opening, crash repair, waker slots, flush.
+- ``messages``: a message as a chain of chunks: taking chunks, copying in and out, freeing.
 - ``store``: channels, groups and waiters as linked structures, changed through a journal transaction.
 - ``hotpath`` + ``hotentries``: one-chunk sends and receives, creating and deleting channel entries,
   each one compact journal commit; anything unusual falls back to ``store``.

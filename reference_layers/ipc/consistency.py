@@ -11,8 +11,9 @@ import zlib
 
 from . import layout as L
 from .journal import F64, U32
+from .messages import chunks_for
 from .segment import Segment
-from .store import chunks_for, counter_name
+from .store import counter_name
 
 
 def check(segment: Segment) -> list[str]:

@@ -2,7 +2,7 @@
 :class:`~.journal.Transaction`.
 
 A channel is an entry (found through the hash buckets) whose queue is a linked list of
-messages; a message is a chain of chunks. Every process-specific channel ``p!x`` also points
+messages; a message is a chain of chunks (``messages.py``). Every process-specific channel ``p!x`` also points
 at a *counter* entry for ``p!`` that counts the messages of all ``p!*`` (they share one
 capacity) and lists them as siblings, so expired siblings can be pruned to make room. A
 group is an entry with a list of member entries (channel name + expiry). A receiving event
@@ -18,6 +18,7 @@ import zlib
 
 from . import layout as L
 from .journal import F64, U32, U64, Transaction
+from .messages import alloc_chunks, chunks_for, free_message, read_message, write_message
 from .segment import SegmentFull
 
 _ALL_FIELDS = (L.E_NEXT, L.E_A, L.E_B, L.E_C, L.E_D, L.E_E, L.E_F)
@@ -26,12 +27,6 @@ _MEMBER_FIELDS = (L.E_NEXT, L.E_C, L.E_D, L.E_E, L.E_F)
 
 class Full(Exception):
     """The channel holds its capacity of messages (raised before anything was changed)."""
-
-
-def chunks_for(length: int) -> int:
-    if length <= L.FIRST_ROOM:
-        return 1
-    return 1 + -(-(length - L.FIRST_ROOM) // L.MORE_ROOM)
 
 
 def counter_name(channel: bytes) -> bytes | None:
@@ -110,84 +105,6 @@ class Store:
         off = self.layout.entry(index) + field
         tx.set_u32(off, tx.u32(off) + delta)
 
-    # --- chunks ----------------------------------------------------------------------------
-    def _alloc_chunks(self, tx: Transaction, count: int) -> tuple[list[int], int]:
-        """``count`` chunks linked as one chain; also how many came from the free list."""
-        assert not tx.freed, "a transaction must not reuse chunks it freed (they are copied into directly)"
-        chunk = self.layout.chunk
-        taken: list[int] = []
-        index = tx.u32(L.H_CHUNK_FREE)
-        while index and len(taken) < count:
-            taken.append(index)
-            index = tx.u32(chunk(index) + L.C_NEXT)
-        from_free = len(taken)
-        need = count - from_free
-        if need:
-            bump = tx.u32(L.H_CHUNK_BUMP)
-            if bump + need - 1 > self.layout.n_chunks:
-                raise SegmentFull(
-                    f"shared segment {self.segment_name} is full: no room for a message of "
-                    f"{count} chunks ({self.layout.size} bytes segment); receive faster or raise segment_size")
-            taken.extend(range(bump, bump + need))
-            tx.set_u32(L.H_CHUNK_BUMP, bump + need)
-        if from_free:
-            tx.set_u32(L.H_CHUNK_FREE, index)
-            # chunks popped in a row from the free list are already linked; fix the seam
-            tx.set_u32(chunk(taken[from_free - 1]) + L.C_NEXT, taken[from_free] if need else L.NIL)
-        mem = tx.mem
-        for position in range(from_free, count):  # fresh chunks: nothing points at them yet
-            U32.pack_into(mem, chunk(taken[position]) + L.C_NEXT,
-                          taken[position + 1] if position + 1 < count else L.NIL)
-        tx.set_u32(L.H_CHUNKS_USED, tx.u32(L.H_CHUNKS_USED) + count)
-        return taken, from_free
-
-    def _write_message(self, tx: Transaction, chunks: list[int], data: bytes, expires: float) -> int:
-        """Copy ``data`` into the (unreferenced) chunks and fill the message header."""
-        mem, chunk = tx.mem, self.layout.chunk
-        first = chunk(chunks[0])
-        piece = data[:L.FIRST_ROOM]
-        mem[first + L.FIRST_DATA:first + L.FIRST_DATA + len(piece)] = piece
-        pos = L.FIRST_ROOM
-        for index in chunks[1:]:
-            off = chunk(index)
-            piece = data[pos:pos + L.MORE_ROOM]
-            mem[off + L.MORE_DATA:off + L.MORE_DATA + len(piece)] = piece
-            pos += L.MORE_ROOM
-        # bytes 4.. of a free chunk belong to nobody, so the header is written directly too
-        U32.pack_into(mem, first + L.M_NEXT, L.NIL)
-        U32.pack_into(mem, first + L.M_LENGTH, len(data))
-        U32.pack_into(mem, first + L.M_LAST, chunks[-1])
-        F64.pack_into(mem, first + L.M_EXPIRES, expires)
-        return chunks[0]
-
-    def read_message(self, tx: Transaction, first: int) -> bytes:
-        mem, chunk = tx.mem, self.layout.chunk
-        off = chunk(first)
-        length = U32.unpack_from(mem, off + L.M_LENGTH)[0]
-        start = off + L.FIRST_DATA
-        if length <= L.FIRST_ROOM:
-            return mem[start:start + length]
-        parts = [mem[start:start + L.FIRST_ROOM]]
-        remaining = length - L.FIRST_ROOM
-        index = tx.u32(off + L.C_NEXT)
-        while remaining > 0:
-            off = chunk(index)
-            take = min(remaining, L.MORE_ROOM)
-            parts.append(mem[off + L.MORE_DATA:off + L.MORE_DATA + take])
-            remaining -= take
-            index = tx.u32(off + L.C_NEXT)
-        return b"".join(parts)
-
-    def _free_message(self, tx: Transaction, first: int) -> None:
-        mem, chunk = tx.mem, self.layout.chunk
-        off = chunk(first)
-        last = U32.unpack_from(mem, off + L.M_LAST)[0]
-        count = chunks_for(U32.unpack_from(mem, off + L.M_LENGTH)[0])
-        tx.set_u32(chunk(last) + L.C_NEXT, tx.u32(L.H_CHUNK_FREE))
-        tx.set_u32(L.H_CHUNK_FREE, first)
-        tx.set_u32(L.H_CHUNKS_USED, tx.u32(L.H_CHUNKS_USED) - count)
-        tx.freed = True
-
     # --- channels --------------------------------------------------------------------------
     def held(self, tx: Transaction, channel: bytes, counter: bytes | None) -> int:
         index = self.find(tx, L.KIND_COUNTER, counter) if counter is not None else self.find(tx, L.KIND_CHANNEL, channel)
@@ -204,11 +121,11 @@ class Store:
         held_by = counter_index if counter is not None else index
         if held_by and self._field(tx, held_by, L.E_C) >= capacity:
             raise Full
-        chunks, _ = self._alloc_chunks(tx, chunks_for(len(data)))
+        chunks, _ = alloc_chunks(tx, self.layout, chunks_for(len(data)), self.segment_name)
         if not index:
             index = self._create_channel(tx, channel)
             counter_index = self._field(tx, index, L.E_F)
-        message = self._write_message(tx, chunks, data, expires)
+        message = write_message(tx, self.layout, chunks, data, expires)
         tail = self._field(tx, index, L.E_B)
         if tail:
             tx.set_u32(self.layout.chunk(tail) + L.M_NEXT, message)
@@ -233,8 +150,8 @@ class Store:
         if counter_index:
             self._add(tx, counter_index, L.E_C, -1)
         expires = F64.unpack_from(tx.mem, off + L.M_EXPIRES)[0]
-        data = self.read_message(tx, message) if expires > now else None
-        self._free_message(tx, message)
+        data = read_message(tx, self.layout, message) if expires > now else None
+        free_message(tx, self.layout, message)
         return data
 
     def pop(self, tx: Transaction, channel: bytes, now: float) -> bytes | None:
