@@ -21,6 +21,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import posix_ipc
@@ -326,8 +327,14 @@ class Segment:
 
 # --- one Segment per prefix per process --------------------------------------------------
 
+@dataclass
+class _Shared:
+    segment: Segment  # one prefix's Segment in this process
+    users: int = 0  # how many layer objects use it
+
+
 _registry_lock = threading.Lock()
-_registry: dict[str, list] = {}  # prefix -> [Segment, users]
+_registry: dict[str, _Shared] = {}  # prefix -> its Segment here
 FORK_GENERATION = [0]
 
 
@@ -347,9 +354,9 @@ def _detach_all_at_exit() -> None:
     with _registry_lock:
         held = list(_registry.values())
         _registry.clear()
-    for segment, _users in held:
+    for shared in held:
         try:
-            segment.detach()
+            shared.segment.detach()
         except Exception:  # noqa: BLE001 - exiting anyway
             pass
 
@@ -359,20 +366,20 @@ atexit.register(_detach_all_at_exit)
 
 def attach(prefix: str, size: int, mode: int) -> Segment:
     with _registry_lock:
-        held = _registry.get(prefix)
-        if held is None:
-            held = _registry[prefix] = [Segment(prefix, size, mode), 0]
-        held[1] += 1
-        return held[0]
+        shared = _registry.get(prefix)
+        if shared is None:
+            shared = _registry[prefix] = _Shared(Segment(prefix, size, mode))
+        shared.users += 1
+        return shared.segment
 
 
 def release(segment: Segment) -> bool:
     with _registry_lock:
-        held = _registry.get(segment.prefix)
-        if held is None or held[0] is not segment:
+        shared = _registry.get(segment.prefix)
+        if shared is None or shared.segment is not segment:
             return False  # attached before a fork; the parent owns it
-        held[1] -= 1
-        if held[1] > 0:
+        shared.users -= 1
+        if shared.users > 0:
             return False
         del _registry[segment.prefix]
         return segment.detach()
