@@ -240,9 +240,10 @@ class HotPath:
                 counter_off = self.entries + counter * _ENTRY_SIZE
                 sibling = words[(counter_off + _E_D) >> 2]
                 writes += (counter_off + _E_D, 4, index, held_off, 4, held + 1)
-            else:
+            else:  # fields A..F of a counter: C messages held, D first sibling (layout.KIND_COUNTER)
                 counter = taken[1]
                 hashed.fill(counter, L.KIND_COUNTER, counter_name, counter_bucket, (0, 0, 1, index, 0, 0), writes)
+        # A head, B tail, C count, D next sibling, E waiters, F counter (layout.KIND_CHANNEL)
         hashed.fill(index, L.KIND_CHANNEL, name, bucket, (first, first, 1, sibling, 0, counter), writes)
         commit_u32s(self.mem, words, self.journal, label, writes)
         return ()
