@@ -1,7 +1,7 @@
 """A second process that drives the same channel layer on command, for the cross-process tests.
 
-Three parts: ``frames`` (how requests and replies travel on the pipes), ``child`` and
-``commands`` (the peer process, ``python -m asgi_conformance.peer``), and ``client``,
+Three parts: ``frames`` (how requests and replies travel on the pipes), ``child``,
+``commands`` and ``replies`` (the peer process, ``python -m asgi_conformance.peer``), and ``client``,
 ``group`` and ``errors`` (the test process's side: :class:`Peer`, :class:`PeerGroup`).
 """
 

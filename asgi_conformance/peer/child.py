@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import sys
 import threading
 import traceback
-from typing import IO, Any
+from typing import IO
 
 from .commands import LayerCommands
-from .frames import RemoteError, Reply, Request, read_frame, write_frame
+from .frames import Request, read_frame
+from .replies import ReplyWriter
 
 
 def main() -> None:
@@ -38,33 +38,6 @@ def main() -> None:
     finally:
         sys.stderr.flush()
         os._exit(status)  # a layer's leftover non-daemon thread must not keep the peer alive
-
-
-class ReplyWriter:
-    """Writes reply frames; commands finish on the loop, but a lock keeps frames whole anyway."""
-
-    def __init__(self, stream: IO[bytes]):
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def result(self, request_id: int, result: Any) -> None:
-        reply = Reply(request_id, result=result)
-        try:
-            pickle.dumps(reply)
-        except Exception as exc:  # noqa: BLE001 - any unpicklable result is the command's error
-            self.error(request_id, TypeError(f"the command's result cannot be sent back: {exc!r}"))
-            return
-        self._write(reply)
-
-    def error(self, request_id: int, error: BaseException) -> None:
-        self._write(Reply(request_id, error=RemoteError.of(error)))
-
-    def _write(self, reply: Reply) -> None:
-        with self._lock:
-            try:
-                write_frame(self._stream, reply)
-            except (BrokenPipeError, ValueError):  # parent gone: nothing left to tell
-                pass
 
 
 async def _serve(requests: IO[bytes], replies: ReplyWriter) -> None:

@@ -16,12 +16,10 @@ import sys
 import traceback
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .frames import Request
-
-if TYPE_CHECKING:
-    from .child import ReplyWriter
+from .replies import ReplyWriter
 
 Message = dict[str, Any]
 TRAFFIC_RECEIVE_WAIT = 0.2  # seconds: a traffic round counts a miss rather than wait it out
