@@ -178,6 +178,15 @@ def test_zero_servers_is_refused():
             pass
 
 
+def test_every_server_kind_the_plugin_offers_has_a_module_and_no_other():
+    from asgi_conformance.plugin import SERVER_CONFIG_KEYS
+
+    assert set(servers.KINDS) == set(SERVER_CONFIG_KEYS)
+    with pytest.raises(servers.ServerError, match="unknown server kind 'nats': expected redis or rabbitmq"):
+        with servers.servers_for("nats"):
+            pass
+
+
 # --- RabbitMQ ----------------------------------------------------------------------------------
 
 @pytest.mark.rabbitmq
