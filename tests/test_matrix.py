@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_matrix_of_two_in_memory_layers_has_every_requirement_and_the_failing_assertions(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "asgi_conformance.matrix", "--out", str(tmp_path),
+    done = subprocess.run([sys.executable, "-m", "tools.matrix", "--out", str(tmp_path),
                            "--only", "inmemory", "InMemory"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     markdown = (tmp_path / "conformance.md").read_text()

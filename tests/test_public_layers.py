@@ -32,7 +32,7 @@ RABBITMQ_DECLARES = [
 LAYERS = {
     "channels-inmemory": ("channels.layers.InMemoryChannelLayer", None, None, ["--asgi-single-process"]),
     # On three shards it fails most requirements (see docs/conformance.md, made by
-    # `python -m asgi_conformance.matrix`); one shard keeps this CI gate short.
+    # `python -m tools.matrix`); one shard keeps this CI gate short.
     "channels_redis": ("channels_redis.core.RedisChannelLayer", "redis_urls", "hosts", []),
     "channels_redis-pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", "redis_urls", "hosts", PUBSUB_DECLARES),
     "channels_rabbitmq": ("channels_rabbitmq.core.RabbitmqChannelLayer", "rabbitmq_url", "host", RABBITMQ_DECLARES),

@@ -282,9 +282,9 @@ def test_losing_the_first_node_moves_the_layer_to_the_second(standby_broker, rab
 @pytest.fixture
 def rabbitmq_cluster():
     """A real two-node Erlang cluster from the machine's binaries."""
-    from asgi_conformance import servers
+    from tests.rabbitmq_nodes import local_rabbitmq_cluster
 
-    with servers.local_rabbitmq_cluster(2) as cluster:
+    with local_rabbitmq_cluster(2) as cluster:
         yield cluster
 
 

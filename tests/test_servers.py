@@ -1,4 +1,4 @@
-"""servers.py on real processes: start, answer, restart in place, stop without leftovers.
+"""The servers package on real processes: start, answer, restart in place, stop without leftovers.
 
 And the plugin's --asgi-server option end to end: the address reaches the layer's config
 under the right key, the servers are gone after the run, and mistakes are one clear line.
@@ -178,6 +178,15 @@ def test_zero_servers_is_refused():
             pass
 
 
+def test_every_server_kind_the_plugin_offers_has_a_module_and_no_other():
+    from asgi_conformance.plugin import SERVER_CONFIG_KEYS
+
+    assert set(servers.KINDS) == set(SERVER_CONFIG_KEYS)
+    with pytest.raises(servers.ServerError, match="unknown server kind 'nats': expected redis or rabbitmq"):
+        with servers.servers_for("nats"):
+            pass
+
+
 # --- RabbitMQ ----------------------------------------------------------------------------------
 
 @pytest.mark.rabbitmq
@@ -193,7 +202,7 @@ def test_rabbitmq_accepts_amqp_and_stopping_leaves_no_process_nor_port():
         assert body == b"hello"
         connection.close()
         node = handle[0]
-        pids = process_tree(node.pid) + [epmd.process.pid for epmd in node.helpers]
+        pids = process_tree(node.pid) + [epmd.pid for epmd in node.helpers]
         epmd_port = node.helpers[0].port
         workdir = node.workdir
     assert [pid for pid in pids if alive(pid)] == []
@@ -206,7 +215,7 @@ def test_rabbitmq_listens_on_loopback_only(rabbitmq_broker):
     node = rabbitmq_broker[0]
     beam = [p for p in psutil.Process(node.pid).children(recursive=True) if p.name().startswith("beam")]
     assert beam, "no Erlang VM under the launcher"
-    listening = {c.laddr for p in [*beam, psutil.Process(node.helpers[0].process.pid)]
+    listening = {c.laddr for p in [*beam, psutil.Process(node.helpers[0].pid)]
                  for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
     assert listening, "the node listens nowhere"
     assert {address.ip for address in listening} <= {"127.0.0.1", "::1"}, listening

@@ -1,0 +1,39 @@
+"""Throwaway servers for test runs, one module per kind (``redis``, ``rabbitmq``).
+
+Where an address comes from, in order of preference:
+
+1. the environment: ``ASGI_TEST_REDIS_URLS`` (comma-separated) and ``ASGI_TEST_RABBITMQ_URL``,
+   so CI with service containers, or a developer with a server already running, starts nothing
+   (``environment``);
+2. testcontainers, but only when a Docker engine answers (checked quickly and quietly:
+   ``containers``);
+3. the local binaries (Debian's ``redis-server`` / ``rabbitmq-server``) on free loopback ports,
+   with their data in a temp dir (``processes``, ``network``).
+
+Every server started here is stopped by its own pid when its context ends, and can be restarted
+in place, on the same port, so layer tests can prove they survive a server restart mid-traffic.
+``kinds`` maps the ``--asgi-server`` names to the kinds' context managers.
+"""
+
+from .containers import DOCKER_PROBE_TIMEOUT, docker_engine_answers
+from .environment import INSTALL_HINT
+from .handles import Server, ServerError, Servers
+from .kinds import KINDS, servers_for
+from .network import LOOPBACK, free_port, wait_for_accept
+from .processes import PROCESS_TIMEOUT
+from .rabbitmq import (
+    RABBITMQ_BIN_DIR,
+    RABBITMQ_BIN_DIR_ENV,
+    RABBITMQ_IMAGE,
+    RABBITMQ_URL_ENV,
+    local_rabbitmq_server,
+    rabbitmq_server,
+)
+from .redis import REDIS_IMAGE, REDIS_URLS_ENV, redis_servers
+
+__all__ = [
+    "DOCKER_PROBE_TIMEOUT", "INSTALL_HINT", "KINDS", "LOOPBACK", "PROCESS_TIMEOUT", "RABBITMQ_BIN_DIR",
+    "RABBITMQ_BIN_DIR_ENV", "RABBITMQ_IMAGE", "RABBITMQ_URL_ENV", "REDIS_IMAGE", "REDIS_URLS_ENV", "Server",
+    "ServerError", "Servers", "docker_engine_answers", "free_port", "local_rabbitmq_server", "rabbitmq_server",
+    "redis_servers", "servers_for", "wait_for_accept",
+]

@@ -1,0 +1,34 @@
+"""The server kinds ``--asgi-server`` can start, by name: a new kind is a module and a line here."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+from .handles import ServerError, Servers
+from .rabbitmq import rabbitmq_server
+from .redis import redis_servers
+
+
+def _one_rabbitmq_broker(count: int) -> AbstractContextManager[Servers]:
+    if count != 1:
+        raise ServerError(f"rabbitmq:{count}: only one broker per run is supported")
+    return rabbitmq_server()
+
+
+# kind -> a context manager of ``count`` servers of that kind
+KINDS: dict[str, Callable[[int], AbstractContextManager[Servers]]] = {
+    "redis": redis_servers,
+    "rabbitmq": _one_rabbitmq_broker,
+}
+
+
+@contextlib.contextmanager
+def servers_for(kind: str, count: int = 1) -> Iterator[list[str]]:
+    """The plugin's entry: a list of URLs (``count`` Redis shards, or one RabbitMQ broker)."""
+    start = KINDS.get(kind)
+    if start is None:
+        raise ServerError(f"unknown server kind {kind!r}: expected {' or '.join(KINDS)}")
+    with start(count) as servers:
+        yield servers.urls

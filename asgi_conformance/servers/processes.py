@@ -1,0 +1,147 @@
+"""Server processes of ours: started from the machine's binaries, stopped by their own pid.
+
+Every server a context starts is stopped when the context ends, also when a test fails or
+the run is interrupted; an atexit hook stops what a context never closed. A stopped server
+can be started again on the same port with the same data dir (a restart in place).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+# Imported here, before our atexit hook is registered, so at exit our graceful stop runs first
+# and mirakuru's SIGKILL sweep of leftover children after it.
+import mirakuru
+from mirakuru.exceptions import AlreadyRunning, ExecutorError, ProcessFinishedWithError
+
+from .handles import Server, ServerError, Servers
+from .network import LOOPBACK
+
+# Bounds both start (until the port accepts) and stop (SIGTERM, then SIGKILL): generous, as a
+# busy 2-core CI box may take a while to boot RabbitMQ.
+PROCESS_TIMEOUT = 90.0
+
+Starter = Callable[[], Server]
+
+_live: set[Server] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Stop what an interrupted run left behind (mirakuru's own hook then SIGKILLs any stragglers)."""
+    for server in list(_live):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+@contextlib.contextmanager
+def owned_servers(starters: Sequence[Starter]) -> Iterator[Servers]:
+    """Start servers one by one; stop all that started, whatever happens, when the block ends."""
+    started: list[Server] = []
+    with contextlib.ExitStack() as stack:  # one failing stop does not keep the others running
+        for start in starters:
+            server = start()
+            _live.add(server)
+            stack.callback(_live.discard, server)
+            stack.callback(server.stop)
+            started.append(server)
+        yield Servers(started)
+
+
+class ServerProcess:
+    """One process run by a mirakuru TCPExecutor: ready when ``port`` accepts on loopback.
+
+    Its stdout/stderr go to ``log``: a pipe nobody reads fills up and stalls the server, and an
+    inherited stdout keeps a ``$(...)`` caller (or a CI step) waiting for EOF.
+    """
+
+    def __init__(self, command: list[str], port: int, log: Path, env: dict[str, str] | None = None):
+        self.port = port
+        self.log = log
+        self._log_file = open(log, "ab")  # noqa: SIM115 - closed by close()
+        self.executor = mirakuru.TCPExecutor(
+            command, host=LOOPBACK, port=port, timeout=PROCESS_TIMEOUT, sleep=0.1, shell=False,
+            envvars=env or {}, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int | None:
+        process = self.executor.process
+        return process.pid if process is not None else None
+
+    def start(self) -> None:
+        self.executor.start()
+
+    def stop(self) -> None:
+        """SIGTERM to the process (its own process group, by pid); SIGKILL if it outstays the timeout."""
+        # A server killed from outside (SIGKILL in a test) ends "with an error": fine here.
+        with contextlib.suppress(ProcessFinishedWithError):
+            self.executor.stop()
+
+    def close(self) -> None:
+        """Stop for good: the log file is closed too."""
+        try:
+            self.stop()
+        finally:
+            self._log_file.close()
+
+
+class LocalServer(Server):
+    """A server process of ours in a temp dir ``workdir``, restartable in place.
+
+    ``helpers`` are processes already started for it (RabbitMQ's epmd); they are stopped after
+    the server. Everything is stopped by its own pid, and the temp dir removed, by :meth:`stop`.
+    """
+
+    restartable = True
+
+    def __init__(self, url: str, process: ServerProcess, workdir: Path, log: Path, what: str,
+                 helpers: Sequence[ServerProcess] = ()):
+        super().__init__(url)
+        self.process = process
+        self.helpers = list(helpers)
+        self.workdir = workdir
+        self.log = log
+        self.what = what
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        try:
+            self.process.start()
+        except AlreadyRunning:
+            raise ServerError(f"{self.what}: port {self.process.port} is already taken by another process") from None
+        except ExecutorError as exc:
+            raise ServerError(f"{self.what} did not start ({type(exc).__name__}); log: {tail(self.log)}") from None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def restart(self) -> None:
+        """Stop the process (by its pid) and start it again on the same port, same data dir."""
+        self.process.stop()
+        self._start()
+
+    def stop(self) -> None:
+        with contextlib.ExitStack() as cleanup:  # runs in reverse: server, helpers, then the dir
+            cleanup.callback(shutil.rmtree, self.workdir, ignore_errors=True)
+            for helper in self.helpers:
+                cleanup.callback(helper.close)
+            cleanup.callback(self.process.close)
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    """The last ``lines`` of a log, on one line: what a one-line ServerError can show."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
