@@ -12,21 +12,18 @@ import asyncio
 import threading
 import time
 from collections import deque
+from typing import Any
 
-from .base import (
-    DEFAULT_MESSAGE_SIZE_LIMIT,
-    ChannelFull,
-    LayerConfigError,
-    LayerCore,
-    MessageTooLarge,
-    UnserialisableMessage,
-    check_channel_name,
-    is_process_specific,
-    non_local_name,
-)
+from .core.codec import DEFAULT_MESSAGE_SIZE_LIMIT
+from .core.config import reject_unknown_keys
+from .core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from .core.layer_core import LayerCore
+from .core.names import check_channel_name, is_process_specific, non_local_name
 from .core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
 
-__all__ = ["InMemoryChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage"]
+__all__ = ["InMemoryChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "LayerConfigError"]
+
+_CONFIG_KEYS = ("expiry", "group_expiry", "capacity", "channel_capacity", "message_size_limit")
 
 
 class InMemoryChannelLayer(LayerCore):
@@ -36,19 +33,17 @@ class InMemoryChannelLayer(LayerCore):
     conformance_unsupported = {"cross-process": "the in-memory layer lives inside one process"}
     extensions = [*LayerCore.extensions, STATISTICS_EXTENSION]
 
-    def __init__(self, expiry=60, group_expiry=86400, capacity=100, channel_capacity=None,
-                 message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT, **unknown):
-        if unknown:
-            raise LayerConfigError(
-                f"InMemoryChannelLayer got unknown config key(s) {sorted(unknown)}; it takes "
-                "expiry, group_expiry, capacity, channel_capacity, message_size_limit")
+    def __init__(self, expiry: float = 60, group_expiry: float = 86400, capacity: int = 100,
+                 channel_capacity: Any = None, message_size_limit: int | None = DEFAULT_MESSAGE_SIZE_LIMIT,
+                 **unknown: Any) -> None:
+        reject_unknown_keys("InMemoryChannelLayer", unknown, _CONFIG_KEYS)
         super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity,
                          channel_capacity=channel_capacity, message_size_limit=message_size_limit)
         self._lock = threading.Lock()  # async_to_sync callers run in other threads
         self._queues: dict[str, deque[tuple[float, bytes]]] = {}
         self._process_channels: dict[str, set[str]] = {}  # 'p!' -> {'p!a', 'p!b'} with messages
         self._held_counts: dict[str, int] = {}  # capacity key ('p!' or the channel) -> queued messages
-        self._waiters: dict[str, deque[asyncio.Future]] = {}
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._groups: dict[str, dict[str, float]] = {}
         self._counters = Counters()
 
@@ -155,7 +150,7 @@ class InMemoryChannelLayer(LayerCore):
         with self._lock:
             return channel in self._queues
 
-    def _unlist(self, channel: str, waiter: asyncio.Future) -> None:
+    def _unlist(self, channel: str, waiter: asyncio.Future[None]) -> None:
         with self._lock:
             waiters = self._waiters.get(channel)
             if waiters is None:
@@ -247,6 +242,6 @@ class InMemoryChannelLayer(LayerCore):
             self._groups.clear()
 
 
-def _set_if_pending(waiter: asyncio.Future) -> None:
+def _set_if_pending(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)

@@ -8,7 +8,7 @@ order; resp is its hiredis-less reader), bells (pub/sub wake-ups for waiting rec
 receiver (waiting for messages without polling or losing any).
 """
 
-from ..base import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from .layer import RedisChannelLayer
 
 __all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "LayerConfigError"]

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio.connection import ConnectionPool, UnixDomainSocketConnection, parse_url
 
-from ..base import LayerConfigError
+from ..core.errors import LayerConfigError
 
 DEFAULT_HOSTS = [("localhost", 6379)]
 CONNECT_TIMEOUT = 5.0  # seconds: a dead address fails a call quickly instead of hanging it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..base import non_local_name
+from ..core.names import non_local_name
 
 
 class KeySpace:

@@ -13,16 +13,11 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import ResponseError
 
-from ..base import (
-    DEFAULT_MESSAGE_SIZE_LIMIT,
-    ChannelFull,
-    LayerConfigError,
-    LayerCore,
-    MessageTooLarge,
-    PerLoop,
-    UnserialisableMessage,
-    check_channel_name,
-)
+from ..core.codec import DEFAULT_MESSAGE_SIZE_LIMIT
+from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from ..core.layer_core import LayerCore
+from ..core.loops import PerLoop
+from ..core.names import check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
 from .hashring import HashRing
 from .hosts import parse_hosts

@@ -1,0 +1,71 @@
+"""Channel and group name rules, and the process-specific names ``new_channel`` hands out.
+
+Every send and receive checks its channel name, so a name that passed once is remembered and
+the next check is a set lookup instead of a regex.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+MAX_NAME_LENGTH = 99
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9\-_.]+(![A-Za-z0-9\-_.]*)?\Z")
+_GROUP_NAME = re.compile(r"[A-Za-z0-9\-_.]+\Z")
+_VALID_CHANNELS: set[str] = set()  # names that passed (every send and receive checks its name)
+
+
+def check_channel_name(name: Any) -> str:
+    """Return ``name`` if it is a valid channel name, else raise TypeError saying why."""
+    if type(name) is str and name in _VALID_CHANNELS:  # checked before: a set lookup, no regex
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"channel name must be a str, not {type(name).__name__}: {name!r}")
+    if not 0 < len(name) <= MAX_NAME_LENGTH or not _CHANNEL_NAME.match(name):
+        raise TypeError(
+            f"invalid channel name {name!r}: use 1-{MAX_NAME_LENGTH} ASCII letters, digits, "
+            "'-', '_', '.' and at most one '!'")
+    if type(name) is str:
+        if len(_VALID_CHANNELS) >= 10_000:
+            _VALID_CHANNELS.clear()
+        _VALID_CHANNELS.add(name)
+    return name
+
+
+def check_group_name(name: Any) -> str:
+    """Return ``name`` if it is a valid group name, else raise TypeError saying why."""
+    if not isinstance(name, str):
+        raise TypeError(f"group name must be a str, not {type(name).__name__}: {name!r}")
+    if not 0 < len(name) <= MAX_NAME_LENGTH or not _GROUP_NAME.match(name):
+        raise TypeError(
+            f"invalid group name {name!r}: use 1-{MAX_NAME_LENGTH} ASCII letters, digits, '-', '_', '.'")
+    return name
+
+
+def non_local_name(channel: str) -> str:
+    """``'p.abc!x'`` -> ``'p.abc!'``: the part all of one process's channels share."""
+    bang = channel.find("!")
+    return channel if bang < 0 else channel[: bang + 1]
+
+
+def is_process_specific(channel: str) -> bool:
+    """True for a ``new_channel`` name (it has a '!'): one process receives on it."""
+    return "!" in channel
+
+
+class ChannelNamer:
+    """Makes process-specific channel names that never repeat, in any process.
+
+    Names come from ``secrets`` (the OS's randomness), so ``random.seed()`` in user code, or a
+    forked child, cannot make two processes hand out the same name.
+    """
+
+    def __init__(self) -> None:
+        self.client_prefix = secrets.token_hex(8)
+
+    def new_channel(self, prefix: str = "specific") -> str:
+        if not isinstance(prefix, str) or not _GROUP_NAME.match(prefix):
+            raise TypeError(f"new_channel prefix must be a valid name without '!', got {prefix!r}")
+        name = f"{prefix}.{self.client_prefix}!{secrets.token_hex(8)}"
+        return check_channel_name(name)
