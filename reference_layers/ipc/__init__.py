@@ -24,8 +24,8 @@ Module map, in chain order (each builds on the ones above it):
 - ``native`` + ``_hotcore.c``: the commonest send and receive in C, where it was built (same journal;
   ``ASGI_IPC_PURE_PYTHON=1`` turns it off).
 - ``operations``: each layer call as one locked step (C first, then ``hotpath``, then ``store``).
+- ``spinning``: a waiting receive looks again briefly before it sleeps (its budget per loop).
 - ``wakeups``: datagram pokes that wake event loops waiting on a channel.
-- ``spinning``: a waiting receive looks again briefly before it sleeps.
 - ``layer``: the asyncio API, ``IPCChannelLayer``.
 
 Beside the chain: ``statistics`` (what ``layer.statistics()`` reads from the segment),

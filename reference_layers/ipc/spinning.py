@@ -22,9 +22,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .wakeups import closed_while_receiving
-
 PROBE_EVERY = 32
+
+
+def closed_while_receiving() -> RuntimeError:
+    """What a receive waiting (spinning or asleep) raises when its layer is closed under it."""
+    return RuntimeError("channel layer closed while receiving")
 
 
 class SpinBudget:

@@ -39,12 +39,9 @@ import os
 import secrets
 import socket
 import threading
-from typing import TYPE_CHECKING
 
 from .segment import Segment
-
-if TYPE_CHECKING:
-    from .spinning import SpinBudget  # spinning imports this module
+from .spinning import SpinBudget, closed_while_receiving
 
 WAKE_ALL = b"*"  # not a valid channel name
 DROP_DELAY = 0.05  # seconds a loop stays registered on a channel after its last receive there
@@ -62,10 +59,6 @@ def _forget_local_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_local_after_fork)
-
-
-def closed_while_receiving() -> RuntimeError:
-    return RuntimeError("channel layer closed while receiving")
 
 
 class Poker:
