@@ -1,6 +1,6 @@
 """IPCChannelLayer: the channel layer API on top of the shared segment.
 
-Every check, the codec and the capacity rules come from ``reference_layers.base``; this
+Every check, the codec and the capacity rules come from ``reference_layers.core``; this
 module only turns each call into one locked step on the segment (``operations.py``) and
 parks waiting receives on the event loop's wake-up socket (``wakeups.py``).
 """
@@ -13,7 +13,10 @@ import re
 import threading
 import time
 
-from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore, check_channel_name
+from ..core.codec import DEFAULT_MESSAGE_SIZE_LIMIT
+from ..core.errors import LayerConfigError
+from ..core.layer_core import LayerCore
+from ..core.names import check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import segment as segments
 from .layout import DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Layout

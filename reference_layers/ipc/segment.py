@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import posix_ipc
 
-from ..base import ChannelFull, LayerConfigError
+from ..core.errors import ChannelFull, LayerConfigError
 from . import layout as L
 from . import native, robust_mutex
 from .journal import U32, U64, Transaction, pause_point, replay_journal

@@ -18,7 +18,7 @@ import mmap
 import struct
 from typing import NamedTuple
 
-from ..base import check_channel_name
+from ..core.names import check_channel_name
 from ..core.statistics import ChannelStatistics, Counters, LayerStatistics
 from . import layout as L
 from .hotentries import EntryWrites
