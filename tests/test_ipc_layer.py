@@ -14,6 +14,7 @@ import pytest
 from reference_layers.base import ChannelFull, LayerConfigError
 from reference_layers.ipc import IPCChannelLayer, SegmentFull
 from reference_layers.ipc.consistency import check
+from tests.helpers import run
 
 from .ipc_helpers import REPO, Child, remove_segment, shm_path, unique_prefix
 
@@ -25,10 +26,6 @@ def prefix():
     name = unique_prefix()
     yield name
     remove_segment(name)
-
-
-def run(coroutine):
-    return asyncio.run(asyncio.wait_for(coroutine, 30))
 
 
 def cleanup_command(*args):

@@ -14,9 +14,8 @@ import pytest
 
 from asgi_conformance import servers
 from reference_layers.rabbitmq import BrokerUnavailable, RabbitMQChannelLayer
+from tests.helpers import GENEROUS, run
 from tests.tls_certificates import make_tls_files
-
-GENEROUS = 40.0  # seconds: a bound for "did not hang", never a speed assertion
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +34,6 @@ def tls_broker(tmp_path_factory):
         if not servers.wait_for_accept("127.0.0.1", port, 60):
             pytest.fail(f"the broker's TLS listener never opened; log: {broker[0].log}")
         yield f"amqps://guest:guest@127.0.0.1:{port}/%2F", f"amqp://guest:guest@127.0.0.1:{port}/%2F", files.authority
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 4 * GENEROUS))
 
 
 def test_an_amqps_url_carries_sends_receives_and_groups_over_tls(tls_broker, monkeypatch):

@@ -20,16 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from reference_layers.base import ChannelFull, LayerConfigError
 from reference_layers.redis import RedisChannelLayer
 from reference_layers.redis.hashring import HashRing
-
-CALL_LIMIT = 15.0  # seconds: no layer call in these tests may take longer (a hang is a failure)
-
-
-def run(coroutine, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coroutine, timeout))
-
-
-def fresh(stem: str = "chan") -> str:
-    return f"test-redis.{stem}-{secrets.token_hex(5)}"
+from tests.helpers import CALL_LIMIT, fresh, run
 
 
 def layer_on(urls, **config) -> RedisChannelLayer:

@@ -19,12 +19,7 @@ from reference_layers.base import ChannelFull
 from reference_layers.core.statistics import ConnectionState
 from reference_layers.inmemory import InMemoryChannelLayer
 from reference_layers.redis import RedisChannelLayer
-
-CALL_LIMIT = 15.0  # seconds: a bound for "did not hang", never a speed assertion
-
-
-def run(coroutine):
-    return asyncio.run(asyncio.wait_for(coroutine, 60.0))
+from tests.helpers import CALL_LIMIT, run
 
 
 def redis_layer(urls, **config) -> RedisChannelLayer:
