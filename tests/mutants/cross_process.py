@@ -332,11 +332,16 @@ class ReadsAheadIntoProcessMemory(IPCChannelLayer):
 
 # --- XP-5 ----------------------------------------------------------------------------------
 
-_LEASES = Path(tempfile.gettempdir()) / "asgi-conformance-mutant-leases"
+def files_of(prefix: str) -> Path:
+    """Where the mutants below keep what every process of one prefix must see (the caller
+    removes it after the run)."""
+    return Path(tempfile.gettempdir()) / f"asgi-conformance-mutants.{prefix}"
 
 
-def _lease_file(*parts: str) -> Path:
-    return _LEASES / hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+def _lease_file(prefix: str, *parts: str) -> Path:
+    folder = files_of(prefix)
+    folder.mkdir(exist_ok=True)
+    return folder / hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
 @breaks("XP-5", keeps=MESSAGES_AND_CHANNELS)
@@ -353,7 +358,6 @@ class ConsumerLeaseOutlivesItsProcess(IPCChannelLayer):
         lease = _lease_file(self.prefix, channel)
         if lease in self._held:
             return
-        _LEASES.mkdir(exist_ok=True)
         try:
             descriptor = os.open(lease, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
@@ -385,7 +389,6 @@ class GroupSendSignalsDeadMembers(IPCChannelLayer):
 
     def __init__(self, **config):
         super().__init__(**config)
-        _LEASES.mkdir(exist_ok=True)
         _lease_file(self.prefix, "pid", self.client_prefix).write_text(str(os.getpid()))
 
     async def group_add(self, group, channel):

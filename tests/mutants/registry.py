@@ -19,7 +19,7 @@ class Mutant:
 
     layer: type
     breaks: str  # the requirement id it exists to break: the suite must FAIL it
-    also_breaks: tuple[str, ...]  # ids it cannot help breaking too: FAIL as well, never a control
+    also_breaks: tuple[str, ...]  # ids it cannot help breaking too: never a control
     keeps: tuple[str, ...]  # ids or areas run alongside that it must still PASS (beyond the control)
 
     @property
