@@ -36,10 +36,10 @@ from websockets.asyncio.client import connect as ws_connect
 from tests.django_app.asgi import application
 from tests.django_app.groups import WORKER_CHANNEL, room_group
 from tests.django_app.processes import PROJECT_ROOT, Deployment, deployment
+from tests.helpers import GENEROUS, run
 from tests.server_marks import needing
 
 DELIVERY_TIMEOUT = 20.0  # generous: other test sessions share the 2 cores
-TEST_TIMEOUT = 60.0
 QUIET_PERIOD = 0.5  # how long "nothing more arrives" is watched for
 
 # name -> (BACKEND, fixtures it needs, CONFIG builder)
@@ -66,10 +66,6 @@ def layer_setting(request, name: str) -> tuple[str, dict]:
     backend, fixtures, build = LAYERS[name]
     values = {fixture: request.getfixturevalue(fixture) for fixture in fixtures}
     return backend, build(f"dropin{uuid.uuid4().hex[:12]}", values)
-
-
-def run(coroutine, timeout: float = TEST_TIMEOUT):
-    return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
 def fresh_room() -> str:
@@ -258,7 +254,7 @@ def test_management_command_in_another_process_reaches_both_servers(deployed):
                 cwd=PROJECT_ROOT, env={**os.environ, **deployed.deployment.env},
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
             try:
-                output, _ = await asyncio.wait_for(command.communicate(), TEST_TIMEOUT / 2)
+                output, _ = await asyncio.wait_for(command.communicate(), GENEROUS)
             finally:
                 if command.returncode is None:
                     command.kill()

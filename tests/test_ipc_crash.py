@@ -22,6 +22,7 @@ import pytest
 
 from reference_layers.ipc import IPCChannelLayer, native
 from reference_layers.ipc.consistency import check
+from tests.helpers import run
 
 from .ipc_helpers import NO_C_HOT_PATH, Child, remove_segment, send_past_a_killed_lock_holder, unique_prefix
 
@@ -48,10 +49,6 @@ def survivor():
     asyncio.run(layer.flush())
     layer.close_sync()
     remove_segment(prefix)
-
-
-def run(coroutine):
-    return asyncio.run(asyncio.wait_for(coroutine, 30))
 
 
 async def _send_all(layer, channel, count, tag):

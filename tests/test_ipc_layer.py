@@ -17,6 +17,7 @@ from reference_layers.base import ChannelFull, LayerConfigError
 from reference_layers.ipc import IPCChannelLayer, SegmentFull
 from reference_layers.ipc.consistency import check
 from reference_layers.ipc.statistics import backlogs
+from tests.helpers import run
 
 from .ipc_helpers import REPO, Child, remove_segment, shm_path, unique_prefix
 
@@ -28,10 +29,6 @@ def prefix():
     name = unique_prefix()
     yield name
     remove_segment(name)
-
-
-def run(coroutine):
-    return asyncio.run(asyncio.wait_for(coroutine, 30))
 
 
 def cleanup_command(*args):

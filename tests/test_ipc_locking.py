@@ -16,14 +16,11 @@ from reference_layers.ipc import IPCChannelLayer, robust_mutex
 from reference_layers.ipc import layout as L
 from reference_layers.ipc.consistency import check
 from reference_layers.ipc.locking import SegmentLock
+from tests.helpers import run
 
 from .ipc_helpers import remove_segment, send_past_a_killed_lock_holder, unique_prefix
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def run(coroutine):
-    return asyncio.run(asyncio.wait_for(coroutine, 30))
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ import pytest
 
 from reference_layers.rabbitmq import RabbitMQChannelLayer
 from reference_layers.rabbitmq.link import within
-
-GENEROUS = 40.0  # seconds: a bound for "did not hang", never a speed assertion
+from tests.helpers import GENEROUS
 
 
 def _cancel_on_next_declare_ok(link, task_of) -> asyncio.Event:

@@ -18,19 +18,9 @@ import pytest
 
 from reference_layers.base import ChannelFull, LayerConfigError
 from reference_layers.rabbitmq import BrokerUnavailable, RabbitMQChannelLayer
+from tests.helpers import GENEROUS, fresh, run
 
-GENEROUS = 40.0  # seconds: a bound for "did not hang", never a speed assertion
 CAPACITY = 15
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 4 * GENEROUS))
-
-
-def fresh(stem: str) -> str:
-    import secrets
-
-    return f"rmq-test.{stem}-{secrets.token_hex(5)}"
 
 
 # --- capacity: the broker counts, whoever sends --------------------------------------------------
@@ -375,7 +365,7 @@ def _exchange_exists(url: str, exchange: str) -> bool:
 
 
 def test_close_leaves_only_what_normal_channels_still_hold(rabbitmq_url):
-    prefix = fresh("cleanup").replace("rmq-test.", "c")
+    prefix = fresh("cleanup").replace("test.", "c")
     layer = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
     normal, read, group = fresh("normal"), fresh("read"), fresh("group")
 

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from reference_layers.rabbitmq import BrokerUnavailable, RabbitMQChannelLayer
+from tests.helpers import GENEROUS, run
 from tests.rabbitmq_nodes import TLSBroker, tls_rabbitmq_node
-
-GENEROUS = 40.0  # seconds: a bound for "did not hang", never a speed assertion
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +23,6 @@ def tls_broker(tmp_path_factory) -> Iterator[TLSBroker]:
     """A broker from the machine's binaries with one more listener, TLS only."""
     with tls_rabbitmq_node(tmp_path_factory.mktemp("tls")) as broker:
         yield broker
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 4 * GENEROUS))
 
 
 def test_an_amqps_url_carries_sends_receives_and_groups_over_tls(tls_broker, monkeypatch):

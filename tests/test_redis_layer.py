@@ -20,16 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from reference_layers.base import ChannelFull, LayerConfigError
 from reference_layers.redis import RedisChannelLayer
 from reference_layers.redis.hashring import HashRing
-
-CALL_LIMIT = 15.0  # seconds: no layer call in these tests may take longer (a hang is a failure)
-
-
-def run(coroutine, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coroutine, timeout))
-
-
-def fresh(stem: str = "chan") -> str:
-    return f"test-redis.{stem}-{secrets.token_hex(5)}"
+from tests.helpers import CALL_LIMIT, eventually, fresh, run
 
 
 def layer_on(urls, **config) -> RedisChannelLayer:
@@ -152,7 +143,7 @@ def test_a_message_expires_even_with_younger_ones_behind_it_and_no_send_in_betwe
 
     async def body():
         await layer.send(channel, {"n": "old"})
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.6)  # waiting out expiry is the behaviour under test: no event to await
         await layer.send(channel, {"n": "young"})
         await asyncio.sleep(0.6)  # the old one has expired; the young one has not
         assert (await asyncio.wait_for(layer.receive(channel), CALL_LIMIT))["n"] == "young"
@@ -173,7 +164,7 @@ def test_a_receive_cancelled_around_delivery_leaves_its_message_for_another_inst
         got = []
         for n in range(40):
             receiving = asyncio.ensure_future(first.receive(channel))
-            await asyncio.sleep(0.001 * (n % 4))
+            await asyncio.sleep(0.001 * (n % 4))  # varies where the cancel lands: the timing is the test
             await first.send(channel, {"n": n})
             for _ in range(n % 7):
                 await asyncio.sleep(0)
@@ -285,19 +276,19 @@ def test_after_a_server_restart_mid_traffic_sends_are_delivered_and_no_call_hang
             except ChannelFull:
                 await asyncio.wait_for(layer.receive(traffic), CALL_LIMIT)
             n += 1
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # paces the traffic: a rate, not a wait for something
 
     async def body():
         waiting = asyncio.ensure_future(layer.receive(watched))  # blocked across the restart
         await layer.send(traffic, {"n": -1})
         stop, outcomes = asyncio.Event(), []
         sender = asyncio.ensure_future(keep_sending(stop, outcomes))
-        await asyncio.sleep(0.2)
+        await eventually(lambda: "sent" in outcomes, CALL_LIMIT, "the traffic never started")
         await asyncio.to_thread(redis_server.restart)
-        await asyncio.sleep(0.2)
+        after_restart = len(outcomes)
+        await eventually(lambda: "sent" in outcomes[after_restart:], CALL_LIMIT, "no send got through after the restart")
         stop.set()
         await asyncio.wait_for(sender, CALL_LIMIT)
-        assert "sent" in outcomes
 
         for n in range(5):
             await asyncio.wait_for(layer.send(watched, {"n": n}), CALL_LIMIT)

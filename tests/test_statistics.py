@@ -20,14 +20,9 @@ from reference_layers.core.statistics import ConnectionState
 from reference_layers.inmemory import InMemoryChannelLayer
 from reference_layers.ipc import IPCChannelLayer
 from reference_layers.redis import RedisChannelLayer
+from tests.helpers import CALL_LIMIT, run
 
 from .ipc_helpers import remove_segment, unique_prefix
-
-CALL_LIMIT = 15.0  # seconds: a bound for "did not hang", never a speed assertion
-
-
-def run(coroutine):
-    return asyncio.run(asyncio.wait_for(coroutine, 60.0))
 
 
 def redis_layer(urls, **config) -> RedisChannelLayer:
