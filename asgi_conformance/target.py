@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .spec import DECLARABLE_FEATURES, EXTENSION_FEATURES, close_quietly, layer_attribute
+from .features import DECLARABLE_FEATURES, EXTENSION_FEATURES
+from .layer_access import close_quietly, layer_attribute
 
 UNSUPPORTED_ATTRIBUTE = "conformance_unsupported"
 

@@ -12,14 +12,15 @@ import pytest
 from asgiref.sync import async_to_sync
 from asgiref.sync import iscoroutinefunction as asgiref_iscoroutinefunction
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    cancel_all,
+    current_settings,
     expect_message,
     expect_silence,
     fresh_channel,
     fresh_group,
     offers,
-    requirement,
 )
 
 EXTENSION_METHODS = {"groups": ("group_add", "group_discard", "group_send"), "flush": ("flush",)}
@@ -38,7 +39,7 @@ async def _await_call(layer, name: str, *args):
     """Call ``layer.name(*args)``; the call must return an awaitable, whose result is returned."""
     result = getattr(layer, name)(*args)
     assert inspect.isawaitable(result), f"{name}() returned {result!r}, not an awaitable"
-    return await asyncio.wait_for(result, SETTINGS.delivery_timeout)
+    return await asyncio.wait_for(result, current_settings().delivery_timeout)
 
 
 # --- EXT-1 -----------------------------------------------------------------------------------
@@ -99,10 +100,9 @@ async def test_new_channel_send_and_receive_return_awaitables(layer):
     receive = asyncio.ensure_future(pending_receive)
     try:
         await _await_call(layer, "send", channel, _message("awaited"))
-        assert await asyncio.wait_for(receive, SETTINGS.delivery_timeout) == _message("awaited")
+        assert await asyncio.wait_for(receive, current_settings().delivery_timeout) == _message("awaited")
     finally:
-        receive.cancel()
-        await asyncio.gather(receive, return_exceptions=True)
+        await cancel_all([receive])
 
 
 @requirement("ASYNC-1", needs=["groups"])
@@ -188,10 +188,10 @@ async def test_close_leaves_no_task_of_the_layer_running_and_the_layer_still_wor
     assert await expect_message(layer, channel) == _message("before close")
     result = layer.close()
     if inspect.isawaitable(result):
-        await asyncio.wait_for(result, SETTINGS.delivery_timeout)
+        await asyncio.wait_for(result, current_settings().delivery_timeout)
     leftover = asyncio.all_tasks() - before
     if leftover:  # tolerate tasks close() cancelled that have not run their last step yet
-        await asyncio.wait(leftover, timeout=SETTINGS.quiet_period)
+        await asyncio.wait(leftover, timeout=current_settings().quiet_period)
     still_running = [task for task in leftover if not task.done()]
     assert not still_running, f"after close() the layer left {len(still_running)} task(s) running: {still_running!r}"
 

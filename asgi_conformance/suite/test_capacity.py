@@ -5,16 +5,16 @@ import secrets
 
 import pytest
 
-from asgi_conformance.spec import (
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
     any_channel,
-    channel_full_class_of,
     expect_message,
     expect_silence,
     fresh_channel,
     fresh_group,
-    non_local_part,
+    is_channel_full,
     offers,
-    requirement,
+    process_prefix_of,
 )
 
 
@@ -26,7 +26,7 @@ async def test_n_sends_fit_and_the_next_raises_channel_full(layers, asgi_target)
         await layer.send(channel, {"type": "test.fill", "index": index})
     with pytest.raises(Exception) as caught:
         await layer.send(channel, {"type": "test.fill", "index": 3})
-    assert channel_full_class_of(caught.value), f"expected ChannelFull, got {caught.value!r}"
+    assert is_channel_full(caught.value), f"expected ChannelFull, got {caught.value!r}"
     for index in range(3):
         assert (await expect_message(layer, channel))["index"] == index
 
@@ -35,7 +35,7 @@ async def _assert_full(layer, channel, index):
     """The next send to ``channel`` must raise ChannelFull."""
     with pytest.raises(Exception) as caught:
         await layer.send(channel, {"type": "test.fill", "index": index})
-    assert channel_full_class_of(caught.value), f"expected ChannelFull on {channel!r}, got {caught.value!r}"
+    assert is_channel_full(caught.value), f"expected ChannelFull on {channel!r}, got {caught.value!r}"
 
 
 async def _capacity_problem(layer, channel, expected: int) -> str | None:
@@ -48,7 +48,7 @@ async def _capacity_problem(layer, channel, expected: int) -> str | None:
     try:
         await layer.send(channel, {"type": "test.fill", "index": expected})
     except Exception as exc:  # noqa: BLE001
-        if channel_full_class_of(exc):
+        if is_channel_full(exc):
             return None
         return f"{channel!r}: send {expected + 1} raised {exc!r}, not ChannelFull"
     return f"{channel!r}: send {expected + 1} fitted, capacity should be {expected}"
@@ -90,7 +90,7 @@ async def test_channel_capacity_patterns_override_the_default_and_the_first_matc
 @requirement("CAP-4", needs=["capacity", "backlog"])  # p!a and p!b are not new_channel() names
 async def test_process_specific_channels_share_the_capacity_of_their_non_local_part(layers):
     layer = layers.make(capacity=2)
-    prefix = non_local_part(await layer.new_channel())
+    prefix = process_prefix_of(await layer.new_channel())
     first, second = prefix + "a", prefix + "b"
     await layer.send(first, {"type": "test.fill", "to": "a"})
     await layer.send(second, {"type": "test.fill", "to": "b"})
@@ -112,7 +112,7 @@ async def _members_of_independent_capacity(layers, target):
     if offers(target, "normal-channels", "backlog"):
         return layer, fresh_channel("full"), layer, fresh_channel("free")
     full, free = await layer.new_channel("asgi-test-full"), await layer.new_channel("asgi-test-free")
-    if non_local_part(full) != non_local_part(free):
+    if process_prefix_of(full) != process_prefix_of(free):
         return layer, full, layer, free
     if not offers(target, "cross-process"):
         pytest.skip("needs two channels of independent capacity: normal channels "

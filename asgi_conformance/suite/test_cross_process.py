@@ -10,14 +10,14 @@ import secrets
 import signal
 from collections import Counter
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    current_settings,
     expect_message,
     expect_silence,
     fresh_channel,
     fresh_group,
     offers,
-    requirement,
 )
 
 
@@ -27,9 +27,9 @@ def _note(kind: str) -> dict:
 
 
 async def _expect_in_peer(peer, channel: str) -> dict:
-    message = await peer.areceive(channel, SETTINGS.delivery_timeout)
+    message = await peer.areceive(channel, current_settings().delivery_timeout)
     assert message is not None, (
-        f"{peer.name} got no message on {channel!r} within {SETTINGS.delivery_timeout:g} s")
+        f"{peer.name} got no message on {channel!r} within {current_settings().delivery_timeout:g} s")
     return message
 
 
@@ -56,7 +56,7 @@ async def test_this_process_sends_to_a_channel_another_made_with_new_channel(lay
     message = _note("to-b")
     await layer.send(theirs, message)
     assert await _expect_in_peer(peer, theirs) == message
-    assert await peer.areceive(theirs, SETTINGS.quiet_period) is None, "the message arrived twice"
+    assert await peer.areceive(theirs, current_settings().quiet_period) is None, "the message arrived twice"
 
 
 # --- XP-2 ----------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ async def test_a_flush_here_empties_what_another_process_has_not_received_yet(la
         await layer.send(member, fresh)
         got = await _expect_in_peer(peer, member)
         assert got == fresh, f"group membership survived a flush in another process: got {got!r}"
-        late = await peer.areceive(member, SETTINGS.quiet_period)
+        late = await peer.areceive(member, current_settings().quiet_period)
         assert late is None, f"group membership survived a flush in another process: got {late!r}"
 
 
@@ -187,7 +187,7 @@ async def test_a_receive_waiting_in_another_process_during_a_flush_gets_later_me
     layer = layers.make()
     peer = await asgi_peers.astart()
     theirs = await peer.anew_channel()
-    waiting = asyncio.ensure_future(peer.areceive(theirs, SETTINGS.delivery_timeout * 2))
+    waiting = asyncio.ensure_future(peer.areceive(theirs, current_settings().delivery_timeout * 2))
     await layer.flush()
     fresh = _note("after-flush")
     await layer.send(theirs, fresh)

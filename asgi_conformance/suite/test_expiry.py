@@ -8,13 +8,13 @@ import asyncio
 
 import pytest
 
-from asgi_conformance.spec import (
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
     any_channel,
-    channel_full_class_of,
     expect_message,
     expect_silence,
     fresh_group,
-    requirement,
+    is_channel_full,
 )
 
 
@@ -48,7 +48,7 @@ async def test_expired_messages_free_their_room_in_the_channel(layers, asgi_targ
     await layer.send(channel, {"type": "test.old"})
     with pytest.raises(Exception) as caught:
         await layer.send(channel, {"type": "test.fill"})
-    assert channel_full_class_of(caught.value), (
+    assert is_channel_full(caught.value), (
         f"capacity=1 should make the second send raise ChannelFull, got {caught.value!r}")
     await _wait_until(start, 1.2)
     try:

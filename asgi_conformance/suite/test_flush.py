@@ -6,14 +6,18 @@ or leaves memberships behind makes the next test hang or see stray messages.
 
 import asyncio
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    cancel_all,
     expect_message,
     expect_silence,
     fresh_channel,
     fresh_group,
+    now_waiting,
     offers,
-    requirement,
+    results_of,
+    start_receives,
+    still_waiting,
 )
 
 
@@ -50,18 +54,13 @@ async def test_after_flush_group_send_reaches_no_former_member(layer):
 @requirement("FLUSH-1", needs=["flush"])
 async def test_a_receive_blocked_during_flush_gets_later_messages(layer):
     channel = await layer.new_channel()
-    blocked = asyncio.ensure_future(layer.receive(channel))
+    blocked = start_receives(layer, channel, 1)
     try:
-        done, _ = await asyncio.wait({blocked}, timeout=SETTINGS.quiet_period / 5)
-        assert not done, f"receive ended before anything was sent: {blocked!r}"
+        await now_waiting(*blocked)
         await layer.flush()
-        done, _ = await asyncio.wait({blocked}, timeout=SETTINGS.quiet_period)
-        assert not done, f"flush ended the waiting receive instead of leaving it waiting: {blocked!r}"
+        await still_waiting(*blocked)  # flush must leave it waiting, not end it
         await layer.send(channel, _message("after flush"))
-        done, _ = await asyncio.wait({blocked}, timeout=SETTINGS.delivery_timeout)
-        assert done, (f"a receive blocked during flush got nothing within {SETTINGS.delivery_timeout:g} s "
-                      "of a later send: flush stranded it")
-        assert blocked.result() == _message("after flush")
+        assert await results_of(blocked, "receives blocked during a flush") == [
+            _message("after flush")]
     finally:
-        blocked.cancel()
-        await asyncio.gather(blocked, return_exceptions=True)
+        await cancel_all(blocked)

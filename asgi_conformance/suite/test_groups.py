@@ -10,7 +10,13 @@ import asyncio
 
 import pytest
 
-from asgi_conformance.spec import declared_size_limit, expect_message, expect_silence, fresh_group, requirement
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    declared_size_limit,
+    expect_message,
+    expect_silence,
+    fresh_group,
+)
 
 GROUPS = ["groups"]  # members come from new_channel(), so no other backlog is needed
 

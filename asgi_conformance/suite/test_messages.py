@@ -11,12 +11,12 @@ import secrets
 
 import pytest
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    current_settings,
     declared_size_limit,
     expect_message,
     fresh_group,
-    requirement,
 )
 
 INT64_MAX = 2**63 - 1
@@ -35,11 +35,11 @@ async def _refusal_problem(layer, channel, message) -> str | None:
     bad message then goes out.
     """
     try:
-        await asyncio.wait_for(layer.send(channel, message), SETTINGS.delivery_timeout)
+        await asyncio.wait_for(layer.send(channel, message), current_settings().delivery_timeout)
     except asyncio.TimeoutError:
-        return f"send({_short(message)}) neither raised nor returned within {SETTINGS.delivery_timeout:g} s"
+        return f"send({_short(message)}) neither raised nor returned within {current_settings().delivery_timeout:g} s"
     except AssertionError as exc:
-        if SETTINGS.strict:
+        if current_settings().strict:
             return (f"send({_short(message)}) raised only AssertionError ({exc}), which python -O "
                     "removes; raise a real exception (TypeError preferred)")
         return None

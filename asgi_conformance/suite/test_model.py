@@ -25,15 +25,15 @@ from hypothesis import configuration as hypothesis_configuration
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
-from asgi_conformance import spec
 from asgi_conformance.model import FULL, OK, PossibleStates
-from asgi_conformance.spec import (
-    channel_full_class_of,
+from asgi_conformance.runner import LayerPool, requirement
+from asgi_conformance.vocabulary import (
+    current_settings,
     expect_message,
     fresh_channel,
     fresh_group,
-    non_local_part,
-    requirement,
+    is_channel_full,
+    process_prefix_of,
 )
 
 CAPACITY = 3  # small, so sequences reach ChannelFull often
@@ -98,7 +98,7 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
             super().__init__()
             self.loop = asyncio.new_event_loop()
             self.last_step_passed = True
-            self.pool = spec.LayerPool(factory)
+            self.pool = LayerPool(factory)
             self.numbers = itertools.count()
             self.model = PossibleStates(capacity)
             try:
@@ -112,7 +112,7 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
         async def _name_channels(self) -> dict[str, str]:
             """Fresh names, so examples on a shared server never see each other's messages."""
             first = await self.layer.new_channel()
-            non_local = non_local_part(first)
+            non_local = process_prefix_of(first)
             names = {"process-a": first, "process-b": (non_local + "sibling" + first[len(non_local):])[:99]}
             names.update({role: fresh_channel("model") for role in NORMAL_ROLES})
             return names
@@ -120,9 +120,9 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
         def run(self, coroutine):
             """Run one step's coroutine on this example's loop; a hang becomes a clear failure."""
             try:
-                return self.loop.run_until_complete(asyncio.wait_for(coroutine, spec.SETTINGS.timeout))
+                return self.loop.run_until_complete(asyncio.wait_for(coroutine, current_settings().timeout))
             except asyncio.TimeoutError:
-                raise AssertionError(f"a step did not finish within {spec.SETTINGS.timeout:g} s: the layer hung") from None
+                raise AssertionError(f"a step did not finish within {current_settings().timeout:g} s: the layer hung") from None
 
         def message(self, kind: str) -> dict:
             return {"type": f"model.{kind}", "n": next(self.numbers)}
@@ -165,7 +165,7 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
             try:
                 self.run(self.layer.group_send(self.groups[group], message))
             except Exception as exc:
-                if channel_full_class_of(exc):
+                if is_channel_full(exc):
                     raise AssertionError(f"group_send raised {exc!r}: a full member must silently "
                                          "miss the message (CAP-5)") from exc
                 raise
@@ -180,7 +180,7 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
             try:
                 await self.layer.send(channel, message)
             except Exception as exc:
-                if channel_full_class_of(exc):
+                if is_channel_full(exc):
                     return FULL
                 raise
             return OK
@@ -195,7 +195,7 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
                 if answer == FULL:
                     return answer, None
                 try:
-                    return answer, await asyncio.wait_for(asyncio.shield(waiter), spec.SETTINGS.delivery_timeout)
+                    return answer, await asyncio.wait_for(asyncio.shield(waiter), current_settings().delivery_timeout)
                 except asyncio.TimeoutError:
                     return answer, None
             finally:
@@ -205,7 +205,7 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
 
         async def _receive_within_quiet_period(self, channel):
             try:
-                return await asyncio.wait_for(self.layer.receive(channel), spec.SETTINGS.quiet_period)
+                return await asyncio.wait_for(self.layer.receive(channel), current_settings().quiet_period)
             except asyncio.TimeoutError:
                 return None
 

@@ -17,14 +17,14 @@ import sys
 
 import pytest
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
     any_channel,
+    current_settings,
     expect_message,
     fresh_group,
-    non_local_part,
     offers,
-    requirement,
+    process_prefix_of,
 )
 
 MAX_LENGTH = 99
@@ -42,7 +42,7 @@ def _single_letter() -> str:
 
 async def _process_prefix(layer) -> str:
     """The non-local part (up to and including '!') of one of the layer's own new channels."""
-    return non_local_part(await layer.new_channel())
+    return process_prefix_of(await layer.new_channel())
 
 
 async def _valid_channel_names(layer, target) -> list[str]:
@@ -88,11 +88,11 @@ async def _type_error_problem(call, what: str) -> str | None:
         pending = call()
         if not inspect.isawaitable(pending):
             return f"{what} returned {pending!r} instead of a coroutine"
-        await asyncio.wait_for(pending, SETTINGS.delivery_timeout)
+        await asyncio.wait_for(pending, current_settings().delivery_timeout)
     except TypeError:
         return None
     except asyncio.TimeoutError:
-        return f"{what} waited {SETTINGS.delivery_timeout:g} s instead of raising TypeError"
+        return f"{what} waited {current_settings().delivery_timeout:g} s instead of raising TypeError"
     except Exception as exc:  # noqa: BLE001
         return f"{what} raised {type(exc).__name__} ({exc}) instead of TypeError"
     return f"{what} was accepted"
@@ -299,7 +299,7 @@ async def test_new_channel_names_from_two_processes_seeded_alike_differ(asgi_tar
         config_json = json.dumps(asgi_target.config)
     except TypeError as exc:
         pytest.skip(f"the layer config cannot be passed to another process as JSON ({exc})")
-    timeout = max(20.0, 4 * SETTINGS.delivery_timeout)
+    timeout = max(20.0, 4 * current_settings().delivery_timeout)
     first, second = await asyncio.gather(
         _names_from_fresh_process(asgi_target.dotted_path, config_json, timeout),
         _names_from_fresh_process(asgi_target.dotted_path, config_json, timeout))
