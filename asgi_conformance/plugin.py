@@ -271,7 +271,7 @@ def _report_with_native_traceback(item: pytest.Item, call: pytest.CallInfo[None]
 def _failure_text(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        return crash.message
+        return str(crash.message)
     if isinstance(report.longrepr, tuple):
         return str(report.longrepr[2])
     return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""

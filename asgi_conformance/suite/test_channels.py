@@ -6,6 +6,8 @@ them for the quiet period, and every wait for a message is bounded by the delive
 so a broken layer fails clearly instead of hanging, and a slow one is never failed for speed.
 """
 
+from __future__ import annotations
+
 import asyncio
 import threading
 
@@ -13,6 +15,9 @@ import pytest
 
 from asgi_conformance.runner import requirement
 from asgi_conformance.vocabulary import (
+    Layer,
+    LayerTarget,
+    Message,
     cancel_all,
     current_settings,
     expect_message,
@@ -35,11 +40,12 @@ from asgi_conformance.vocabulary import (
 IDLE_SECONDS = 6.5  # longer than the 5 s socket timeouts common in network clients
 
 
-async def _channel_of_kind(layer, target, kind: str, *needs: str) -> str:
+async def _channel_of_kind(layer: Layer, target: LayerTarget, kind: str, *needs: str) -> str:
     """A new_channel() name, or a fresh normal channel: the ``[normal]`` case is about normal
     channels, so it is skipped (with the layer's reason) where they, or ``needs``, are missing."""
     if kind == "process-specific":
-        return await layer.new_channel()
+        channel: str = await layer.new_channel()
+        return channel
     require(target, "normal-channels", *needs)
     return fresh_channel()
 
@@ -48,7 +54,7 @@ async def _channel_of_kind(layer, target, kind: str, *needs: str) -> str:
 
 @requirement("CHAN-1")
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_one_writer_one_reader_messages_arrive_in_send_order(layer, asgi_target, kind):
+async def test_one_writer_one_reader_messages_arrive_in_send_order(layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
     channel = await _channel_of_kind(layer, asgi_target, kind, "backlog")
     for index in range(50):
         await layer.send(channel, numbered_message(index))
@@ -57,11 +63,11 @@ async def test_one_writer_one_reader_messages_arrive_in_send_order(layer, asgi_t
 
 
 @requirement("CHAN-1")
-async def test_messages_sent_while_the_reader_waits_arrive_in_send_order(layer):
+async def test_messages_sent_while_the_reader_waits_arrive_in_send_order(layer: Layer) -> None:
     channel = await layer.new_channel()
-    received = []
+    received: list[Message] = []
 
-    async def read():
+    async def read() -> None:
         for _ in range(20):
             received.append(await layer.receive(channel))
 
@@ -79,7 +85,7 @@ async def test_messages_sent_while_the_reader_waits_arrive_in_send_order(layer):
 
 # --- CHAN-2 ----------------------------------------------------------------------------------
 
-async def _more_receivers_than_messages(layer, channel: str) -> None:
+async def _more_receivers_than_messages(layer: Layer, channel: str) -> None:
     receives = start_receives(layer, channel, 8)
     try:
         await now_waiting(*receives)
@@ -95,12 +101,13 @@ async def _more_receivers_than_messages(layer, channel: str) -> None:
 
 
 @requirement("CHAN-2")
-async def test_four_messages_to_eight_waiting_receives_on_a_process_specific_channel_are_each_received_once(layer):
+async def test_four_messages_to_eight_waiting_receives_on_a_process_specific_channel_are_each_received_once(
+        layer: Layer) -> None:
     await _more_receivers_than_messages(layer, await layer.new_channel())
 
 
 @requirement("CHAN-2", needs=["normal-channels"])
-async def test_four_messages_to_eight_waiting_receives_on_a_normal_channel_are_each_received_once(layer):
+async def test_four_messages_to_eight_waiting_receives_on_a_normal_channel_are_each_received_once(layer: Layer) -> None:
     await _more_receivers_than_messages(layer, fresh_channel())
 
 
@@ -108,7 +115,8 @@ async def test_four_messages_to_eight_waiting_receives_on_a_normal_channel_are_e
 
 @requirement("CHAN-3")
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_send_with_no_receiver_completes_without_waiting_for_one(layer, asgi_target, kind):
+async def test_send_with_no_receiver_completes_without_waiting_for_one(
+        layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
     channel = await _channel_of_kind(layer, asgi_target, kind)
     for index in range(10):
         try:
@@ -122,7 +130,8 @@ async def test_send_with_no_receiver_completes_without_waiting_for_one(layer, as
 # --- CHAN-4 ----------------------------------------------------------------------------------
 
 @requirement("CHAN-4")
-async def test_a_receive_idle_for_over_six_seconds_still_returns_the_next_message(layer, asgi_target):
+async def test_a_receive_idle_for_over_six_seconds_still_returns_the_next_message(
+        layer: Layer, asgi_target: LayerTarget) -> None:
     # Every kind of channel the layer offers (a normal one only where it has them).
     channels = [await layer.new_channel()] + ([fresh_channel()] if offers(asgi_target, "normal-channels") else [])
     receives = {channel: asyncio.ensure_future(layer.receive(channel)) for channel in channels}
@@ -140,7 +149,7 @@ async def test_a_receive_idle_for_over_six_seconds_still_returns_the_next_messag
 # --- CHAN-5 ----------------------------------------------------------------------------------
 
 @requirement("CHAN-5")
-async def test_cancelling_one_waiting_receive_leaves_the_other_waiters_served(layer):
+async def test_cancelling_one_waiting_receive_leaves_the_other_waiters_served(layer: Layer) -> None:
     channel = await layer.new_channel()
     first, *others = receives = start_receives(layer, channel, 3)
     try:
@@ -164,7 +173,7 @@ async def test_cancelling_one_waiting_receive_leaves_the_other_waiters_served(la
 
 
 @requirement("CHAN-5")
-async def test_a_send_from_another_thread_reaches_the_other_waiter_when_the_woken_one_is_cancelled(layer):
+async def test_a_send_from_another_thread_reaches_the_other_waiter_when_the_woken_one_is_cancelled(layer: Layer) -> None:
     """As in Django: a view sends through async_to_sync while the consumer that was about to
     get the message disconnects. This loop is blocked on purpose while the other thread sends,
     so the send's wake-up is still queued when the receive it chose is cancelled."""
@@ -172,9 +181,9 @@ async def test_a_send_from_another_thread_reaches_the_other_waiter_when_the_woke
     first, second = receives = start_receives(layer, channel, 2)
     try:
         await now_waiting(*receives)
-        errors = []
+        errors: list[BaseException] = []
 
-        def send_from_another_loop():
+        def send_from_another_loop() -> None:
             try:
                 asyncio.run(layer.send(channel, numbered_message(0)))
             except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
@@ -196,7 +205,8 @@ async def test_a_send_from_another_thread_reaches_the_other_waiter_when_the_woke
 
 @requirement("CHAN-5")
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_after_a_receive_times_out_the_next_receive_gets_later_messages(layer, asgi_target, kind):
+async def test_after_a_receive_times_out_the_next_receive_gets_later_messages(
+        layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
     channel = await _channel_of_kind(layer, asgi_target, kind, "backlog")
     for index in range(3):
         try:
@@ -213,7 +223,8 @@ async def test_after_a_receive_times_out_the_next_receive_gets_later_messages(la
 
 @requirement("CHAN-8")
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_a_message_sent_just_before_a_waiting_receive_is_cancelled_is_not_lost(layer, asgi_target, kind):
+async def test_a_message_sent_just_before_a_waiting_receive_is_cancelled_is_not_lost(
+        layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
     # The later receive begins after the send, so a normal channel needs a backlog.
     channel = await _channel_of_kind(layer, asgi_target, kind, "backlog")
     for index in range(24):
@@ -229,7 +240,7 @@ async def test_a_message_sent_just_before_a_waiting_receive_is_cancelled_is_not_
 
 
 @requirement("CHAN-8")
-async def test_a_message_sent_just_after_a_waiting_receive_is_cancelled_is_not_lost(layer):
+async def test_a_message_sent_just_after_a_waiting_receive_is_cancelled_is_not_lost(layer: Layer) -> None:
     channel = await layer.new_channel()
     for index in range(24):
         receive = asyncio.ensure_future(layer.receive(channel))
@@ -244,14 +255,14 @@ async def test_a_message_sent_just_after_a_waiting_receive_is_cancelled_is_not_l
 
 # --- CHAN-6 ----------------------------------------------------------------------------------
 
-async def _sibling_channels(layer) -> tuple[str, str]:
+async def _sibling_channels(layer: Layer) -> tuple[str, str]:
     """``p!a`` and ``p!b``: two local names after the non-local part of one new_channel()."""
     non_local = process_prefix_of(await layer.new_channel())
     return non_local + "a", non_local + "b"
 
 
 @requirement("CHAN-6", needs=["backlog"])
-async def test_process_specific_siblings_are_delivered_apart_each_in_order(layer):
+async def test_process_specific_siblings_are_delivered_apart_each_in_order(layer: Layer) -> None:
     first, second = await _sibling_channels(layer)
     for index in range(10):
         await layer.send(first, numbered_message(index, "first"))
@@ -264,7 +275,7 @@ async def test_process_specific_siblings_are_delivered_apart_each_in_order(layer
 
 
 @requirement("CHAN-6", needs=["backlog"])  # the first sibling is read after the send to it
-async def test_a_receive_waiting_on_one_sibling_ignores_messages_for_the_other(layer):
+async def test_a_receive_waiting_on_one_sibling_ignores_messages_for_the_other(layer: Layer) -> None:
     first, second = await _sibling_channels(layer)
     waiting = asyncio.ensure_future(layer.receive(second))
     try:
@@ -281,7 +292,7 @@ async def test_a_receive_waiting_on_one_sibling_ignores_messages_for_the_other(l
 # --- CHAN-7 ----------------------------------------------------------------------------------
 
 @requirement("CHAN-7", needs=["normal-channels", "backlog"])
-async def test_messages_beyond_the_waiting_receives_stay_for_later_receives(layer):
+async def test_messages_beyond_the_waiting_receives_stay_for_later_receives(layer: Layer) -> None:
     channel = fresh_channel()
     receives = start_receives(layer, channel, 5)
     try:
@@ -297,7 +308,7 @@ async def test_messages_beyond_the_waiting_receives_stay_for_later_receives(laye
 
 
 @requirement("CHAN-7", needs=["normal-channels"])
-async def test_each_message_sent_one_at_a_time_reaches_one_of_the_waiting_receives(layer):
+async def test_each_message_sent_one_at_a_time_reaches_one_of_the_waiting_receives(layer: Layer) -> None:
     channel = fresh_channel()
     receives = start_receives(layer, channel, 4)
     try:
@@ -312,12 +323,12 @@ async def test_each_message_sent_one_at_a_time_reaches_one_of_the_waiting_receiv
 
 
 @requirement("CHAN-7", needs=["normal-channels"])
-async def test_concurrent_receive_loops_on_a_normal_channel_get_every_message_exactly_once(layer):
+async def test_concurrent_receive_loops_on_a_normal_channel_get_every_message_exactly_once(layer: Layer) -> None:
     channel = fresh_channel()
     received: list[int] = []
     arrived = asyncio.Condition()
 
-    async def receive_loop():
+    async def receive_loop() -> None:
         while True:
             message = await layer.receive(channel)
             async with arrived:
@@ -349,21 +360,21 @@ QUIET_SENT_AFTER = 100
 
 
 @requirement("CHAN-9")
-async def test_a_flood_on_one_channel_does_not_starve_a_receive_waiting_on_a_quiet_sibling(layer):
+async def test_a_flood_on_one_channel_does_not_starve_a_receive_waiting_on_a_quiet_sibling(layer: Layer) -> None:
     busy = await layer.new_channel()
     quiet = await layer.new_channel()
     counts = {"sent": 0, "received": 0}
     progress = asyncio.Condition()
     quiet_arrived = asyncio.Event()
 
-    async def flood():
+    async def flood() -> None:
         while counts["sent"] < FLOOD_SIZE and not quiet_arrived.is_set():
             async with progress:
                 await progress.wait_for(lambda: counts["sent"] - counts["received"] < FLOOD_WINDOW)
             await layer.send(busy, numbered_message(counts["sent"], "flood"))
             counts["sent"] += 1
 
-    async def drain():
+    async def drain() -> None:
         while True:
             await layer.receive(busy)
             async with progress:
@@ -371,8 +382,13 @@ async def test_a_flood_on_one_channel_does_not_starve_a_receive_waiting_on_a_qui
                 progress.notify_all()
 
     quiet_receive = asyncio.ensure_future(layer.receive(quiet))
-    flood_sent_on_arrival = []
-    quiet_receive.add_done_callback(lambda _: (flood_sent_on_arrival.append(counts["sent"]), quiet_arrived.set()))
+    flood_sent_on_arrival: list[int] = []
+
+    def note_arrival(_: object) -> None:
+        flood_sent_on_arrival.append(counts["sent"])
+        quiet_arrived.set()
+
+    quiet_receive.add_done_callback(note_arrival)
     flooder, drainer = asyncio.ensure_future(flood()), asyncio.ensure_future(drain())
     tasks = [quiet_receive, flooder, drainer]
     try:

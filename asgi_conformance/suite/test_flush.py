@@ -4,10 +4,15 @@ Django Channels' test tools flush between tests; a flush that strands a waiting 
 or leaves memberships behind makes the next test hang or see stray messages.
 """
 
+from __future__ import annotations
+
 import asyncio
 
 from asgi_conformance.runner import requirement
 from asgi_conformance.vocabulary import (
+    Layer,
+    LayerTarget,
+    Message,
     cancel_all,
     expect_message,
     expect_silence,
@@ -21,12 +26,12 @@ from asgi_conformance.vocabulary import (
 )
 
 
-def _message(text: str) -> dict:
+def _message(text: str) -> Message:
     return {"type": "test.flush", "text": text}
 
 
 @requirement("FLUSH-1", needs=["flush"])
-async def test_flush_empties_every_channel(layer, asgi_target):
+async def test_flush_empties_every_channel(layer: Layer, asgi_target: LayerTarget) -> None:
     # Every kind of channel the layer keeps messages on: normal ones only where they have a backlog.
     normal = [fresh_channel()] if offers(asgi_target, "normal-channels", "backlog") else []
     channels = [await layer.new_channel(), await layer.new_channel()] + normal
@@ -40,7 +45,7 @@ async def test_flush_empties_every_channel(layer, asgi_target):
 
 
 @requirement("FLUSH-1", needs=["flush", "groups"])
-async def test_after_flush_group_send_reaches_no_former_member(layer):
+async def test_after_flush_group_send_reaches_no_former_member(layer: Layer) -> None:
     groups = [fresh_group(), fresh_group()]
     member = await layer.new_channel()
     for group in groups:
@@ -52,7 +57,7 @@ async def test_after_flush_group_send_reaches_no_former_member(layer):
 
 
 @requirement("FLUSH-1", needs=["flush"])
-async def test_a_receive_blocked_during_flush_gets_later_messages(layer):
+async def test_a_receive_blocked_during_flush_gets_later_messages(layer: Layer) -> None:
     channel = await layer.new_channel()
     blocked = start_receives(layer, channel, 1)
     try:
