@@ -249,7 +249,8 @@ def pytest_runtest_makereport(
     ids = _requirement_ids(item)
     if not ids:
         return report
-    if (report.when == "call" and report.failed and not current_settings().strict
+    settings = item.config.stash.get(_settings_key, DEFAULTS)
+    if (report.when == "call" and report.failed and not settings.strict
             and all(requirements.get(rid).level == requirements.SHOULD for rid in ids)):
         detail = f"DEVIATION from SHOULD {', '.join(ids)}: {_failure_text(report)}"
         report.user_properties.append((DEVIATION_PROPERTY, detail))
