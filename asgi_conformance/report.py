@@ -10,7 +10,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
-from .requirements import AREAS, MUST, REQUIREMENTS
+from .requirements import AREAS, REQUIREMENTS
 
 PASS, FAIL, DEVIATION, SKIP, NOT_RUN = "PASS", "FAIL", "DEVIATION", "SKIP", "NOT RUN"
 
@@ -127,10 +127,6 @@ class ConformanceReport:
             },
             indent=2,
         )
-
-
-def is_must(requirement_id: str) -> bool:
-    return REQUIREMENTS[requirement_id].level == MUST
 
 
 def _unique(items: Iterable[str]) -> list[str]:

@@ -40,7 +40,7 @@ def requirement(requirement_id: str, *, needs: Iterable[str] = ()) -> Callable[[
 
     def decorate(test: Test) -> Test:
         run = _async_runner(test) if inspect.iscoroutinefunction(test) else _sync_runner(test)
-        marked: Test = pytest.mark.asgi_requirement(requirement_id, needs=needed)(run)
+        marked: Test = getattr(pytest.mark, MARKER)(requirement_id, needs=needed)(run)
         return marked
 
     return decorate
