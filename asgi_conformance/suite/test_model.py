@@ -40,6 +40,7 @@ from asgi_conformance.vocabulary import (
     is_channel_full,
     offers,
     process_prefix_of,
+    yield_steps,
 )
 
 CAPACITY = 3  # small, so sequences reach ChannelFull often
@@ -199,8 +200,7 @@ def machine_for(factory: Callable[..., Any], features: Features) -> type[RuleBas
             """Start a receive, then send ``probe``: (send's answer, what the receive returned)."""
             waiter = asyncio.ensure_future(self.layer.receive(channel))
             try:
-                for _ in range(3):  # let the receive start waiting (the outcome must not depend on it)
-                    await asyncio.sleep(0)
+                await yield_steps(3)  # let the receive start waiting (the outcome must not depend on it)
                 answer = await self._send(channel, probe)
                 if answer == FULL:
                     return answer, None
