@@ -6,26 +6,38 @@ changes nothing for other projects' test runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 
 import pytest
 
-from . import requirements, spec
-from .report import DEVIATION, FAIL, PASS, SKIP, ConformanceReport, TestOutcome
+from . import requirements
+from .features import DECLARABLE_FEATURES
+from .report import DEVIATION, FAIL, PASS, SKIP, STATUS_MARKUP, ConformanceReport, TestOutcome
+from .runner import MARKER, LayerPool, LayerToBuild
+from .settings import DEFAULTS, Settings, current_settings, in_force
 from .target import LayerTarget, TargetError, inspect_layer, load_target, parse_unsupported
+from .vocabulary import require
+
+if TYPE_CHECKING:
+    from .peer import PeerGroup
 
 SUITE_DIR = Path(__file__).parent / "suite"
-MARKER = "asgi_requirement"
 SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url"}
+# A SHOULD the layer missed, outside strict mode: the detail, as a user property of the call's
+# report. pytest shows the test as xfailed; the conformance report reads this entry alone.
+DEVIATION_PROPERTY = "asgi_conformance_deviation"
 
+_settings_key = pytest.StashKey[Settings]()
 _report_key = pytest.StashKey[ConformanceReport]()
 _target_key = pytest.StashKey[LayerTarget]()
 _servers_key = pytest.StashKey[contextlib.ExitStack]()
-_unsupported_key = pytest.StashKey[list]()
+_unsupported_key = pytest.StashKey[list[str]]()
 
 
-def pytest_addoption(parser):
+def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("asgi-conformance", "ASGI channel layer conformance")
     group.addoption("--asgi-layer", metavar="DOTTED.PATH",
                     help="run the conformance suite against this layer class or factory")
@@ -37,15 +49,15 @@ def pytest_addoption(parser):
                     help="the layer works within one process only: skip the cross-process tests")
     group.addoption("--asgi-unsupported", action="append", default=[], metavar="FEATURE[=REASON]",
                     help="declare a feature the layer does not offer: "
-                         + ", ".join(sorted(spec.DECLARABLE_FEATURES)))
+                         + ", ".join(sorted(DECLARABLE_FEATURES)))
     group.addoption("--asgi-strict", action="store_true",
                     help="SHOULD-level deviations count as failures")
     group.addoption("--asgi-report", metavar="PATH", help="write the conformance report as JSON")
     group.addoption("--asgi-requirement", action="append", default=[], metavar="ID",
                     help="run only the tests of this requirement id or area (e.g. CAP-1, GRP); repeatable")
-    group.addoption("--asgi-timeout", type=float, default=spec.SETTINGS.timeout, metavar="SECONDS",
+    group.addoption("--asgi-timeout", type=float, default=DEFAULTS.timeout, metavar="SECONDS",
                     help="time limit of one suite test (default %(default)s)")
-    group.addoption("--asgi-quiet-period", type=float, default=spec.SETTINGS.quiet_period, metavar="SECONDS",
+    group.addoption("--asgi-quiet-period", type=float, default=DEFAULTS.quiet_period, metavar="SECONDS",
                     help="how long the suite watches for a message that must not arrive (default %(default)s)")
     group.addoption("--asgi-server", metavar="KIND[:N]",
                     help="start a throwaway server for the run: redis, redis:3 (three shards) or rabbitmq")
@@ -55,17 +67,17 @@ def pytest_addoption(parser):
                     help="Hypothesis examples for the model-based state machine (default %(default)s)")
 
 
-def _active(config) -> bool:
+def _active(config: pytest.Config) -> bool:
     return bool(config.getoption("asgi_layer") or config.getoption("asgi_suite"))
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}(id, needs=()): the channel layer requirement a test checks")
     if not _active(config):
         return
-    spec.SETTINGS.timeout = config.getoption("asgi_timeout")
-    spec.SETTINGS.quiet_period = config.getoption("asgi_quiet_period")
-    spec.SETTINGS.strict = config.getoption("asgi_strict")
+    settings = Settings(timeout=config.getoption("asgi_timeout"), quiet_period=config.getoption("asgi_quiet_period"),
+                        strict=config.getoption("asgi_strict"))
+    config.stash[_settings_key] = settings
     unsupported = list(config.getoption("asgi_unsupported"))
     if config.getoption("asgi_single_process"):
         unsupported.append("cross-process=declared with --asgi-single-process")
@@ -82,13 +94,13 @@ def pytest_configure(config):
     except TargetError as exc:
         stack.close()
         raise pytest.UsageError(str(exc)) from None
-    config.stash[_report_key] = ConformanceReport(layer_path or "asgi_layer_factory fixture", spec.SETTINGS.strict)
+    config.stash[_report_key] = ConformanceReport(layer_path or "asgi_layer_factory fixture", settings.strict)
 
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args[:] = [str(p) for p in sorted(SUITE_DIR.glob("test_*.py"))]
 
 
-def _start_servers(config, stack: contextlib.ExitStack) -> dict:
+def _start_servers(config: pytest.Config, stack: contextlib.ExitStack) -> dict[str, Any]:
     """Start the servers --asgi-server asks for; returns the config entries that point at them."""
     option = config.getoption("asgi_server")
     if not option:
@@ -113,13 +125,13 @@ def _start_servers(config, stack: contextlib.ExitStack) -> dict:
     return {key: urls if kind == "redis" or count > 1 else urls[0]}
 
 
-def pytest_unconfigure(config):
+def pytest_unconfigure(config: pytest.Config) -> None:
     stack = config.stash.get(_servers_key, None)
     if stack is not None:
         stack.close()
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wanted = config.getoption("asgi_requirement")
     if not wanted or not _active(config):
         return
@@ -138,18 +150,28 @@ def pytest_collection_modifyitems(config, items):
         items[:] = selected
 
 
-def _requirement_ids(item) -> list[str]:
+def _requirement_ids(item: pytest.Item) -> list[str]:
     return [mark.args[0] for mark in item.iter_markers(MARKER)]
 
 
-def _needs(item) -> list[str]:
+def _needs(item: pytest.Item) -> list[str]:
     return [need for mark in item.iter_markers(MARKER) for need in mark.kwargs.get("needs", ())]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """Put the run's settings in force for the whole of one test: set-up, call and teardown."""
+    settings = item.config.stash.get(_settings_key, None)
+    if settings is None:
+        return (yield)
+    with in_force(settings):
+        return (yield)
 
 
 # --- fixtures ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def asgi_layer_factory(request):
+def asgi_layer_factory(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """``factory(**overrides) -> layer``. Override it in conftest.py for custom setup."""
     target = request.config.stash.get(_target_key, None)
     if target is None:
@@ -160,7 +182,7 @@ def asgi_layer_factory(request):
 
 
 @pytest.fixture(scope="session")
-def asgi_target(request, asgi_layer_factory) -> LayerTarget:
+def asgi_target(request: pytest.FixtureRequest, asgi_layer_factory: Callable[..., Any]) -> LayerTarget:
     """What the suite knows about the layer: config, declared features, extensions, module."""
     target = request.config.stash.get(_target_key, None)
     if target is not None and target.build == asgi_layer_factory:
@@ -174,24 +196,22 @@ def asgi_target(request, asgi_layer_factory) -> LayerTarget:
 
 
 @pytest.fixture
-def layers(asgi_layer_factory):
-    """A :class:`spec.LayerPool` for this test: ``layers.make(capacity=3)`` builds a layer."""
-    pool = spec.LayerPool(asgi_layer_factory)
+def layers(asgi_layer_factory: Callable[..., Any]) -> Iterator[LayerPool]:
+    """A :class:`LayerPool` for this test: ``layers.make(capacity=3)`` builds a layer."""
+    pool = LayerPool(asgi_layer_factory)
     yield pool
     if not pool.closed:  # a sync test, or one that never ran its coroutine
-        import asyncio
-
         asyncio.run(pool.aclose())
 
 
 @pytest.fixture
-def layer(layers):
+def layer(layers: LayerPool) -> LayerToBuild:
     """One layer with the configured settings, built inside the test's own event loop."""
-    return spec.LayerToBuild(layers)
+    return LayerToBuild(layers)
 
 
 @pytest.fixture
-def asgi_peers(asgi_target):
+def asgi_peers(asgi_target: LayerTarget) -> Iterator[PeerGroup]:
     """``asgi_peers.start(**overrides)`` starts a peer process building the same layer (XP-*);
     every peer is ended when the test ends, whether it passed, failed or timed out."""
     if asgi_target.dotted_path is None:
@@ -199,7 +219,7 @@ def asgi_peers(asgi_target):
     from .peer import PeerGroup  # imported only by the tests that start peers
 
     peers = PeerGroup(asgi_target.dotted_path, asgi_target.config,
-                      call_timeout=max(10.0, 2 * spec.SETTINGS.delivery_timeout))
+                      call_timeout=max(10.0, 2 * current_settings().delivery_timeout))
     try:
         yield peers
     finally:
@@ -207,22 +227,18 @@ def asgi_peers(asgi_target):
 
 
 @pytest.fixture(autouse=True)
-def _asgi_skip_unsupported(request):
+def _asgi_skip_unsupported(request: pytest.FixtureRequest) -> None:
     """Skip a suite test whose requirement needs a feature the layer says it lacks."""
     needs = _needs(request.node)
-    if not needs:
-        return
-    target = request.getfixturevalue("asgi_target")
-    for feature in needs:
-        reason = target.missing(feature)
-        if reason:
-            pytest.skip(reason)
+    if needs:
+        require(request.getfixturevalue("asgi_target"), *needs)
 
 
 # --- outcomes and the report ---------------------------------------------------------------
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Turn a missed SHOULD into a deviation (outside strict mode) and record the outcome."""
     try:
         report = yield
@@ -233,15 +249,18 @@ def pytest_runtest_makereport(item, call):
     ids = _requirement_ids(item)
     if not ids:
         return report
-    if (report.when == "call" and report.failed and not spec.SETTINGS.strict
+    settings = item.config.stash.get(_settings_key, DEFAULTS)
+    if (report.when == "call" and report.failed and not settings.strict
             and all(requirements.get(rid).level == requirements.SHOULD for rid in ids)):
+        detail = f"DEVIATION from SHOULD {', '.join(ids)}: {_failure_text(report)}"
+        report.user_properties.append((DEVIATION_PROPERTY, detail))
         report.outcome = "skipped"
-        report.wasxfail = f"DEVIATION from SHOULD {', '.join(ids)}: {_failure_text(report)}"
+        report.wasxfail = detail  # pytest's own line for it: an xfail, with the reason
     _record(item.config, ids, report)
     return report
 
 
-def _report_with_native_traceback(item, call):
+def _report_with_native_traceback(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
     style = item.config.option.tbstyle
     item.config.option.tbstyle = "native"
     try:
@@ -250,29 +269,35 @@ def _report_with_native_traceback(item, call):
         item.config.option.tbstyle = style
 
 
-def _failure_text(report) -> str:
+def _failure_text(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        return crash.message
+        return str(crash.message)
     if isinstance(report.longrepr, tuple):
         return str(report.longrepr[2])
     return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
 
 
-def _skip_text(report) -> str:
+def _skip_text(report: pytest.TestReport) -> str:
     if isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     return _failure_text(report)
 
 
-def _record(config, ids: list[str], report) -> None:
+def _deviation(report: pytest.TestReport) -> str | None:
+    """The deviation detail the call's report carries, if the test missed a SHOULD."""
+    return next((str(value) for name, value in report.user_properties if name == DEVIATION_PROPERTY), None)
+
+
+def _record(config: pytest.Config, ids: list[str], report: pytest.TestReport) -> None:
     """Feed one phase's outcome into the report: the call, a skip at setup, or any error."""
     conformance = config.stash.get(_report_key, None)
     if conformance is None:
         return
     if report.when == "call":
-        if str(getattr(report, "wasxfail", "")).startswith("DEVIATION"):
-            outcome = TestOutcome(report.nodeid, DEVIATION, report.wasxfail)
+        deviation = _deviation(report)
+        if deviation is not None:
+            outcome = TestOutcome(report.nodeid, DEVIATION, deviation)
         elif report.passed:
             outcome = TestOutcome(report.nodeid, PASS)
         elif report.skipped:
@@ -289,18 +314,16 @@ def _record(config, ids: list[str], report) -> None:
         conformance.record(rid, outcome)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     conformance = config.stash.get(_report_key, None)
     if conformance is None:
         return
     terminalreporter.section("ASGI conformance report")
-    for line in conformance.render(width=terminalreporter._tw.fullwidth):  # noqa: SLF001
-        style = {"FAIL": {"red": True, "bold": True}, "DEVIATION": {"yellow": True}}
-        marks = [s for s in style if f" {s} " in line[:40]]
-        terminalreporter.write_line(line, **(style[marks[0]] if marks else {}))
+    for line in conformance.render_lines(width=config.get_terminal_writer().fullwidth):
+        terminalreporter.write_line(line.text, **STATUS_MARKUP.get(line.status, {}))
 
 
-def pytest_sessionfinish(session, exitstatus):
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     conformance = config.stash.get(_report_key, None)
     if conformance is None:

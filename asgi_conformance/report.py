@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import textwrap
 from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple
 
-from .requirements import AREAS, MUST, REQUIREMENTS
+from .requirements import AREAS, REQUIREMENTS
 
 PASS, FAIL, DEVIATION, SKIP, NOT_RUN = "PASS", "FAIL", "DEVIATION", "SKIP", "NOT RUN"
+
+# How a terminal shows a verdict line: keyword arguments of pytest's TerminalReporter.write_line.
+STATUS_MARKUP: dict[str | None, dict[str, bool]] = {FAIL: {"red": True, "bold": True}, DEVIATION: {"yellow": True}}
 
 
 @dataclass
@@ -31,6 +35,13 @@ class Verdict:
     status: str
     details: list[str] = field(default_factory=list)
     tests: list[TestOutcome] = field(default_factory=list)
+
+
+class ReportLine(NamedTuple):
+    """One line of the printed report, with the verdict it shows (None for headings and details)."""
+
+    text: str
+    status: str | None = None
 
 
 class ConformanceReport:
@@ -73,23 +84,27 @@ class ConformanceReport:
         return counts
 
     def render(self, width: int = 100) -> list[str]:
+        return [line.text for line in self.render_lines(width)]
+
+    def render_lines(self, width: int = 100) -> list[ReportLine]:
+        """The table, line by line, each verdict line with its status (for colouring)."""
         mode = "strict" if self.strict else "default (SHOULD misses are deviations)"
-        lines = [f"ASGI channel layer conformance: {self.layer_name}  [mode: {mode}]"]
+        lines = [ReportLine(f"ASGI channel layer conformance: {self.layer_name}  [mode: {mode}]")]
         verdicts = self.verdicts()
         for area, area_title in AREAS.items():
             rows = [v for v in verdicts if v.requirement_id.split("-")[0] == area]
             if not rows:
                 continue
-            lines.append(f"  {area_title}")
+            lines.append(ReportLine(f"  {area_title}"))
             for v in rows:
                 title = _clip(v.title, 62)
-                lines.append(f"    {v.requirement_id:<8} {v.level:<6} {v.status:<9} {title}")
+                lines.append(ReportLine(f"    {v.requirement_id:<8} {v.level:<6} {v.status:<9} {title}", v.status))
                 for detail in v.details[:2]:
                     wrapped = textwrap.wrap(" ".join(str(detail).split()), max(width - 33, 40)) or [""]
-                    lines.append(f"{'':>29}-> {wrapped[0]}")
-                    lines.extend(f"{'':>32}{more}" for more in wrapped[1:8])
+                    lines.append(ReportLine(f"{'':>29}-> {wrapped[0]}"))
+                    lines.extend(ReportLine(f"{'':>32}{more}") for more in wrapped[1:8])
         counts = self.counts()
-        lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+        lines.append(ReportLine("  " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)))
         return lines
 
     def to_json(self) -> str:
@@ -114,12 +129,8 @@ class ConformanceReport:
         )
 
 
-def is_must(requirement_id: str) -> bool:
-    return REQUIREMENTS[requirement_id].level == MUST
-
-
-def _unique(items):
-    seen = []
+def _unique(items: Iterable[str]) -> list[str]:
+    seen: list[str] = []
     for item in items:
         if item not in seen:
             seen.append(item)

@@ -11,9 +11,11 @@ import importlib
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from types import ModuleType
+from typing import Any, Callable, NamedTuple
 
-from .spec import DECLARABLE_FEATURES, EXTENSION_FEATURES, close_quietly, layer_attribute
+from .features import DECLARABLE_FEATURES, EXTENSION_FEATURES
+from .layer_access import close_quietly, layer_attribute
 
 UNSUPPORTED_ATTRIBUTE = "conformance_unsupported"
 
@@ -27,14 +29,14 @@ class LayerTarget:
     """A layer factory plus the facts the suite needs to know about it."""
 
     factory: Callable[..., Any]
-    config: dict = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     dotted_path: str | None = None
     unsupported: dict[str, str] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()
     message_size_limit: int | None = None
     module: Any = None
 
-    def build(self, **overrides):
+    def build(self, **overrides: Any) -> Any:
         """``BACKEND(**CONFIG)`` as Django Channels calls it, with the test's overrides merged."""
         return self.factory(**{**self.config, **overrides})
 
@@ -49,7 +51,7 @@ class LayerTarget:
         return None
 
 
-def parse_config(text: str | None) -> dict:
+def parse_config(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
     try:
@@ -61,7 +63,7 @@ def parse_config(text: str | None) -> dict:
     return value
 
 
-def import_dotted(path: str):
+def import_dotted(path: str) -> tuple[ModuleType, Any]:
     """Import ``package.module.Attribute``; the error names what was missing."""
     module_name, _, attribute = path.rpartition(".")
     if not module_name or not attribute:
@@ -106,31 +108,39 @@ def inspect_layer(target: LayerTarget) -> LayerTarget:
         raise TargetError(
             f"{where}(**{target.config!r}) failed to construct: {type(exc).__name__}: {exc}"
         ) from None
-    declared = dict(facts["unsupported"] or {})
+    declared = dict(facts.unsupported or {})
     target.unsupported = {**declared, **target.unsupported}
-    target.extensions = tuple(e for e in (facts["extensions"] or []) if isinstance(e, str))
-    target.message_size_limit = facts["message_size_limit"]
+    target.extensions = tuple(e for e in (facts.extensions or []) if isinstance(e, str))
+    target.message_size_limit = facts.message_size_limit
     if target.module is None:
         target.module = sys.modules.get(type(layer).__module__)
     return target
 
 
-async def _build_and_read(target: LayerTarget):
+class Declarations(NamedTuple):
+    """What a layer instance says about itself, read as attributes (each may be absent: None)."""
+
+    unsupported: Any
+    extensions: Any
+    message_size_limit: Any
+
+
+async def _build_and_read(target: LayerTarget) -> tuple[Any, Declarations]:
     layer = target.build()
     for name in ("send", "receive", "new_channel"):
         if not callable(layer_attribute(layer, name)):
             raise TargetError(f"{type(layer).__name__} has no {name}() method: not a channel layer")
-    facts = {
-        "unsupported": layer_attribute(layer, UNSUPPORTED_ATTRIBUTE),
-        "extensions": layer_attribute(layer, "extensions"),
-        "message_size_limit": layer_attribute(layer, "message_size_limit"),
-    }
+    facts = Declarations(
+        unsupported=layer_attribute(layer, UNSUPPORTED_ATTRIBUTE),
+        extensions=layer_attribute(layer, "extensions"),
+        message_size_limit=layer_attribute(layer, "message_size_limit"),
+    )
     await close_quietly(layer, 10)
     return layer, facts
 
 
 def load_target(dotted_path: str, config_text: str | None, unsupported: list[str],
-                extra_config: dict | None = None) -> LayerTarget:
+                extra_config: dict[str, Any] | None = None) -> LayerTarget:
     module, factory = import_dotted(dotted_path)
     if not callable(factory):
         raise TargetError(f"--asgi-layer={dotted_path!r} is not callable")

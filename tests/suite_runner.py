@@ -7,7 +7,6 @@ Python and needs no process of its own).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
@@ -54,20 +53,12 @@ def run_suite(pytester, layer: str, *args: str, config: dict | None = None, stri
 def _run_in_process(pytester, *argv: str):
     """One suite run in this process, leaving no trace in the next one.
 
-    pytester gives the run its own config (so its own report, target and options) and restores
-    sys.modules and sys.path afterwards; the one run-wide thing left is the suite's SETTINGS,
-    which the plugin sets from the options and whose current values are its options' defaults.
+    pytester gives the run its own config (so its own report, target, options and settings) and
+    restores sys.modules and sys.path afterwards.
     """
-    from asgi_conformance import spec
-
-    saved = dataclasses.replace(spec.SETTINGS)
-    try:
-        with warnings.catch_warnings():
-            # Other plugins' nags about the run's own set-up (pytest-asyncio's unset ini option,
-            # pytest-benchmark under xdist) would land on the calling test; a subprocess run
-            # prints them to its own output instead. The suite's tests catch their own warnings.
-            warnings.simplefilter("ignore", pytest.PytestWarning)
-            return pytester.runpytest_inprocess(*argv)
-    finally:  # restored in place: the suite's modules hold this very object
-        for field in dataclasses.fields(saved):
-            setattr(spec.SETTINGS, field.name, getattr(saved, field.name))
+    with warnings.catch_warnings():
+        # Other plugins' nags about the run's own set-up (pytest-asyncio's unset ini option,
+        # pytest-benchmark under xdist) would land on the calling test; a subprocess run
+        # prints them to its own output instead. The suite's tests catch their own warnings.
+        warnings.simplefilter("ignore", pytest.PytestWarning)
+        return pytester.runpytest_inprocess(*argv)

@@ -5,6 +5,8 @@ import textwrap
 
 import pytest
 
+from asgi_conformance.requirements import REQUIREMENTS
+from asgi_conformance.settings import current_settings
 from tests.suite_runner import run_suite
 
 INMEMORY = "reference_layers.inmemory.InMemoryChannelLayer"
@@ -69,7 +71,7 @@ def test_the_report_is_printed_grouped_by_area_with_level_and_title(pytester):
 def test_the_json_report_holds_every_requirement_with_its_tests(pytester):
     run = run_suite(pytester, INMEMORY, "--asgi-single-process", "--asgi-requirement=CAP-1")
     rows = {row["id"]: row for row in run.report["requirements"]}
-    assert len(rows) == 42
+    assert list(rows) == list(REQUIREMENTS)
     assert rows["CAP-1"]["level"] == "MUST"
     assert rows["CAP-1"]["tests"] and all(t["outcome"] == "PASS" for t in rows["CAP-1"]["tests"])
     assert rows["GRP-1"]["status"] == "NOT RUN"  # deselected by --asgi-requirement
@@ -97,6 +99,44 @@ def test_a_missed_should_fails_in_strict_mode(pytester, broken_layers):
                     "--asgi-requirement=CAP-3", strict=True)
     assert run.result.ret == 1
     assert run.status("CAP-3") == "FAIL"
+
+
+def _report_line(run, requirement_id: str) -> str:
+    return next(line for line in run.result.outlines if f" {requirement_id} " in line and "  " in line)
+
+
+def test_verdict_lines_are_coloured_by_status_and_passes_are_not(pytester, broken_layers):
+    failing = run_suite(pytester, f"{broken_layers}.NoCapacity", "--asgi-single-process", "--color=yes",
+                        "--asgi-requirement=CAP-1", "--asgi-requirement=MSG-2")
+    deviating = run_suite(pytester, f"{broken_layers}.IgnoresChannelCapacity", "--asgi-single-process", "--color=yes",
+                          "--asgi-requirement=CAP-3", strict=False)
+    red, yellow, escape = "\x1b[31m", "\x1b[33m", "\x1b["
+    assert red in _report_line(failing, "CAP-1")
+    assert escape not in _report_line(failing, "MSG-2")
+    assert yellow in _report_line(deviating, "CAP-3")
+
+
+def test_the_run_settings_reach_a_suite_test_through_the_running_config(pytester):
+    pytester.makepyfile(test_settings_seen=textwrap.dedent('''
+        from asgi_conformance.runner import requirement
+        from asgi_conformance.vocabulary import current_settings
+
+        @requirement("CAP-1")
+        async def test_sees_the_options():
+            seen = current_settings()
+            assert (seen.quiet_period, seen.timeout, seen.strict) == (0.125, 7.0, True), seen
+    '''))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--asgi-layer={INMEMORY}", "--asgi-strict",
+                                           "--asgi-quiet-period=0.125", "--asgi-timeout=7", "test_settings_seen.py")
+    result.assert_outcomes(passed=1)
+
+
+def test_an_in_process_run_leaves_the_calling_runs_settings_as_they_were(pytester):
+    before = current_settings()
+    run = run_suite(pytester, INMEMORY, "--asgi-single-process", "--asgi-requirement=CAP-1",
+                    "--asgi-quiet-period=0.01", "--asgi-timeout=9", in_process=True)
+    assert run.status("CAP-1") == "PASS"
+    assert current_settings() == before
 
 
 def test_declared_unsupported_features_are_skips_with_the_reason(pytester):
@@ -167,4 +207,5 @@ def test_asgi_suite_without_any_layer_says_what_to_do(pytester):
 def test_requirement_selection_takes_a_whole_area(pytester):
     run = run_suite(pytester, INMEMORY, "--asgi-single-process", "--asgi-requirement=CAP")
     statuses = run.statuses()
-    assert {rid for rid, status in statuses.items() if status != "NOT RUN"} == {f"CAP-{n}" for n in range(1, 6)}
+    capacity_ids = {rid for rid, req in REQUIREMENTS.items() if req.area == "CAP"}
+    assert {rid for rid, status in statuses.items() if status != "NOT RUN"} == capacity_ids

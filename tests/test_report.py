@@ -54,3 +54,12 @@ def test_long_details_are_wrapped_not_cut():
     detail = "word " * 60 + "END"
     report = report_with(("CAP-1", FAIL, detail))
     assert "END" in "\n".join(report.render(width=80))
+
+
+def test_each_verdict_line_carries_its_status_and_only_verdict_lines_do():
+    report = report_with(("CAP-1", FAIL, "no ChannelFull"), ("CAP-3", DEVIATION, "pattern ignored"), ("MSG-1", PASS, ""))
+    lines = report.render_lines()
+    statuses = {line.text.split()[0]: line.status for line in lines if line.status is not None}
+    assert statuses["CAP-1"] == FAIL and statuses["CAP-3"] == DEVIATION and statuses["MSG-1"] == PASS
+    assert set(statuses) == set(REQUIREMENTS)
+    assert [line.text for line in lines] == report.render()

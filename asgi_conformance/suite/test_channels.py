@@ -6,161 +6,108 @@ them for the quiet period, and every wait for a message is bounded by the delive
 so a broken layer fails clearly instead of hanging, and a slow one is never failed for speed.
 """
 
+from __future__ import annotations
+
 import asyncio
 import threading
 
 import pytest
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    Layer,
+    LayerTarget,
+    Message,
+    cancel_all,
+    current_settings,
     expect_message,
     expect_silence,
+    first_finished,
     fresh_channel,
-    non_local_part,
+    indexes,
+    now_waiting,
+    numbered_message,
     offers,
+    outcome_of_cancelled,
+    process_prefix_of,
     require,
-    requirement,
+    results_of,
+    start_receives,
+    still_waiting,
+    yield_steps,
 )
 
 IDLE_SECONDS = 6.5  # longer than the 5 s socket timeouts common in network clients
 
 
-# --- helpers ---------------------------------------------------------------------------------
-
-def _message(index: int, tag: str = "chan") -> dict:
-    return {"type": f"test.{tag}", "index": index}
-
-
-async def _channel_of_kind(layer, target, kind: str, *needs: str) -> str:
+async def _channel_of_kind(layer: Layer, target: LayerTarget, kind: str, *needs: str) -> str:
     """A new_channel() name, or a fresh normal channel: the ``[normal]`` case is about normal
     channels, so it is skipped (with the layer's reason) where they, or ``needs``, are missing."""
     if kind == "process-specific":
-        return await layer.new_channel()
+        channel: str = await layer.new_channel()
+        return channel
     require(target, "normal-channels", *needs)
     return fresh_channel()
-
-
-def _start_receives(layer, channel: str, count: int) -> list[asyncio.Task]:
-    return [asyncio.ensure_future(layer.receive(channel)) for _ in range(count)]
-
-
-async def _still_waiting(*tasks: asyncio.Task, period: float | None = None) -> None:
-    """Watch receives for the quiet period: none may end, since nothing was sent to them."""
-    period = SETTINGS.quiet_period if period is None else period
-    done, _ = await asyncio.wait(set(tasks), timeout=period)
-    for task in done:
-        if task.cancelled():
-            raise AssertionError("a waiting receive was cancelled by the layer")
-        if task.exception() is not None:
-            raise AssertionError(f"a waiting receive failed: {task.exception()!r}") from task.exception()
-        raise AssertionError(f"a receive returned {task.result()!r} although nothing was sent to it")
-
-
-async def _waiting(*tasks: asyncio.Task) -> None:
-    """Let receives reach the layer and start waiting (a short watch: none may end)."""
-    await _still_waiting(*tasks, period=SETTINGS.quiet_period / 5)
-
-
-async def _finished(tasks, what: str) -> list:
-    """Results of ``tasks``, which must all finish within the delivery timeout."""
-    if not tasks:
-        return []
-    done, pending = await asyncio.wait(set(tasks), timeout=SETTINGS.delivery_timeout)
-    if pending:
-        raise AssertionError(f"{len(pending)} of {len(tasks)} {what} got no message "
-                             f"within {SETTINGS.delivery_timeout:g} s")
-    return [task.result() for task in tasks]
-
-
-async def _first_finished(tasks: list[asyncio.Task], count: int) -> list[asyncio.Task]:
-    """Wait until ``count`` of ``tasks`` have finished; fails if they do not in time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SETTINGS.delivery_timeout
-    done: set = set()
-    while len(done) < count:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            raise AssertionError(f"only {len(done)} of {count} messages reached the waiting receives "
-                                 f"within {SETTINGS.delivery_timeout:g} s")
-        done, _ = await asyncio.wait(set(tasks), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        done = {task for task in tasks if task.done()}
-    return [task for task in tasks if task.done()]
-
-
-async def _cancel(tasks) -> None:
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), SETTINGS.delivery_timeout)
-
-
-async def _yield(times: int) -> None:
-    """Let other tasks run ``times`` steps of the event loop (a yield, not a wait)."""
-    for _ in range(times):
-        await asyncio.sleep(0)
-
-
-def _indexes(messages) -> list[int]:
-    return [message["index"] for message in messages]
 
 
 # --- CHAN-1 ----------------------------------------------------------------------------------
 
 @requirement("CHAN-1")
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_one_writer_one_reader_messages_arrive_in_send_order(layer, asgi_target, kind):
+async def test_one_writer_one_reader_messages_arrive_in_send_order(layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
     channel = await _channel_of_kind(layer, asgi_target, kind, "backlog")
     for index in range(50):
-        await layer.send(channel, _message(index))
+        await layer.send(channel, numbered_message(index))
     received = [await expect_message(layer, channel) for _ in range(50)]
-    assert _indexes(received) == list(range(50))
+    assert indexes(received) == list(range(50))
 
 
 @requirement("CHAN-1")
-async def test_messages_sent_while_the_reader_waits_arrive_in_send_order(layer):
+async def test_messages_sent_while_the_reader_waits_arrive_in_send_order(layer: Layer) -> None:
     channel = await layer.new_channel()
-    received = []
+    received: list[Message] = []
 
-    async def read():
+    async def read() -> None:
         for _ in range(20):
             received.append(await layer.receive(channel))
 
     reader = asyncio.ensure_future(read())
     try:
-        await _waiting(reader)
+        await now_waiting(reader)
         for index in range(20):
-            await layer.send(channel, _message(index))
-            await _yield(index % 3)  # the reader is sometimes ahead of the writer, sometimes behind
-        await _finished([reader], "reader loops")
+            await layer.send(channel, numbered_message(index))
+            await yield_steps(index % 3)  # the reader is sometimes ahead of the writer, sometimes behind
+        await results_of([reader], "reader loops")
     finally:
-        await _cancel([reader])
-    assert _indexes(received) == list(range(20))
+        await cancel_all([reader])
+    assert indexes(received) == list(range(20))
 
 
 # --- CHAN-2 ----------------------------------------------------------------------------------
 
-async def _more_receivers_than_messages(layer, channel: str) -> None:
-    receives = _start_receives(layer, channel, 8)
+async def _more_receivers_than_messages(layer: Layer, channel: str) -> None:
+    receives = start_receives(layer, channel, 8)
     try:
-        await _waiting(*receives)
+        await now_waiting(*receives)
         for index in range(4):
-            await layer.send(channel, _message(index))
-        finished = await _first_finished(receives, 4)
+            await layer.send(channel, numbered_message(index))
+        done = await first_finished(receives, 4)
         waiting = [task for task in receives if not task.done()]
-        await _still_waiting(*waiting)  # no receive gets a second copy of a message
-        got = _indexes(task.result() for task in finished)
+        await still_waiting(*waiting)  # no receive gets a second copy of a message
+        got = indexes(task.result() for task in done)
         assert sorted(got) == [0, 1, 2, 3], f"4 messages sent to 8 waiting receives, they got {got}"
     finally:
-        await _cancel(receives)
+        await cancel_all(receives)
 
 
 @requirement("CHAN-2")
-async def test_four_messages_to_eight_waiting_receives_on_a_process_specific_channel_are_each_received_once(layer):
+async def test_four_messages_to_eight_waiting_receives_on_a_process_specific_channel_are_each_received_once(
+        layer: Layer) -> None:
     await _more_receivers_than_messages(layer, await layer.new_channel())
 
 
 @requirement("CHAN-2", needs=["normal-channels"])
-async def test_four_messages_to_eight_waiting_receives_on_a_normal_channel_are_each_received_once(layer):
+async def test_four_messages_to_eight_waiting_receives_on_a_normal_channel_are_each_received_once(layer: Layer) -> None:
     await _more_receivers_than_messages(layer, fresh_channel())
 
 
@@ -168,95 +115,98 @@ async def test_four_messages_to_eight_waiting_receives_on_a_normal_channel_are_e
 
 @requirement("CHAN-3")
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_send_with_no_receiver_completes_without_waiting_for_one(layer, asgi_target, kind):
+async def test_send_with_no_receiver_completes_without_waiting_for_one(
+        layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
     channel = await _channel_of_kind(layer, asgi_target, kind)
     for index in range(10):
         try:
-            await asyncio.wait_for(layer.send(channel, _message(index)), SETTINGS.delivery_timeout)
+            await asyncio.wait_for(layer.send(channel, numbered_message(index)), current_settings().delivery_timeout)
         except asyncio.TimeoutError:
             raise AssertionError(
                 f"send #{index} to {channel!r} with no receiver did not complete within "
-                f"{SETTINGS.delivery_timeout:g} s: send blocks waiting for a receiver") from None
+                f"{current_settings().delivery_timeout:g} s: send blocks waiting for a receiver") from None
 
 
 # --- CHAN-4 ----------------------------------------------------------------------------------
 
 @requirement("CHAN-4")
-async def test_a_receive_idle_for_over_six_seconds_still_returns_the_next_message(layer, asgi_target):
+async def test_a_receive_idle_for_over_six_seconds_still_returns_the_next_message(
+        layer: Layer, asgi_target: LayerTarget) -> None:
     # Every kind of channel the layer offers (a normal one only where it has them).
     channels = [await layer.new_channel()] + ([fresh_channel()] if offers(asgi_target, "normal-channels") else [])
     receives = {channel: asyncio.ensure_future(layer.receive(channel)) for channel in channels}
     try:
-        await _still_waiting(*receives.values(), period=IDLE_SECONDS)
-        messages = {channel: _message(index, "late") for index, channel in enumerate(channels, 1)}
+        await still_waiting(*receives.values(), period=IDLE_SECONDS)
+        messages = {channel: numbered_message(index, "late") for index, channel in enumerate(channels, 1)}
         for channel, message in messages.items():
             await layer.send(channel, message)
-        results = await _finished(list(receives.values()), "receives idle for 6.5 s")
+        results = await results_of(list(receives.values()), "receives idle for 6.5 s")
         assert results == list(messages.values())
     finally:
-        await _cancel(list(receives.values()))
+        await cancel_all(list(receives.values()))
 
 
 # --- CHAN-5 ----------------------------------------------------------------------------------
 
 @requirement("CHAN-5")
-async def test_cancelling_one_waiting_receive_leaves_the_other_waiters_served(layer):
+async def test_cancelling_one_waiting_receive_leaves_the_other_waiters_served(layer: Layer) -> None:
     channel = await layer.new_channel()
-    first, *others = receives = _start_receives(layer, channel, 3)
+    first, *others = receives = start_receives(layer, channel, 3)
     try:
-        await _waiting(*receives)
+        await now_waiting(*receives)
         first.cancel()
         try:
-            result = await asyncio.wait_for(first, SETTINGS.delivery_timeout)
+            result = await asyncio.wait_for(first, current_settings().delivery_timeout)
         except asyncio.CancelledError:
             pass
         else:
             raise AssertionError(f"a cancelled receive returned {result!r} although nothing was sent")
-        await layer.send(channel, _message(0))
-        await layer.send(channel, _message(1))
-        got = _indexes(await _finished(others, "receives still waiting after another was cancelled"))
+        await layer.send(channel, numbered_message(0))
+        await layer.send(channel, numbered_message(1))
+        got = indexes(await results_of(others, "receives still waiting after another was cancelled"))
         assert sorted(got) == [0, 1]
-        await layer.send(channel, _message(2))
+        await layer.send(channel, numbered_message(2))
         assert (await expect_message(layer, channel))["index"] == 2
         await expect_silence(layer, channel)
     finally:
-        await _cancel(receives)
+        await cancel_all(receives)
 
 
 @requirement("CHAN-5")
-async def test_a_send_from_another_thread_reaches_the_other_waiter_when_the_woken_one_is_cancelled(layer):
+async def test_a_send_from_another_thread_reaches_the_other_waiter_when_the_woken_one_is_cancelled(layer: Layer) -> None:
     """As in Django: a view sends through async_to_sync while the consumer that was about to
     get the message disconnects. This loop is blocked on purpose while the other thread sends,
     so the send's wake-up is still queued when the receive it chose is cancelled."""
     channel = await layer.new_channel()
-    first, second = receives = _start_receives(layer, channel, 2)
+    first, second = receives = start_receives(layer, channel, 2)
     try:
-        await _waiting(*receives)
-        errors = []
+        await now_waiting(*receives)
+        errors: list[BaseException] = []
 
-        def send_from_another_loop():
+        def send_from_another_loop() -> None:
             try:
-                asyncio.run(layer.send(channel, _message(0)))
+                asyncio.run(layer.send(channel, numbered_message(0)))
             except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
                 errors.append(exc)
 
         sender = threading.Thread(target=send_from_another_loop)
         sender.start()
-        sender.join(SETTINGS.delivery_timeout)
+        sender.join(current_settings().delivery_timeout)
         assert not sender.is_alive(), "a send from another thread's event loop did not complete"
         assert not errors, f"a send from another thread's event loop raised {errors[0]!r}"
         first.cancel()
-        delivered = await _outcome(first)
+        delivered = await outcome_of_cancelled(first)
         if delivered is None:
-            delivered, = await _finished([second], "receives still waiting after another was cancelled")
-        assert delivered == _message(0)
+            delivered, = await results_of([second], "receives still waiting after another was cancelled")
+        assert delivered == numbered_message(0)
     finally:
-        await _cancel(receives)
+        await cancel_all(receives)
 
 
 @requirement("CHAN-5")
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_after_a_receive_times_out_the_next_receive_gets_later_messages(layer, asgi_target, kind):
+async def test_after_a_receive_times_out_the_next_receive_gets_later_messages(
+        layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
     channel = await _channel_of_kind(layer, asgi_target, kind, "backlog")
     for index in range(3):
         try:
@@ -265,46 +215,39 @@ async def test_after_a_receive_times_out_the_next_receive_gets_later_messages(la
             pass  # the usual case: wait_for cancelled the waiting receive
         else:
             raise AssertionError(f"receive returned {message!r} although nothing was sent")
-        await layer.send(channel, _message(index))
+        await layer.send(channel, numbered_message(index))
         assert (await expect_message(layer, channel))["index"] == index
 
 
 # --- CHAN-8 ----------------------------------------------------------------------------------
 
-async def _outcome(task: asyncio.Task):
-    """What a receive that was cancelled ended with: its message, or None if the cancel won."""
-    try:
-        return await asyncio.wait_for(task, SETTINGS.delivery_timeout)
-    except asyncio.CancelledError:
-        return None
-
-
 @requirement("CHAN-8")
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_a_message_sent_just_before_a_waiting_receive_is_cancelled_is_not_lost(layer, asgi_target, kind):
+async def test_a_message_sent_just_before_a_waiting_receive_is_cancelled_is_not_lost(
+        layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
     # The later receive begins after the send, so a normal channel needs a backlog.
     channel = await _channel_of_kind(layer, asgi_target, kind, "backlog")
     for index in range(24):
         receive = asyncio.ensure_future(layer.receive(channel))
-        await _yield(3)
-        await layer.send(channel, _message(index))
-        await _yield(index % 4)  # cancel at a different point of the hand-over each time
+        await yield_steps(3)
+        await layer.send(channel, numbered_message(index))
+        await yield_steps(index % 4)  # cancel at a different point of the hand-over each time
         receive.cancel()
-        message = await _outcome(receive)
+        message = await outcome_of_cancelled(receive)
         if message is None:
             message = await expect_message(layer, channel)
         assert message["index"] == index, f"expected message {index}, got {message!r}"
 
 
 @requirement("CHAN-8")
-async def test_a_message_sent_just_after_a_waiting_receive_is_cancelled_is_not_lost(layer):
+async def test_a_message_sent_just_after_a_waiting_receive_is_cancelled_is_not_lost(layer: Layer) -> None:
     channel = await layer.new_channel()
     for index in range(24):
         receive = asyncio.ensure_future(layer.receive(channel))
-        await _yield(index % 4)
+        await yield_steps(index % 4)
         receive.cancel()
-        await layer.send(channel, _message(index))
-        message = await _outcome(receive)
+        await layer.send(channel, numbered_message(index))
+        message = await outcome_of_cancelled(receive)
         if message is None:
             message = await expect_message(layer, channel)
         assert message["index"] == index, f"expected message {index}, got {message!r}"
@@ -312,80 +255,80 @@ async def test_a_message_sent_just_after_a_waiting_receive_is_cancelled_is_not_l
 
 # --- CHAN-6 ----------------------------------------------------------------------------------
 
-async def _sibling_channels(layer) -> tuple[str, str]:
+async def _sibling_channels(layer: Layer) -> tuple[str, str]:
     """``p!a`` and ``p!b``: two local names after the non-local part of one new_channel()."""
-    non_local = non_local_part(await layer.new_channel())
+    non_local = process_prefix_of(await layer.new_channel())
     return non_local + "a", non_local + "b"
 
 
 @requirement("CHAN-6", needs=["backlog"])
-async def test_process_specific_siblings_are_delivered_apart_each_in_order(layer):
+async def test_process_specific_siblings_are_delivered_apart_each_in_order(layer: Layer) -> None:
     first, second = await _sibling_channels(layer)
     for index in range(10):
-        await layer.send(first, _message(index, "first"))
-        await layer.send(second, _message(index, "second"))
+        await layer.send(first, numbered_message(index, "first"))
+        await layer.send(second, numbered_message(index, "second"))
     from_second = [await expect_message(layer, second) for _ in range(10)]
     from_first = [await expect_message(layer, first) for _ in range(10)]
     await asyncio.gather(expect_silence(layer, first), expect_silence(layer, second))
-    assert from_second == [_message(index, "second") for index in range(10)]
-    assert from_first == [_message(index, "first") for index in range(10)]
+    assert from_second == [numbered_message(index, "second") for index in range(10)]
+    assert from_first == [numbered_message(index, "first") for index in range(10)]
 
 
 @requirement("CHAN-6", needs=["backlog"])  # the first sibling is read after the send to it
-async def test_a_receive_waiting_on_one_sibling_ignores_messages_for_the_other(layer):
+async def test_a_receive_waiting_on_one_sibling_ignores_messages_for_the_other(layer: Layer) -> None:
     first, second = await _sibling_channels(layer)
     waiting = asyncio.ensure_future(layer.receive(second))
     try:
-        await _waiting(waiting)
-        await layer.send(first, _message(1, "first"))
-        await _still_waiting(waiting)
-        assert await expect_message(layer, first) == _message(1, "first")
-        await layer.send(second, _message(2, "second"))
-        assert await _finished([waiting], "receives on the second sibling") == [_message(2, "second")]
+        await now_waiting(waiting)
+        await layer.send(first, numbered_message(1, "first"))
+        await still_waiting(waiting)
+        assert await expect_message(layer, first) == numbered_message(1, "first")
+        await layer.send(second, numbered_message(2, "second"))
+        assert await results_of([waiting], "receives on the second sibling") == [numbered_message(2, "second")]
     finally:
-        await _cancel([waiting])
+        await cancel_all([waiting])
 
 
 # --- CHAN-7 ----------------------------------------------------------------------------------
 
 @requirement("CHAN-7", needs=["normal-channels", "backlog"])
-async def test_messages_beyond_the_waiting_receives_stay_for_later_receives(layer):
+async def test_messages_beyond_the_waiting_receives_stay_for_later_receives(layer: Layer) -> None:
     channel = fresh_channel()
-    receives = _start_receives(layer, channel, 5)
+    receives = start_receives(layer, channel, 5)
     try:
-        await _waiting(*receives)
+        await now_waiting(*receives)
         for index in range(12):
-            await layer.send(channel, _message(index))
-        got = _indexes(await _finished(receives, "waiting receives"))
-        got += _indexes([await expect_message(layer, channel) for _ in range(12 - len(receives))])
+            await layer.send(channel, numbered_message(index))
+        got = indexes(await results_of(receives, "waiting receives"))
+        got += indexes([await expect_message(layer, channel) for _ in range(12 - len(receives))])
         await expect_silence(layer, channel)
     finally:
-        await _cancel(receives)
+        await cancel_all(receives)
     assert sorted(got) == list(range(12)), f"each of 12 messages must reach exactly one receiver, got {got}"
 
 
 @requirement("CHAN-7", needs=["normal-channels"])
-async def test_each_message_sent_one_at_a_time_reaches_one_of_the_waiting_receives(layer):
+async def test_each_message_sent_one_at_a_time_reaches_one_of_the_waiting_receives(layer: Layer) -> None:
     channel = fresh_channel()
-    receives = _start_receives(layer, channel, 4)
+    receives = start_receives(layer, channel, 4)
     try:
-        await _waiting(*receives)
+        await now_waiting(*receives)
         for index in range(4):  # each send finds the channel empty and the rest still waiting
-            await layer.send(channel, _message(index))
-            await _first_finished(receives, index + 1)
-        got = _indexes(task.result() for task in receives)
+            await layer.send(channel, numbered_message(index))
+            await first_finished(receives, index + 1)
+        got = indexes(task.result() for task in receives)
     finally:
-        await _cancel(receives)
+        await cancel_all(receives)
     assert sorted(got) == [0, 1, 2, 3], f"each of 4 messages must reach exactly one receive, got {got}"
 
 
 @requirement("CHAN-7", needs=["normal-channels"])
-async def test_concurrent_receive_loops_on_a_normal_channel_get_every_message_exactly_once(layer):
+async def test_concurrent_receive_loops_on_a_normal_channel_get_every_message_exactly_once(layer: Layer) -> None:
     channel = fresh_channel()
     received: list[int] = []
     arrived = asyncio.Condition()
 
-    async def receive_loop():
+    async def receive_loop() -> None:
         while True:
             message = await layer.receive(channel)
             async with arrived:
@@ -394,18 +337,18 @@ async def test_concurrent_receive_loops_on_a_normal_channel_get_every_message_ex
 
     loops = [asyncio.ensure_future(receive_loop()) for _ in range(4)]
     try:
-        await _waiting(*loops)
+        await now_waiting(*loops)
         for index in range(40):
-            await layer.send(channel, _message(index))
-            await _yield(index % 3)
+            await layer.send(channel, numbered_message(index))
+            await yield_steps(index % 3)
         async with arrived:
             try:
-                await asyncio.wait_for(arrived.wait_for(lambda: len(received) >= 40), SETTINGS.delivery_timeout)
+                await asyncio.wait_for(arrived.wait_for(lambda: len(received) >= 40), current_settings().delivery_timeout)
             except asyncio.TimeoutError:
                 raise AssertionError(f"only {len(received)} of 40 messages reached the 4 receive loops") from None
-        await _still_waiting(*loops)  # and no late second copy
+        await still_waiting(*loops)  # and no late second copy
     finally:
-        await _cancel(loops)
+        await cancel_all(loops)
     assert sorted(received) == list(range(40)), f"duplicates or losses: {sorted(received)}"
 
 
@@ -417,21 +360,21 @@ QUIET_SENT_AFTER = 100
 
 
 @requirement("CHAN-9")
-async def test_a_flood_on_one_channel_does_not_starve_a_receive_waiting_on_a_quiet_sibling(layer):
+async def test_a_flood_on_one_channel_does_not_starve_a_receive_waiting_on_a_quiet_sibling(layer: Layer) -> None:
     busy = await layer.new_channel()
     quiet = await layer.new_channel()
     counts = {"sent": 0, "received": 0}
     progress = asyncio.Condition()
     quiet_arrived = asyncio.Event()
 
-    async def flood():
+    async def flood() -> None:
         while counts["sent"] < FLOOD_SIZE and not quiet_arrived.is_set():
             async with progress:
                 await progress.wait_for(lambda: counts["sent"] - counts["received"] < FLOOD_WINDOW)
-            await layer.send(busy, _message(counts["sent"], "flood"))
+            await layer.send(busy, numbered_message(counts["sent"], "flood"))
             counts["sent"] += 1
 
-    async def drain():
+    async def drain() -> None:
         while True:
             await layer.receive(busy)
             async with progress:
@@ -439,25 +382,30 @@ async def test_a_flood_on_one_channel_does_not_starve_a_receive_waiting_on_a_qui
                 progress.notify_all()
 
     quiet_receive = asyncio.ensure_future(layer.receive(quiet))
-    flood_sent_on_arrival = []
-    quiet_receive.add_done_callback(lambda _: (flood_sent_on_arrival.append(counts["sent"]), quiet_arrived.set()))
+    flood_sent_on_arrival: list[int] = []
+
+    def note_arrival(_: object) -> None:
+        flood_sent_on_arrival.append(counts["sent"])
+        quiet_arrived.set()
+
+    quiet_receive.add_done_callback(note_arrival)
     flooder, drainer = asyncio.ensure_future(flood()), asyncio.ensure_future(drain())
     tasks = [quiet_receive, flooder, drainer]
     try:
         async with progress:
             try:
                 await asyncio.wait_for(progress.wait_for(lambda: counts["received"] >= QUIET_SENT_AFTER),
-                                       SETTINGS.delivery_timeout)
+                                       current_settings().delivery_timeout)
             except asyncio.TimeoutError:
                 raise AssertionError(f"the flood did not get going: {counts}") from None
-        await layer.send(quiet, _message(0, "quiet"))
-        assert await _finished([quiet_receive], "receives on the quiet channel") == [_message(0, "quiet")]
+        await layer.send(quiet, numbered_message(0, "quiet"))
+        assert await results_of([quiet_receive], "receives on the quiet channel") == [numbered_message(0, "quiet")]
         assert flood_sent_on_arrival[0] < FLOOD_SIZE, (
             f"the quiet channel's message arrived only after all {FLOOD_SIZE} flood messages "
             f"on its sibling were sent (it was sent after {QUIET_SENT_AFTER}): the flood starved it")
-        await _finished([flooder], "flood senders")
+        await results_of([flooder], "flood senders")
         async with progress:
             await asyncio.wait_for(progress.wait_for(lambda: counts["received"] == counts["sent"]),
-                                   SETTINGS.delivery_timeout)
+                                   current_settings().delivery_timeout)
     finally:
-        await _cancel(tasks)
+        await cancel_all(tasks)

@@ -5,38 +5,46 @@ from ``asgi_peers``, separate interpreters building the same layer from the same
 and config. Peer start-up costs about half a second, so each test starts the few it needs.
 """
 
+from __future__ import annotations
+
 import asyncio
 import secrets
 import signal
 from collections import Counter
+from typing import TYPE_CHECKING, Awaitable, Callable
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import LayerPool, requirement
+from asgi_conformance.vocabulary import (
+    LayerTarget,
+    Message,
+    current_settings,
     expect_message,
     expect_silence,
     fresh_channel,
     fresh_group,
     offers,
-    requirement,
 )
 
+if TYPE_CHECKING:
+    from asgi_conformance.peer import Peer, PeerGroup
 
-def _note(kind: str) -> dict:
+
+def _note(kind: str) -> Message:
     """A message no other test (or earlier step) could have sent."""
     return {"type": f"xp.{kind}", "token": secrets.token_hex(6)}
 
 
-async def _expect_in_peer(peer, channel: str) -> dict:
-    message = await peer.areceive(channel, SETTINGS.delivery_timeout)
+async def _expect_in_peer(peer: Peer, channel: str) -> Message:
+    message = await peer.areceive(channel, current_settings().delivery_timeout)
     assert message is not None, (
-        f"{peer.name} got no message on {channel!r} within {SETTINGS.delivery_timeout:g} s")
+        f"{peer.name} got no message on {channel!r} within {current_settings().delivery_timeout:g} s")
     return message
 
 
 # --- XP-1 ----------------------------------------------------------------------------------
 
 @requirement("XP-1", needs=["cross-process"])
-async def test_another_process_sends_to_a_channel_made_here_with_new_channel(layers, asgi_peers):
+async def test_another_process_sends_to_a_channel_made_here_with_new_channel(layers: LayerPool, asgi_peers: PeerGroup) -> None:
     layer = layers.make()
     peer = await asgi_peers.astart()
     mine = await layer.new_channel()
@@ -49,20 +57,20 @@ async def test_another_process_sends_to_a_channel_made_here_with_new_channel(lay
 
 
 @requirement("XP-1", needs=["cross-process"])
-async def test_this_process_sends_to_a_channel_another_made_with_new_channel(layers, asgi_peers):
+async def test_this_process_sends_to_a_channel_another_made_with_new_channel(layers: LayerPool, asgi_peers: PeerGroup) -> None:
     layer = layers.make()
     peer = await asgi_peers.astart()
     theirs = await peer.anew_channel()
     message = _note("to-b")
     await layer.send(theirs, message)
     assert await _expect_in_peer(peer, theirs) == message
-    assert await peer.areceive(theirs, SETTINGS.quiet_period) is None, "the message arrived twice"
+    assert await peer.areceive(theirs, current_settings().quiet_period) is None, "the message arrived twice"
 
 
 # --- XP-2 ----------------------------------------------------------------------------------
 
 @requirement("XP-2", needs=["cross-process", "groups"])
-async def test_group_send_in_one_process_reaches_members_in_every_process(layers, asgi_peers):
+async def test_group_send_in_one_process_reaches_members_in_every_process(layers: LayerPool, asgi_peers: PeerGroup) -> None:
     layer = layers.make()
     peer = await asgi_peers.astart()
     group = fresh_group("xp2")
@@ -89,9 +97,9 @@ SENDERS, PER_SENDER = 3, 40
 
 @requirement("XP-3", needs=["cross-process", "normal-channels"])
 async def test_several_processes_send_to_one_channel_nothing_lost_or_doubled_order_kept(
-        layers, asgi_peers, asgi_target):
+        layers: LayerPool, asgi_peers: PeerGroup, asgi_target: LayerTarget) -> None:
     # Room for every message even if the receiver lags, where the layer has capacities at all.
-    overrides = {} if asgi_target.missing("capacity") else {"capacity": SENDERS * PER_SENDER * 2}
+    overrides = {"capacity": SENDERS * PER_SENDER * 2} if offers(asgi_target, "capacity") else {}
     layer = layers.make(**overrides)
     senders = await asgi_peers.astart_many(SENDERS, **overrides)
     channel = fresh_channel("xp3")
@@ -116,7 +124,8 @@ async def test_several_processes_send_to_one_channel_nothing_lost_or_doubled_ord
 # --- XP-4 ----------------------------------------------------------------------------------
 
 @requirement("XP-4", needs=["cross-process", "flush"])
-async def test_a_flush_in_another_process_empties_what_this_process_queued(layers, asgi_peers, asgi_target):
+async def test_a_flush_in_another_process_empties_what_this_process_queued(
+        layers: LayerPool, asgi_peers: PeerGroup, asgi_target: LayerTarget) -> None:
     layer = layers.make()
     peer = await asgi_peers.astart()
     stale = _note("stale")
@@ -126,7 +135,7 @@ async def test_a_flush_in_another_process_empties_what_this_process_queued(layer
     normal = fresh_channel("xp4") if offers(asgi_target, "normal-channels", "backlog") else None
     if normal:
         await layer.send(normal, stale)
-    groups = not asgi_target.missing("groups")
+    groups = offers(asgi_target, "groups")
     if groups:
         group, member = fresh_group("xp4"), await layer.new_channel()
         await layer.group_add(group, member)
@@ -147,7 +156,8 @@ async def test_a_flush_in_another_process_empties_what_this_process_queued(layer
 
 
 @requirement("XP-4", needs=["cross-process", "flush"])
-async def test_a_flush_here_empties_what_another_process_has_not_received_yet(layers, asgi_peers, asgi_target):
+async def test_a_flush_here_empties_what_another_process_has_not_received_yet(
+        layers: LayerPool, asgi_peers: PeerGroup, asgi_target: LayerTarget) -> None:
     layer = layers.make()
     peer = await asgi_peers.astart()
     # Two channels of one peer: receiving on the first may fetch the second's message ahead
@@ -160,7 +170,7 @@ async def test_a_flush_here_empties_what_another_process_has_not_received_yet(la
     normal = fresh_channel("xp4") if offers(asgi_target, "normal-channels", "backlog") else None
     if normal:
         await peer.asend(normal, _note("stale"))
-    groups = not asgi_target.missing("groups")
+    groups = offers(asgi_target, "groups")
     if groups:
         group, member = fresh_group("xp4"), await peer.anew_channel()
         await peer.agroup_add(group, member)
@@ -178,16 +188,17 @@ async def test_a_flush_here_empties_what_another_process_has_not_received_yet(la
         await layer.send(member, fresh)
         got = await _expect_in_peer(peer, member)
         assert got == fresh, f"group membership survived a flush in another process: got {got!r}"
-        late = await peer.areceive(member, SETTINGS.quiet_period)
+        late = await peer.areceive(member, current_settings().quiet_period)
         assert late is None, f"group membership survived a flush in another process: got {late!r}"
 
 
 @requirement("XP-4", needs=["cross-process", "flush"])
-async def test_a_receive_waiting_in_another_process_during_a_flush_gets_later_messages(layers, asgi_peers):
+async def test_a_receive_waiting_in_another_process_during_a_flush_gets_later_messages(
+        layers: LayerPool, asgi_peers: PeerGroup) -> None:
     layer = layers.make()
     peer = await asgi_peers.astart()
     theirs = await peer.anew_channel()
-    waiting = asyncio.ensure_future(peer.areceive(theirs, SETTINGS.delivery_timeout * 2))
+    waiting = asyncio.ensure_future(peer.areceive(theirs, current_settings().delivery_timeout * 2))
     await layer.flush()
     fresh = _note("after-flush")
     await layer.send(theirs, fresh)
@@ -200,7 +211,7 @@ async def test_a_receive_waiting_in_another_process_during_a_flush_gets_later_me
 LEFTOVERS_LIMIT = 500  # traffic messages the killed peer may have left on the shared channel
 
 
-async def _next_not_traffic(receive, channel: str) -> dict:
+async def _next_not_traffic(receive: Callable[[str], Awaitable[Message]], channel: str) -> Message:
     """The next message on the shared channel that the killed peer's traffic did not leave."""
     for _ in range(LEFTOVERS_LIMIT):
         message = await receive(channel)
@@ -210,12 +221,13 @@ async def _next_not_traffic(receive, channel: str) -> dict:
 
 
 @requirement("XP-5", needs=["cross-process"])
-async def test_a_process_killed_mid_traffic_leaves_the_layer_usable(layers, asgi_peers, asgi_target):
+async def test_a_process_killed_mid_traffic_leaves_the_layer_usable(
+        layers: LayerPool, asgi_peers: PeerGroup, asgi_target: LayerTarget) -> None:
     layer = layers.make()
     doomed, survivor = await asgi_peers.astart_many(2)
     # The shared normal channel is read after sends to it: it needs a backlog too.
     shared = fresh_channel("xp5") if offers(asgi_target, "normal-channels", "backlog") else None
-    group = fresh_group("xp5") if not asgi_target.missing("groups") else None
+    group = fresh_group("xp5") if offers(asgi_target, "groups") else None
 
     await doomed.atraffic(channel=shared, group=group)
     assert doomed.kill() == -signal.SIGKILL

@@ -4,17 +4,20 @@ Letting time pass is what these rules are about, so these tests wait; the waits 
 to about a second each and are measured from one start time, never summed up by guesswork.
 """
 
+from __future__ import annotations
+
 import asyncio
 
 import pytest
 
-from asgi_conformance.spec import (
+from asgi_conformance.runner import LayerPool, requirement
+from asgi_conformance.vocabulary import (
+    LayerTarget,
     any_channel,
-    channel_full_class_of,
     expect_message,
     expect_silence,
     fresh_group,
-    requirement,
+    is_channel_full,
 )
 
 
@@ -25,7 +28,8 @@ async def _wait_until(start: float, seconds: float) -> None:
 
 
 @requirement("EXP-1", needs=["expiry"])
-async def test_a_message_unread_for_expiry_seconds_is_dropped_and_a_younger_one_still_arrives(layers, asgi_target):
+async def test_a_message_unread_for_expiry_seconds_is_dropped_and_a_younger_one_still_arrives(
+        layers: LayerPool, asgi_target: LayerTarget) -> None:
     layer = layers.make(expiry=1)
     channel = await any_channel(layer, asgi_target)
     start = asyncio.get_running_loop().time()
@@ -41,14 +45,14 @@ async def test_a_message_unread_for_expiry_seconds_is_dropped_and_a_younger_one_
 
 
 @requirement("EXP-2", needs=["expiry", "capacity"])
-async def test_expired_messages_free_their_room_in_the_channel(layers, asgi_target):
+async def test_expired_messages_free_their_room_in_the_channel(layers: LayerPool, asgi_target: LayerTarget) -> None:
     layer = layers.make(expiry=1, capacity=1)
     channel = await any_channel(layer, asgi_target)
     start = asyncio.get_running_loop().time()
     await layer.send(channel, {"type": "test.old"})
     with pytest.raises(Exception) as caught:
         await layer.send(channel, {"type": "test.fill"})
-    assert channel_full_class_of(caught.value), (
+    assert is_channel_full(caught.value), (
         f"capacity=1 should make the second send raise ChannelFull, got {caught.value!r}")
     await _wait_until(start, 1.2)
     try:
@@ -59,7 +63,8 @@ async def test_expired_messages_free_their_room_in_the_channel(layers, asgi_targ
 
 
 @requirement("EXP-3", needs=["group-expiry", "groups"])
-async def test_group_expiry_attribute_shows_the_configured_value_default_86400(layers, asgi_target):
+async def test_group_expiry_attribute_shows_the_configured_value_default_86400(
+        layers: LayerPool, asgi_target: LayerTarget) -> None:
     expected = asgi_target.config.get("group_expiry", 86400)
     value = getattr(layers.make(), "group_expiry", None)
     assert value == expected, f"layer.group_expiry is {value!r}, expected {expected!r}"
@@ -67,7 +72,8 @@ async def test_group_expiry_attribute_shows_the_configured_value_default_86400(l
 
 
 @requirement("EXP-3", needs=["group-expiry", "groups"])
-async def test_group_membership_ends_after_group_expiry_and_re_adding_renews_it(layers, asgi_target):
+async def test_group_membership_ends_after_group_expiry_and_re_adding_renews_it(
+        layers: LayerPool, asgi_target: LayerTarget) -> None:
     layer = layers.make(group_expiry=2)
     group = fresh_group()
     expiring, renewed = await any_channel(layer, asgi_target, "expiring"), await any_channel(layer, asgi_target, "renewed")

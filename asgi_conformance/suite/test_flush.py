@@ -4,25 +4,34 @@ Django Channels' test tools flush between tests; a flush that strands a waiting 
 or leaves memberships behind makes the next test hang or see stray messages.
 """
 
+from __future__ import annotations
+
 import asyncio
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    Layer,
+    LayerTarget,
+    Message,
+    cancel_all,
     expect_message,
     expect_silence,
     fresh_channel,
     fresh_group,
+    now_waiting,
     offers,
-    requirement,
+    results_of,
+    start_receives,
+    still_waiting,
 )
 
 
-def _message(text: str) -> dict:
+def _message(text: str) -> Message:
     return {"type": "test.flush", "text": text}
 
 
 @requirement("FLUSH-1", needs=["flush"])
-async def test_flush_empties_every_channel(layer, asgi_target):
+async def test_flush_empties_every_channel(layer: Layer, asgi_target: LayerTarget) -> None:
     # Every kind of channel the layer keeps messages on: normal ones only where they have a backlog.
     normal = [fresh_channel()] if offers(asgi_target, "normal-channels", "backlog") else []
     channels = [await layer.new_channel(), await layer.new_channel()] + normal
@@ -36,7 +45,7 @@ async def test_flush_empties_every_channel(layer, asgi_target):
 
 
 @requirement("FLUSH-1", needs=["flush", "groups"])
-async def test_after_flush_group_send_reaches_no_former_member(layer):
+async def test_after_flush_group_send_reaches_no_former_member(layer: Layer) -> None:
     groups = [fresh_group(), fresh_group()]
     member = await layer.new_channel()
     for group in groups:
@@ -48,20 +57,15 @@ async def test_after_flush_group_send_reaches_no_former_member(layer):
 
 
 @requirement("FLUSH-1", needs=["flush"])
-async def test_a_receive_blocked_during_flush_gets_later_messages(layer):
+async def test_a_receive_blocked_during_flush_gets_later_messages(layer: Layer) -> None:
     channel = await layer.new_channel()
-    blocked = asyncio.ensure_future(layer.receive(channel))
+    blocked = start_receives(layer, channel, 1)
     try:
-        done, _ = await asyncio.wait({blocked}, timeout=SETTINGS.quiet_period / 5)
-        assert not done, f"receive ended before anything was sent: {blocked!r}"
+        await now_waiting(*blocked)
         await layer.flush()
-        done, _ = await asyncio.wait({blocked}, timeout=SETTINGS.quiet_period)
-        assert not done, f"flush ended the waiting receive instead of leaving it waiting: {blocked!r}"
+        await still_waiting(*blocked)  # flush must leave it waiting, not end it
         await layer.send(channel, _message("after flush"))
-        done, _ = await asyncio.wait({blocked}, timeout=SETTINGS.delivery_timeout)
-        assert done, (f"a receive blocked during flush got nothing within {SETTINGS.delivery_timeout:g} s "
-                      "of a later send: flush stranded it")
-        assert blocked.result() == _message("after flush")
+        assert await results_of(blocked, "receives blocked during a flush") == [
+            _message("after flush")]
     finally:
-        blocked.cancel()
-        await asyncio.gather(blocked, return_exceptions=True)
+        await cancel_all(blocked)

@@ -6,30 +6,41 @@ test watches every member for a quiet period after its expected copies, so a sec
 fails the test.
 """
 
+from __future__ import annotations
+
 import asyncio
 
 import pytest
 
-from asgi_conformance.spec import declared_size_limit, expect_message, expect_silence, fresh_group, requirement
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    Layer,
+    LayerTarget,
+    Message,
+    declared_size_limit,
+    expect_message,
+    expect_silence,
+    fresh_group,
+)
 
 GROUPS = ["groups"]  # members come from new_channel(), so no other backlog is needed
 
 
-def _message(text: str) -> dict:
+def _message(text: str) -> Message:
     return {"type": "test.group", "text": text}
 
 
-async def _all_silent(layer, channels) -> None:
+async def _all_silent(layer: Layer, channels: list[str]) -> None:
     """No channel gets anything more (watched together, for one quiet period)."""
     await asyncio.gather(*(expect_silence(layer, channel) for channel in channels))
 
 
-async def _members(layer, count: int) -> list[str]:
+async def _members(layer: Layer, count: int) -> list[str]:
     return [await layer.new_channel() for _ in range(count)]
 
 
 @requirement("GRP-1", needs=GROUPS)
-async def test_group_send_delivers_one_copy_to_each_member(layer):
+async def test_group_send_delivers_one_copy_to_each_member(layer: Layer) -> None:
     group = fresh_group()
     members = await _members(layer, 3)
     for member in members:
@@ -41,7 +52,7 @@ async def test_group_send_delivers_one_copy_to_each_member(layer):
 
 
 @requirement("GRP-1", needs=GROUPS)
-async def test_group_add_is_idempotent_a_channel_added_twice_gets_one_copy(layer):
+async def test_group_add_is_idempotent_a_channel_added_twice_gets_one_copy(layer: Layer) -> None:
     group = fresh_group()
     member, = await _members(layer, 1)
     await layer.group_add(group, member)
@@ -52,7 +63,7 @@ async def test_group_add_is_idempotent_a_channel_added_twice_gets_one_copy(layer
 
 
 @requirement("GRP-2", needs=GROUPS)
-async def test_group_discard_removes_the_member_and_only_it(layer):
+async def test_group_discard_removes_the_member_and_only_it(layer: Layer) -> None:
     group = fresh_group()
     leaving, staying = await _members(layer, 2)
     await layer.group_add(group, leaving)
@@ -64,7 +75,7 @@ async def test_group_discard_removes_the_member_and_only_it(layer):
 
 
 @requirement("GRP-2", needs=GROUPS)
-async def test_discarding_a_non_member_or_from_an_unknown_group_is_a_no_op(layer):
+async def test_discarding_a_non_member_or_from_an_unknown_group_is_a_no_op(layer: Layer) -> None:
     group = fresh_group()
     member, stranger = await _members(layer, 2)
     await layer.group_add(group, member)
@@ -79,7 +90,7 @@ async def test_discarding_a_non_member_or_from_an_unknown_group_is_a_no_op(layer
 
 
 @requirement("GRP-3", needs=GROUPS)
-async def test_group_send_to_an_unknown_or_emptied_group_does_nothing_and_raises_nothing(layer):
+async def test_group_send_to_an_unknown_or_emptied_group_does_nothing_and_raises_nothing(layer: Layer) -> None:
     bystander, former = await _members(layer, 2)
     await layer.group_add(fresh_group("other"), bystander)
     await layer.group_send(fresh_group("unknown"), _message("nobody"))
@@ -91,7 +102,7 @@ async def test_group_send_to_an_unknown_or_emptied_group_does_nothing_and_raises
 
 
 @requirement("GRP-4", needs=GROUPS)
-async def test_a_channel_in_two_groups_gets_one_copy_per_group_send_to_each(layer):
+async def test_a_channel_in_two_groups_gets_one_copy_per_group_send_to_each(layer: Layer) -> None:
     first, second = fresh_group("first"), fresh_group("second")
     member, = await _members(layer, 1)
     await layer.group_add(first, member)
@@ -104,7 +115,7 @@ async def test_a_channel_in_two_groups_gets_one_copy_per_group_send_to_each(laye
 
 
 @requirement("GRP-5", needs=["groups"])
-async def test_group_send_of_an_oversize_message_raises_message_too_large(layer, asgi_target):
+async def test_group_send_of_an_oversize_message_raises_message_too_large(layer: Layer, asgi_target: LayerTarget) -> None:
     limit, too_large = declared_size_limit(asgi_target)
     group = fresh_group()
     member, = await _members(layer, 1)

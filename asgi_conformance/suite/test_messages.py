@@ -5,41 +5,47 @@ and the marker must be the first message the channel yields (a half-sent message
 come first, because channels are FIFO).
 """
 
+from __future__ import annotations
+
 import asyncio
 import datetime
 import secrets
+from typing import Any, Callable
 
 import pytest
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    Layer,
+    LayerTarget,
+    Message,
+    current_settings,
     declared_size_limit,
     expect_message,
     fresh_group,
-    requirement,
 )
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 
 
-def _short(value) -> str:
+def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-async def _refusal_problem(layer, channel, message) -> str | None:
+async def _refusal_problem(layer: Layer, channel: str, message: Any) -> str | None:
     """Why sending ``message`` was not a proper refusal; None if send raised a real exception.
 
     An AssertionError does not count in strict mode: ``python -O`` strips asserts, and the
     bad message then goes out.
     """
     try:
-        await asyncio.wait_for(layer.send(channel, message), SETTINGS.delivery_timeout)
+        await asyncio.wait_for(layer.send(channel, message), current_settings().delivery_timeout)
     except asyncio.TimeoutError:
-        return f"send({_short(message)}) neither raised nor returned within {SETTINGS.delivery_timeout:g} s"
+        return f"send({_short(message)}) neither raised nor returned within {current_settings().delivery_timeout:g} s"
     except AssertionError as exc:
-        if SETTINGS.strict:
+        if current_settings().strict:
             return (f"send({_short(message)}) raised only AssertionError ({exc}), which python -O "
                     "removes; raise a real exception (TypeError preferred)")
         return None
@@ -48,7 +54,7 @@ async def _refusal_problem(layer, channel, message) -> str | None:
     return f"send({_short(message)}) was accepted"
 
 
-async def _assert_first_message_is_a_fresh_marker(layer, channel):
+async def _assert_first_message_is_a_fresh_marker(layer: Layer, channel: str) -> None:
     """Proves the refused sends left nothing on ``channel``, without waiting for silence."""
     marker = {"type": "test.marker", "token": secrets.token_hex(8)}
     await layer.send(channel, marker)
@@ -59,7 +65,7 @@ async def _assert_first_message_is_a_fresh_marker(layer, channel):
 # --- MSG-1 ----------------------------------------------------------------------------------
 
 @requirement("MSG-1")
-async def test_sending_anything_but_a_dict_raises_and_sends_nothing(layer):
+async def test_sending_anything_but_a_dict_raises_and_sends_nothing(layer: Layer) -> None:
     channel = await layer.new_channel()
     not_dicts = [["test.list", 1], "test.text", None, b"test.bytes", [("type", "test.pairs")], ("type", "x")]
     problems = [p for p in [await _refusal_problem(layer, channel, value) for value in not_dicts] if p]
@@ -69,7 +75,7 @@ async def test_sending_anything_but_a_dict_raises_and_sends_nothing(layer):
 
 # --- MSG-2 ----------------------------------------------------------------------------------
 
-def _difference(sent, got, path="message") -> str | None:
+def _difference(sent: Any, got: Any, path: str = "message") -> str | None:
     """Where ``got`` differs from ``sent`` in value or type (a tuple may come back as a list)."""
     allowed = (list, tuple) if isinstance(sent, tuple) else (type(sent),)
     if type(got) not in allowed:
@@ -96,7 +102,7 @@ def _difference(sent, got, path="message") -> str | None:
 
 
 @requirement("MSG-2")
-async def test_every_allowed_value_type_arrives_with_its_value_and_type(layer):
+async def test_every_allowed_value_type_arrives_with_its_value_and_type(layer: Layer) -> None:
     channel = await layer.new_channel()
     message = {
         "type": "test.types",
@@ -124,7 +130,7 @@ async def test_every_allowed_value_type_arrives_with_its_value_and_type(layer):
 
 
 @requirement("MSG-2")
-async def test_tuples_arrive_as_lists_or_tuples_with_the_same_items(layer):
+async def test_tuples_arrive_as_lists_or_tuples_with_the_same_items(layer: Layer) -> None:
     channel = await layer.new_channel()
     message = {"type": "test.tuples", "pair": (1, b"two"), "nested": {"t": ("a", (2, 3))}}
     await layer.send(channel, message)
@@ -135,7 +141,7 @@ async def test_tuples_arrive_as_lists_or_tuples_with_the_same_items(layer):
 
 # --- MSG-3 ----------------------------------------------------------------------------------
 
-UNCARRIABLE = {
+UNCARRIABLE: dict[str, Callable[[], object]] = {
     "set": lambda: {1, 2},
     "object": object,
     "datetime": lambda: datetime.datetime(2024, 1, 2, 3, 4, 5),
@@ -145,12 +151,12 @@ UNCARRIABLE = {
 }
 
 
-def _deep(value) -> dict:
+def _deep(value: Any) -> Message:
     return {"outer": [{"middle": {"inner": [0, value]}}]}
 
 
 @requirement("MSG-3")
-async def test_values_the_wire_cannot_carry_are_refused_at_send_and_send_nothing(layer):
+async def test_values_the_wire_cannot_carry_are_refused_at_send_and_send_nothing(layer: Layer) -> None:
     channel = await layer.new_channel()
     problems = []
     for label, make in UNCARRIABLE.items():
@@ -166,7 +172,7 @@ async def test_values_the_wire_cannot_carry_are_refused_at_send_and_send_nothing
 # --- MSG-4 ----------------------------------------------------------------------------------
 
 @requirement("MSG-4")
-async def test_a_message_of_one_megabyte_arrives_intact(layer):
+async def test_a_message_of_one_megabyte_arrives_intact(layer: Layer) -> None:
     channel = await layer.new_channel()
     message = {
         "type": "test.big",
@@ -181,7 +187,7 @@ async def test_a_message_of_one_megabyte_arrives_intact(layer):
 # --- MSG-5 ----------------------------------------------------------------------------------
 
 @requirement("MSG-5")
-async def test_a_message_over_the_declared_size_limit_raises_message_too_large(layer, asgi_target):
+async def test_a_message_over_the_declared_size_limit_raises_message_too_large(layer: Layer, asgi_target: LayerTarget) -> None:
     limit, too_large = declared_size_limit(asgi_target)
     channel = await layer.new_channel()
     with pytest.raises(Exception) as caught:
@@ -193,11 +199,11 @@ async def test_a_message_over_the_declared_size_limit_raises_message_too_large(l
 
 # --- MSG-6 ----------------------------------------------------------------------------------
 
-def _mutable_message() -> dict:
+def _mutable_message() -> Message:
     return {"type": "test.copy", "items": [1, 2], "inner": {"key": "before", "list": ["a"]}}
 
 
-def _mutate(message: dict) -> None:
+def _mutate(message: Message) -> None:
     message["items"].append(3)
     message["inner"]["key"] = "after"
     message["inner"]["list"].append("b")
@@ -205,7 +211,7 @@ def _mutate(message: dict) -> None:
 
 
 @requirement("MSG-6")
-async def test_changing_the_dict_after_sending_it_does_not_change_what_arrives(layer):
+async def test_changing_the_dict_after_sending_it_does_not_change_what_arrives(layer: Layer) -> None:
     channel = await layer.new_channel()
     message = _mutable_message()
     await layer.send(channel, message)
@@ -215,7 +221,7 @@ async def test_changing_the_dict_after_sending_it_does_not_change_what_arrives(l
 
 
 @requirement("MSG-6")
-async def test_two_receivers_of_one_sent_dict_get_independent_copies(layer):
+async def test_two_receivers_of_one_sent_dict_get_independent_copies(layer: Layer) -> None:
     first, second = await layer.new_channel(), await layer.new_channel()
     message = _mutable_message()
     await layer.send(first, message)
@@ -227,7 +233,7 @@ async def test_two_receivers_of_one_sent_dict_get_independent_copies(layer):
 
 
 @requirement("MSG-6", needs=["groups"])
-async def test_each_group_member_gets_its_own_copy(layer):
+async def test_each_group_member_gets_its_own_copy(layer: Layer) -> None:
     group, first, second = fresh_group(), await layer.new_channel(), await layer.new_channel()
     await layer.group_add(group, first)
     await layer.group_add(group, second)

@@ -19,21 +19,28 @@ import contextlib
 import functools
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import configuration as hypothesis_configuration
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
-from asgi_conformance import spec
 from asgi_conformance.model import FULL, OK, PossibleStates
-from asgi_conformance.spec import (
-    channel_full_class_of,
+from asgi_conformance.runner import LayerPool, requirement
+from asgi_conformance.vocabulary import (
+    LayerTarget,
+    Message,
+    current_settings,
     expect_message,
     fresh_channel,
     fresh_group,
-    non_local_part,
-    requirement,
+    is_channel_full,
+    offers,
+    process_prefix_of,
+    yield_steps,
 )
 
 CAPACITY = 3  # small, so sequences reach ChannelFull often
@@ -41,6 +48,8 @@ STEPS_PER_EXAMPLE = 30
 PROCESS_ROLES = ("process-a", "process-b")  # two channels sharing one non-local part
 NORMAL_ROLES = ("normal-a", "normal-b")
 GROUP_ROLES = ("group-a", "group-b")
+
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -53,16 +62,18 @@ class Features:
     capacity: bool
 
     @classmethod
-    def of(cls, target) -> "Features":
-        return cls(*(target.missing(name) is None for name in ("groups", "flush", "normal-channels", "capacity")))
+    def of(cls, target: LayerTarget) -> Features:
+        return cls(*(offers(target, name) for name in ("groups", "flush", "normal-channels", "capacity")))
 
 
 @requirement("MODEL-1", needs=["backlog"])
-def test_random_operation_sequences_match_the_model(request, asgi_layer_factory, asgi_target, tmp_path_factory):
+def test_random_operation_sequences_match_the_model(
+        request: pytest.FixtureRequest, asgi_layer_factory: Callable[..., Any], asgi_target: LayerTarget,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
     examples = request.config.getoption("asgi_model_examples")
     machine = machine_for(asgi_layer_factory, Features.of(asgi_target))
     with _hypothesis_storage_in(tmp_path_factory.mktemp("hypothesis")):
-        run_state_machine_as_test(machine, settings=settings(
+        run_state_machine_as_test(machine, settings=settings(  # type: ignore[no-untyped-call]  # Hypothesis leaves it untyped
             max_examples=examples,
             stateful_step_count=STEPS_PER_EXAMPLE,
             deadline=None,
@@ -75,7 +86,7 @@ def test_random_operation_sequences_match_the_model(request, asgi_layer_factory,
 
 
 @contextlib.contextmanager
-def _hypothesis_storage_in(directory):
+def _hypothesis_storage_in(directory: Path) -> Iterator[None]:
     """Keep Hypothesis' caches (it writes .hypothesis/constants even without a database) out of
     the user's folder, and restore whatever storage place was set before."""
     previous = vars(hypothesis_configuration).get("__hypothesis_home_directory")
@@ -86,7 +97,7 @@ def _hypothesis_storage_in(directory):
         hypothesis_configuration.set_hypothesis_home_dir(previous)
 
 
-def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
+def machine_for(factory: Callable[..., Any], features: Features) -> type[RuleBasedStateMachine]:
     """A state machine class for this layer: one layer and one event loop per example."""
     roles = PROCESS_ROLES + (NORMAL_ROLES if features.normal_channels else ())
     channel_roles = st.sampled_from(roles)
@@ -94,11 +105,11 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
     capacity = CAPACITY if features.capacity else None
 
     class LayerAgainstModel(RuleBasedStateMachine):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.loop = asyncio.new_event_loop()
             self.last_step_passed = True
-            self.pool = spec.LayerPool(factory)
+            self.pool = LayerPool(factory)
             self.numbers = itertools.count()
             self.model = PossibleStates(capacity)
             try:
@@ -111,31 +122,31 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
 
         async def _name_channels(self) -> dict[str, str]:
             """Fresh names, so examples on a shared server never see each other's messages."""
-            first = await self.layer.new_channel()
-            non_local = non_local_part(first)
+            first: str = await self.layer.new_channel()
+            non_local = process_prefix_of(first)
             names = {"process-a": first, "process-b": (non_local + "sibling" + first[len(non_local):])[:99]}
             names.update({role: fresh_channel("model") for role in NORMAL_ROLES})
             return names
 
-        def run(self, coroutine):
+        def run(self, coroutine: Awaitable[Result]) -> Result:
             """Run one step's coroutine on this example's loop; a hang becomes a clear failure."""
             try:
-                return self.loop.run_until_complete(asyncio.wait_for(coroutine, spec.SETTINGS.timeout))
+                return self.loop.run_until_complete(asyncio.wait_for(coroutine, current_settings().timeout))
             except asyncio.TimeoutError:
-                raise AssertionError(f"a step did not finish within {spec.SETTINGS.timeout:g} s: the layer hung") from None
+                raise AssertionError(f"a step did not finish within {current_settings().timeout:g} s: the layer hung") from None
 
-        def message(self, kind: str) -> dict:
+        def message(self, kind: str) -> Message:
             return {"type": f"model.{kind}", "n": next(self.numbers)}
 
         # --- steps (made into rules below, for the operations the layer offers) ------------
-        def send(self, role, count):
+        def send(self, role: str, count: int) -> None:
             """``count`` sends in a row: bursts reach ChannelFull in few steps."""
             channel = self.channels[role]
             for _ in range(count):
                 message = self.message("send")
                 self.model.send(channel, dict(message), self.run(self._send(channel, message)))
 
-        def receive(self, role, count):
+        def receive(self, role: str, count: int) -> None:
             """Up to ``count`` receives in a row, ending at the first one the model says waits."""
             channel = self.channels[role]
             for _ in range(count):
@@ -152,50 +163,49 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
                     self.model.received(channel, self.run(self._receive_within_quiet_period(channel)))
                 return
 
-        def group_add(self, role, group):
+        def group_add(self, role: str, group: str) -> None:
             self.run(self.layer.group_add(self.groups[group], self.channels[role]))
             self.model.group_add(self.groups[group], self.channels[role])
 
-        def group_discard(self, role, group):
+        def group_discard(self, role: str, group: str) -> None:
             self.run(self.layer.group_discard(self.groups[group], self.channels[role]))
             self.model.group_discard(self.groups[group], self.channels[role])
 
-        def group_send(self, group):
+        def group_send(self, group: str) -> None:
             message = self.message("group")
             try:
                 self.run(self.layer.group_send(self.groups[group], message))
             except Exception as exc:
-                if channel_full_class_of(exc):
+                if is_channel_full(exc):
                     raise AssertionError(f"group_send raised {exc!r}: a full member must silently "
                                          "miss the message (CAP-5)") from exc
                 raise
             self.model.group_send(self.groups[group], dict(message))
 
-        def flush(self):
+        def flush(self) -> None:
             self.run(self.layer.flush())
             self.model.flush()
 
         # --- layer calls -------------------------------------------------------------------
-        async def _send(self, channel, message) -> str:
+        async def _send(self, channel: str, message: Message) -> str:
             try:
                 await self.layer.send(channel, message)
             except Exception as exc:
-                if channel_full_class_of(exc):
+                if is_channel_full(exc):
                     return FULL
                 raise
             return OK
 
-        async def _receive_while_sending(self, channel, probe):
+        async def _receive_while_sending(self, channel: str, probe: Message) -> tuple[str, Message | None]:
             """Start a receive, then send ``probe``: (send's answer, what the receive returned)."""
             waiter = asyncio.ensure_future(self.layer.receive(channel))
             try:
-                for _ in range(3):  # let the receive start waiting (the outcome must not depend on it)
-                    await asyncio.sleep(0)
+                await yield_steps(3)  # let the receive start waiting (the outcome must not depend on it)
                 answer = await self._send(channel, probe)
                 if answer == FULL:
                     return answer, None
                 try:
-                    return answer, await asyncio.wait_for(asyncio.shield(waiter), spec.SETTINGS.delivery_timeout)
+                    return answer, await asyncio.wait_for(asyncio.shield(waiter), current_settings().delivery_timeout)
                 except asyncio.TimeoutError:
                     return answer, None
             finally:
@@ -203,20 +213,20 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
                     waiter.cancel()
                     await asyncio.gather(waiter, return_exceptions=True)
 
-        async def _receive_within_quiet_period(self, channel):
+        async def _receive_within_quiet_period(self, channel: str) -> Message | None:
             try:
-                return await asyncio.wait_for(self.layer.receive(channel), spec.SETTINGS.quiet_period)
+                return await asyncio.wait_for(self.layer.receive(channel), current_settings().quiet_period)
             except asyncio.TimeoutError:
                 return None
 
-        async def _drain(self):
+        async def _drain(self) -> None:
             """Receive every message the model is sure the layer still holds, in order."""
             for channel in self.channels.values():
                 while None not in self.model.heads(channel):
                     self.model.received(channel, await expect_message(self.layer, channel))
 
         # --- bookkeeping -------------------------------------------------------------------
-        def _release(self):
+        def _release(self) -> None:
             """Flush and close the layer, then end whatever it left running on this loop."""
             try:
                 self.loop.run_until_complete(self.pool.aclose())
@@ -229,7 +239,7 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
                 self.loop.close()
 
-        def teardown(self):
+        def teardown(self) -> None:
             try:
                 if self.last_step_passed:  # else the step's own failure is the one to report
                     self.run(self._drain())
@@ -238,24 +248,26 @@ def machine_for(factory, features: Features) -> type[RuleBasedStateMachine]:
 
     # Rules for missing features are left out, not guarded by preconditions: Hypothesis
     # shrinks failing sequences far better without preconditions.
-    arguments = {"send": {"role": channel_roles, "count": st.integers(1, CAPACITY + 1)},
-                 "receive": {"role": channel_roles, "count": st.integers(1, CAPACITY + 1)}}
+    arguments: dict[str, dict[str, st.SearchStrategy[Any]]] = {
+        "send": {"role": channel_roles, "count": st.integers(1, CAPACITY + 1)},
+        "receive": {"role": channel_roles, "count": st.integers(1, CAPACITY + 1)}}
     if features.groups:
         arguments.update(group_add={"role": channel_roles, "group": group_roles},
                          group_discard={"role": channel_roles, "group": group_roles},
                          group_send={"group": group_roles})
     if features.flush:
         arguments["flush"] = {}
-    rules = {name: rule(**strategies)(_step(getattr(LayerAgainstModel, name)))
+    rule_of: Callable[..., Callable[[Callable[..., None]], Callable[..., None]]] = rule  # strategies by keyword only
+    rules = {name: rule_of(**strategies)(_step(getattr(LayerAgainstModel, name)))
              for name, strategies in arguments.items()}
     return type("LayerAgainstModel", (LayerAgainstModel,), rules)
 
 
-def _step(method):
+def _step(method: Callable[..., None]) -> Callable[..., None]:
     """Note whether a step completed, so teardown does not stack a second failure on the first."""
 
     @functools.wraps(method)
-    def step(self, **kwargs):
+    def step(self: Any, **kwargs: Any) -> None:
         self.last_step_passed = False
         method(self, **kwargs)
         self.last_step_passed = True

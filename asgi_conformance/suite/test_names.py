@@ -4,6 +4,8 @@ Invalid names must raise TypeError at once in every method, receive included: a 
 that waits forever on a name no send can reach is a silent bug in the caller's code.
 """
 
+from __future__ import annotations
+
 import asyncio
 import functools
 import inspect
@@ -14,17 +16,21 @@ import re
 import secrets
 import string
 import sys
+from typing import Any, Callable, Sequence
 
 import pytest
 
-from asgi_conformance.spec import (
-    SETTINGS,
+from asgi_conformance.runner import requirement
+from asgi_conformance.vocabulary import (
+    Layer,
+    LayerTarget,
+    Message,
     any_channel,
+    current_settings,
     expect_message,
     fresh_group,
-    non_local_part,
     offers,
-    requirement,
+    process_prefix_of,
 )
 
 MAX_LENGTH = 99
@@ -40,12 +46,12 @@ def _single_letter() -> str:
     return secrets.choice(string.ascii_letters)
 
 
-async def _process_prefix(layer) -> str:
+async def _process_prefix(layer: Layer) -> str:
     """The non-local part (up to and including '!') of one of the layer's own new channels."""
-    return non_local_part(await layer.new_channel())
+    return process_prefix_of(await layer.new_channel())
 
 
-async def _valid_channel_names(layer, target) -> list[str]:
+async def _valid_channel_names(layer: Layer, target: LayerTarget) -> list[str]:
     """Valid names of every kind the layer offers: normal ones only where it has them."""
     token = secrets.token_hex(6)
     prefix = await _process_prefix(layer)
@@ -57,7 +63,7 @@ async def _valid_channel_names(layer, target) -> list[str]:
     return names
 
 
-def _invalid_names(token: str) -> list:
+def _invalid_names(token: str) -> list[object]:
     """Names invalid for channels and groups alike."""
     return [
         f"has space-{token}",
@@ -73,32 +79,32 @@ def _invalid_names(token: str) -> list:
     ]
 
 
-def _invalid_channel_names() -> list:
+def _invalid_channel_names() -> list[object]:
     token = secrets.token_hex(4)
     return _invalid_names(token) + [f"two!bangs!{token}", f"unicode-local!é{token}"]
 
 
-def _invalid_group_names() -> list:
+def _invalid_group_names() -> list[object]:
     return _invalid_names(secrets.token_hex(4))
 
 
-async def _type_error_problem(call, what: str) -> str | None:
+async def _type_error_problem(call: Callable[[], object], what: str) -> str | None:
     """Why ``call()`` did not raise TypeError promptly (at the call or when awaited); None if it did."""
     try:
         pending = call()
         if not inspect.isawaitable(pending):
             return f"{what} returned {pending!r} instead of a coroutine"
-        await asyncio.wait_for(pending, SETTINGS.delivery_timeout)
+        await asyncio.wait_for(pending, current_settings().delivery_timeout)
     except TypeError:
         return None
     except asyncio.TimeoutError:
-        return f"{what} waited {SETTINGS.delivery_timeout:g} s instead of raising TypeError"
+        return f"{what} waited {current_settings().delivery_timeout:g} s instead of raising TypeError"
     except Exception as exc:  # noqa: BLE001
         return f"{what} raised {type(exc).__name__} ({exc}) instead of TypeError"
     return f"{what} was accepted"
 
 
-async def _assert_all_raise_type_error(calls: list[tuple[str, object]]) -> None:
+async def _assert_all_raise_type_error(calls: list[tuple[str, Callable[[], object]]]) -> None:
     """Runs the calls concurrently (so hanging ones cost one timeout, not many) and reports all."""
     found = await asyncio.gather(*(_type_error_problem(call, what) for what, call in calls))
     problems = [problem for problem in found if problem]
@@ -108,7 +114,7 @@ async def _assert_all_raise_type_error(calls: list[tuple[str, object]]) -> None:
 # --- NAME-1 ---------------------------------------------------------------------------------
 
 @requirement("NAME-1", needs=["backlog"])
-async def test_valid_channel_names_work_in_send_and_receive(layer, asgi_target):
+async def test_valid_channel_names_work_in_send_and_receive(layer: Layer, asgi_target: LayerTarget) -> None:
     for name in await _valid_channel_names(layer, asgi_target):
         message = {"type": "test.name", "name": name}
         await layer.send(name, message)
@@ -116,7 +122,7 @@ async def test_valid_channel_names_work_in_send_and_receive(layer, asgi_target):
 
 
 @requirement("NAME-1", needs=["groups", "backlog"])
-async def test_valid_channel_names_can_join_a_group_and_get_its_messages(layer, asgi_target):
+async def test_valid_channel_names_can_join_a_group_and_get_its_messages(layer: Layer, asgi_target: LayerTarget) -> None:
     group = fresh_group()
     names = await _valid_channel_names(layer, asgi_target)
     for name in names:
@@ -128,31 +134,32 @@ async def test_valid_channel_names_can_join_a_group_and_get_its_messages(layer, 
 
 # --- NAME-2 ---------------------------------------------------------------------------------
 
-def _message() -> dict:
+def _message() -> Message:
     return {"type": "test.invalid.name"}
 
 
-def _calls(label: str, method, names, *rest) -> list:
+def _calls(label: str, method: Any, names: Sequence[object], *rest: object) -> list[tuple[str, Callable[[], object]]]:
     """One lazily-made call of ``method`` per name, the name first (or after ``group``)."""
     return [(label.format(name=repr(name)), functools.partial(method, name, *rest)) for name in names]
 
 
-def _channel_calls(label: str, method, group: str, names) -> list:
+def _channel_calls(label: str, method: Any, group: str, names: Sequence[object]) -> list[tuple[str, Callable[[], object]]]:
     return [(label.format(name=repr(name)), functools.partial(method, group, name)) for name in names]
 
 
 @requirement("NAME-2")
-async def test_send_to_an_invalid_channel_name_raises_type_error(layer):
+async def test_send_to_an_invalid_channel_name_raises_type_error(layer: Layer) -> None:
     await _assert_all_raise_type_error(_calls("send({name})", layer.send, _invalid_channel_names(), _message()))
 
 
 @requirement("NAME-2")
-async def test_receive_on_an_invalid_channel_name_raises_type_error_at_once(layer):
+async def test_receive_on_an_invalid_channel_name_raises_type_error_at_once(layer: Layer) -> None:
     await _assert_all_raise_type_error(_calls("receive({name})", layer.receive, _invalid_channel_names()))
 
 
 @requirement("NAME-2", needs=["groups"])
-async def test_group_add_with_an_invalid_group_or_channel_name_raises_type_error(layer, asgi_target):
+async def test_group_add_with_an_invalid_group_or_channel_name_raises_type_error(
+        layer: Layer, asgi_target: LayerTarget) -> None:
     group, channel = fresh_group(), await any_channel(layer, asgi_target)
     await _assert_all_raise_type_error(
         _calls("group_add({name}, channel)", layer.group_add, _invalid_group_names(), channel)
@@ -160,7 +167,8 @@ async def test_group_add_with_an_invalid_group_or_channel_name_raises_type_error
 
 
 @requirement("NAME-2", needs=["groups"])
-async def test_group_discard_with_an_invalid_group_or_channel_name_raises_type_error(layer, asgi_target):
+async def test_group_discard_with_an_invalid_group_or_channel_name_raises_type_error(
+        layer: Layer, asgi_target: LayerTarget) -> None:
     group, channel = fresh_group(), await any_channel(layer, asgi_target)
     await layer.group_add(group, channel)  # a real group, so the channel check cannot be skipped as a no-op
     await _assert_all_raise_type_error(
@@ -169,7 +177,7 @@ async def test_group_discard_with_an_invalid_group_or_channel_name_raises_type_e
 
 
 @requirement("NAME-2", needs=["groups"])
-async def test_group_send_to_an_invalid_group_name_raises_type_error(layer):
+async def test_group_send_to_an_invalid_group_name_raises_type_error(layer: Layer) -> None:
     await _assert_all_raise_type_error(
         _calls("group_send({name})", layer.group_send, _invalid_group_names(), _message()))
 
@@ -182,7 +190,7 @@ def _group_names_with_bang() -> list[str]:
 
 
 @requirement("NAME-3", needs=["groups"])
-async def test_group_names_containing_an_exclamation_mark_raise_type_error(layer, asgi_target):
+async def test_group_names_containing_an_exclamation_mark_raise_type_error(layer: Layer, asgi_target: LayerTarget) -> None:
     channel = await any_channel(layer, asgi_target)
     names = _group_names_with_bang()
     calls = (_calls("group_add({name}, channel)", layer.group_add, names, channel)
@@ -192,7 +200,7 @@ async def test_group_names_containing_an_exclamation_mark_raise_type_error(layer
 
 
 @requirement("NAME-3", needs=["groups"])
-async def test_valid_group_names_work_in_every_group_method(layer):
+async def test_valid_group_names_work_in_every_group_method(layer: Layer) -> None:
     token = secrets.token_hex(6)
     groups = [_single_letter(), f"asgi-test.AZaz09-_.{token}", _padded(f"asgi-test.long-{token}-", MAX_LENGTH)]
     for group in groups:
@@ -205,7 +213,7 @@ async def test_valid_group_names_work_in_every_group_method(layer):
 
 # --- NAME-4 ---------------------------------------------------------------------------------
 
-def _name_problem(name) -> str | None:
+def _name_problem(name: object) -> str | None:
     if not isinstance(name, str):
         return f"new_channel() returned a {type(name).__name__}: {name!r}"
     if name.count("!") != 1:
@@ -216,7 +224,7 @@ def _name_problem(name) -> str | None:
 
 
 @requirement("NAME-4")
-async def test_new_channel_returns_valid_process_specific_names_that_never_repeat(layer):
+async def test_new_channel_returns_valid_process_specific_names_that_never_repeat(layer: Layer) -> None:
     names = [await layer.new_channel() for _ in range(1000)]
     problems = [problem for problem in map(_name_problem, names) if problem]
     assert not problems, "\n".join(problems[:5])
@@ -227,7 +235,7 @@ async def test_new_channel_returns_valid_process_specific_names_that_never_repea
 
 
 @requirement("NAME-4")
-async def test_new_channel_with_a_prefix_returns_a_name_starting_with_it(layer):
+async def test_new_channel_with_a_prefix_returns_a_name_starting_with_it(layer: Layer) -> None:
     name = await layer.new_channel("myprefix")
     assert _name_problem(name) is None, _name_problem(name)
     assert name.startswith("myprefix"), f"new_channel('myprefix') returned {name!r}"
@@ -236,7 +244,7 @@ async def test_new_channel_with_a_prefix_returns_a_name_starting_with_it(layer):
 
 
 @requirement("NAME-4")
-async def test_new_channel_names_do_not_repeat_after_random_seed(layer):
+async def test_new_channel_names_do_not_repeat_after_random_seed(layer: Layer) -> None:
     saved = random.getstate()
     try:
         random.seed(0)
@@ -287,11 +295,12 @@ async def _names_from_fresh_process(dotted_path: str, config_json: str, timeout:
     assert process.returncode == 0, f"a process making new_channel() names failed:\n{err.decode()[-2000:]}"
     lines = out.decode().strip().splitlines()
     assert lines, f"a process making new_channel() names printed nothing:\n{err.decode()[-2000:]}"
-    return json.loads(lines[-1])
+    names: list[str] = json.loads(lines[-1])
+    return names
 
 
 @requirement("NAME-4")
-async def test_new_channel_names_from_two_processes_seeded_alike_differ(asgi_target):
+async def test_new_channel_names_from_two_processes_seeded_alike_differ(asgi_target: LayerTarget) -> None:
     if asgi_target.dotted_path is None:
         pytest.skip("the layer comes from an asgi_layer_factory fixture: "
                     "no dotted path to build it in another process")
@@ -299,7 +308,7 @@ async def test_new_channel_names_from_two_processes_seeded_alike_differ(asgi_tar
         config_json = json.dumps(asgi_target.config)
     except TypeError as exc:
         pytest.skip(f"the layer config cannot be passed to another process as JSON ({exc})")
-    timeout = max(20.0, 4 * SETTINGS.delivery_timeout)
+    timeout = max(20.0, 4 * current_settings().delivery_timeout)
     first, second = await asyncio.gather(
         _names_from_fresh_process(asgi_target.dotted_path, config_json, timeout),
         _names_from_fresh_process(asgi_target.dotted_path, config_json, timeout))
