@@ -32,7 +32,7 @@ from .target import LayerTarget
 
 __all__ = [
     "LARGEST_LIMIT_TESTED", "Layer", "LayerTarget", "Message", "Settings",
-    "any_channel", "cancel_all", "current_settings", "declared_size_limit", "expect_message",
+    "any_channel", "cancel_all", "channel_of_kind", "current_settings", "declared_size_limit", "expect_message",
     "expect_silence", "first_finished", "fresh_channel", "fresh_group", "indexes",
     "is_channel_full", "now_waiting", "numbered_message", "offers", "outcome_of_cancelled",
     "process_prefix_of", "require", "results_of", "start_receives", "still_waiting", "yield_steps",
@@ -79,6 +79,17 @@ async def any_channel(layer: Layer, target: LayerTarget, stem: str = "chan") -> 
         return fresh_channel(stem)
     name: str = await layer.new_channel()
     return name
+
+
+async def channel_of_kind(layer: Layer, target: LayerTarget, kind: str, *needs: str) -> str:
+    """For a test parametrised over ``kind`` ("process-specific" or "normal"): a new_channel()
+    name, or a fresh normal channel. The normal case is about normal channels, so it is skipped
+    (with the layer's reason) where they, or ``needs``, are missing."""
+    if kind == "process-specific":
+        channel: str = await layer.new_channel()
+        return channel
+    require(target, "normal-channels", *needs)
+    return fresh_channel()
 
 
 # --- features (see the module's docstring for which of these to use) ---------------------

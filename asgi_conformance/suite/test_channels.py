@@ -1,5 +1,5 @@
-"""CHAN-*: ordering, at-most-once delivery, waiting and cancelled receives, process-specific
-channels and fairness between channels.
+"""CHAN-*: ordering, at-most-once delivery, waiting receives, process-specific channels and
+fairness between channels (cancelled receives, CHAN-5 and CHAN-8: ``test_cancellation``).
 
 Receives that must wait run as tasks; the test proves they are still waiting by watching
 them for the quiet period, and every wait for a message is bounded by the delivery timeout,
@@ -9,7 +9,6 @@ so a broken layer fails clearly instead of hanging, and a slow one is never fail
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
@@ -19,6 +18,7 @@ from asgi_conformance.vocabulary import (
     LayerTarget,
     Message,
     cancel_all,
+    channel_of_kind,
     current_settings,
     expect_message,
     expect_silence,
@@ -28,9 +28,7 @@ from asgi_conformance.vocabulary import (
     now_waiting,
     numbered_message,
     offers,
-    outcome_of_cancelled,
     process_prefix_of,
-    require,
     results_of,
     start_receives,
     still_waiting,
@@ -40,22 +38,12 @@ from asgi_conformance.vocabulary import (
 IDLE_SECONDS = 6.5  # longer than the 5 s socket timeouts common in network clients
 
 
-async def _channel_of_kind(layer: Layer, target: LayerTarget, kind: str, *needs: str) -> str:
-    """A new_channel() name, or a fresh normal channel: the ``[normal]`` case is about normal
-    channels, so it is skipped (with the layer's reason) where they, or ``needs``, are missing."""
-    if kind == "process-specific":
-        channel: str = await layer.new_channel()
-        return channel
-    require(target, "normal-channels", *needs)
-    return fresh_channel()
-
-
 # --- CHAN-1 ----------------------------------------------------------------------------------
 
 @requirement("CHAN-1")
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
 async def test_one_writer_one_reader_messages_arrive_in_send_order(layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
-    channel = await _channel_of_kind(layer, asgi_target, kind, "backlog")
+    channel = await channel_of_kind(layer, asgi_target, kind, "backlog")
     for index in range(50):
         await layer.send(channel, numbered_message(index))
     received = [await expect_message(layer, channel) for _ in range(50)]
@@ -117,7 +105,7 @@ async def test_four_messages_to_eight_waiting_receives_on_a_normal_channel_are_e
 @pytest.mark.parametrize("kind", ["normal", "process-specific"])
 async def test_send_with_no_receiver_completes_without_waiting_for_one(
         layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
-    channel = await _channel_of_kind(layer, asgi_target, kind)
+    channel = await channel_of_kind(layer, asgi_target, kind)
     for index in range(10):
         try:
             await asyncio.wait_for(layer.send(channel, numbered_message(index)), current_settings().delivery_timeout)
@@ -144,113 +132,6 @@ async def test_a_receive_idle_for_over_six_seconds_still_returns_the_next_messag
         assert results == list(messages.values())
     finally:
         await cancel_all(list(receives.values()))
-
-
-# --- CHAN-5 ----------------------------------------------------------------------------------
-
-@requirement("CHAN-5")
-async def test_cancelling_one_waiting_receive_leaves_the_other_waiters_served(layer: Layer) -> None:
-    channel = await layer.new_channel()
-    first, *others = receives = start_receives(layer, channel, 3)
-    try:
-        await now_waiting(*receives)
-        first.cancel()
-        try:
-            result = await asyncio.wait_for(first, current_settings().delivery_timeout)
-        except asyncio.CancelledError:
-            pass
-        else:
-            raise AssertionError(f"a cancelled receive returned {result!r} although nothing was sent")
-        await layer.send(channel, numbered_message(0))
-        await layer.send(channel, numbered_message(1))
-        got = indexes(await results_of(others, "receives still waiting after another was cancelled"))
-        assert sorted(got) == [0, 1]
-        await layer.send(channel, numbered_message(2))
-        assert (await expect_message(layer, channel))["index"] == 2
-        await expect_silence(layer, channel)
-    finally:
-        await cancel_all(receives)
-
-
-@requirement("CHAN-5")
-async def test_a_send_from_another_thread_reaches_the_other_waiter_when_the_woken_one_is_cancelled(layer: Layer) -> None:
-    """As in Django: a view sends through async_to_sync while the consumer that was about to
-    get the message disconnects. This loop is blocked on purpose while the other thread sends,
-    so the send's wake-up is still queued when the receive it chose is cancelled."""
-    channel = await layer.new_channel()
-    first, second = receives = start_receives(layer, channel, 2)
-    try:
-        await now_waiting(*receives)
-        errors: list[BaseException] = []
-
-        def send_from_another_loop() -> None:
-            try:
-                asyncio.run(layer.send(channel, numbered_message(0)))
-            except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
-                errors.append(exc)
-
-        sender = threading.Thread(target=send_from_another_loop)
-        sender.start()
-        sender.join(current_settings().delivery_timeout)
-        assert not sender.is_alive(), "a send from another thread's event loop did not complete"
-        assert not errors, f"a send from another thread's event loop raised {errors[0]!r}"
-        first.cancel()
-        delivered = await outcome_of_cancelled(first)
-        if delivered is None:
-            delivered, = await results_of([second], "receives still waiting after another was cancelled")
-        assert delivered == numbered_message(0)
-    finally:
-        await cancel_all(receives)
-
-
-@requirement("CHAN-5")
-@pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_after_a_receive_times_out_the_next_receive_gets_later_messages(
-        layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
-    channel = await _channel_of_kind(layer, asgi_target, kind, "backlog")
-    for index in range(3):
-        try:
-            message = await asyncio.wait_for(layer.receive(channel), 0.02)
-        except asyncio.TimeoutError:
-            pass  # the usual case: wait_for cancelled the waiting receive
-        else:
-            raise AssertionError(f"receive returned {message!r} although nothing was sent")
-        await layer.send(channel, numbered_message(index))
-        assert (await expect_message(layer, channel))["index"] == index
-
-
-# --- CHAN-8 ----------------------------------------------------------------------------------
-
-@requirement("CHAN-8")
-@pytest.mark.parametrize("kind", ["normal", "process-specific"])
-async def test_a_message_sent_just_before_a_waiting_receive_is_cancelled_is_not_lost(
-        layer: Layer, asgi_target: LayerTarget, kind: str) -> None:
-    # The later receive begins after the send, so a normal channel needs a backlog.
-    channel = await _channel_of_kind(layer, asgi_target, kind, "backlog")
-    for index in range(24):
-        receive = asyncio.ensure_future(layer.receive(channel))
-        await yield_steps(3)
-        await layer.send(channel, numbered_message(index))
-        await yield_steps(index % 4)  # cancel at a different point of the hand-over each time
-        receive.cancel()
-        message = await outcome_of_cancelled(receive)
-        if message is None:
-            message = await expect_message(layer, channel)
-        assert message["index"] == index, f"expected message {index}, got {message!r}"
-
-
-@requirement("CHAN-8")
-async def test_a_message_sent_just_after_a_waiting_receive_is_cancelled_is_not_lost(layer: Layer) -> None:
-    channel = await layer.new_channel()
-    for index in range(24):
-        receive = asyncio.ensure_future(layer.receive(channel))
-        await yield_steps(index % 4)
-        receive.cancel()
-        await layer.send(channel, numbered_message(index))
-        message = await outcome_of_cancelled(receive)
-        if message is None:
-            message = await expect_message(layer, channel)
-        assert message["index"] == index, f"expected message {index}, got {message!r}"
 
 
 # --- CHAN-6 ----------------------------------------------------------------------------------
