@@ -14,6 +14,7 @@ import threading
 import time
 
 from ..core.codec import DEFAULT_MESSAGE_SIZE_LIMIT
+from ..core.config import reject_unknown_keys
 from ..core.errors import LayerConfigError
 from ..core.layer_core import LayerCore
 from ..core.names import check_channel_name
@@ -27,8 +28,8 @@ from .store import Full
 from .wakeups import WAKE_ALL, LoopWaker, Poker
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
-_CONFIG_KEYS = ("prefix, expiry, group_expiry, capacity, channel_capacity, segment_size, mode, "
-                "message_size_limit, symmetric_encryption_keys, receive_spin")
+_CONFIG_KEYS = ("prefix", "expiry", "group_expiry", "capacity", "channel_capacity", "segment_size", "mode",
+                "message_size_limit", "symmetric_encryption_keys", "receive_spin")
 DEFAULT_RECEIVE_SPIN = 0.0002  # seconds a receive that finds nothing keeps looking (spinning.py)
 
 
@@ -54,9 +55,7 @@ class IPCChannelLayer(LayerCore):
     def __init__(self, prefix="asgi", expiry=60, group_expiry=86400, capacity=100, channel_capacity=None,
                  segment_size=DEFAULT_SEGMENT_SIZE, mode=0o600, message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT,
                  symmetric_encryption_keys=None, receive_spin=DEFAULT_RECEIVE_SPIN, **unknown):
-        if unknown:
-            raise LayerConfigError(
-                f"IPCChannelLayer got unknown config key(s) {sorted(unknown)}; it takes {_CONFIG_KEYS}")
+        reject_unknown_keys("IPCChannelLayer", unknown, _CONFIG_KEYS)
         if not isinstance(prefix, str) or not _PREFIX.match(prefix):
             raise LayerConfigError(
                 f"prefix must be 1-64 ASCII letters, digits, '_', '.', '-' (it names the shared "

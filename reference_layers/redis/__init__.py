@@ -3,7 +3,7 @@
 Modules: layer (the public class), hosts (the ``hosts`` config), hashring (which shard owns
 a channel), keys + scripts (storage layout and the Lua that keeps each operation to one
 atomic round trip), shard (one shard's connections on one event loop, kept per loop by
-base.PerLoop), wire (a multiplexed connection: commands back to back, replies matched in
+core.loops.PerLoop), wire (a multiplexed connection: commands back to back, replies matched in
 order; resp is its hiredis-less reader), bells (pub/sub wake-ups for waiting receives),
 receiver (waiting for messages without polling or losing any).
 """

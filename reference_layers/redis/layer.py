@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import ResponseError
 
 from ..core.codec import DEFAULT_MESSAGE_SIZE_LIMIT
+from ..core.config import reject_unknown_keys
 from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
@@ -48,10 +49,7 @@ class RedisChannelLayer(LayerCore):
     def __init__(self, hosts=None, prefix="asgi", expiry=60, group_expiry=86400, capacity=100,
                  channel_capacity=None, symmetric_encryption_keys=None,
                  message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT, **unknown):
-        if unknown:
-            raise LayerConfigError(
-                f"RedisChannelLayer got unknown config key(s) {sorted(unknown)}; it takes "
-                + ", ".join(_KNOWN_KEYS))
+        reject_unknown_keys("RedisChannelLayer", unknown, _KNOWN_KEYS)
         super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity,
                          channel_capacity=channel_capacity, message_size_limit=message_size_limit,
                          symmetric_encryption_keys=symmetric_encryption_keys)
