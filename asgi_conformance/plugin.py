@@ -118,10 +118,11 @@ def _start_servers(config: pytest.Config, stack: contextlib.ExitStack) -> dict[s
     from . import servers  # imported only when asked: it pulls in process-management libraries
 
     try:
-        urls = stack.enter_context(servers.servers_for(kind, count))
+        started = stack.enter_context(servers.servers_for(kind, count))
     except servers.ServerError as exc:
         raise TargetError(f"--asgi-server={option}: {exc}") from None
     key = config.getoption("asgi_server_config_key") or SERVER_CONFIG_KEYS[kind]
+    urls = started.urls
     return {key: urls if kind == "redis" or count > 1 else urls[0]}
 
 

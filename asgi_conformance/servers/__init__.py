@@ -17,7 +17,7 @@ in place, on the same port, so layer tests can prove they survive a server resta
 
 from .containers import DOCKER_PROBE_TIMEOUT, docker_engine_answers
 from .environment import INSTALL_HINT
-from .handles import Server, ServerError, Servers
+from .handles import Fault, Server, ServerError, Servers
 from .kinds import KINDS, servers_for
 from .network import LOOPBACK, free_port, wait_for_accept
 from .processes import PROCESS_TIMEOUT
@@ -32,7 +32,7 @@ from .rabbitmq import (
 from .redis import REDIS_IMAGE, REDIS_URLS_ENV, redis_servers
 
 __all__ = [
-    "DOCKER_PROBE_TIMEOUT", "INSTALL_HINT", "KINDS", "LOOPBACK", "PROCESS_TIMEOUT", "RABBITMQ_BIN_DIR",
+    "DOCKER_PROBE_TIMEOUT", "INSTALL_HINT", "Fault", "KINDS", "LOOPBACK", "PROCESS_TIMEOUT", "RABBITMQ_BIN_DIR",
     "RABBITMQ_BIN_DIR_ENV", "RABBITMQ_IMAGE", "RABBITMQ_URL_ENV", "REDIS_IMAGE", "REDIS_URLS_ENV", "Server",
     "ServerError", "Servers", "docker_engine_answers", "free_port", "local_rabbitmq_server", "rabbitmq_server",
     "redis_servers", "servers_for", "wait_for_accept",

@@ -1,8 +1,24 @@
-"""What every server kind yields: a handle per server, and one for the set a context started."""
+"""What every server kind yields: a handle per server, and one for the set a context started.
+
+A handle is also the *fault handle* the suite's FAULT area (and a layer author's own fault
+tests) use to make bad weather: restart the server, pause it, drop its clients' connections,
+fail it over. A kind offers what it can (``faults``); the rest raise ``ServerError`` saying so.
+"""
 
 from __future__ import annotations
 
+import enum
+import time
 from collections.abc import Iterator
+
+
+class Fault(enum.Enum):
+    """What a fault handle can do to its server."""
+
+    RESTART = "restart"  # stop and start on the same port and config; the server's state is lost
+    PAUSE = "pause"  # SIGSTOP every process of the server by pid, later SIGCONT
+    DROP_CONNECTIONS = "drop_connections"  # the server closes its clients' connections, keeping its state
+    FAILOVER = "failover"  # a replicated server loses its primary and promotes another
 
 
 class ServerError(Exception):
@@ -17,12 +33,38 @@ class Server:
     """
 
     restartable = False
+    faults: frozenset[Fault] = frozenset()
 
     def __init__(self, url: str):
         self.url = url
 
+    def _cannot(self, fault: Fault) -> ServerError:
+        if not self.restartable:
+            return ServerError(f"{self.url} was given by the environment, not started here: "
+                               f"it cannot be made to {fault.value}")
+        return ServerError(f"{self!r} offers no {fault.value}")
+
     def restart(self) -> None:
-        raise ServerError(f"{self.url} was given by the environment, not started here: it cannot be restarted")
+        """Stop and start again on the same port and config; the server's state is lost.
+        Returns once it accepts connections again."""
+        raise self._cannot(Fault.RESTART)
+
+    def suspend(self) -> None:
+        """SIGSTOP every process of the server (by pid): connections stay open, nothing answers."""
+        raise self._cannot(Fault.PAUSE)
+
+    def resume(self) -> None:
+        """SIGCONT what :meth:`suspend` stopped."""
+        raise self._cannot(Fault.PAUSE)
+
+    def drop_connections(self) -> int:
+        """The server closes every client connection (not the one it is told through) and keeps
+        its state; returns how many it closed."""
+        raise self._cannot(Fault.DROP_CONNECTIONS)
+
+    def failover(self) -> None:
+        """Kill the primary (by pid) and return once a replica has taken over."""
+        raise self._cannot(Fault.FAILOVER)
 
     def stop(self) -> None:
         """Nothing to stop: somebody else runs this server."""
@@ -49,10 +91,35 @@ class Servers:
     def restartable(self) -> bool:
         return all(server.restartable for server in self.servers)
 
+    @property
+    def faults(self) -> frozenset[Fault]:
+        """What every one of the servers offers."""
+        return frozenset.intersection(*(server.faults for server in self.servers))
+
     def restart(self) -> None:
         """Restart every server, one after the other, each on its own port again."""
         for server in self.servers:
             server.restart()
+
+    def pause(self, seconds: float) -> None:
+        """Suspend every server for ``seconds``, then resume them (blocks: call it from a thread
+        where an event loop must go on meanwhile)."""
+        suspended: list[Server] = []
+        try:
+            for server in self.servers:
+                server.suspend()
+                suspended.append(server)
+            time.sleep(seconds)
+        finally:
+            for server in suspended:
+                server.resume()
+
+    def drop_connections(self) -> int:
+        return sum(server.drop_connections() for server in self.servers)
+
+    def failover(self) -> None:
+        for server in self.servers:
+            server.failover()
 
     def __getitem__(self, index: int) -> Server:
         return self.servers[index]

@@ -25,10 +25,11 @@ KINDS: dict[str, Callable[[int], AbstractContextManager[Servers]]] = {
 
 
 @contextlib.contextmanager
-def servers_for(kind: str, count: int = 1) -> Iterator[list[str]]:
-    """The plugin's entry: a list of URLs (``count`` Redis shards, or one RabbitMQ broker)."""
+def servers_for(kind: str, count: int = 1) -> Iterator[Servers]:
+    """The plugin's entry: ``count`` Redis shards, or one RabbitMQ broker (``.urls``, and the
+    fault handle)."""
     start = KINDS.get(kind)
     if start is None:
         raise ServerError(f"unknown server kind {kind!r}: expected {' or '.join(KINDS)}")
     with start(count) as servers:
-        yield servers.urls
+        yield servers
