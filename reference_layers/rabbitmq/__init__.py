@@ -1,9 +1,15 @@
 """RabbitMQ reference channel layer (pika): ``reference_layers.rabbitmq.RabbitMQChannelLayer``.
 
-Modules: config (CONFIG keys), names (broker object names), link (one AMQP connection on
-one loop: confirms, admin commands), session (connecting, failover, recovery, queue
-declarations; one per event loop through base.PerLoop), receiving (consumers and waiting
-receives), broker_ops (sends, groups, flush), layer (the public class).
+Modules, each building only on those above it:
+- config: the CONFIG keys; names: broker object names; errors: BrokerUnavailable and co.
+- futures: ``within`` (a time-limited wait that keeps a cancel) and ``settle``.
+- pika_compat: every use of pika's internals, each checked on a named pika version.
+- confirms: publisher confirms; link: one AMQP connection on one loop (publish, admin, get).
+- session: connecting, failover, recovery, queue declarations; one per event loop.
+- queue_state, windows, receiving: waiting receives and the consumers that feed them.
+- memberships: group memberships, and adding them again to a broker that lost them.
+- broker_ops: sends, group sends, flush; statistics: ``await layer.statistics()``.
+- layer: the public class, which tells each session what to do on connect.
 
 Design choices, and why:
 - No thread: each event loop that uses the layer gets its own pika ``AsyncioConnection`` on
@@ -46,8 +52,8 @@ Design choices, and why:
 """
 
 from ..base import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from .errors import BrokerUnavailable
 from .layer import RabbitMQChannelLayer
-from .link import BrokerUnavailable
 
 __all__ = ["RabbitMQChannelLayer", "BrokerUnavailable", "ChannelFull", "LayerConfigError",
            "MessageTooLarge", "UnserialisableMessage"]
