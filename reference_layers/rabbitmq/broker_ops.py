@@ -24,6 +24,7 @@ import pika
 from ..base import ChannelFull, is_process_specific
 from .confirms import PublishOutcome
 from .memberships import Memberships
+from .missed_copies import MissedCopies
 from .names import GROUPS_EXCHANGE
 from .receiving import Receiver
 from .session import Session
@@ -48,10 +49,10 @@ async def send(session: Session, receiver: Receiver, channel: str, data: bytes) 
     raise ChannelFull(f"channel {channel!r} could not be created on the broker")
 
 
-async def group_send(session: Session, group: str, data: bytes) -> None:
+async def group_send(session: Session, missed: MissedCopies, group: str, data: bytes) -> None:
+    await missed.ensure(session)  # where copies a full member refuses are counted (CAP-5)
     link = await session.get_link()
-    # A nack means a member's queue refused its copy: a full member misses it (CAP-5).
-    await link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data)
+    await link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data, missed.properties)
 
 
 async def flush(session: Session, receiver: Receiver, memberships: Memberships) -> None:
@@ -65,10 +66,10 @@ async def flush(session: Session, receiver: Receiver, memberships: Memberships) 
     await session.ensure_registry(link)
     names = set()
     while True:
-        body = await link.get(session.shared.names.registry)
-        if body is None:
+        got = await link.get(session.shared.names.registry)
+        if got is None:
             break
-        names.add(body.decode())
+        names.add(got.body.decode())
     memberships.forget_all()
     for name in sorted(names):
         await session.delete_queue(name)

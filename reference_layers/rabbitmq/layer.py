@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore, PerLoop, non_local_name
+from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, ChannelFull, LayerConfigError, LayerCore, PerLoop, non_local_name
+from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import broker_ops
 from .config import parse_broker_config
 from .memberships import Memberships
+from .missed_copies import MissedCopies
 from .names import BrokerNames
 from .receiving import Receiver
 from .session import Session, Shared
+from .statistics import read_statistics
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,13 @@ class RabbitMQChannelLayer(LayerCore):
     ``prefix``, ``expiry``, ``group_expiry``, ``capacity``, ``channel_capacity``,
     ``symmetric_encryption_keys``, ``message_size_limit``, ``timeout`` (seconds a call may
     wait for an unreachable broker before BrokerUnavailable), ``heartbeat``.
+
+    ``await layer.statistics(channels=None)`` reports messages waiting per channel, ChannelFull
+    raised and group copies a full member missed, and the connection state (statistics.py
+    says what the broker can and cannot tell).
     """
+
+    extensions = [*LayerCore.extensions, STATISTICS_EXTENSION]
 
     def __init__(self, url=None, urls=None, prefix="asgi", expiry=60, group_expiry=86400,
                  capacity=100, channel_capacity=None, symmetric_encryption_keys=None,
@@ -57,6 +66,8 @@ class RabbitMQChannelLayer(LayerCore):
         self._memberships = Memberships()
         self._loops: PerLoop[_OnLoop] = PerLoop(self._on_loop, _OnLoop.close)
         self._own_queues: set[str] = set()  # this instance's process queues, deleted by close()
+        self._counters = Counters()
+        self._missed = MissedCopies(self._names, f"{prefix}.{self.client_prefix}")
 
     def _on_loop(self, loop: asyncio.AbstractEventLoop) -> _OnLoop:
         session = Session(self._shared, loop, on_connect=self._memberships.restore)
@@ -75,7 +86,11 @@ class RabbitMQChannelLayer(LayerCore):
 
     async def _send(self, channel: str, data: bytes) -> None:
         here = self._loops.current()
-        await broker_ops.send(here.session, here.receiver, channel, data)
+        try:
+            await broker_ops.send(here.session, here.receiver, channel, data)
+        except ChannelFull:
+            self._counters.channel_full_raised += 1
+            raise
 
     async def _receive(self, channel: str) -> bytes:
         return await self._loops.current().receiver.receive(channel)
@@ -87,7 +102,14 @@ class RabbitMQChannelLayer(LayerCore):
         await self._memberships.discard(self._loops.current().session, group, channel)
 
     async def _group_send(self, group: str, data: bytes) -> None:
-        await broker_ops.group_send(self._loops.current().session, group, data)
+        await broker_ops.group_send(self._loops.current().session, self._missed, group, data)
+
+    async def statistics(self, channels: list[str] | None = None) -> LayerStatistics:
+        """Messages waiting per channel (``channels``, or every channel of this prefix), this
+        object's ChannelFull and missed-group-copy counts, and this loop's connection to each
+        node. The oldest message's age is None: AMQP cannot read it (statistics.py)."""
+        here = self._loops.current()
+        return await read_statistics(here.session, here.receiver, self._missed, self._counters, channels)
 
     async def _flush(self) -> None:
         here = self._loops.current()
@@ -98,6 +120,8 @@ class RabbitMQChannelLayer(LayerCore):
         here = self._loops.existing()
         mine = self._memberships.take_of_queues(self._own_queues, self._names)
         own = sorted(self._names.membership(group, channel) for group, channel in mine) + sorted(self._own_queues)
+        if self._missed.used:
+            own.append(self._missed.queue)
         session = here.session if here is not None else None
         if own and session is not None and session.link is not None and session.link.open:
             try:

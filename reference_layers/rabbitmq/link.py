@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import pika
 import pika.exceptions as px
@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 # Deliveries the broker may push to one consumer before we ack. One: the broker must push no
 # more than receives wait for (capacity counts only ready messages); fan-out uses more consumers.
 PREFETCH = 1  # per consumer: receiving.py keeps one open window per waiting receive
+
+
+class Got(NamedTuple):
+    """A message taken with basic.get."""
+
+    body: bytes
+    properties: Any  # pika.BasicProperties
+    delivery_tag: int
 
 
 class Link:
@@ -64,7 +72,7 @@ class Link:
         self._confirms = Confirms(loop, config.timeout, self._lose)
         self._admin_queue: collections.deque[asyncio.Future[Any]] = collections.deque()  # in send order
         self._get_lock = asyncio.Lock()
-        self._get_future: asyncio.Future[bytes | None] | None = None
+        self._get_future: asyncio.Future[Got | None] | None = None
         self.admin_ready = asyncio.Event()
         self.consume_ready = asyncio.Event()
 
@@ -169,19 +177,43 @@ class Link:
                 raise BrokerUnavailable(f"RabbitMQ did not answer {method} within {self.config.timeout:g} s") from None
         raise BrokerUnavailable(f"the admin channel kept closing during {method}")
 
-    async def get(self, queue: str):
-        """basic.get with auto-ack: the body, or None if the queue is empty."""
+    async def get(self, queue: str) -> Got | None:
+        """basic.get with auto-ack: the message, or None if the queue is empty."""
+        async with self._get_lock:
+            return await self._get(queue, auto_ack=True)
+
+    async def peek_all(self, queue: str) -> list[bytes]:
+        """Every message body in ``queue``, left in it: got without ack, then requeued."""
+        bodies: list[bytes] = []
         async with self._get_lock:
             await self._ready(self.admin_ready)
-            future = self._get_future = self.loop.create_future()
-            self.admin_channel.basic_get(queue, lambda ch, method, props, body: settle(future, result=body),
-                                         auto_ack=True)
+            carrier, last = self.admin_channel, None
             try:
-                return await within(future, self.config.timeout)
-            except asyncio.TimeoutError:
-                raise BrokerUnavailable(f"RabbitMQ did not answer basic.get within {self.config.timeout:g} s") from None
+                while (got := await self._get(queue, auto_ack=False)) is not None:
+                    bodies.append(got.body)
+                    last = got.delivery_tag
             finally:
-                self._get_future = None
+                # A reopened admin channel knows none of these tags: the broker requeued them
+                # when the old one closed.
+                if last is not None and carrier is self.admin_channel and carrier.is_open:
+                    carrier.basic_nack(delivery_tag=last, multiple=True, requeue=True)
+        return bodies
+
+    async def _get(self, queue: str, auto_ack: bool) -> Got | None:
+        await self._ready(self.admin_ready)
+        future: asyncio.Future[Got | None] = self.loop.create_future()
+        self._get_future = future
+
+        def got(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            settle(future, result=Got(body, properties, method.delivery_tag))
+
+        self.admin_channel.basic_get(queue, got, auto_ack=auto_ack)
+        try:
+            return await within(future, self.config.timeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(f"RabbitMQ did not answer basic.get within {self.config.timeout:g} s") from None
+        finally:
+            self._get_future = None
 
     async def _ready(self, event: asyncio.Event) -> None:
         """Wait for a channel that is being reopened; fail if the connection is gone."""

@@ -76,6 +76,11 @@ class Receiver:
     def has_waiters(self) -> bool:
         return any(state.has_waiters() for state in self.queues.values())
 
+    def parked_for(self, queue: str, channel: str) -> int:
+        """Messages for ``channel`` this loop holds parked (the broker no longer counts them)."""
+        state = self.queues.get(queue)
+        return 0 if state is None else sum(entry.channel == channel for entry in state.parked)
+
     # --- receive -------------------------------------------------------------------------------
     async def receive(self, channel: str) -> bytes:
         queue = self.names.queue(channel)

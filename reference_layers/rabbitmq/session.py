@@ -22,10 +22,11 @@ from typing import Any, Callable, Protocol
 
 import pika
 
+from ..core.statistics import ConnectionState
 from .config import BrokerConfig
 from .errors import NOT_FOUND, PRECONDITION_FAILED, BrokerRefused, BrokerUnavailable, safe_url
 from .link import Link
-from .names import BrokerNames
+from .names import NOTICES_EXCHANGE, BrokerNames
 
 # An unused channel queue lives this long past expiry: nothing in it could still be delivered.
 QUEUE_GRACE_SECONDS = 60
@@ -88,6 +89,7 @@ class Session:
         self.shared = shared
         self.loop = loop
         self.link: Link | None = None
+        self.lost_url: str | None = None  # the node whose connection broke, until the next one opens
         self.events: LinkEvents = _NoEvents()
         self._on_connect = on_connect
         self._connecting: asyncio.Task[Link] | None = None
@@ -152,6 +154,7 @@ class Session:
 
     def _adopt(self, link: Link) -> None:
         self.link = link
+        self.lost_url = None
         self._declared.clear()
         self._registry_declared = None
         link.on_lost = lambda exc: self._lost(link, exc)
@@ -162,6 +165,7 @@ class Session:
         if self.link is not link:
             return
         self.link = None
+        self.lost_url = link.url
         self.shared.sessions_open.discard(self)
         # The node that failed is tried last next time.
         self.shared.url_index = (self.shared.config.urls.index(link.url) + 1) % len(self.shared.config.urls)
@@ -181,6 +185,20 @@ class Session:
             self._recovery = None
         self.events.on_link(link)
 
+    def connection_states(self) -> dict[str, ConnectionState]:
+        """Each configured node (password hidden) and how this loop's connection to it stands."""
+        link = self.link
+        states = {}
+        for url in self.shared.config.urls:
+            if link is not None and link.open and link.url == url:
+                state = ConnectionState.CONNECTED
+            elif url == self.lost_url:
+                state = ConnectionState.LOST
+            else:
+                state = ConnectionState.NOT_CONNECTED
+            states[safe_url(url)] = state
+        return states
+
     async def close(self) -> None:
         """Close the connection (the broker requeues unacked deliveries); waiting receives
         on this loop get BrokerUnavailable."""
@@ -190,6 +208,7 @@ class Session:
         self._recovery = self._connecting = None
         self.events.close()
         link, self.link = self.link, None
+        self.lost_url = None
         self.shared.sessions_open.discard(self)
         if link is not None:
             await link.close()
@@ -199,14 +218,19 @@ class Session:
         ttl_ms = int(self.shared.expiry * 1000)
         return {
             "x-max-length": self.shared.capacity_for(channel),
-            "x-overflow": "reject-publish",
+            # Refused publishes are nacked (ChannelFull) and, like expired messages, dead-lettered
+            # to the notices exchange: only group copies are kept there (missed_copies.py).
+            "x-overflow": "reject-publish-dlx",
+            "x-dead-letter-exchange": NOTICES_EXCHANGE,
             "x-message-ttl": ttl_ms,
             "x-expires": ttl_ms + QUEUE_GRACE_SECONDS * 1000,
         }
 
-    async def ensure_queue(self, queue: str, channel: str, force: bool = False) -> None:
+    async def ensure_queue(self, queue: str, channel: str, force: bool = False,
+                           declare: Callable[[Link], Awaitable[None]] | None = None) -> None:
         """Declare ``queue`` unless this connection did recently (a declare renews x-expires);
-        concurrent callers share one declare."""
+        concurrent callers share one declare. ``declare`` replaces the channel queue's declare
+        (and registration) for a queue of another kind."""
         link = await self.get_link()
         known = self._declared.get(queue)
         now = time.monotonic()
@@ -222,9 +246,12 @@ class Session:
         future: asyncio.Future[None] = self.loop.create_future()
         self._declared[queue] = _Declared(now, future)
         try:
-            arguments = self.queue_arguments(channel)
-            await self.declare(link, queue, arguments)
-            await self.register(link, queue, arguments["x-expires"])
+            if declare is not None:
+                await declare(link)
+            else:
+                arguments = self.queue_arguments(channel)
+                await self.declare(link, queue, arguments)
+                await self.register(link, queue, arguments["x-expires"])
         except BaseException as exc:
             mine = self._declared.get(queue)
             if mine is not None and mine.done is future:
