@@ -24,6 +24,7 @@ import pika
 
 from ..core.statistics import ConnectionState
 from .config import BrokerConfig
+from .confirms import PublishOutcome
 from .errors import NOT_FOUND, PRECONDITION_FAILED, BrokerRefused, BrokerUnavailable, safe_url
 from .link import Link
 from .names import NOTICES_EXCHANGE, BrokerNames
@@ -285,14 +286,16 @@ class Session:
             # Made by a layer with other capacity/expiry settings: the first one's rules apply.
             await link.admin("queue_declare", queue, passive=True)
 
-    async def register(self, link: Link, queue: str, ttl_ms: int) -> None:
+    async def register(self, link: Link, queue: str, ttl_ms: int) -> asyncio.Future[PublishOutcome]:
         """Note ``queue`` in the registry flush() reads (AMQP cannot list queues); the note
-        lapses with the queue. Not awaited: flush() only needs it on the broker before a
-        flush starts, and a publish on this channel is ahead of any later one."""
+        lapses with the queue. Returns the note's confirm, which a channel queue's declare
+        need not await: flush() only needs the note on the broker before a flush starts, and
+        the send that follows the declare is confirmed after it (one publish channel)."""
         await self.ensure_registry(link)
         noted = link.publish("", self.shared.names.registry, queue.encode(),
                              pika.BasicProperties(expiration=str(ttl_ms)))
         noted.add_done_callback(_ignore_outcome)
+        return noted
 
     async def ensure_registry(self, link: Link) -> None:
         """Declare the registry once per connection (a flush elsewhere never deletes it)."""
