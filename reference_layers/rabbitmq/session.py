@@ -86,6 +86,8 @@ class _Declared:
 
 
 class Session:
+    """One event loop's connection to the broker and the queues declared on it."""
+
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop, on_connect: OnConnect | None = None):
         self.shared = shared
         self.loop = loop
