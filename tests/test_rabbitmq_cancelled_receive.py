@@ -19,7 +19,7 @@ import pika.spec
 import pytest
 
 from reference_layers.rabbitmq import RabbitMQChannelLayer
-from reference_layers.rabbitmq.link import within
+from reference_layers.rabbitmq.futures import within
 from tests.helpers import GENEROUS
 
 
@@ -46,7 +46,7 @@ def test_a_receive_cancelled_as_the_broker_answers_its_declare_stays_cancelled(r
                 channel = await layer.new_channel()
             else:
                 channel = f"rmq-test.cancel-{secrets.token_hex(5)}"
-            link = layer._sessions.current().link
+            link = layer._loops.current().session.link
             receive = None
             cancelled = _cancel_on_next_declare_ok(link, lambda: receive)
             receive = asyncio.ensure_future(layer.receive(channel))  # its first step declares the queue

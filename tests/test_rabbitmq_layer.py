@@ -8,15 +8,21 @@ config errors. Uses the session broker of conftest.py (``rabbitmq_broker``, ``ra
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import json
 import multiprocessing
+import pathlib
 import socket
+import subprocess
+import sys
 
 import pika
 import pika.exceptions
 import pytest
 
 from reference_layers.base import ChannelFull, LayerConfigError
+from reference_layers.core.statistics import ConnectionState
 from reference_layers.rabbitmq import BrokerUnavailable, RabbitMQChannelLayer
 from tests.helpers import GENEROUS, fresh, run
 
@@ -402,6 +408,97 @@ def test_close_leaves_only_what_normal_channels_still_hold(rabbitmq_url):
         assert _queue_depth(rabbitmq_url, f"{prefix}:q:{queue}") is None, "flush left a channel queue"
 
 
+# --- statistics(): what the broker can tell -----------------------------------------------------
+
+def test_statistics_see_the_connection_lost_to_a_restart_and_connected_again(rabbitmq_broker):
+    layer = RabbitMQChannelLayer(url=rabbitmq_broker.url, prefix=fresh("stats").replace("rmq-test.", "s"))
+    channel = fresh("stats")
+
+    async def scenario():
+        before = (await layer.statistics([])).connections
+        await layer.send(channel, {"type": "lost with the restart"})
+        connected = (await layer.statistics([])).connections
+        restarting = asyncio.ensure_future(asyncio.to_thread(rabbitmq_broker.restart))
+        states = []
+        while not restarting.done():  # statistics([]) asks the broker nothing: it never reconnects
+            states.append(set((await layer.statistics([])).connections.values()))
+            await asyncio.sleep(0.01)
+        await restarting
+        states.append(set((await layer.statistics([])).connections.values()))
+        await asyncio.wait_for(layer.send(channel, {"type": "after"}), GENEROUS)
+        again = await layer.statistics([channel])
+        await layer.flush()
+        await layer.close()
+        return before, connected, states, again
+
+    before, connected, states, again = run(scenario())
+    assert set(before.values()) == {ConnectionState.NOT_CONNECTED}
+    assert set(connected.values()) == {ConnectionState.CONNECTED}
+    assert {ConnectionState.LOST} in states, f"the lost connection was never reported: {states}"
+    assert states[-1] == {ConnectionState.LOST}, "nothing connects again until a call needs the broker"
+    assert set(again.connections.values()) == {ConnectionState.CONNECTED}
+    assert again.channels[channel].waiting == 1  # the restart lost the first; the second is there
+
+
+def test_statistics_on_the_command_line(rabbitmq_url):
+    prefix = fresh("cli").replace("rmq-test.", "c")
+    layer = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
+    channel = fresh("cli")
+
+    async def fill():
+        await layer.send(channel, {"type": "t"})
+        await layer.send(channel, {"type": "t"})
+        await layer.close()
+
+    async def empty():
+        await layer.flush()
+        await layer.close()
+
+    run(fill())
+    try:
+        printed = subprocess.run(
+            [sys.executable, "-m", "reference_layers.rabbitmq", "--stats", "--url", rabbitmq_url,
+             "--prefix", prefix], capture_output=True, text=True, timeout=GENEROUS, check=True).stdout
+    finally:
+        run(empty())
+    answer = json.loads(printed)
+    assert answer["channels"] == {channel: {"waiting": 2, "oldest_age": None}}
+    assert list(answer["connections"].values()) == ["connected"]
+    assert "guest:***@" in next(iter(answer["connections"])), "the password was printed"
+
+
+# --- layout -------------------------------------------------------------------------------------
+
+def _imports_within(package: pathlib.Path) -> dict[str, set[str]]:
+    """Module -> the sibling modules it imports, lazy imports inside functions included."""
+    graph = {}
+    for path in package.glob("*.py"):
+        siblings = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                siblings.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+        graph[path.stem] = siblings
+    return graph
+
+
+def test_the_layer_modules_import_each_other_without_a_circle():
+    import reference_layers.rabbitmq as package
+
+    graph = _imports_within(pathlib.Path(package.__file__).parent)
+    assert "session" in graph and "receiving" in graph["layer"]  # the graph was read
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for sibling in sorted(graph.get(module, ())):
+            assert sibling not in path, f"import circle: {' -> '.join(path + [sibling])}"
+            if sibling not in done:
+                visit(sibling, path + [sibling])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [module])
+
+
 # --- config errors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("config, words", [
@@ -426,5 +523,5 @@ def test_a_good_config_builds_without_touching_the_network():
     layer = RabbitMQChannelLayer(urls=["amqps://user:pw@node1:5671/%2F", "amqp://node2"], prefix="app",
                                  symmetric_encryption_keys=["secret"], channel_capacity={"http.*": 5})
     assert layer.broker_url is None
-    assert layer.extensions == ["groups", "flush"]
+    assert layer.extensions == ["groups", "flush", "statistics"]
     assert layer.group_expiry == 86400 and layer.message_size_limit > 0

@@ -1,15 +1,21 @@
 """RabbitMQ reference channel layer (pika): ``reference_layers.rabbitmq.RabbitMQChannelLayer``.
 
-Modules: config (CONFIG keys), names (broker object names), link (one AMQP connection on
-one loop: confirms, admin commands), session (connecting, failover, recovery, queue
-declarations; one per event loop through base.PerLoop), receiving (consumers and waiting
-receives), broker_ops (sends, groups, flush), layer (the public class).
+Modules, each building only on those above it:
+- config: the CONFIG keys; names: broker object names; errors: BrokerUnavailable and co.
+- futures: ``within`` (a time-limited wait that keeps a cancel) and ``settle``.
+- pika_compat: every use of pika's internals, each checked on a named pika version.
+- confirms: publisher confirms; link: one AMQP connection on one loop (publish, admin, get).
+- session: connecting, failover, recovery, queue declarations; one per event loop.
+- queue_state, windows, receiving: waiting receives and the consumers that feed them.
+- memberships: group memberships, and adding them again to a broker that lost them.
+- broker_ops: sends, group sends, flush; statistics: ``await layer.statistics()``.
+- layer: the public class, which tells each session what to do on connect.
 
 Design choices, and why:
 - No thread: each event loop that uses the layer gets its own pika ``AsyncioConnection`` on
   that loop (``asyncio.run`` twice and ``async_to_sync`` each get a fresh one, closed just
   before their loop closes). Futures are resolved straight from pika's callbacks.
-- Capacity: ``x-max-length`` + ``x-overflow=reject-publish`` + publisher confirms matched by
+- Capacity: ``x-max-length`` + ``x-overflow=reject-publish-dlx`` + publisher confirms matched by
   delivery tag, so the broker refuses the publish whichever process sends (nack ->
   ChannelFull; a returned publish means the queue is gone and is made again).
 - Receive: consumers with a window of one delivery each, as many open windows per queue as
@@ -33,11 +39,15 @@ Design choices, and why:
 - flush(): AMQP cannot list queues, so every declare notes the queue in a registry queue
   (the note expires with the queue); flush reads it and deletes those queues. The broker
   cancels consumers on deleted queues in every process; their owners drop what they held
-  parked and consume the queue again once it is made again. No notice exchange is needed.
+  parked and consume the queue again once it is made again. No exchange of flush notices
+  is needed.
+- statistics(): queue message counts (no age: AMQP shows a queue's head only by taking it);
+  group copies a full member refused come back to their sender's notice queue through
+  ``amq.headers`` (the channel queues' dead-letter exchange), counted when it reads them.
 - What stays on the broker after close(): normal channel queues until read or expired, and
   the prefix's registry queue (flush needs it across processes, see above). close() deletes
-  this instance's process queues and their memberships' forwarding queues, and closes its
-  connections; the layer creates no exchange of its own.
+  this instance's process queues, their memberships' forwarding queues and its notice queue,
+  and closes its connections; the layer creates no exchange of its own.
   Process queues are neither exclusive nor auto-delete on purpose: a ``new_channel()`` name
   must keep working, with what was sent to it, from the next event loop (LOOP-1, ASYNC-1:
   ``async_to_sync`` makes a loop, and so a connection, per call), while an exclusive queue
@@ -46,8 +56,8 @@ Design choices, and why:
 """
 
 from ..base import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from .errors import BrokerUnavailable
 from .layer import RabbitMQChannelLayer
-from .link import BrokerUnavailable
 
 __all__ = ["RabbitMQChannelLayer", "BrokerUnavailable", "ChannelFull", "LayerConfigError",
            "MessageTooLarge", "UnserialisableMessage"]

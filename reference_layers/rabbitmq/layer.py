@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
-from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, LayerConfigError, LayerCore, PerLoop, non_local_name
+from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, ChannelFull, LayerConfigError, LayerCore, PerLoop, non_local_name
+from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import broker_ops
 from .config import parse_broker_config
+from .memberships import Memberships
+from .missed_copies import MissedCopies
 from .names import BrokerNames
+from .receiving import Receiver
 from .session import Session, Shared
+from .statistics import read_statistics
+
+
+@dataclass(frozen=True)
+class _OnLoop:
+    """What one event loop holds for the layer: its session and the receives waiting on it."""
+
+    session: Session
+    receiver: Receiver
+
+    async def close(self) -> None:
+        await self.session.close()  # tells the receiver too
 
 
 class RabbitMQChannelLayer(LayerCore):
@@ -20,7 +37,13 @@ class RabbitMQChannelLayer(LayerCore):
     ``prefix``, ``expiry``, ``group_expiry``, ``capacity``, ``channel_capacity``,
     ``symmetric_encryption_keys``, ``message_size_limit``, ``timeout`` (seconds a call may
     wait for an unreachable broker before BrokerUnavailable), ``heartbeat``.
+
+    ``await layer.statistics(channels=None)`` reports messages waiting per channel, ChannelFull
+    raised and group copies a full member missed, and the connection state (statistics.py
+    says what the broker can and cannot tell).
     """
+
+    extensions = [*LayerCore.extensions, STATISTICS_EXTENSION]
 
     def __init__(self, url=None, urls=None, prefix="asgi", expiry=60, group_expiry=86400,
                  capacity=100, channel_capacity=None, symmetric_encryption_keys=None,
@@ -39,8 +62,17 @@ class RabbitMQChannelLayer(LayerCore):
         self._names = BrokerNames(prefix)
         self._shared = Shared(self.broker_config, self._names, self.capacities.for_channel, self.expiry,
                               f"asgi-layer {prefix} {self.client_prefix}")
-        self._sessions: PerLoop[Session] = PerLoop(lambda loop: Session(self._shared, loop), Session.close)
+        # What this instance added, added again by each session that connects to a broker that lost it.
+        self._memberships = Memberships()
+        self._loops: PerLoop[_OnLoop] = PerLoop(self._on_loop, _OnLoop.close)
         self._own_queues: set[str] = set()  # this instance's process queues, deleted by close()
+        self._counters = Counters()
+        self._missed = MissedCopies(self._names, f"{prefix}.{self.client_prefix}")
+
+    def _on_loop(self, loop: asyncio.AbstractEventLoop) -> _OnLoop:
+        session = Session(self._shared, loop, on_connect=self._memberships.restore)
+        receiver = session.events = Receiver(session)
+        return _OnLoop(session, receiver)
 
     @property
     def broker_url(self) -> str | None:
@@ -53,43 +85,61 @@ class RabbitMQChannelLayer(LayerCore):
         return name
 
     async def _send(self, channel: str, data: bytes) -> None:
-        await broker_ops.send(self._sessions.current(), channel, data)
+        here = self._loops.current()
+        try:
+            await broker_ops.send(here.session, here.receiver, channel, data)
+        except ChannelFull:
+            self._counters.channel_full_raised += 1
+            raise
 
     async def _receive(self, channel: str) -> bytes:
-        return await self._sessions.current().receiver.receive(channel)
+        return await self._loops.current().receiver.receive(channel)
 
     async def _group_add(self, group: str, channel: str) -> None:
-        await broker_ops.group_add(self._sessions.current(), group, channel, self.group_expiry)
+        await self._memberships.add(self._loops.current().session, group, channel, self.group_expiry)
 
     async def _group_discard(self, group: str, channel: str) -> None:
-        await broker_ops.group_discard(self._sessions.current(), group, channel)
+        await self._memberships.discard(self._loops.current().session, group, channel)
 
     async def _group_send(self, group: str, data: bytes) -> None:
-        await broker_ops.group_send(self._sessions.current(), group, data)
+        await broker_ops.group_send(self._loops.current().session, self._missed, group, data)
+
+    async def statistics(self, channels: list[str] | None = None) -> LayerStatistics:
+        """Messages waiting per channel (``channels``, or every channel of this prefix), this
+        object's ChannelFull and missed-group-copy counts, and this loop's connection to each
+        node. The oldest message's age is None: AMQP cannot read it (statistics.py)."""
+        here = self._loops.current()
+        return await read_statistics(here.session, here.receiver, self._missed, self._counters, channels)
 
     async def _flush(self) -> None:
-        await broker_ops.flush(self._sessions.current())
+        here = self._loops.current()
+        await broker_ops.flush(here.session, here.receiver, self._memberships)
 
     async def _close(self) -> None:
         """Delete this instance's process queues and memberships, close its connections."""
-        session = self._sessions.existing()
-        memberships = self._shared.memberships  # what this instance added and did not discard
-        mine = [key for key in memberships if self._names.queue(key[1]) in self._own_queues]
-        for key in mine:
-            del memberships[key]  # deleted with their queues: never to be added again
+        here = self._loops.existing()
+        mine = self._memberships.take_of_queues(self._own_queues, self._names)
         own = sorted(self._names.membership(group, channel) for group, channel in mine) + sorted(self._own_queues)
+        if self._missed.used:
+            own.append(self._missed.queue)
+        session = here.session if here is not None else None
         if own and session is not None and session.link is not None and session.link.open:
             try:
                 for queue in own:
-                    await broker_ops.delete_queue(session, queue)
+                    await session.delete_queue(queue)
             except ConnectionError:
                 pass  # broker gone: its queues expire on their own (x-expires)
         current = asyncio.get_running_loop()
-        for loop, each in self._sessions.pop_all():
+        for loop, each in self._loops.pop_all():
             if loop is current:
                 await each.close()
             elif not loop.is_closed():
                 try:
-                    loop.call_soon_threadsafe(lambda each=each: asyncio.ensure_future(each.close()))
+                    loop.call_soon_threadsafe(_close_soon, each)
                 except RuntimeError:
                     pass  # that loop closed meanwhile: its connection went with it
+
+
+def _close_soon(each: _OnLoop) -> None:
+    """On the loop that owns ``each``: close it there (its connection belongs to that loop)."""
+    asyncio.ensure_future(each.close())

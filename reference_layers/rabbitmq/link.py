@@ -6,10 +6,8 @@ A link has three AMQP channels, each with one job, so that a broker error on one
 a queue a flush just deleted, a 406 on a queue declared with other limits) never takes
 another's state with it:
 
-- ``publish``: publisher confirms on; each publish gets a future resolved by the broker's
-  ack (accepted), nack (a full queue refused it) or return (no such queue), matched by
-  delivery tag. It only ever publishes to the default exchange and ``amq.direct``, which
-  cannot be missing, so the broker never closes it.
+- ``publish``: publisher confirms on (confirms.py). It only ever publishes to the default
+  exchange and ``amq.direct``, which cannot be missing, so the broker never closes it.
 - ``consume``: consumers and their acks (see receiving.py).
 - ``admin``: declares, binds, deletes, gets; reopened after a broker error, which fails
   only the command that caused it.
@@ -18,9 +16,8 @@ A lost connection fails what is in flight with :class:`BrokerUnavailable` (a pub
 may not have reached the broker: repeating it could deliver twice) and tells the owner,
 which reconnects (session.py).
 
-Every wait with a time limit goes through :func:`within`, never ``asyncio.wait_for``: on
-Python 3.10/3.11 wait_for swallows a cancel that lands as the awaited reply arrives, and a
-receive cancelled that way (by its caller's own wait_for) would wait on forever.
+Every wait with a time limit goes through :func:`futures.within`, never ``asyncio.wait_for``
+(see futures.py).
 """
 
 from __future__ import annotations
@@ -28,8 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import pika
 import pika.exceptions as px
@@ -37,37 +33,24 @@ from pika import spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from .config import BrokerConfig
+from .confirms import Confirms, PublishOutcome
+from .errors import BrokerRefused, BrokerUnavailable, safe_url
+from .futures import settle, within
+from .pika_compat import coalesce_writes, drop_stream
 
 log = logging.getLogger(__name__)
 
-ACCEPTED, REFUSED, UNROUTABLE = "accepted", "refused", "unroutable"
-WATCHDOG_SECONDS = 1.0  # how often a link with unconfirmed publishes checks they are not stuck
 # Deliveries the broker may push to one consumer before we ack. One: the broker must push no
 # more than receives wait for (capacity counts only ready messages); fan-out uses more consumers.
 PREFETCH = 1  # per consumer: receiving.py keeps one open window per waiting receive
 
 
-class BrokerUnavailable(ConnectionError):
-    """No RabbitMQ node answered within the layer's ``timeout``, or the connection broke
-    while a call that cannot be repeated safely (a publish) was in flight."""
+class Got(NamedTuple):
+    """A message taken with basic.get."""
 
-
-class BrokerRefused(Exception):
-    """The broker answered an admin command with a channel error (``reply_code``: 404 not
-    found, 405 locked, 406 precondition failed)."""
-
-    def __init__(self, reply_code: int, reply_text: str):
-        super().__init__(f"{reply_code} {reply_text}")
-        self.reply_code = reply_code
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    head, sep, tail = url.partition("@")
-    if not sep:
-        return url
-    scheme, _, credentials = head.partition("://")
-    return f"{scheme}://{credentials.partition(':')[0]}:***@{tail}"
+    body: bytes
+    properties: Any  # pika.BasicProperties
+    delivery_tag: int
 
 
 class Link:
@@ -76,19 +59,20 @@ class Link:
         self.config = config
         self.url = url
         self._name = name
-        self.connection: AsyncioConnection | None = None
-        self.publish_channel = self.consume_channel = self.admin_channel = None
+        self.connection: Any = None  # a pika AsyncioConnection once connect() began
+        # pika Channels (untyped); each None until opened
+        self.publish_channel: Any = None
+        self.consume_channel: Any = None
+        self.admin_channel: Any = None
         self.open = False
         self.on_lost: Callable[[BaseException], None] = lambda exc: None
         self.on_consume_channel: Callable[[], None] = lambda: None  # consume channel (re)opened
         self.on_consumer_cancelled: Callable[[str], None] = lambda tag: None  # by the broker
         self._closing = False
-        self._next_tag = 0
-        self._unconfirmed: collections.OrderedDict[int, list] = collections.OrderedDict()
-        self._admin_queue: collections.deque[list] = collections.deque()  # [future, start] in send order
+        self._confirms = Confirms(loop, config.timeout, self._lose)
+        self._admin_queue: collections.deque[asyncio.Future[Any]] = collections.deque()  # in send order
         self._get_lock = asyncio.Lock()
-        self._get_future: asyncio.Future | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._get_future: asyncio.Future[Got | None] | None = None
         self.admin_ready = asyncio.Event()
         self.consume_ready = asyncio.Event()
 
@@ -97,10 +81,10 @@ class Link:
         opened = self.loop.create_future()
 
         def on_open(connection):
-            _settle(opened, result=connection)
+            settle(opened, result=connection)
 
         def on_open_error(connection, exc):
-            _settle(opened, exc=exc if isinstance(exc, BaseException) else px.AMQPConnectionError(exc))
+            settle(opened, exc=exc if isinstance(exc, BaseException) else px.AMQPConnectionError(exc))
 
         self.connection = AsyncioConnection(self._parameters(), on_open_callback=on_open,
                                             on_open_error_callback=on_open_error,
@@ -108,11 +92,12 @@ class Link:
                                             custom_ioloop=self.loop)
         try:
             await within(opened, timeout)
-            _coalesce_writes(self.connection)
+            coalesce_writes(self.connection)
             self.publish_channel = await self._open_channel()
             confirmed = self.loop.create_future()
-            self.publish_channel.confirm_delivery(self._on_confirm, callback=lambda frame: _settle(confirmed, result=None))
-            self.publish_channel.add_on_return_callback(self._on_return)
+            self.publish_channel.confirm_delivery(self._confirms.on_confirm,
+                                                  callback=lambda frame: settle(confirmed, result=None))
+            self.publish_channel.add_on_return_callback(self._confirms.on_return)
             await within(confirmed, timeout)
             await self._open_admin()
             await self.open_consume_channel()
@@ -137,7 +122,7 @@ class Link:
 
     async def _open_channel(self):
         opened = self.loop.create_future()
-        channel = self.connection.channel(on_open_callback=lambda ch: _settle(opened, result=ch))
+        channel = self.connection.channel(on_open_callback=lambda ch: settle(opened, result=ch))
         channel.add_on_close_callback(self._on_channel_closed)
         await within(opened, self.config.timeout)
         return channel
@@ -151,63 +136,20 @@ class Link:
         channel = await self._open_channel()
         channel.add_on_cancel_callback(lambda frame: self.on_consumer_cancelled(frame.method.consumer_tag))
         done = self.loop.create_future()
-        channel.basic_qos(prefetch_count=PREFETCH, callback=lambda frame: _settle(done, result=None))
+        channel.basic_qos(prefetch_count=PREFETCH, callback=lambda frame: settle(done, result=None))
         await within(done, self.config.timeout)
         self.consume_channel = channel
         self.consume_ready.set()
 
     # --- publishing ----------------------------------------------------------------------------
-    def publish(self, exchange: str, routing_key: str, body: bytes, properties=None,
-                mandatory: bool = False) -> asyncio.Future:
-        """Publish; the future gives ACCEPTED, REFUSED (nack) or UNROUTABLE (returned)."""
+    def publish(self, exchange: str, routing_key: str, body: bytes, properties: Any = None,
+                mandatory: bool = False) -> asyncio.Future[PublishOutcome]:
+        """Publish; the future gives the broker's :class:`PublishOutcome`."""
         if not self.open:
             raise BrokerUnavailable("the connection to RabbitMQ is closed")
-        self._next_tag += 1
-        future = self.loop.create_future()
-        self._unconfirmed[self._next_tag] = [future, routing_key if mandatory else None, False, time.monotonic()]
+        future = self._confirms.expect(routing_key if mandatory else None)
         self.publish_channel.basic_publish(exchange, routing_key, body, properties, mandatory)
-        if self._watchdog is None:
-            self._watchdog = self.loop.call_later(WATCHDOG_SECONDS, self._check_stuck)
         return future
-
-    def _on_return(self, channel, method, properties, body) -> None:
-        # A return comes just before the confirm of the same publish: mark the oldest
-        # unconfirmed mandatory publish to that queue that is not marked yet.
-        for entry in self._unconfirmed.values():
-            if entry[1] == method.routing_key and not entry[2]:
-                entry[2] = True
-                return
-
-    def _on_confirm(self, frame) -> None:
-        method = frame.method
-        accepted = isinstance(method, spec.Basic.Ack)
-        if method.multiple:
-            while self._unconfirmed:
-                tag = next(iter(self._unconfirmed))
-                if tag > method.delivery_tag:
-                    break
-                self._resolve(self._unconfirmed.pop(tag), accepted)
-        else:
-            entry = self._unconfirmed.pop(method.delivery_tag, None)
-            if entry is not None:
-                self._resolve(entry, accepted)
-
-    @staticmethod
-    def _resolve(entry, accepted: bool) -> None:
-        future, _, returned, _ = entry
-        _settle(future, result=UNROUTABLE if returned else ACCEPTED if accepted else REFUSED)
-
-    def _check_stuck(self) -> None:
-        """A broker that stops confirming (blocked by an alarm, a dead peer the heartbeat has
-        not noticed yet) must not make send() hang: past ``timeout`` the link gives up."""
-        self._watchdog = None
-        if not self._unconfirmed:
-            return
-        oldest = next(iter(self._unconfirmed.values()))[3]
-        if time.monotonic() - oldest > self.config.timeout:
-            self._lose(BrokerUnavailable(f"RabbitMQ did not confirm a publish within {self.config.timeout:g} s"))
-        else:
-            self._watchdog = self.loop.call_later(WATCHDOG_SECONDS, self._check_stuck)
 
     # --- admin commands ------------------------------------------------------------------------
     async def admin(self, method: str, *args, **kwargs):
@@ -218,14 +160,13 @@ class Link:
         """
         for _ in range(3):
             await self._ready(self.admin_ready)
-            future = self.loop.create_future()
-            entry = [future]
-            self._admin_queue.append(entry)
+            future: asyncio.Future[Any] = self.loop.create_future()
+            self._admin_queue.append(future)
 
-            def reply(frame, entry=entry):
-                if entry in self._admin_queue:
-                    self._admin_queue.remove(entry)
-                _settle(entry[0], result=frame.method)
+            def reply(frame: Any, future: asyncio.Future[Any] = future) -> None:
+                if future in self._admin_queue:
+                    self._admin_queue.remove(future)
+                settle(future, result=frame.method)
 
             getattr(self.admin_channel, method)(*args, callback=reply, **kwargs)
             try:
@@ -236,19 +177,43 @@ class Link:
                 raise BrokerUnavailable(f"RabbitMQ did not answer {method} within {self.config.timeout:g} s") from None
         raise BrokerUnavailable(f"the admin channel kept closing during {method}")
 
-    async def get(self, queue: str):
-        """basic.get with auto-ack: the body, or None if the queue is empty."""
+    async def get(self, queue: str) -> Got | None:
+        """basic.get with auto-ack: the message, or None if the queue is empty."""
+        async with self._get_lock:
+            return await self._get(queue, auto_ack=True)
+
+    async def peek_all(self, queue: str) -> list[bytes]:
+        """Every message body in ``queue``, left in it: got without ack, then requeued."""
+        bodies: list[bytes] = []
         async with self._get_lock:
             await self._ready(self.admin_ready)
-            future = self._get_future = self.loop.create_future()
-            self.admin_channel.basic_get(queue, lambda ch, method, props, body: _settle(future, result=body),
-                                         auto_ack=True)
+            carrier, last = self.admin_channel, None
             try:
-                return await within(future, self.config.timeout)
-            except asyncio.TimeoutError:
-                raise BrokerUnavailable(f"RabbitMQ did not answer basic.get within {self.config.timeout:g} s") from None
+                while (got := await self._get(queue, auto_ack=False)) is not None:
+                    bodies.append(got.body)
+                    last = got.delivery_tag
             finally:
-                self._get_future = None
+                # A reopened admin channel knows none of these tags: the broker requeued them
+                # when the old one closed.
+                if last is not None and carrier is self.admin_channel and carrier.is_open:
+                    carrier.basic_nack(delivery_tag=last, multiple=True, requeue=True)
+        return bodies
+
+    async def _get(self, queue: str, auto_ack: bool) -> Got | None:
+        await self._ready(self.admin_ready)
+        future: asyncio.Future[Got | None] = self.loop.create_future()
+        self._get_future = future
+
+        def got(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            settle(future, result=Got(body, properties, method.delivery_tag))
+
+        self.admin_channel.basic_get(queue, got, auto_ack=auto_ack)
+        try:
+            return await within(future, self.config.timeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(f"RabbitMQ did not answer basic.get within {self.config.timeout:g} s") from None
+        finally:
+            self._get_future = None
 
     async def _ready(self, event: asyncio.Event) -> None:
         """Wait for a channel that is being reopened; fail if the connection is gone."""
@@ -268,7 +233,7 @@ class Link:
 
     def _on_get_empty(self, frame) -> None:
         if self._get_future is not None:
-            _settle(self._get_future, result=None)
+            settle(self._get_future, result=None)
 
     # --- closing and losing ----------------------------------------------------------------------
     def _on_channel_closed(self, channel, exc) -> None:
@@ -281,11 +246,11 @@ class Link:
                 culprit, rest = rest[0], rest[1:]
             if culprit is not None:
                 code = getattr(exc, "reply_code", 0)
-                _settle(culprit[0], exc=BrokerRefused(code, getattr(exc, "reply_text", str(exc))))
+                settle(culprit, exc=BrokerRefused(code, getattr(exc, "reply_text", str(exc))))
             for entry in rest:
-                _settle(entry[0], exc=_Resend())
+                settle(entry, exc=_Resend())
             if self._get_future is not None:
-                _settle(self._get_future, exc=BrokerUnavailable(f"basic.get failed: {exc!r}"))
+                settle(self._get_future, exc=BrokerUnavailable(f"basic.get failed: {exc!r}"))
             self.admin_ready.clear()
             self.loop.create_task(self._reopen(self._open_admin))
         elif channel is self.consume_channel:
@@ -324,17 +289,12 @@ class Link:
     def _fail_all(self, failure: BaseException) -> None:
         self.admin_ready.set()  # wake anyone waiting for a channel: they see the link is closed
         self.consume_ready.set()
-        unconfirmed, self._unconfirmed = self._unconfirmed, collections.OrderedDict()
-        for entry in unconfirmed.values():
-            _settle(entry[0], exc=failure)
+        self._confirms.fail_all(failure)
         admin, self._admin_queue = self._admin_queue, collections.deque()
         for entry in admin:
-            _settle(entry[0], exc=failure)
+            settle(entry, exc=failure)
         if self._get_future is not None:
-            _settle(self._get_future, exc=failure)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+            settle(self._get_future, exc=failure)
 
     def abort(self) -> None:
         """Drop the connection without the closing handshake (it is broken or unwanted)."""
@@ -356,7 +316,7 @@ class Link:
         if connection is None or connection.is_closed:
             return
         closed = self.loop.create_future()
-        connection.add_on_close_callback(lambda conn, exc: _settle(closed, result=None))
+        connection.add_on_close_callback(lambda conn, exc: settle(closed, result=None))
         try:
             if was_open and connection.is_open:
                 connection.close()
@@ -364,67 +324,8 @@ class Link:
             else:
                 self.abort()
         except Exception:  # noqa: BLE001 - closing must not fail: drop the socket instead
-            try:
-                connection._adapter_disconnect_stream()  # noqa: SLF001 - pika internals
-            except Exception:  # noqa: BLE001
-                pass
-
-
-def _coalesce_writes(connection) -> None:
-    """Send every frame waiting in pika's write buffer with one ``send()``.
-
-    pika buffers each frame as its own chunk and sends the chunks one syscall each: a publish
-    is three frames, an ack one more. On a loaded machine each syscall on a socket that
-    wakes the broker costs tens of µs, so joining them is the largest single saving on the
-    hot path. Only an optimisation: if pika's internals differ, it is left as it is.
-    """
-    transport = getattr(connection, "_transport", None)
-    original = getattr(transport, "_produce", None)
-    if original is None or not hasattr(transport, "_tx_buffers"):
-        return
-
-    def produce():
-        buffers = transport._tx_buffers  # noqa: SLF001 - pika internals
-        if len(buffers) > 1:
-            joined = b"".join(buffers)
-            buffers.clear()
-            buffers.append(joined)
-        original()
-
-    transport._produce = produce  # noqa: SLF001 - pika internals
-
-
-async def within(awaitable, timeout: float):
-    """``asyncio.wait_for`` that never loses a cancel of its caller.
-
-    On Python 3.10 and 3.11 wait_for returns the result when the caller is cancelled in the
-    very turn the awaited future completes (CPython gh-86296): a receive cancelled by the
-    user's ``wait_for(receive, t)`` just as the broker answered its queue.declare went on
-    waiting for a message, and the user's wait_for waited for it forever. Here the cancel
-    always wins (what was awaited is cancelled, as with wait_for, or its outcome dropped);
-    past ``timeout`` it raises asyncio.TimeoutError.
-    """
-    future = asyncio.ensure_future(awaitable)
-    try:
-        await asyncio.wait((future,), timeout=timeout)
-    except BaseException:
-        if not future.cancel() and not future.cancelled():
-            future.exception()  # it had finished: retrieved, so asyncio does not log it as lost
-        raise
-    if not future.done():
-        future.cancel()
-        raise asyncio.TimeoutError
-    return future.result()
+            drop_stream(connection)
 
 
 class _Resend(Exception):
     """An admin command was queued behind one the broker refused: send it again."""
-
-
-def _settle(future: asyncio.Future, result=None, exc: BaseException | None = None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)

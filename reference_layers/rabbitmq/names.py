@@ -12,6 +12,9 @@ from ..base import is_process_specific, non_local_name
 # routing key: it always exists (a publish to it can never fail with 404 and close the
 # publishing channel) and the layer leaves no exchange of its own behind.
 GROUPS_EXCHANGE = "amq.direct"
+# Channel queues dead-letter what they refuse or let expire here; a sender's notice queue is
+# bound to it on the header its group copies carry (missed_copies.py). Built in, like the above.
+NOTICES_EXCHANGE = "amq.headers"
 
 
 class BrokerNames:
@@ -22,14 +25,24 @@ class BrokerNames:
         self.registry = f"{prefix}:registry"
         self._queue_stem = f"{prefix}:q:"
         self._membership_stem = f"{prefix}:m:"
+        self._notices_stem = f"{prefix}:n:"
 
     def queue(self, channel: str) -> str:
         """The queue holding ``channel``: its own, or its process's shared one for ``p!x``."""
         return self._queue_stem + (non_local_name(channel) if is_process_specific(channel) else channel)
 
     def channel_of(self, queue: str) -> str:
-        """The normal channel whose own queue this is."""
+        """The normal channel whose own queue this is (for a process queue: ``p!``)."""
         return queue[len(self._queue_stem):]
+
+    def is_channel_queue(self, queue: str) -> bool:
+        """A normal channel's queue or a process's, as opposed to a membership or the registry."""
+        return queue.startswith(self._queue_stem)
+
+    def notices(self, sender: str) -> str:
+        """The queue where group copies sent by layer object ``sender`` land when a member
+        refused them as full (or let them expire)."""
+        return self._notices_stem + sender
 
     def group_key(self, group: str) -> str:
         """Routing key of ``group`` on GROUPS_EXCHANGE."""

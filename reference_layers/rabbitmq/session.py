@@ -6,19 +6,29 @@ answers or the layer's ``timeout`` has passed, then raises BrokerUnavailable: no
 A node that just failed is tried last. When a connection drops while receives are waiting,
 a recovery task reconnects in the background and the receives carry on (receiving.py sets
 their consumers up again); if no node comes back within ``timeout`` they raise instead.
+
+A session is told, not asking: what to do on each connect (``on_connect``: the layer restores
+its group memberships there) and whom to tell about link events (``events``: the loop's
+Receiver). So it imports neither the receive side nor the group side, which build on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
+import pika
+
+from ..core.statistics import ConnectionState
 from .config import BrokerConfig
-from .link import BrokerRefused, BrokerUnavailable, Link, safe_url
-from .names import BrokerNames
+from .confirms import PublishOutcome
+from .errors import NOT_FOUND, PRECONDITION_FAILED, BrokerRefused, BrokerUnavailable, safe_url
+from .link import Link
+from .names import NOTICES_EXCHANGE, BrokerNames
 
-NOT_FOUND, PRECONDITION_FAILED = 404, 406
 # An unused channel queue lives this long past expiry: nothing in it could still be delivered.
 QUEUE_GRACE_SECONDS = 60
 REDECLARE_AFTER = QUEUE_GRACE_SECONDS / 3  # senders and receivers renew queues this often
@@ -31,29 +41,64 @@ class Shared:
     """Layer-wide facts every session uses (and the node cursor they move together)."""
     config: BrokerConfig
     names: BrokerNames
-    capacity_for: object  # channel -> int
+    capacity_for: Callable[[str], int]
     expiry: float
     connection_name: str
     url_index: int = 0
     active_url: str | None = None
-    sessions_open: set = field(default_factory=set)
-    # (group, channel) -> monotonic deadline of each membership this layer added: a broker that
-    # lost its state (a restart, a failover to a node without it) gets them back (broker_ops).
-    memberships: dict = field(default_factory=dict)
+    sessions_open: set[Session] = field(default_factory=set)
+
+
+class LinkEvents(Protocol):
+    """What a session tells the receive side of its loop (receiving.Receiver)."""
+
+    def on_link(self, link: Link) -> None: ...
+    def on_link_lost(self) -> None: ...
+    def on_consume_channel(self, link: Link) -> None: ...
+    def on_consumer_cancelled(self, tag: str) -> None: ...
+    def has_waiters(self) -> bool: ...
+    def fail_all(self, exc: BaseException) -> None: ...
+    def close(self) -> None: ...
+
+
+class _NoEvents:
+    """Until a receive side is attached: nothing waits, nothing to tell."""
+
+    def on_link(self, link: Link) -> None: ...
+    def on_link_lost(self) -> None: ...
+    def on_consume_channel(self, link: Link) -> None: ...
+    def on_consumer_cancelled(self, tag: str) -> None: ...
+    def has_waiters(self) -> bool:
+        return False
+    def fail_all(self, exc: BaseException) -> None: ...
+    def close(self) -> None: ...
+
+
+OnConnect = Callable[["Session", Link], Awaitable[None]]
+
+
+@dataclass
+class _Declared:
+    """A queue declare this connection made (or is making): when, and its outcome."""
+
+    at: float  # monotonic
+    done: asyncio.Future[None]
 
 
 class Session:
-    def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop):
-        from .receiving import Receiver  # receiving needs Session's interface, not the reverse
+    """One event loop's connection to the broker and the queues declared on it."""
 
+    def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop, on_connect: OnConnect | None = None):
         self.shared = shared
         self.loop = loop
         self.link: Link | None = None
-        self._connecting: asyncio.Task | None = None
-        self._declared: dict[str, tuple[float, asyncio.Future]] = {}
-        self._registry_declared: asyncio.Future | None = None
-        self._recovery: asyncio.Task | None = None
-        self.receiver = Receiver(self)
+        self.lost_url: str | None = None  # the node whose connection broke, until the next one opens
+        self.events: LinkEvents = _NoEvents()
+        self._on_connect = on_connect
+        self._connecting: asyncio.Task[Link] | None = None
+        self._declared: dict[str, _Declared] = {}
+        self._registry_declared: asyncio.Future[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
 
     # --- connection --------------------------------------------------------------------------
     async def get_link(self) -> Link:
@@ -67,7 +112,7 @@ class Session:
             self._connecting.add_done_callback(self._connect_done)
         return await asyncio.shield(self._connecting)
 
-    def _connect_done(self, task: asyncio.Task) -> None:
+    def _connect_done(self, task: asyncio.Task[Link]) -> None:
         if self._connecting is task:
             self._connecting = None
         if not task.cancelled():
@@ -93,12 +138,10 @@ class Session:
                 self.shared.active_url = config.urls[index]
                 self.shared.sessions_open.add(self)
                 self._adopt(link)
-                if self.shared.memberships:
-                    from . import broker_ops  # broker_ops builds on Session, not the reverse
-
+                if self._on_connect is not None:
                     try:
-                        await broker_ops.restore_memberships(self, link)
-                    except Exception as exc:  # noqa: BLE001 - not restored: this link is not usable
+                        await self._on_connect(self, link)
+                    except Exception as exc:  # noqa: BLE001 - not set up again: this link is not usable
                         last_error = exc
                         self.link = None
                         self.shared.sessions_open.discard(self)
@@ -114,34 +157,50 @@ class Session:
 
     def _adopt(self, link: Link) -> None:
         self.link = link
+        self.lost_url = None
         self._declared.clear()
         self._registry_declared = None
         link.on_lost = lambda exc: self._lost(link, exc)
-        link.on_consume_channel = lambda: self.receiver.on_consume_channel(link)
-        link.on_consumer_cancelled = self.receiver.on_consumer_cancelled
+        link.on_consume_channel = lambda: self.events.on_consume_channel(link)
+        link.on_consumer_cancelled = self.events.on_consumer_cancelled
 
     def _lost(self, link: Link, exc: BaseException) -> None:
         if self.link is not link:
             return
         self.link = None
+        self.lost_url = link.url
         self.shared.sessions_open.discard(self)
         # The node that failed is tried last next time.
         self.shared.url_index = (self.shared.config.urls.index(link.url) + 1) % len(self.shared.config.urls)
-        self.receiver.on_link_lost()
-        if self.receiver.has_waiters() and self._recovery is None:
+        self.events.on_link_lost()
+        if self.events.has_waiters() and self._recovery is None:
             self._recovery = self.loop.create_task(self._recover())
 
     async def _recover(self) -> None:
         try:
             link = await self.get_link()
         except BrokerUnavailable as exc:
-            self.receiver.fail_all(exc)
+            self.events.fail_all(exc)
             return
         except asyncio.CancelledError:
             return
         finally:
             self._recovery = None
-        self.receiver.on_link(link)
+        self.events.on_link(link)
+
+    def connection_states(self) -> dict[str, ConnectionState]:
+        """Each configured node (password hidden) and how this loop's connection to it stands."""
+        link = self.link
+        states = {}
+        for url in self.shared.config.urls:
+            if link is not None and link.open and link.url == url:
+                state = ConnectionState.CONNECTED
+            elif url == self.lost_url:
+                state = ConnectionState.LOST
+            else:
+                state = ConnectionState.NOT_CONNECTED
+            states[safe_url(url)] = state
+        return states
 
     async def close(self) -> None:
         """Close the connection (the broker requeues unacked deliveries); waiting receives
@@ -150,50 +209,69 @@ class Session:
             if task is not None:
                 task.cancel()
         self._recovery = self._connecting = None
-        self.receiver.close()
+        self.events.close()
         link, self.link = self.link, None
+        self.lost_url = None
         self.shared.sessions_open.discard(self)
         if link is not None:
             await link.close()
 
     # --- queues --------------------------------------------------------------------------------
-    def queue_arguments(self, channel: str) -> dict:
+    def queue_arguments(self, channel: str) -> dict[str, Any]:
         ttl_ms = int(self.shared.expiry * 1000)
         return {
             "x-max-length": self.shared.capacity_for(channel),
-            "x-overflow": "reject-publish",
+            # Refused publishes are nacked (ChannelFull) and, like expired messages, dead-lettered
+            # to the notices exchange: only group copies are kept there (missed_copies.py).
+            "x-overflow": "reject-publish-dlx",
+            "x-dead-letter-exchange": NOTICES_EXCHANGE,
             "x-message-ttl": ttl_ms,
             "x-expires": ttl_ms + QUEUE_GRACE_SECONDS * 1000,
         }
 
-    async def ensure_queue(self, queue: str, channel: str, force: bool = False) -> None:
+    async def ensure_queue(self, queue: str, channel: str, force: bool = False,
+                           declare: Callable[[Link], Awaitable[None]] | None = None) -> None:
         """Declare ``queue`` unless this connection did recently (a declare renews x-expires);
-        concurrent callers share one declare."""
+        concurrent callers share one declare. ``declare`` replaces the channel queue's declare
+        (and registration) for a queue of another kind."""
         link = await self.get_link()
         known = self._declared.get(queue)
         now = time.monotonic()
-        if known is not None and not force and now - known[0] < REDECLARE_AFTER:
-            if not known[1].done():
+        if known is not None and not force and now - known.at < REDECLARE_AFTER:
+            if not known.done.done():
                 try:
-                    await asyncio.shield(known[1])
+                    await asyncio.shield(known.done)
                     return
                 except Exception:  # noqa: BLE001 - that declare failed: try it ourselves
                     pass
-            elif known[1].exception() is None:
+            elif known.done.exception() is None:
                 return
-        future = self.loop.create_future()
-        self._declared[queue] = (now, future)
+        future: asyncio.Future[None] = self.loop.create_future()
+        self._declared[queue] = _Declared(now, future)
         try:
-            arguments = self.queue_arguments(channel)
-            await self.declare(link, queue, arguments)
-            await self.register(link, queue, arguments["x-expires"])
+            if declare is not None:
+                await declare(link)
+            else:
+                arguments = self.queue_arguments(channel)
+                await self.declare(link, queue, arguments)
+                await self.register(link, queue, arguments["x-expires"])
         except BaseException as exc:
-            if self._declared.get(queue, (0, None))[1] is future:
+            mine = self._declared.get(queue)
+            if mine is not None and mine.done is future:
                 del self._declared[queue]
             future.set_exception(exc if isinstance(exc, Exception) else BrokerUnavailable("cancelled"))
             future.exception()  # retrieved: concurrent callers re-raise their own
             raise
         future.set_result(None)
+
+    async def delete_queue(self, queue: str) -> None:
+        link = await self.get_link()
+        try:
+            await link.admin("queue_delete", queue)
+        except BrokerRefused as exc:
+            if exc.reply_code != NOT_FOUND:
+                raise
+        self.forget(queue)
 
     def forget(self, queue: str) -> None:
         self._declared.pop(queue, None)
@@ -201,7 +279,7 @@ class Session:
     def forget_all(self) -> None:
         self._declared.clear()
 
-    async def declare(self, link: Link, queue: str, arguments: dict) -> None:
+    async def declare(self, link: Link, queue: str, arguments: dict[str, Any]) -> None:
         try:
             await link.admin("queue_declare", queue, durable=False, arguments=arguments)
         except BrokerRefused as exc:
@@ -210,16 +288,16 @@ class Session:
             # Made by a layer with other capacity/expiry settings: the first one's rules apply.
             await link.admin("queue_declare", queue, passive=True)
 
-    async def register(self, link: Link, queue: str, ttl_ms: int) -> None:
+    async def register(self, link: Link, queue: str, ttl_ms: int) -> asyncio.Future[PublishOutcome]:
         """Note ``queue`` in the registry flush() reads (AMQP cannot list queues); the note
-        lapses with the queue. Not awaited: flush() only needs it on the broker before a
-        flush starts, and a publish on this channel is ahead of any later one."""
-        import pika
-
+        lapses with the queue. Returns the note's confirm, which a channel queue's declare
+        need not await: flush() only needs the note on the broker before a flush starts, and
+        the send that follows the declare is confirmed after it (one publish channel)."""
         await self.ensure_registry(link)
         noted = link.publish("", self.shared.names.registry, queue.encode(),
                              pika.BasicProperties(expiration=str(ttl_ms)))
         noted.add_done_callback(_ignore_outcome)
+        return noted
 
     async def ensure_registry(self, link: Link) -> None:
         """Declare the registry once per connection (a flush elsewhere never deletes it)."""
@@ -237,6 +315,6 @@ class Session:
             await asyncio.shield(self._registry_declared)
 
 
-def _ignore_outcome(future: asyncio.Future) -> None:
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()

@@ -1,0 +1,122 @@
+"""Receive-side state of one broker queue on one loop: its waiting receives, its consumers
+(each a window of one delivery) and what they hold.
+
+The rules that use this state are in receiving.py (receives) and windows.py (consumers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class Held(Enum):
+    """What a consumer's window of one delivery holds."""
+
+    NOTHING = "nothing"  # open: the broker may push one delivery into it
+    PARKED = "parked"  # shut by a delivery for a sibling channel nobody waits on (unacked)
+    TAKEN = "taken"  # shut by a delivery a receive took: acked when a receive waits again
+
+
+class AfterCancel(Enum):
+    """What happens to a consumer's held delivery once its basic.cancel is on the wire."""
+
+    ACK = "ack"  # a receive took it: gone for good
+    REQUEUE = "requeue"  # parked: back to the queue (basic.nack requeue)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A held delivery to settle after its consumer's cancel."""
+
+    action: AfterCancel
+    delivery_tag: int
+
+
+class Consumer:
+    """One basic.consume with a window of one delivery."""
+
+    __slots__ = ("tag", "held", "delivery_tag")
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self.held = Held.NOTHING
+        self.delivery_tag: int | None = None  # of what it holds
+
+
+class Parked:
+    """A delivery for a channel no receive waits on yet."""
+
+    __slots__ = ("channel", "body", "tag", "consumer", "arrived")
+
+    def __init__(self, channel: str, body: bytes, tag: int | None, consumer: Consumer | None, arrived: float):
+        self.channel = channel
+        self.body = body
+        self.tag = tag  # delivery tag while unacked, None once acked (local buffer)
+        self.consumer = consumer  # the consumer whose window it holds shut (None once acked)
+        self.arrived = arrived  # monotonic
+
+
+class QueueState:
+    """Receive-side state of one broker queue on this loop."""
+
+    __slots__ = ("name", "waiters", "count", "parked", "unacked", "consumers", "open", "taken",
+                 "carrier", "starting", "idle_timer", "balance_due")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.waiters: dict[str, collections.deque[asyncio.Future[bytes]]] = {}
+        self.count = 0  # futures in waiters: kept as they come and go, a fan-out has thousands
+        self.parked: collections.deque[Parked] = collections.deque()
+        self.unacked = 0  # parked deliveries still unacked
+        self.consumers: dict[str, Consumer] = {}
+        self.open: dict[str, Consumer] = {}  # the consumers whose window is open
+        self.taken: dict[str, Consumer] = {}  # the consumers holding a taken delivery
+        self.carrier: Any = None  # the pika channel its consumers live on; None until declared
+        self.starting: asyncio.Future[None] | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.balance_due = False
+
+    def has_waiters(self) -> bool:
+        return bool(self.waiters)
+
+    def add_waiter(self, channel: str, future: asyncio.Future[bytes]) -> None:
+        self.waiters.setdefault(channel, collections.deque()).append(future)
+        self.count += 1
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers[consumer.tag] = consumer
+        self.open[consumer.tag] = consumer
+
+    def drop_consumer(self, tag: str) -> None:
+        self.consumers.pop(tag, None)
+        self.open.pop(tag, None)
+        self.taken.pop(tag, None)
+
+    def clear_consumers(self) -> None:
+        self.consumers.clear()
+        self.open.clear()
+        self.taken.clear()
+
+    def hold(self, consumer: Consumer, held: Held) -> None:
+        """Set what the consumer's window holds, keeping the open/taken indexes in step."""
+        tag = consumer.tag
+        self.open.pop(tag, None)
+        self.taken.pop(tag, None)
+        consumer.held = held
+        if tag in self.consumers:
+            if held is Held.NOTHING:
+                self.open[tag] = consumer
+            elif held is Held.TAKEN:
+                self.taken[tag] = consumer
+
+    def any_channel(self) -> str:
+        return next(iter(self.waiters), None) or (self.parked[0].channel if self.parked else "")
+
+
+def usable(carrier: Any) -> bool:
+    """The pika channel is there and open."""
+    return carrier is not None and bool(carrier.is_open)
