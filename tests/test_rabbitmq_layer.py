@@ -8,11 +8,9 @@ config errors. Uses the session broker of conftest.py (``rabbitmq_broker``, ``ra
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
 import multiprocessing
-import pathlib
 import socket
 import subprocess
 import sys
@@ -465,38 +463,6 @@ def test_statistics_on_the_command_line(rabbitmq_url):
     assert answer["channels"] == {channel: {"waiting": 2, "oldest_age": None}}
     assert list(answer["connections"].values()) == ["connected"]
     assert "guest:***@" in next(iter(answer["connections"])), "the password was printed"
-
-
-# --- layout -------------------------------------------------------------------------------------
-
-def _imports_within(package: pathlib.Path) -> dict[str, set[str]]:
-    """Module -> the sibling modules it imports, lazy imports inside functions included."""
-    graph = {}
-    for path in package.glob("*.py"):
-        siblings = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                siblings.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
-        graph[path.stem] = siblings
-    return graph
-
-
-def test_the_layer_modules_import_each_other_without_a_circle():
-    import reference_layers.rabbitmq as package
-
-    graph = _imports_within(pathlib.Path(package.__file__).parent)
-    assert "session" in graph and "receiving" in graph["layer"]  # the graph was read
-    done: set[str] = set()
-
-    def visit(module: str, path: list[str]) -> None:
-        for sibling in sorted(graph.get(module, ())):
-            assert sibling not in path, f"import circle: {' -> '.join(path + [sibling])}"
-            if sibling not in done:
-                visit(sibling, path + [sibling])
-        done.add(module)
-
-    for module in sorted(graph):
-        visit(module, [module])
 
 
 # --- config errors -------------------------------------------------------------------------------

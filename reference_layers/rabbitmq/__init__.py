@@ -55,7 +55,7 @@ Design choices, and why:
   A process that dies without close() leaves them to ``x-expires``.
 """
 
-from ..base import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from .errors import BrokerUnavailable
 from .layer import RabbitMQChannelLayer
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import pika
 
-from ..base import ChannelFull, is_process_specific
+from ..core.errors import ChannelFull
+from ..core.names import is_process_specific
 from .confirms import PublishOutcome
 from .memberships import Memberships
 from .missed_copies import MissedCopies

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from ..base import LayerConfigError
+from ..core.errors import LayerConfigError
 
 _PREFIX = re.compile(r"[A-Za-z0-9\-_.]{1,40}\Z")
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"

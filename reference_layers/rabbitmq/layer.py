@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from ..base import DEFAULT_MESSAGE_SIZE_LIMIT, ChannelFull, LayerConfigError, LayerCore, PerLoop, non_local_name
+from ..core.codec import DEFAULT_MESSAGE_SIZE_LIMIT
+from ..core.config import reject_unknown_keys
+from ..core.errors import ChannelFull
+from ..core.layer_core import LayerCore
+from ..core.loops import PerLoop
+from ..core.names import non_local_name
 from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import broker_ops
 from .config import parse_broker_config
@@ -28,6 +33,10 @@ class _OnLoop:
         await self.session.close()  # tells the receiver too
 
 
+_CONFIG_KEYS = ("url", "urls", "prefix", "expiry", "group_expiry", "capacity", "channel_capacity",
+                "symmetric_encryption_keys", "message_size_limit", "timeout", "heartbeat")
+
+
 class RabbitMQChannelLayer(LayerCore):
     """A Django Channels layer on RabbitMQ (pika), for ``CHANNEL_LAYERS["default"]["BACKEND"]``.
 
@@ -48,11 +57,7 @@ class RabbitMQChannelLayer(LayerCore):
     def __init__(self, url=None, urls=None, prefix="asgi", expiry=60, group_expiry=86400,
                  capacity=100, channel_capacity=None, symmetric_encryption_keys=None,
                  message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT, timeout=15.0, heartbeat=10, **unknown):
-        if unknown:
-            raise LayerConfigError(
-                f"RabbitMQChannelLayer got unknown config key(s) {sorted(unknown)}; it takes url, urls, "
-                "prefix, expiry, group_expiry, capacity, channel_capacity, symmetric_encryption_keys, "
-                "message_size_limit, timeout, heartbeat")
+        reject_unknown_keys("RabbitMQChannelLayer", unknown, _CONFIG_KEYS)
         super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity,
                          channel_capacity=channel_capacity, message_size_limit=message_size_limit,
                          symmetric_encryption_keys=symmetric_encryption_keys)

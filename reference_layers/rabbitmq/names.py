@@ -6,7 +6,7 @@ parts can always be split apart again and two prefixes never collide.
 
 from __future__ import annotations
 
-from ..base import is_process_specific, non_local_name
+from ..core.names import is_process_specific, non_local_name
 
 # Group sends go through the broker's built-in direct exchange, with the prefix in the
 # routing key: it always exists (a publish to it can never fail with 404 and close the

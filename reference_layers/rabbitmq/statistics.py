@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..base import check_channel_name
+from ..core.names import check_channel_name
 from ..core.statistics import ChannelStatistics, Counters, LayerStatistics
 from .errors import NOT_FOUND, BrokerRefused
 from .link import Link
