@@ -21,7 +21,7 @@ import pytest
 
 from asgi_conformance import servers
 from asgi_conformance.servers import Fault
-from tests.test_servers import _no_addresses_from_env, accepts, alive, port_of  # noqa: F401 - the fixture too
+from tests.test_servers import _no_addresses_from_env, accepts, alive, port_of, process_tree  # noqa: F401 - the fixture too
 
 PROBE_TIMEOUT = 0.5  # seconds a suspended server is given to answer (it must not)
 SECONDS_STOPPED = 1.0  # how long Servers.pause() keeps a server suspended in these tests
@@ -245,11 +245,13 @@ def test_rabbitmq_restart_forgets_queues_exchanges_and_bindings(rabbitmq_broker)
     channel.basic_publish(exchange, "key", b"persistent", pika.BasicProperties(delivery_mode=2))
     connection.close()
     assert queue_depth(url, queue) == 1
+    old_processes = process_tree(old_pid)
 
     rabbitmq_broker.restart()
 
     assert rabbitmq_broker.url == url
-    assert rabbitmq_broker[0].pid != old_pid and not alive(old_pid)
+    assert rabbitmq_broker[0].pid != old_pid
+    assert [pid for pid in old_processes if alive(pid)] == [], "the old node left processes behind"
     assert queue_depth(url, queue) is None, "a durable queue survived a restart that loses the state"
     connection = amqp(url)
     with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="404"):
