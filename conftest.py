@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def redis_server():
-    """One Redis server of this session: ``.urls``, ``.url``, ``.restart()`` (same port)."""
+    """One Redis server of this session: ``.urls``, ``.url``, ``.restart()`` (same port, its state lost)."""
     from asgi_conformance import servers
 
     with servers.redis_servers(1) as handle:
@@ -67,7 +67,7 @@ def redis_shard_urls(redis_shards) -> list[str]:
 
 @pytest.fixture(scope="session")
 def rabbitmq_broker():
-    """The session's one RabbitMQ broker: ``.url``, ``.restart()`` (same port, same data dir)."""
+    """The session's one RabbitMQ broker: ``.url``, ``.restart()`` (same port, its state lost; ``keep_state=True`` keeps it)."""
     from asgi_conformance import servers
 
     with servers.rabbitmq_server() as handle:

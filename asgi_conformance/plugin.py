@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 import pytest
 
 from . import requirements
+from .faults import ServerUnderTest
 from .features import DECLARABLE_FEATURES
 from .report import DEVIATION, FAIL, PASS, SKIP, STATUS_MARKUP, ConformanceReport, TestOutcome
 from .runner import MARKER, LayerPool, LayerToBuild
@@ -35,6 +36,8 @@ _report_key = pytest.StashKey[ConformanceReport]()
 _target_key = pytest.StashKey[LayerTarget]()
 _servers_key = pytest.StashKey[contextlib.ExitStack]()
 _unsupported_key = pytest.StashKey[list[str]]()
+_server_under_test_key = pytest.StashKey[ServerUnderTest]()
+FAULT_AREA = "FAULT"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,6 +66,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="start a throwaway server for the run: redis, redis:3 (three shards) or rabbitmq")
     group.addoption("--asgi-server-config-key", metavar="KEY",
                     help="config key that receives the server address(es) (default: hosts for redis, url for rabbitmq)")
+    group.addoption("--asgi-faults", action="store_true",
+                    help="run the FAULT area: restart, pause and cut off the server --asgi-server started")
+    group.addoption("--asgi-fault-timeout", type=float, default=DEFAULTS.fault_timeout, metavar="SECONDS",
+                    help="how long one layer call may take during or after a server fault (default %(default)s)")
     group.addoption("--asgi-model-examples", type=int, default=60, metavar="N",
                     help="Hypothesis examples for the model-based state machine (default %(default)s)")
 
@@ -76,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _active(config):
         return
     settings = Settings(timeout=config.getoption("asgi_timeout"), quiet_period=config.getoption("asgi_quiet_period"),
-                        strict=config.getoption("asgi_strict"))
+                        strict=config.getoption("asgi_strict"), fault_timeout=config.getoption("asgi_fault_timeout"))
     config.stash[_settings_key] = settings
     unsupported = list(config.getoption("asgi_unsupported"))
     if config.getoption("asgi_single_process"):
@@ -122,8 +129,10 @@ def _start_servers(config: pytest.Config, stack: contextlib.ExitStack) -> dict[s
     except servers.ServerError as exc:
         raise TargetError(f"--asgi-server={option}: {exc}") from None
     key = config.getoption("asgi_server_config_key") or SERVER_CONFIG_KEYS[kind]
+    as_list = kind == "redis" or count > 1
+    config.stash[_server_under_test_key] = ServerUnderTest(started, kind, key, as_list)
     urls = started.urls
-    return {key: urls if kind == "redis" or count > 1 else urls[0]}
+    return {key: urls if as_list else urls[0]}
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -133,8 +142,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _active(config):
+        return
+    _select_requirements(config, items)
+    # Faults last: a restart or a pause must not leave other areas judging a layer still recovering.
+    items.sort(key=lambda item: any(rid.startswith(FAULT_AREA + "-") for rid in _requirement_ids(item)))
+
+
+def _select_requirements(config: pytest.Config, items: list[pytest.Item]) -> None:
     wanted = config.getoption("asgi_requirement")
-    if not wanted or not _active(config):
+    if not wanted:
         return
     for rid in wanted:
         if rid not in requirements.REQUIREMENTS and rid not in requirements.AREAS:
@@ -225,6 +242,24 @@ def asgi_peers(asgi_target: LayerTarget) -> Iterator[PeerGroup]:
         yield peers
     finally:
         peers.close()
+
+
+@pytest.fixture
+def asgi_server(request: pytest.FixtureRequest) -> ServerUnderTest:
+    """The servers the plugin started, to fault (FAULT-*); the test is skipped, saying which
+    option is missing, unless ``--asgi-server`` started them and ``--asgi-faults`` asks for faults."""
+    config = request.config
+    missing = []
+    if not config.getoption("asgi_faults"):
+        missing.append("--asgi-faults (the FAULT area restarts, pauses and cuts off the server)")
+    server = config.stash.get(_server_under_test_key, None)
+    if server is None:
+        missing.append("--asgi-server=KIND (the plugin must start the server to fault it; "
+                       "a layer that needs no server, like in-memory or IPC, has none to fault)")
+    if missing:
+        pytest.skip("FAULT-* run only with " + " and ".join(missing))
+    assert server is not None
+    return server
 
 
 @pytest.fixture(autouse=True)

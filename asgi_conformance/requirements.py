@@ -37,6 +37,7 @@ AREAS = {
     "LOOP": "Event loops",
     "XP": "Cross-process",
     "MODEL": "Model-based",
+    "FAULT": "Faults",
 }
 
 _TABLE = [
@@ -82,6 +83,14 @@ _TABLE = [
     ("XP-4", MUST, "a flush in one process is seen by every other"),
     ("XP-5", SHOULD, "a process killed mid-traffic leaves the layer usable by the others"),
     ("MODEL-1", MUST, "random operation sequences match the executable model"),
+    ("FAULT-1", MUST, "server unreachable from the start: send, receive, group_send fail naming the address"),
+    ("FAULT-2", MUST, "after a server restart the same layer serves sends and receives within 10 s"),
+    ("FAULT-3", MUST, "a receive waiting through a server restart ends: a later message or an error"),
+    ("FAULT-4", SHOULD, "server paused 3 s mid-traffic: calls complete; nothing lost, doubled or reordered"),
+    ("FAULT-5", SHOULD, "connections dropped, state kept: recovered transparently; nothing lost or doubled"),
+    ("FAULT-6", SHOULD, "group memberships made before a restart still reach their members after it"),
+    ("FAULT-7", SHOULD, "failover of a replicated server: sends and receives resume within 15 s"),
+    ("FAULT-8", MUST, "a peer sends through a restart: per-sender order kept, nothing delivered twice"),
 ]
 
 REQUIREMENTS: dict[str, Requirement] = {rid: Requirement(rid, level, title) for rid, level, title in _TABLE}

@@ -22,6 +22,7 @@ from .layer_access import close_quietly, layer_attribute
 from .settings import current_settings
 
 MARKER = "asgi_requirement"
+FAULT_TEST_EXTRA_TIMEOUTS = 4  # fault timeouts a FAULT test gets beyond the run's time limit
 
 Test = TypeVar("Test", bound=Callable[..., Any])
 
@@ -39,17 +40,18 @@ def requirement(requirement_id: str, *, needs: Iterable[str] = ()) -> Callable[[
             raise ValueError(f"unknown feature {feature!r} in requirement({requirement_id!r})")
 
     def decorate(test: Test) -> Test:
-        run = _async_runner(test) if inspect.iscoroutinefunction(test) else _sync_runner(test)
+        faulty = requirements.get(requirement_id).area == "FAULT"
+        run = _async_runner(test, faulty) if inspect.iscoroutinefunction(test) else _sync_runner(test)
         marked: Test = getattr(pytest.mark, MARKER)(requirement_id, needs=needed)(run)
         return marked
 
     return decorate
 
 
-def _async_runner(test: Callable[..., Any]) -> Callable[..., None]:
+def _async_runner(test: Callable[..., Any], faulty: bool = False) -> Callable[..., None]:
     @functools.wraps(test)
     def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(_run_with_cleanup(test, args, kwargs))
+        asyncio.run(_run_with_cleanup(test, args, kwargs, _time_limit(faulty)))
 
     return run
 
@@ -70,14 +72,21 @@ async def _build(placeholder: LayerToBuild) -> Any:
     return placeholder.pool.make()
 
 
-async def _run_with_cleanup(test: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _time_limit(faulty: bool) -> float:
+    """A test's time limit: a FAULT test's calls may each take the fault timeout, and restarts take
+    their own time, so it gets several of those on top (its calls fail first, saying where)."""
+    settings = current_settings()
+    return settings.timeout + (FAULT_TEST_EXTRA_TIMEOUTS * settings.fault_timeout if faulty else 0.0)
+
+
+async def _run_with_cleanup(test: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                            timeout: float) -> None:
     # Layers are built inside the test's own loop, as Django Channels builds them (some layers
     # refuse to be built without a running loop).
     pools = [value for value in kwargs.values() if isinstance(value, LayerPool)]
     pools += [value.pool for value in kwargs.values() if isinstance(value, LayerToBuild)]
     kwargs = {name: (value.pool.make() if isinstance(value, LayerToBuild) else value)
               for name, value in kwargs.items()}
-    timeout = current_settings().timeout
     try:
         try:
             await asyncio.wait_for(test(*args, **kwargs), timeout)

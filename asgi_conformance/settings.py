@@ -21,6 +21,7 @@ class Settings:
     quiet_period: float = 0.25  # how long "nothing arrives" is watched for
     delivery_timeout: float = 5.0  # how long a message may take to arrive
     strict: bool = False  # SHOULD misses are failures, not deviations
+    fault_timeout: float = 30.0  # how long one layer call may take while (or after) a server fault
 
 
 DEFAULTS = Settings()

@@ -14,19 +14,40 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from asgi_conformance.servers import ServerError, Servers, local_rabbitmq_server, wait_for_accept
+from asgi_conformance.servers import Fault, ServerError, Servers, local_rabbitmq_server, wait_for_accept
 from asgi_conformance.servers.network import LOOPBACK, free_port
 from asgi_conformance.servers.processes import owned_servers
 from asgi_conformance.servers.rabbitmq import LocalRabbitMQ, SharedEpmd, rabbitmq_binaries, start_epmd
 from tests.tls_certificates import make_tls_files
 
 TLS_LISTENER_WAIT = 60.0  # seconds after the node's AMQP port accepts, for its TLS listener
+FAILOVER_WAIT = 30.0  # seconds for the surviving node to accept after the first is lost
+
+
+class ErlangCluster(Servers):
+    """Nodes of one Erlang cluster, whose fault handle adds a failover: losing a node."""
+
+    @property
+    def faults(self) -> frozenset[Fault]:
+        return super().faults | {Fault.FAILOVER}
+
+    def failover(self) -> None:
+        """Stop the first node still running (by its pid; its classic queues go with it) and
+        return once another node accepts AMQP connections."""
+        running = [node for node in self.servers if isinstance(node, LocalRabbitMQ) and node.pid is not None]
+        if len(running) < 2:
+            raise ServerError(f"{self!r}: {len(running)} node(s) running, none to fail over to")
+        lost, survivor = running[0], running[1]
+        lost.stop()
+        if not wait_for_accept(LOOPBACK, survivor.process.port, FAILOVER_WAIT):
+            raise ServerError(f"{survivor!r} did not accept connections within {FAILOVER_WAIT} s of the failover")
 
 
 @contextlib.contextmanager
 def local_rabbitmq_cluster(nodes: int = 2) -> Iterator[Servers]:
     """An Erlang cluster of ``nodes`` RabbitMQ nodes (one epmd, one cookie; each node after the
-    first joins the first); ``.urls`` lists every node, and ``cluster[i].stop()`` takes one down."""
+    first joins the first); ``.urls`` lists every node, ``cluster[i].stop()`` takes one down, and
+    ``cluster.failover()`` takes the first that runs down."""
     binaries = rabbitmq_binaries()
     workdir = Path(tempfile.mkdtemp(prefix="asgi-conformance-epmd-"))
     with contextlib.ExitStack() as stack:
@@ -49,7 +70,7 @@ def local_rabbitmq_cluster(nodes: int = 2) -> Iterator[Servers]:
                 raise
             return node
 
-        yield stack.enter_context(owned_servers([start_node] * nodes))
+        yield ErlangCluster(stack.enter_context(owned_servers([start_node] * nodes)).servers)
 
 
 @dataclass(frozen=True)

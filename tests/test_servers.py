@@ -222,14 +222,16 @@ def test_rabbitmq_listens_on_loopback_only(rabbitmq_broker):
 
 
 @pytest.mark.rabbitmq
-def test_rabbitmq_restart_keeps_the_port_and_the_data(rabbitmq_broker):
+def test_rabbitmq_restart_keeping_its_state_keeps_the_port_and_the_data(rabbitmq_broker):
+    """``keep_state=True``: the node restarts on its mnesia (the plain restart forgets it:
+    tests/test_server_faults.py)."""
     url, old_pid = rabbitmq_broker.url, rabbitmq_broker[0].pid
     queue = f"asgi-conformance-restart-{old_pid}"
     connection = pika.BlockingConnection(pika.URLParameters(url))
     connection.channel().queue_declare(queue, durable=True)
     connection.close()
 
-    rabbitmq_broker.restart()
+    rabbitmq_broker.restart(keep_state=True)
 
     assert rabbitmq_broker.url == url
     assert rabbitmq_broker[0].pid != old_pid and not alive(old_pid)

@@ -44,9 +44,10 @@ class Server:
                                f"it cannot be made to {fault.value}")
         return ServerError(f"{self!r} offers no {fault.value}")
 
-    def restart(self) -> None:
-        """Stop and start again on the same port and config; the server's state is lost.
-        Returns once it accepts connections again."""
+    def restart(self, keep_state: bool = False) -> None:
+        """Stop and start again on the same port and config; the server's state is lost, unless
+        ``keep_state`` asks a kind that persists it (RabbitMQ) to keep it. Returns once it
+        accepts connections again."""
         raise self._cannot(Fault.RESTART)
 
     def suspend(self) -> None:
@@ -74,7 +75,9 @@ class Server:
 
 
 class Servers:
-    """What the context managers yield: ``.urls`` (and ``.url``, the first), ``.restart()``."""
+    """What the context managers yield: ``.urls`` (and ``.url``, the first), and the fault
+    handle for all of them: ``.faults``, ``.restart()``, ``.pause()``, ``.drop_connections()``,
+    ``.failover()``."""
 
     def __init__(self, servers: list[Server]):
         self.servers = servers
@@ -96,10 +99,11 @@ class Servers:
         """What every one of the servers offers."""
         return frozenset.intersection(*(server.faults for server in self.servers))
 
-    def restart(self) -> None:
-        """Restart every server, one after the other, each on its own port again."""
+    def restart(self, keep_state: bool = False) -> None:
+        """Restart every server, one after the other, each on its own port again (state lost,
+        unless ``keep_state``: see :meth:`Server.restart`)."""
         for server in self.servers:
-            server.restart()
+            server.restart(keep_state=keep_state)
 
     def pause(self, seconds: float) -> None:
         """Suspend every server for ``seconds``, then resume them (blocks: call it from a thread

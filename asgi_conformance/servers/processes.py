@@ -2,7 +2,8 @@
 
 Every server a context starts is stopped when the context ends, also when a test fails or
 the run is interrupted; an atexit hook stops what a context never closed. A stopped server
-can be started again on the same port with the same data dir (a restart in place).
+can be started again on the same port and config (a restart in place), its state forgotten or
+kept; a running one can be suspended and resumed by pid (the fault handle's pause).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 import mirakuru
 from mirakuru.exceptions import AlreadyRunning, ExecutorError, ProcessFinishedWithError
 
-from .handles import Server, ServerError, Servers
+from .handles import Fault, Server, ServerError, Servers
 from .network import LOOPBACK
+from .pausing import resume_pids, suspend_pids
 
 # Bounds both start (until the port accepts) and stop (SIGTERM, then SIGKILL): generous, as a
 # busy 2-core CI box may take a while to boot RabbitMQ.
@@ -91,13 +93,16 @@ class ServerProcess:
 
 
 class LocalServer(Server):
-    """A server process of ours in a temp dir ``workdir``, restartable in place.
+    """A server process of ours in a temp dir ``workdir``, restartable in place, and a fault handle.
 
     ``helpers`` are processes already started for it (RabbitMQ's epmd); they are stopped after
     the server. Everything is stopped by its own pid, and the temp dir removed, by :meth:`stop`.
+    Kinds say how to forget their state (:meth:`forget_state`) and how to drop their clients.
     """
 
     restartable = True
+    faults = frozenset({Fault.RESTART, Fault.PAUSE})
+    persists_state = False  # whether a restart can keep the server's state (``keep_state=True``)
 
     def __init__(self, url: str, process: ServerProcess, workdir: Path, log: Path, what: str,
                  helpers: Sequence[ServerProcess] = ()):
@@ -107,6 +112,7 @@ class LocalServer(Server):
         self.workdir = workdir
         self.log = log
         self.what = what
+        self._suspended: list[int] = []  # pids SIGSTOPped by suspend(), to SIGCONT
         try:
             self._start()
         except BaseException:
@@ -125,10 +131,36 @@ class LocalServer(Server):
     def pid(self) -> int | None:
         return self.process.pid
 
-    def restart(self) -> None:
-        """Stop the process (by its pid) and start it again on the same port, same data dir."""
+    def restart(self, keep_state: bool = False) -> None:
+        """Stop the process (by its pid) and start it again on the same port and config, with
+        its state forgotten in between (or kept, for a kind that persists it)."""
+        if keep_state and not self.persists_state:
+            raise ServerError(f"{self.what} runs without persistence: a restart cannot keep its state")
+        self.resume()  # a stopped process would sit on SIGTERM until the stop timeout
         self.process.stop()
+        if not keep_state:
+            self.forget_state()
         self._start()
+
+    def forget_state(self) -> None:
+        """Between stop and start: remove what the server would load again (nothing to remove
+        for a server that keeps its state in memory only)."""
+
+    def pause_pids(self) -> list[int]:
+        """The processes :meth:`suspend` stops: the server's own, by default."""
+        if self.pid is None:
+            raise ServerError(f"{self.what} is not running: nothing to pause")
+        return [self.pid]
+
+    def suspend(self) -> None:
+        if self._suspended:
+            raise ServerError(f"{self.what} is already suspended")
+        self._suspended = suspend_pids(self.pause_pids())
+
+    def resume(self) -> None:
+        """SIGCONT what :meth:`suspend` stopped; nothing when it is not suspended."""
+        suspended, self._suspended = self._suspended, []
+        resume_pids(suspended)
 
     def stop(self) -> None:
         with contextlib.ExitStack() as cleanup:  # runs in reverse: server, helpers, then the dir
@@ -136,6 +168,7 @@ class LocalServer(Server):
             for helper in self.helpers:
                 cleanup.callback(helper.close)
             cleanup.callback(self.process.close)
+            cleanup.callback(self.resume)  # first: a SIGSTOPped server cannot act on SIGTERM
 
 
 def tail(path: Path, lines: int = 5) -> str:

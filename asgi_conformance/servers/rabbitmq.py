@@ -13,14 +13,15 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .containers import ContainerServer, docker_engine_answers
 from .environment import find_binary, urls_from_env
-from .handles import Server, ServerError, Servers
+from .handles import Fault, Server, ServerError, Servers
 from .network import LOOPBACK, free_port
+from .pausing import process_tree
 from .processes import PROCESS_TIMEOUT, LocalServer, ServerProcess, owned_servers, tail
 
 RABBITMQ_URL_ENV = "ASGI_TEST_RABBITMQ_URL"
@@ -96,7 +97,16 @@ def start_epmd(binary: str, workdir: Path) -> ServerProcess:
 
 class LocalRabbitMQ(LocalServer):
     """A RabbitMQ node in a temp dir: alone, with its own epmd (stopped with it), or registered
-    with ``shared_epmd`` (whose owner stops it) and its cookie, so it may join other nodes."""
+    with ``shared_epmd`` (whose owner stops it) and its cookie, so it may join other nodes.
+
+    As a fault handle: a restart forgets its queues, exchanges and bindings by removing its
+    mnesia dir (``keep_state=True`` keeps them); a pause stops the launcher, the Erlang VM and
+    the VM's helpers, but not epmd: AMQP clients never talk to epmd, and a shared one serves
+    other nodes, which pausing this one must not stall.
+    """
+
+    faults = frozenset({Fault.RESTART, Fault.PAUSE, Fault.DROP_CONNECTIONS})
+    persists_state = True
 
     def __init__(self, binaries: RabbitMQBinaries, config: str = "", shared_epmd: SharedEpmd | None = None):
         """``config``: lines for the node's own rabbitmq.conf (a TLS listener, say)."""
@@ -128,6 +138,18 @@ class LocalRabbitMQ(LocalServer):
     @property
     def node_name(self) -> str:
         return self.env["RABBITMQ_NODENAME"]
+
+    def forget_state(self) -> None:
+        """A fresh node at the next start: no mnesia (queues, exchanges, bindings, users), no
+        feature flags recorded by the old one; same name, port and config."""
+        shutil.rmtree(self.env["RABBITMQ_MNESIA_BASE"], ignore_errors=True)
+        Path(self.env["RABBITMQ_FEATURE_FLAGS_FILE"]).unlink(missing_ok=True)
+
+    def pause_pids(self) -> list[int]:
+        return process_tree(super().pause_pids()[0])
+
+    def drop_connections(self) -> int:
+        return drop_rabbitmq_clients(self.ctl)
 
     def ctl(self, *command: str) -> str:
         """Run ``rabbitmqctl command...`` against this node; its output, or a ServerError saying why not."""
@@ -165,7 +187,39 @@ def rabbitmq_env(workdir: Path, epmd_port: int, node_port: int, dist_port: int) 
     }
 
 
+# The broker closes every client connection, in every vhost; the reason is what clients are told.
+CLOSE_ALL_CONNECTIONS = ("close_all_connections", "--global", "asgi-conformance: dropped connections fault")
+# A connection the broker already closed stays listed, in these states, until its client answers
+# the close: close_all_connections would count it again, so the drop counts from the list.
+CLOSING_STATES = frozenset({"closing", "closed"})
+
+
+def drop_rabbitmq_clients(ctl: Callable[..., str]) -> int:
+    """Close every client connection through ``ctl`` (rabbitmqctl's arguments -> its output);
+    returns how many were open when the drop began (one that opens meanwhile is closed too, uncounted)."""
+    states = [line.strip() for line in ctl("--silent", "list_connections", "state").splitlines() if line.strip()]
+    ctl(*CLOSE_ALL_CONNECTIONS)
+    return sum(1 for state in states if state not in CLOSING_STATES)
+
+
+class ContainerRabbitMQ(ContainerServer):
+    """RabbitMQ in a container; its clients are dropped by the container's own rabbitmqctl."""
+
+    faults = frozenset({Fault.RESTART, Fault.PAUSE, Fault.DROP_CONNECTIONS})
+
+    def ctl(self, *command: str) -> str:
+        code, output = self.container.get_wrapped_container().exec_run(["rabbitmqctl", *command])
+        text: str = output.decode(errors="replace")
+        if code != 0:
+            raise ServerError(f"{self.what} container: rabbitmqctl {' '.join(command)} failed: {text[-500:]}")
+        return text
+
+    def drop_connections(self) -> int:
+        return drop_rabbitmq_clients(self.ctl)
+
+
 def container_rabbitmq() -> Server:
     from testcontainers.community.rabbitmq import RabbitMqContainer
 
-    return ContainerServer(RabbitMqContainer(RABBITMQ_IMAGE), 5672, "amqp://guest:guest@{host}:{port}/%2F", "RabbitMQ")
+    return ContainerRabbitMQ(lambda: RabbitMqContainer(RABBITMQ_IMAGE), 5672, "amqp://guest:guest@{host}:{port}/%2F",
+                             "RabbitMQ")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from .containers import ContainerServer, docker_engine_answers
 from .environment import find_binary, urls_from_env
-from .handles import Server, ServerError, Servers
+from .handles import Fault, Server, ServerError, Servers
 from .network import LOOPBACK, free_port
 from .processes import LocalServer, ServerProcess, Starter, owned_servers
+from .redis_admin import drop_redis_clients
 
 REDIS_URLS_ENV = "ASGI_TEST_REDIS_URLS"
 REDIS_IMAGE = "redis:7-alpine"
@@ -42,7 +43,11 @@ def redis_servers(n: int = 1) -> Iterator[Servers]:
 
 
 class LocalRedis(LocalServer):
-    """redis-server on a free loopback port, no persistence, its files in a temp dir."""
+    """redis-server on a free loopback port, no persistence, its files in a temp dir.
+
+    Its state is in memory only: a restart loses it with nothing to remove."""
+
+    faults = frozenset({Fault.RESTART, Fault.PAUSE, Fault.DROP_CONNECTIONS})
 
     def __init__(self, binary: str):
         workdir = Path(tempfile.mkdtemp(prefix="asgi-conformance-redis-"))
@@ -53,8 +58,20 @@ class LocalRedis(LocalServer):
         super().__init__(f"redis://{LOOPBACK}:{port}", ServerProcess(command, port, log), workdir, log,
                          f"redis-server on port {port}")
 
+    def drop_connections(self) -> int:
+        return drop_redis_clients(self.url)
+
+
+class ContainerRedis(ContainerServer):
+    """Redis in a container; its clients are dropped as a local server's are."""
+
+    faults = frozenset({Fault.RESTART, Fault.PAUSE, Fault.DROP_CONNECTIONS})
+
+    def drop_connections(self) -> int:
+        return drop_redis_clients(self.url)
+
 
 def container_redis() -> Server:
     from testcontainers.community.redis import RedisContainer
 
-    return ContainerServer(RedisContainer(REDIS_IMAGE), 6379, "redis://{host}:{port}", "Redis")
+    return ContainerRedis(lambda: RedisContainer(REDIS_IMAGE), 6379, "redis://{host}:{port}", "Redis")

@@ -1,0 +1,400 @@
+"""FAULT-*: the layer in bad weather. Its server unreachable, restarted, paused, cut off, failed over.
+
+These run only when the plugin started the server (``--asgi-server``) and ``--asgi-faults`` is
+given (the ``asgi_server`` fixture skips them otherwise, saying which is missing), and after
+every other test of the run. Every layer call under a fault is bounded by the fault timeout
+(:func:`within_fault_timeout`), so a hanging layer FAILs saying which call hung and when;
+messages are numbered, so a loss or a duplicate is named by its number. Restarts cost seconds
+(RabbitMQ: 5-7 s), so each test restarts at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from asgi_conformance.faults import (
+    FAILOVER_WINDOW,
+    RECOVERY_WINDOW,
+    RETRY_PAUSE,
+    Delivery,
+    ServerUnderTest,
+    error_text,
+    recovered_within,
+    within_fault_timeout,
+)
+from asgi_conformance.runner import LayerPool, requirement
+from asgi_conformance.vocabulary import (
+    Layer,
+    LayerTarget,
+    Message,
+    any_channel,
+    current_settings,
+    expect_message,
+    fresh_group,
+    numbered_message,
+    offers,
+    require,
+)
+
+if TYPE_CHECKING:
+    from asgi_conformance.peer import Peer, PeerGroup
+
+TAG = "fault"
+TRAFFIC_BEFORE_FAULT = 20  # messages sent before the fault strikes
+TRAFFIC_AFTER_FAULT = 20  # messages sent once it is over
+TRAFFIC_PACE = 0.01  # seconds between sends, so the fault lands mid-traffic, not after it
+PAUSE_SECONDS = 3.0
+ROOM = {"capacity": 1000}  # where the layer has capacities: room for all the traffic
+
+
+def _room(target: LayerTarget) -> dict[str, Any]:
+    return ROOM if offers(target, "capacity") else {}
+
+
+async def _round_trip(layer: Layer, channel: str, number: int, phase: str) -> None:
+    """Send message ``number`` and receive it back, each call under the fault timeout."""
+    message = numbered_message(number, TAG)
+    await within_fault_timeout(layer.send(channel, message), "send()", phase)
+    got = await within_fault_timeout(layer.receive(channel), "receive()", phase)
+    assert got == message, f"{phase}: sent {message!r}, received {got!r}"
+
+
+# --- FAULT-1 ---------------------------------------------------------------------------------
+
+CALLS: dict[str, Callable[[Layer, str], Awaitable[Any]]] = {
+    "send": lambda layer, channel: layer.send(channel, numbered_message(0, TAG)),
+    "receive": lambda layer, channel: layer.receive(channel),
+    "group_send": lambda layer, channel: layer.group_send(fresh_group(), numbered_message(0, TAG)),
+}
+
+
+@requirement("FAULT-1")
+@pytest.mark.parametrize("call", list(CALLS))
+async def test_with_no_server_listening_each_call_fails_naming_the_address(
+        call: str, layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
+    if call == "group_send":
+        require(asgi_target, "groups")
+    nowhere = asgi_server.unreachable()
+    layer = layers.make(**nowhere.config)
+    channel = "asgi-test.unreachable" if offers(asgi_target, "normal-channels") else "asgi-test.unreachable!x"
+    phase = f"with nothing listening at {nowhere.config}"
+    try:
+        result = await within_fault_timeout(CALLS[call](layer, channel), f"{call}()", phase)
+    except AssertionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any error will do, if it says where
+        text = error_text(exc)
+        assert nowhere.named_in(text), (
+            f"{call}() failed {phase}, but its error names no port of {list(nowhere.ports)}: {text}")
+        return
+    raise AssertionError(f"{call}() returned {result!r} {phase}: it must fail")
+
+
+# --- FAULT-2 ---------------------------------------------------------------------------------
+
+@requirement("FAULT-2")
+async def test_after_a_restart_the_same_layer_serves_sends_and_receives_again(
+        layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
+    layer = layers.make()
+    channel = await any_channel(layer, asgi_target, "fault2")
+    await _round_trip(layer, channel, 0, "before the restart")
+    await asgi_server.restart()
+
+    numbers = itertools.count(1)
+    probe = await within_fault_timeout(any_channel(layer, asgi_target, "fault2-probe"), "new_channel()",
+                                       "after the restart")
+
+    async def attempt() -> None:
+        await layer.send(probe, numbered_message(next(numbers), TAG))
+        await asyncio.wait_for(layer.receive(probe), current_settings().delivery_timeout)
+
+    await recovered_within(RECOVERY_WINDOW, attempt, "send() then receive()", "after the restart")
+    for number in range(100, 105):  # and it goes on serving, without a hitch
+        await _round_trip(layer, channel, number, "once recovered from the restart")
+
+
+# --- FAULT-3 ---------------------------------------------------------------------------------
+
+@requirement("FAULT-3")
+async def test_a_receive_waiting_through_a_restart_ends(
+        layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
+    layer = layers.make()
+    channel = await any_channel(layer, asgi_target, "fault3")
+    await _round_trip(layer, channel, 0, "before the restart")
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.wait({waiting}, timeout=current_settings().quiet_period)
+    assert not waiting.done(), f"a receive on an empty channel ended before the restart: {waiting!r}"
+    await asgi_server.restart()
+
+    sender = layers.make()  # another client, built after the restart, sends to the waiting one
+    sent: list[Message] = []
+
+    async def send_one() -> None:
+        message = numbered_message(len(sent) + 1, TAG)
+        await sender.send(channel, message)
+        sent.append(message)
+
+    await recovered_within(RECOVERY_WINDOW, send_one, "send() from a new layer", "after the restart")
+    timeout = asgi_server.fault_timeout
+    await asyncio.wait({waiting}, timeout=timeout)
+    if not waiting.done():
+        waiting.cancel()
+        raise AssertionError(f"hung for {timeout:g} s in receive() after the restart: it began waiting before "
+                             f"the restart, and {sent[-1]!r}, sent after recovery, never reached it")
+    if waiting.cancelled():
+        raise AssertionError("the receive waiting through the restart was cancelled by the layer; "
+                             "it must return a message or raise an error")
+    if waiting.exception() is None:  # else: a clear error ended it, which the rule allows
+        assert waiting.result() in sent, (
+            f"the receive waiting through the restart returned {waiting.result()!r}, which was never sent "
+            f"after it (sent: {sent})")
+
+
+# --- FAULT-4, FAULT-5: traffic through a fault ------------------------------------------------
+
+async def _traffic_through(layer: Layer, channel: str, fault: Callable[[], Awaitable[Any]], name: str,
+                           errors_after: bool) -> tuple[Delivery, list[str], list[str]]:
+    """Numbered sends and receives on ``channel`` while ``fault()`` strikes mid-traffic.
+
+    Returns what was delivered, the errors calls raised while the fault lasted, and those they
+    raised after it was over (``errors_after``: also before it; a transparent recovery has none).
+    """
+    delivery = Delivery(sender="this process")
+    during: list[str] = []
+    after: list[str] = []
+    striking = asyncio.Event()
+    over = asyncio.Event()
+    arrived = asyncio.Event()
+
+    def note(error: Exception, what: str) -> None:
+        (after if over.is_set() or errors_after else during).append(f"{what}: {error_text(error)}")
+
+    async def send_all() -> None:
+        sent_after = 0
+        for number in itertools.count():
+            phase = f"after the {name}" if over.is_set() else f"during the {name}"
+            try:
+                await within_fault_timeout(layer.send(channel, numbered_message(number, TAG)),
+                                           f"send() of message {number}", phase)
+                delivery.returned.append(number)
+            except AssertionError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                delivery.raised[number] = error_text(exc)
+                note(exc, f"send() of message {number}")
+            if number + 1 == TRAFFIC_BEFORE_FAULT:
+                striking.set()
+            if over.is_set():
+                sent_after += 1
+                if sent_after >= TRAFFIC_AFTER_FAULT:
+                    return
+            await asyncio.sleep(TRAFFIC_PACE)
+
+    async def receive_all() -> None:
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except Exception as exc:  # noqa: BLE001
+                note(exc, "receive()")
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
+            delivery.received.append(message["index"])
+            arrived.set()
+
+    async def strike() -> None:
+        await striking.wait()
+        await fault()
+        over.set()
+
+    receiving = asyncio.ensure_future(receive_all())
+    try:
+        await asyncio.gather(send_all(), strike())
+        await _until_all_arrived(delivery, delivery.returned, arrived, name)
+    finally:
+        receiving.cancel()
+        await asyncio.gather(receiving, return_exceptions=True)
+    await _no_more(layer, channel, lambda message: delivery.received.append(message["index"]))
+    return delivery, during, after
+
+
+async def _until_all_arrived(delivery: Delivery, must_arrive: list[int], arrived: asyncio.Event, name: str) -> None:
+    """Wait (at most the fault timeout) until every message of ``must_arrive`` was received."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + current_settings().fault_timeout
+    while delivery.lost(must_arrive) and loop.time() < deadline:
+        arrived.clear()
+        await asyncio.wait([asyncio.ensure_future(arrived.wait())], timeout=deadline - loop.time())
+
+
+async def _no_more(layer: Layer, channel: str, record: Callable[[Any], None]) -> None:
+    """Whatever still arrives in the quiet period is delivered too (a late duplicate shows here)."""
+    while True:
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), current_settings().quiet_period)
+        except asyncio.TimeoutError:
+            return
+        record(message)
+
+
+@requirement("FAULT-4")
+async def test_a_server_paused_mid_traffic_loses_doubles_and_reorders_nothing(
+        layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
+    asgi_server.require("pause")
+    layer = layers.make(**_room(asgi_target))
+    channel = await any_channel(layer, asgi_target, "fault4")
+    delivery, _, after = await _traffic_through(
+        layer, channel, lambda: asgi_server.pause(PAUSE_SECONDS), f"{PAUSE_SECONDS:g} s pause", errors_after=False)
+    problems = delivery.problems()
+    if after:
+        problems.append(f"calls still failed after the server resumed: {after[:3]}")
+    assert not problems, "; ".join(problems)
+
+
+@requirement("FAULT-5")
+async def test_connections_dropped_by_the_server_are_recovered_transparently(
+        layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
+    asgi_server.require("drop_connections")
+    layer = layers.make(**_room(asgi_target))
+    channel = await any_channel(layer, asgi_target, "fault5")
+    delivery, _, errors = await _traffic_through(
+        layer, channel, asgi_server.drop_connections, "dropped connections", errors_after=True)
+    problems = delivery.problems()
+    if errors:
+        problems.append(f"{len(errors)} call(s) raised instead of recovering transparently: {errors[:3]}")
+    assert not problems, "; ".join(problems)
+
+
+# --- FAULT-6 ---------------------------------------------------------------------------------
+
+@requirement("FAULT-6", needs=["groups"])
+async def test_group_memberships_survive_a_restart_that_lost_the_servers_state(
+        layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
+    layer = layers.make()
+    member = await layer.new_channel()
+    group = fresh_group("fault6")
+    await within_fault_timeout(layer.group_add(group, member), "group_add()", "before the restart")
+    await within_fault_timeout(layer.group_send(group, numbered_message(0, TAG)), "group_send()", "before the restart")
+    assert await expect_message(layer, member) == numbered_message(0, TAG)
+    await asgi_server.restart()
+
+    probe = await within_fault_timeout(any_channel(layer, asgi_target, "fault6-probe"), "new_channel()",
+                                       "after the restart")
+    numbers = itertools.count(1)
+
+    async def round_trip() -> None:
+        await layer.send(probe, numbered_message(next(numbers), TAG))
+        await asyncio.wait_for(layer.receive(probe), current_settings().delivery_timeout)
+
+    await recovered_within(RECOVERY_WINDOW, round_trip, "send() then receive()", "after the restart")
+    after = numbered_message(1000, TAG)
+    await within_fault_timeout(layer.group_send(group, after), "group_send()", "once recovered from the restart")
+    try:
+        got = await expect_message(layer, member)
+    except AssertionError as exc:
+        raise AssertionError(f"the membership made before the restart was lost: group_send after recovery "
+                             f"never reached its member ({exc})") from None
+    assert got == after, f"the member got {got!r}, expected {after!r}"
+
+
+# --- FAULT-7 ---------------------------------------------------------------------------------
+
+@requirement("FAULT-7")
+async def test_after_a_failover_sends_and_receives_resume(
+        layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
+    asgi_server.require("failover")
+    layer = layers.make()
+    channel = await any_channel(layer, asgi_target, "fault7")
+    await _round_trip(layer, channel, 0, "before the failover")
+    await asgi_server.failover()
+    numbers = itertools.count(1)
+
+    async def round_trip() -> None:
+        await layer.send(channel, numbered_message(next(numbers), TAG))
+        await asyncio.wait_for(layer.receive(channel), current_settings().delivery_timeout)
+
+    await recovered_within(FAILOVER_WINDOW, round_trip, "send() then receive()", "after the failover")
+
+
+# --- FAULT-8 ---------------------------------------------------------------------------------
+
+SENDING_PEERS = 2
+
+
+@requirement("FAULT-8", needs=["cross-process"])
+async def test_peers_sending_through_a_restart_keep_their_order_and_double_nothing(
+        layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest, asgi_peers: PeerGroup) -> None:
+    from asgi_conformance.peer.errors import PeerCommandError  # only this test needs peers
+
+    layer = layers.make(**_room(asgi_target))
+    peers = await asgi_peers.astart_many(SENDING_PEERS, **_room(asgi_target))
+    mine = await within_fault_timeout(layer.new_channel(), "new_channel()", "before the restart")
+    deliveries = {peer.name: Delivery(sender=peer.name) for peer in peers}
+    must_arrive: dict[str, list[int]] = {peer.name: [] for peer in peers}
+    warm = [asyncio.Event() for _ in peers]
+    restarted = asyncio.Event()
+    arrived = asyncio.Event()
+    receive_errors: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    async def keep_sending(peer: Peer, warmed: asyncio.Event) -> None:
+        delivery = deliveries[peer.name]
+        recovered_by = None
+        for seq in itertools.count():
+            began_after_restart = restarted.is_set()
+            if began_after_restart and recovered_by is None:
+                recovered_by = loop.time() + RECOVERY_WINDOW
+            try:
+                await peer.acall("send", {"channel": mine, "message": {**numbered_message(seq, TAG), "sender": peer.name}},
+                                 timeout=asgi_server.fault_timeout)
+                delivery.returned.append(seq)
+                if began_after_restart:
+                    must_arrive[peer.name].append(seq)
+            except PeerCommandError as exc:  # the layer raised in the peer: it may, while the server is down
+                delivery.raised[seq] = str(exc).splitlines()[0]
+            if seq + 1 == TRAFFIC_BEFORE_FAULT:
+                warmed.set()
+            if len(must_arrive[peer.name]) >= TRAFFIC_AFTER_FAULT:
+                return
+            if recovered_by is not None and not must_arrive[peer.name] and loop.time() > recovered_by:
+                raise AssertionError(f"{peer.name}'s sends still failed {RECOVERY_WINDOW:g} s after the restart: "
+                                     f"{delivery.raised[seq]}")
+            await asyncio.sleep(TRAFFIC_PACE)
+
+    async def receive_all() -> None:
+        while True:
+            try:
+                message = await layer.receive(mine)
+            except Exception as exc:  # noqa: BLE001 - while the server is down a receive may fail
+                receive_errors.append(error_text(exc))
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
+            record(message)
+            arrived.set()
+
+    def record(message: Any) -> None:
+        deliveries[message["sender"]].received.append(message["index"])
+
+    async def restart_when_warm() -> None:
+        await asyncio.gather(*(event.wait() for event in warm))
+        await asgi_server.restart()
+        restarted.set()
+
+    receiving = asyncio.ensure_future(receive_all())
+    try:
+        await asyncio.gather(restart_when_warm(), *(keep_sending(peer, event) for peer, event in zip(peers, warm)))
+        for name, delivery in deliveries.items():
+            await _until_all_arrived(delivery, must_arrive[name], arrived, "restart")
+    finally:
+        receiving.cancel()
+        await asyncio.gather(receiving, return_exceptions=True)
+    await _no_more(layer, mine, record)
+    problems = [problem for name, delivery in deliveries.items()
+                for problem in delivery.problems(must_arrive[name])]
+    if problems and receive_errors:
+        problems.append(f"receive() raised {len(receive_errors)} time(s), last: {receive_errors[-1]}")
+    assert not problems, "; ".join(problems)
