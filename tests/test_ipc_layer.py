@@ -84,6 +84,44 @@ def test_cleanup_removes_a_crashed_deployments_segment_but_not_one_in_use(prefix
     assert not shm_path(prefix).exists()
 
 
+def as_another_user(function):
+    """What ``function`` prints when run by a forked child that has dropped root for nobody
+    (the interpreter is loaded already, so nothing must be read from root's folders)."""
+    from reference_layers.ipc import __main__ as cli  # imported before the fork
+
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            with open(writer, "w") as printed:
+                sys.stdout = printed  # pytest's capture stands where fd 1 would be
+                code = function(cli)
+        finally:
+            os._exit(code or 0)
+    os.close(writer)
+    with os.fdopen(reader) as output:
+        printed = output.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), printed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's segment needs root")
+def test_the_cleanup_command_passes_over_another_users_segment_without_crashing(prefix):
+    layer = IPCChannelLayer(prefix=prefix)  # root's segment, mode 0600: nobody may not open it
+    try:
+        code, printed = as_another_user(lambda cli: cli.main(["--list"]))
+        assert code == 0, printed
+        assert f"/asgi-ipc.{prefix}\tno permission" in printed
+        code, printed = as_another_user(lambda cli: cli.main(["--cleanup", prefix]))
+        assert code == 1 and "not removed" in printed, printed
+        assert shm_path(prefix).exists()
+    finally:
+        layer.close_sync()
+
+
 def test_check_command_reports_a_consistent_segment(prefix):
     layer = IPCChannelLayer(prefix=prefix)
     run(layer.send("checked.channel", {"type": "test.checked"}))

@@ -53,6 +53,17 @@ def in_use(prefix: str) -> bool:
         shm.close_fd()  # closing our descriptor drops our probe lock
 
 
+def state_of(prefix: str) -> str:
+    """'in use', 'unused', or why it cannot be told: another user's segment (mode 0600) cannot
+    be opened by this one, which must not end the listing of the others."""
+    try:
+        return "in use" if in_use(prefix) else "unused"
+    except posix_ipc.PermissionsError:
+        return "no permission (another user's segment)"
+    except posix_ipc.ExistentialError:
+        return "gone"
+
+
 def remove(prefix: str, force: bool = False) -> str:
     """Unlink one segment unless a process uses it; returns what happened, in words."""
     name = segment_name(prefix)
@@ -60,6 +71,8 @@ def remove(prefix: str, force: bool = False) -> str:
         busy = in_use(prefix)
     except posix_ipc.ExistentialError:
         return f"{name}: no such segment"
+    except posix_ipc.PermissionsError:
+        return f"{name}: no permission to open it (another user's segment); not removed"
     if busy and not force:
         return f"{name}: in use by a running process; not removed (use --force to remove anyway)"
     posix_ipc.unlink_shared_memory(name)
@@ -89,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     if args.list:
         for prefix in list_prefixes():
-            print(f"{segment_name(prefix)}\t{'in use' if in_use(prefix) else 'unused'}")
+            print(f"{segment_name(prefix)}\t{state_of(prefix)}")
     if args.check:
         try:
             segment = Segment(args.check, 0, 0o600, create=False)
@@ -116,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     for prefix in prefixes:
         outcome = remove(prefix, args.force)
         print(outcome)
-        if "in use" in outcome and not args.force:
+        if ("in use" in outcome and not args.force) or "no permission" in outcome:
             status = 1
     if not (args.list or args.check or args.stats or prefixes or args.cleanup_all):
         parser.print_help()
