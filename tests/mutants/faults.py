@@ -85,7 +85,7 @@ class PlainRedisLayer:
             try:
                 reply = await self.call("BLPOP", KEYS + channel, WAIT_SLICE)
             except LOST_CONNECTION:
-                if not self.connected_once:
+                if not self.connected_once or _being_cancelled():
                     raise
                 reply = await self.wait_through_lost_connection()
             if reply is not None:
@@ -122,6 +122,13 @@ class PlainRedisLayer:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _being_cancelled() -> bool:
+    """redis-py may turn the cancellation of a waiting command into a connection error: a
+    receive that took it for a lost connection would wait on, deaf to every later cancel."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _noticing_connections(layer: PlainRedisLayer) -> type[aioredis.Connection]:
