@@ -119,15 +119,16 @@ def test_a_layer_without_a_server_skips_every_fault_test_saying_it_needs_none(py
 
 # --- proof the FAULT tests can fail -----------------------------------------------------------------
 
-BROKEN = {  # mutant class: the FAULT id it breaks (the fault timeout is short: some of them hang)
-    "HidesTheAddress": "FAULT-1",
-    "GivesUpAfterALostConnection": "FAULT-2",
-    "WaitsOnADeadConnection": "FAULT-3",
-    "RetriesSlowSends": "FAULT-4",
-    "RedeliversAfterADrop": "FAULT-5",
-    "ForgetsMemberships": "FAULT-6",
-    "DefersFailedSends": "FAULT-8",
+BROKEN = {  # mutant class: the FAULT id it breaks, and what the failure must say
+    "HidesTheAddress": ("FAULT-1", "names no port"),
+    "GivesUpAfterALostConnection": ("FAULT-2", "still failed 10 s after the restart"),
+    "WaitsOnADeadConnection": ("FAULT-3", "hung for 6 s in receive() after the restart"),
+    "RetriesSlowSends": ("FAULT-4", "delivered twice from this process: ["),
+    "RedeliversAfterADrop": ("FAULT-5", "delivered twice from this process: ["),
+    "ForgetsMemberships": ("FAULT-6", "the membership made before the restart was lost"),
+    "DefersFailedSends": ("FAULT-8", "out of order from peer-"),
 }
+MUTANT_FAULT_TIMEOUT = "--asgi-fault-timeout=6"  # short: some of them hang
 
 
 @pytest.mark.redis
@@ -138,12 +139,14 @@ def test_the_plain_layer_the_mutants_break_passes_the_fault_area(pytester, repo_
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize(("mutant", "rid"), list(BROKEN.items()))
-def test_each_fault_mutant_fails_the_rule_it_breaks(pytester, repo_importable, mutant, rid):
-    run = run_suite(pytester, f"{MUTANTS}.{mutant}", "--asgi-server=redis", "--asgi-faults",
-                    "--asgi-fault-timeout=6", f"--asgi-requirement={rid}", in_process=True)
-    assert run.status(rid) == "FAIL", run.with_status(run.status(rid)).get(rid)
+@pytest.mark.parametrize(("mutant", "rid", "says"), [(mutant, *broken) for mutant, broken in BROKEN.items()])
+def test_each_fault_mutant_fails_the_rule_it_breaks_saying_how(pytester, repo_importable, mutant, rid, says):
+    run = run_suite(pytester, f"{MUTANTS}.{mutant}", "--asgi-server=redis", "--asgi-faults", MUTANT_FAULT_TIMEOUT,
+                    f"--asgi-requirement={rid}", in_process=True)
+    details = run.with_status(run.status(rid)).get(rid)
+    assert run.status(rid) == "FAIL", details
+    assert any(says in detail for detail in details), details
 
 
 def test_every_fault_id_but_failover_has_a_mutant():
-    assert sorted(set(BROKEN.values())) == sorted(set(FAULT_IDS) - {NO_FAILOVER})
+    assert sorted({rid for rid, _ in BROKEN.values()}) == sorted(set(FAULT_IDS) - {NO_FAILOVER})

@@ -54,7 +54,7 @@ class PlainRedisLayer:
             reply = await self.client.execute_command(command, *args)
         except LOST_CONNECTION as first:
             self.lost_connection = True
-            if not self.connected_once:
+            if not self.connected_once or _being_cancelled():
                 raise
             try:
                 reply = await self.client.execute_command(command, *args)
@@ -82,6 +82,8 @@ class PlainRedisLayer:
 
     async def receive(self, channel: str) -> dict:
         while True:
+            if _being_cancelled():  # a cancel redis-py turned into an error must still end the wait
+                raise asyncio.CancelledError
             try:
                 reply = await self.call("BLPOP", KEYS + channel, WAIT_SLICE)
             except LOST_CONNECTION:
