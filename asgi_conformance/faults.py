@@ -112,13 +112,14 @@ def _with_port(url: str, port: int) -> str:
 
 
 def error_text(error: BaseException) -> str:
-    """An error and the errors it was raised from, as a user reads them in a traceback."""
+    """An error and the errors it was raised from, as a user reads them in a traceback (where
+    ``raise ... from None`` hides the context, so does this)."""
     texts, seen = [], set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         texts.append(f"{type(current).__name__}: {current}")
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return " <- ".join(texts)
 
 

@@ -170,6 +170,7 @@ async def _traffic_through(layer: Layer, channel: str, fault: Callable[[], Await
     striking = asyncio.Event()
     over = asyncio.Event()
     arrived = asyncio.Event()
+    stopping = asyncio.Event()
 
     def note(error: Exception, what: str) -> None:
         (after if over.is_set() or errors_after else during).append(f"{what}: {error_text(error)}")
@@ -196,7 +197,7 @@ async def _traffic_through(layer: Layer, channel: str, fault: Callable[[], Await
             await asyncio.sleep(TRAFFIC_PACE)
 
     async def receive_all() -> None:
-        while True:
+        while not stopping.is_set():
             try:
                 message = await layer.receive(channel)
             except Exception as exc:  # noqa: BLE001
@@ -216,10 +217,22 @@ async def _traffic_through(layer: Layer, channel: str, fault: Callable[[], Await
         await asyncio.gather(send_all(), strike())
         await _until_all_arrived(delivery, delivery.returned, arrived, name)
     finally:
-        receiving.cancel()
-        await asyncio.gather(receiving, return_exceptions=True)
+        await _stop(receiving, stopping)
     await _no_more(layer, channel, lambda message: delivery.received.append(message["index"]))
     return delivery, during, after
+
+
+async def _stop(receiving: asyncio.Task[None], stopping: asyncio.Event) -> None:
+    """End a loop of receives: cancel the one waiting, and tell the loop to start no other (a
+    layer may turn the cancellation into an error the loop would take for a fault)."""
+    stopping.set()
+    receiving.cancel()
+    done, _ = await asyncio.wait({receiving}, timeout=current_settings().delivery_timeout)
+    if not done:
+        raise AssertionError(f"a receive() went on for {current_settings().delivery_timeout:g} s after it was "
+                             "cancelled")
+    if not receiving.cancelled() and (error := receiving.exception()) is not None:
+        raise error
 
 
 async def _until_all_arrived(delivery: Delivery, must_arrive: list[int], arrived: asyncio.Event, name: str) -> None:
@@ -338,6 +351,7 @@ async def test_peers_sending_through_a_restart_keep_their_order_and_double_nothi
     warm = [asyncio.Event() for _ in peers]
     restarted = asyncio.Event()
     arrived = asyncio.Event()
+    stopping = asyncio.Event()
     receive_errors: list[str] = []
     loop = asyncio.get_running_loop()
 
@@ -366,7 +380,7 @@ async def test_peers_sending_through_a_restart_keep_their_order_and_double_nothi
             await asyncio.sleep(TRAFFIC_PACE)
 
     async def receive_all() -> None:
-        while True:
+        while not stopping.is_set():
             try:
                 message = await layer.receive(mine)
             except Exception as exc:  # noqa: BLE001 - while the server is down a receive may fail
@@ -390,8 +404,7 @@ async def test_peers_sending_through_a_restart_keep_their_order_and_double_nothi
         for name, delivery in deliveries.items():
             await _until_all_arrived(delivery, must_arrive[name], arrived, "restart")
     finally:
-        receiving.cancel()
-        await asyncio.gather(receiving, return_exceptions=True)
+        await _stop(receiving, stopping)
     await _no_more(layer, mine, record)
     problems = [problem for name, delivery in deliveries.items()
                 for problem in delivery.problems(must_arrive[name])]
