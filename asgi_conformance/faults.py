@@ -13,7 +13,7 @@ import asyncio
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -188,3 +188,37 @@ class Delivery:
         if ordered and (swapped := self.out_of_order()):
             found.append(f"out of order from {self.sender} (earlier, later received): {swapped[:10]}")
         return found
+
+
+# --- receiving through a fault ---------------------------------------------------------
+
+async def stop_receiving(receiving: asyncio.Task[None], stopping: asyncio.Event) -> None:
+    """End a loop of receives: cancel the one waiting, and tell the loop to start no other (a
+    layer may turn the cancellation into an error the loop would take for a fault)."""
+    stopping.set()
+    receiving.cancel()
+    done, _ = await asyncio.wait({receiving}, timeout=current_settings().delivery_timeout)
+    if not done:
+        raise AssertionError(f"a receive() went on for {current_settings().delivery_timeout:g} s after it was "
+                             "cancelled")
+    if not receiving.cancelled() and (error := receiving.exception()) is not None:
+        raise error
+
+
+async def until_all_arrived(delivery: Delivery, must_arrive: list[int], arrived: asyncio.Event, name: str) -> None:
+    """Wait (at most the fault timeout) until every message of ``must_arrive`` was received."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + current_settings().fault_timeout
+    while delivery.lost(must_arrive) and loop.time() < deadline:
+        arrived.clear()
+        await asyncio.wait([asyncio.ensure_future(arrived.wait())], timeout=deadline - loop.time())
+
+
+async def no_more_than_recorded(layer: Any, channel: str, record: Callable[[Any], None]) -> None:
+    """Whatever still arrives in the quiet period is delivered too (a late duplicate shows here)."""
+    while True:
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), current_settings().quiet_period)
+        except asyncio.TimeoutError:
+            return
+        record(message)

@@ -13,6 +13,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from asgi_conformance.requirements import REQUIREMENTS
+
+# The FAULT area runs only where the plugin started the server and --asgi-faults asks for it
+# (tests/test_fault_area.py); a whole-suite run without them SKIPs it, saying so.
+FAULT_AREA = frozenset(rid for rid, requirement in REQUIREMENTS.items() if requirement.area == "FAULT")
+FAULT_AREA_SKIPPED = "FAULT-* run only with"
+
 
 @dataclass
 class SuiteRun:
@@ -27,6 +34,15 @@ class SuiteRun:
 
     def with_status(self, status: str) -> dict[str, list[str]]:
         return {row["id"]: row["details"] for row in self.report["requirements"] if row["status"] == status}
+
+    def not_passed_outside_the_fault_area(self) -> dict[str, list[str]]:
+        """Every requirement but FAULT-* that did not PASS, with its status and details."""
+        return {row["id"]: [row["status"], *row["details"]] for row in self.report["requirements"]
+                if row["status"] != "PASS" and row["id"] not in FAULT_AREA}
+
+    def fault_area_skipped_saying_why(self) -> bool:
+        skipped = self.with_status("SKIP")
+        return all(any(FAULT_AREA_SKIPPED in detail for detail in skipped.get(rid, ())) for rid in FAULT_AREA)
 
 
 def run_suite(pytester, layer: str, *args: str, config: dict | None = None, strict: bool = True,

@@ -12,9 +12,9 @@ def _assert_every_requirement_passes(run):
     assert run.result.ret == 0, "\n".join(run.result.outlines[-60:])
     statuses = run.statuses()
     assert set(statuses) == set(REQUIREMENTS)
-    not_passed = {row["id"]: (row["status"], row["details"])
-                  for row in run.report["requirements"] if row["status"] != "PASS"}
+    not_passed = run.not_passed_outside_the_fault_area()
     assert not not_passed, f"requirements not passed: {not_passed}"
+    assert run.fault_area_skipped_saying_why(), run.with_status("SKIP")  # tests/test_fault_area.py runs it
 
 
 @pytest.mark.timeout(900)

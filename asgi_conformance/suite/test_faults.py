@@ -5,7 +5,8 @@ given (the ``asgi_server`` fixture skips them otherwise, saying which is missing
 every other test of the run. Every layer call under a fault is bounded by the fault timeout
 (:func:`within_fault_timeout`), so a hanging layer FAILs saying which call hung and when;
 messages are numbered, so a loss or a duplicate is named by its number. Restarts cost seconds
-(RabbitMQ: 5-7 s), so each test restarts at most once.
+(RabbitMQ: 5-7 s), so each test restarts at most once. Traffic through a pause or dropped
+connections (FAULT-4, FAULT-5) is in ``test_fault_traffic``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from asgi_conformance.faults import (
     Delivery,
     ServerUnderTest,
     error_text,
+    no_more_than_recorded,
     recovered_within,
+    stop_receiving,
+    until_all_arrived,
     within_fault_timeout,
 )
 from asgi_conformance.runner import LayerPool, requirement
@@ -155,133 +159,6 @@ async def test_a_receive_waiting_through_a_restart_ends(
             f"after it (sent: {sent})")
 
 
-# --- FAULT-4, FAULT-5: traffic through a fault ------------------------------------------------
-
-async def _traffic_through(layer: Layer, channel: str, fault: Callable[[], Awaitable[Any]], name: str,
-                           errors_after: bool) -> tuple[Delivery, list[str], list[str]]:
-    """Numbered sends and receives on ``channel`` while ``fault()`` strikes mid-traffic.
-
-    Returns what was delivered, the errors calls raised while the fault lasted, and those they
-    raised after it was over (``errors_after``: also before it; a transparent recovery has none).
-    """
-    delivery = Delivery(sender="this process")
-    during: list[str] = []
-    after: list[str] = []
-    striking = asyncio.Event()
-    over = asyncio.Event()
-    arrived = asyncio.Event()
-    stopping = asyncio.Event()
-
-    def note(error: Exception, what: str) -> None:
-        (after if over.is_set() or errors_after else during).append(f"{what}: {error_text(error)}")
-
-    async def send_all() -> None:
-        sent_after = 0
-        for number in itertools.count():
-            phase = f"after the {name}" if over.is_set() else f"during the {name}"
-            try:
-                await within_fault_timeout(layer.send(channel, numbered_message(number, TAG)),
-                                           f"send() of message {number}", phase)
-                delivery.returned.append(number)
-            except AssertionError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                delivery.raised[number] = error_text(exc)
-                note(exc, f"send() of message {number}")
-            if number + 1 == TRAFFIC_BEFORE_FAULT:
-                striking.set()
-            if over.is_set():
-                sent_after += 1
-                if sent_after >= TRAFFIC_AFTER_FAULT:
-                    return
-            await asyncio.sleep(TRAFFIC_PACE)
-
-    async def receive_all() -> None:
-        while not stopping.is_set():
-            try:
-                message = await layer.receive(channel)
-            except Exception as exc:  # noqa: BLE001
-                note(exc, "receive()")
-                await asyncio.sleep(RETRY_PAUSE)
-                continue
-            delivery.received.append(message["index"])
-            arrived.set()
-
-    async def strike() -> None:
-        await striking.wait()
-        await fault()
-        over.set()
-
-    receiving = asyncio.ensure_future(receive_all())
-    try:
-        await asyncio.gather(send_all(), strike())
-        await _until_all_arrived(delivery, delivery.returned, arrived, name)
-    finally:
-        await _stop(receiving, stopping)
-    await _no_more(layer, channel, lambda message: delivery.received.append(message["index"]))
-    return delivery, during, after
-
-
-async def _stop(receiving: asyncio.Task[None], stopping: asyncio.Event) -> None:
-    """End a loop of receives: cancel the one waiting, and tell the loop to start no other (a
-    layer may turn the cancellation into an error the loop would take for a fault)."""
-    stopping.set()
-    receiving.cancel()
-    done, _ = await asyncio.wait({receiving}, timeout=current_settings().delivery_timeout)
-    if not done:
-        raise AssertionError(f"a receive() went on for {current_settings().delivery_timeout:g} s after it was "
-                             "cancelled")
-    if not receiving.cancelled() and (error := receiving.exception()) is not None:
-        raise error
-
-
-async def _until_all_arrived(delivery: Delivery, must_arrive: list[int], arrived: asyncio.Event, name: str) -> None:
-    """Wait (at most the fault timeout) until every message of ``must_arrive`` was received."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + current_settings().fault_timeout
-    while delivery.lost(must_arrive) and loop.time() < deadline:
-        arrived.clear()
-        await asyncio.wait([asyncio.ensure_future(arrived.wait())], timeout=deadline - loop.time())
-
-
-async def _no_more(layer: Layer, channel: str, record: Callable[[Any], None]) -> None:
-    """Whatever still arrives in the quiet period is delivered too (a late duplicate shows here)."""
-    while True:
-        try:
-            message = await asyncio.wait_for(layer.receive(channel), current_settings().quiet_period)
-        except asyncio.TimeoutError:
-            return
-        record(message)
-
-
-@requirement("FAULT-4")
-async def test_a_server_paused_mid_traffic_loses_doubles_and_reorders_nothing(
-        layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
-    asgi_server.require("pause")
-    layer = layers.make(**_room(asgi_target))
-    channel = await any_channel(layer, asgi_target, "fault4")
-    delivery, _, after = await _traffic_through(
-        layer, channel, lambda: asgi_server.pause(PAUSE_SECONDS), f"{PAUSE_SECONDS:g} s pause", errors_after=False)
-    problems = delivery.problems()
-    if after:
-        problems.append(f"calls still failed after the server resumed: {after[:3]}")
-    assert not problems, "; ".join(problems)
-
-
-@requirement("FAULT-5")
-async def test_connections_dropped_by_the_server_are_recovered_transparently(
-        layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
-    asgi_server.require("drop_connections")
-    layer = layers.make(**_room(asgi_target))
-    channel = await any_channel(layer, asgi_target, "fault5")
-    delivery, _, errors = await _traffic_through(
-        layer, channel, asgi_server.drop_connections, "dropped connections", errors_after=True)
-    problems = delivery.problems()
-    if errors:
-        problems.append(f"{len(errors)} call(s) raised instead of recovering transparently: {errors[:3]}")
-    assert not problems, "; ".join(problems)
-
-
 # --- FAULT-6 ---------------------------------------------------------------------------------
 
 @requirement("FAULT-6", needs=["groups"])
@@ -402,10 +279,10 @@ async def test_peers_sending_through_a_restart_keep_their_order_and_double_nothi
     try:
         await asyncio.gather(restart_when_warm(), *(keep_sending(peer, event) for peer, event in zip(peers, warm)))
         for name, delivery in deliveries.items():
-            await _until_all_arrived(delivery, must_arrive[name], arrived, "restart")
+            await until_all_arrived(delivery, must_arrive[name], arrived, "restart")
     finally:
-        await _stop(receiving, stopping)
-    await _no_more(layer, mine, record)
+        await stop_receiving(receiving, stopping)
+    await no_more_than_recorded(layer, mine, record)
     problems = [problem for name, delivery in deliveries.items()
                 for problem in delivery.problems(must_arrive[name])]
     if problems and receive_errors:
