@@ -2,7 +2,8 @@
 
 Sharding (hash ring movement, a process's channels together), atomic capacity under
 concurrent senders, expiry stamped by the server's clock, encryption, one script per shard
-for group_send, recovery from a server restart, config errors, hiredis.
+for group_send, recovery from a server restart (bounded reconnects),
+config errors, hiredis.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import secrets
+import time
 
 import pytest
 import redis
@@ -18,7 +20,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from reference_layers.base import ChannelFull, LayerConfigError
-from reference_layers.redis import RedisChannelLayer
+from reference_layers.redis import RedisChannelLayer, ShardUnreachable
 from reference_layers.redis.hashring import HashRing
 from tests.helpers import CALL_LIMIT, eventually, fresh, run
 
@@ -318,6 +320,37 @@ def test_scripts_flushed_from_the_server_are_loaded_again_and_no_message_is_lost
     run(closing(layer, body()))
 
 
+# --- nothing listening: bounded reconnects --------------------------------------------------------
+
+RECONNECT_BOUND = 1.0  # seconds: the reconnect_timeout these tests give, short to keep them quick
+
+
+@pytest.mark.parametrize("call", ["receive", "send", "group_send"])
+def test_with_nothing_listening_a_call_fails_within_reconnect_timeout_naming_the_address(call):
+    from asgi_conformance.servers.network import free_port
+
+    port = free_port()
+    layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{port}"], reconnect_timeout=RECONNECT_BOUND)
+    calls = {"receive": lambda: layer.receive("nowhere"), "send": lambda: layer.send("nowhere", {"n": 0}),
+             "group_send": lambda: layer.group_send("nobody", {"n": 0})}
+
+    async def body():
+        started = time.monotonic()
+        with pytest.raises(ShardUnreachable) as caught:
+            await asyncio.wait_for(calls[call](), CALL_LIMIT)
+        took = time.monotonic() - started
+        assert RECONNECT_BOUND <= took < CALL_LIMIT, f"{call}() failed after {took:.2f} s"
+        assert f"127.0.0.1:{port}" in str(caught.value)
+        assert isinstance(caught.value, ConnectionError) and isinstance(caught.value, RedisConnectionError)
+        # The shard is known unreachable now: the next call tries once more and fails at once.
+        again = time.monotonic()
+        with pytest.raises(ShardUnreachable):
+            await asyncio.wait_for(calls[call](), CALL_LIMIT)
+        assert time.monotonic() - again < RECONNECT_BOUND
+
+    run(body())
+
+
 # --- flush, config, hiredis ------------------------------------------------------------------------
 
 def test_flush_deletes_this_prefixs_messages_and_nothing_else_on_every_shard(redis_shard_urls):
@@ -358,6 +391,7 @@ def test_flush_deletes_this_prefixs_messages_and_nothing_else_on_every_shard(red
     ({"hosts": ["redis://127.0.0.1:6379"], "prefix": ""}, "prefix"),
     ({"hosts": ["redis://127.0.0.1:6379"], "symmetric_encryption_keys": "one key"}, "list of keys"),
     ({"hosts": ["redis://127.0.0.1:6379"], "capacity": 0}, "capacity"),
+    ({"hosts": ["redis://127.0.0.1:6379"], "reconnect_timeout": 0}, "reconnect_timeout"),
 ])
 def test_bad_config_raises_layer_config_error_saying_what_is_wrong(config, complaint):
     with pytest.raises(LayerConfigError, match=None) as caught:

@@ -23,6 +23,7 @@ from . import scripts
 from .bells import Bells
 from .hosts import ShardAddress
 from .keys import KeySpace
+from .reconnect import Reconnector
 from .wire import Wire, open_wire, pack
 
 _SCAN_BATCH = 500
@@ -47,9 +48,10 @@ def is_noscript(error: ResponseError) -> bool:
 
 
 class ShardClient:
-    def __init__(self, address: ShardAddress, keys: KeySpace):
+    def __init__(self, address: ShardAddress, keys: KeySpace, reconnect_timeout: float):
         self.address = address
         self.keys = keys
+        self.reconnector = Reconnector(address.name, reconnect_timeout)
         # No automatic retries: a send whose reply was lost must not be sent twice. A connection
         # that died with its server is replaced by the next command.
         options = {**address.options, "retry": Retry(NoBackoff(), 0)}
@@ -57,7 +59,7 @@ class ShardClient:
         self._timeout = options.get("socket_timeout")
         self._commands: Wire | None = None
         self._connecting = asyncio.Lock()
-        self.bells = Bells(self._pool)
+        self.bells = Bells(self._pool, self.reconnector)
         self._closed = False
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -73,7 +75,7 @@ class ShardClient:
                 raise RuntimeError("this channel layer connection was closed")
             wire = self._commands
             if wire is None or wire.closed:
-                wire = self._commands = await open_wire(self._pool, self._timeout)
+                wire = self._commands = await self.reconnector.open(lambda: open_wire(self._pool, self._timeout))
             return wire
 
     async def run(self, script: Script, keys: list, args: list,
