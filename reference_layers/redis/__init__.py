@@ -6,7 +6,8 @@ atomic round trip), shard (one shard's connections on one event loop, kept per l
 core.loops.PerLoop), wire (a multiplexed connection: commands back to back, replies matched in
 order; resp is its hiredis-less reader), bells (pub/sub wake-ups for waiting receives),
 receiver (waiting for messages without polling or losing any), reconnect (connecting within
-``reconnect_timeout``, else ShardUnreachable).
+``reconnect_timeout``, else ShardUnreachable), memberships (what a layer object added, added
+again after a restart lost it).
 """
 
 from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage

@@ -4,7 +4,8 @@ Takes channels_redis's config keys (hosts, prefix, expiry, group_expiry, capacit
 channel_capacity, symmetric_encryption_keys), and ``reconnect_timeout`` (seconds, default 5): how
 long a call keeps trying to connect to a shard nobody answers on before it raises
 ShardUnreachable naming the shard's address; a restart, shorter than that, is ridden out, and a
-receive waiting on a healthy server waits for ever. Every send and every group_send to a shard is
+receive waiting on a healthy server waits for ever. Group memberships this object added are added
+again when a shard's server restarted without its state (memberships.py). Every send and every group_send to a shard is
 one atomic Lua script; receives never poll on a timer and never lose a message to a
 cancellation; expiry uses the server's clock. See scripts.py for the storage layout.
 """
@@ -26,6 +27,7 @@ from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters,
 from .hashring import HashRing
 from .hosts import parse_hosts
 from .keys import KeySpace
+from .memberships import MembershipBook
 from .receiver import Receiver
 from .reconnect import DEFAULT_RECONNECT_TIMEOUT, TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient
@@ -72,6 +74,7 @@ class RedisChannelLayer(LayerCore):
         self._group_expiry_ms = max(1, round(self.group_expiry * 1000))
         self._loops: PerLoop[_LoopState] = PerLoop(lambda loop: self._new_loop_state(), self._close_loop_state)
         self._counters = Counters()
+        self._memberships = MembershipBook(len(self.addresses))
 
     def __repr__(self):
         return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
@@ -80,9 +83,6 @@ class RedisChannelLayer(LayerCore):
     def shard_index(self, channel: str) -> int:
         """The shard of ``channel``: by its capacity key, so all ``p!*`` of a process share one."""
         return self.ring.index_for(self.keys.capacity_key(channel))
-
-    def _shard(self, channel: str) -> ShardClient:
-        return self._loops.current().shards[self.shard_index(channel)]
 
     # --- channels --------------------------------------------------------------------------
     async def _send(self, channel: str, data: bytes) -> None:
@@ -157,11 +157,15 @@ class RedisChannelLayer(LayerCore):
 
     # --- groups ----------------------------------------------------------------------------
     async def _group_add(self, group: str, channel: str) -> None:
-        await self._shard(channel).group_add(group, channel, self._group_expiry_ms,
-                                             self.capacities.for_channel(channel))
+        index = self.shard_index(channel)
+        self._memberships.added(index, group, channel, self.group_expiry)
+        await self._loops.current().shards[index].group_add(group, channel, self._group_expiry_ms,
+                                                             self.capacities.for_channel(channel))
 
     async def _group_discard(self, group: str, channel: str) -> None:
-        await self._shard(channel).group_discard(group, channel)
+        index = self.shard_index(channel)
+        self._memberships.discarded(index, group, channel)
+        await self._loops.current().shards[index].group_discard(group, channel)
 
     async def _group_send(self, group: str, data: bytes) -> None:
         """One script per shard, all at once; each pushes to the members that live on it."""
@@ -218,6 +222,7 @@ class RedisChannelLayer(LayerCore):
 
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:
+        self._memberships.forget_all()
         await asyncio.gather(*(shard.flush() for shard in self._loops.current().shards))
 
     async def _close(self) -> None:
@@ -227,7 +232,9 @@ class RedisChannelLayer(LayerCore):
 
     def _new_loop_state(self) -> _LoopState:
         return _LoopState([
-            ShardClient(address, self.keys, self.reconnect_timeout) for address in self.addresses])
+            ShardClient(address, self.keys, self.reconnect_timeout, self._memberships, index,
+                        self.capacities.for_channel)
+            for index, address in enumerate(self.addresses)])
 
     @staticmethod
     async def _close_loop_state(state: _LoopState) -> None:
