@@ -76,6 +76,7 @@ class MembershipBook:
         """The unexpired memberships of ``shard``, forgetting the expired ones."""
         deadlines = self._deadlines[shard]
         now = time.monotonic()
-        for gone in [key for key, deadline in deadlines.items() if deadline <= now]:
-            del deadlines[gone]
-        return [Restore(key, max(1, int((deadline - now) * 1000))) for key, deadline in deadlines.items()]
+        noted = list(deadlines.items())  # a copy: a loop in another thread may add meanwhile
+        for gone in [key for key, deadline in noted if deadline <= now]:
+            deadlines.pop(gone, None)
+        return [Restore(key, max(1, int((deadline - now) * 1000))) for key, deadline in noted if deadline > now]
