@@ -2,7 +2,8 @@
 
 Sharding (hash ring movement, a process's channels together), atomic capacity under
 concurrent senders, expiry stamped by the server's clock, encryption, one script per shard
-for group_send, recovery from a server restart, config errors, hiredis.
+for group_send, recovery from a server restart (bounded reconnects, memberships added again),
+config errors, hiredis.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import secrets
+import time
 
 import pytest
 import redis
@@ -18,7 +20,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from reference_layers.base import ChannelFull, LayerConfigError
-from reference_layers.redis import RedisChannelLayer
+from reference_layers.redis import RedisChannelLayer, ShardUnreachable
 from reference_layers.redis.hashring import HashRing
 from tests.helpers import CALL_LIMIT, eventually, fresh, run
 
@@ -318,6 +320,107 @@ def test_scripts_flushed_from_the_server_are_loaded_again_and_no_message_is_lost
     run(closing(layer, body()))
 
 
+# --- nothing listening: bounded reconnects --------------------------------------------------------
+
+RECONNECT_BOUND = 1.0  # seconds: the reconnect_timeout these tests give, short to keep them quick
+
+
+@pytest.mark.parametrize("call", ["receive", "send", "group_send"])
+def test_with_nothing_listening_a_call_fails_within_reconnect_timeout_naming_the_address(call):
+    from asgi_conformance.servers.network import free_port
+
+    port = free_port()
+    layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{port}"], reconnect_timeout=RECONNECT_BOUND)
+    calls = {"receive": lambda: layer.receive("nowhere"), "send": lambda: layer.send("nowhere", {"n": 0}),
+             "group_send": lambda: layer.group_send("nobody", {"n": 0})}
+
+    async def body():
+        started = time.monotonic()
+        with pytest.raises(ShardUnreachable) as caught:
+            await asyncio.wait_for(calls[call](), CALL_LIMIT)
+        took = time.monotonic() - started
+        assert RECONNECT_BOUND <= took < CALL_LIMIT, f"{call}() failed after {took:.2f} s"
+        assert f"127.0.0.1:{port}" in str(caught.value)
+        assert isinstance(caught.value, ConnectionError) and isinstance(caught.value, RedisConnectionError)
+        # The shard is known unreachable now: the next call tries once more and fails at once.
+        again = time.monotonic()
+        with pytest.raises(ShardUnreachable):
+            await asyncio.wait_for(calls[call](), CALL_LIMIT)
+        assert time.monotonic() - again < RECONNECT_BOUND
+
+    run(body())
+
+
+# --- memberships after a restart that lost the server's state -----------------------------------
+
+def _membership_left_ms(url: str, prefix: str, group: str, channel: str) -> int | None:
+    """How long the server keeps ``channel`` in ``group`` (ms), None if it is no member."""
+    server = raw(url)
+    score = server.zscore(f"{prefix}:g:{group}", channel)
+    if score is None:
+        return None
+    seconds, micros = server.time()
+    return int(score) - (seconds * 1000 + micros // 1000)
+
+
+async def _restart_and_reconnect(redis_server, layer, probe: str) -> None:
+    """Restart the server (its state lost), then one round trip so the layer reconnects."""
+    await asyncio.to_thread(redis_server.restart)
+    await asyncio.wait_for(layer.send(probe, {"probe": True}), CALL_LIMIT)
+    assert (await asyncio.wait_for(layer.receive(probe), CALL_LIMIT)) == {"probe": True}
+
+
+def test_memberships_are_added_again_after_a_restart_for_the_time_they_had_left(redis_server):
+    layer = layer_on(redis_server.urls, group_expiry=3600)
+    group, kept, discarded, probe = fresh("group"), fresh("kept"), fresh("discarded"), fresh("probe")
+
+    async def body():
+        await layer.group_add(group, kept)
+        await layer.group_add(group, discarded)
+        await layer.group_discard(group, discarded)
+        await _restart_and_reconnect(redis_server, layer, probe)
+        left = _membership_left_ms(redis_server.url, layer.prefix, group, kept)
+        assert left is not None, "the membership made before the restart was not added again"
+        assert 3_500_000 < left <= 3_600_000, f"re-added for {left} ms, not for the time it had left"
+        assert _membership_left_ms(redis_server.url, layer.prefix, group, discarded) is None, \
+            "a membership discarded before the restart was added again"
+        await layer.group_send(group, {"after": "restart"})
+        assert await asyncio.wait_for(layer.receive(kept), CALL_LIMIT) == {"after": "restart"}
+        await layer.send(discarded, {"direct": True})  # the discarded member got no copy: this comes first
+        assert await asyncio.wait_for(layer.receive(discarded), CALL_LIMIT) == {"direct": True}
+
+    run(closing(layer, body()))
+
+
+def test_a_membership_past_its_expiry_is_not_added_again_after_a_restart(redis_server):
+    layer = layer_on(redis_server.urls, group_expiry=1)
+    group, member, probe = fresh("group"), fresh("member"), fresh("probe")
+
+    async def body():
+        await layer.group_add(group, member)
+        added = time.monotonic()
+        await eventually(lambda: time.monotonic() - added > layer.group_expiry, CALL_LIMIT, "group expiry to pass")
+        await _restart_and_reconnect(redis_server, layer, probe)
+        assert _membership_left_ms(redis_server.url, layer.prefix, group, member) is None, \
+            "a membership past its group_expiry was added again after the restart"
+
+    run(closing(layer, body()))
+
+
+def test_a_flush_before_a_restart_is_not_undone_by_adding_memberships_again(redis_server):
+    layer = layer_on(redis_server.urls)
+    group, member, probe = fresh("group"), fresh("member"), fresh("probe")
+
+    async def body():
+        await layer.group_add(group, member)
+        await layer.flush()
+        await _restart_and_reconnect(redis_server, layer, probe)
+        assert _membership_left_ms(redis_server.url, layer.prefix, group, member) is None, \
+            "a membership flushed before the restart was added again"
+
+    run(closing(layer, body()))
+
+
 # --- flush, config, hiredis ------------------------------------------------------------------------
 
 def test_flush_deletes_this_prefixs_messages_and_nothing_else_on_every_shard(redis_shard_urls):
@@ -358,6 +461,7 @@ def test_flush_deletes_this_prefixs_messages_and_nothing_else_on_every_shard(red
     ({"hosts": ["redis://127.0.0.1:6379"], "prefix": ""}, "prefix"),
     ({"hosts": ["redis://127.0.0.1:6379"], "symmetric_encryption_keys": "one key"}, "list of keys"),
     ({"hosts": ["redis://127.0.0.1:6379"], "capacity": 0}, "capacity"),
+    ({"hosts": ["redis://127.0.0.1:6379"], "reconnect_timeout": 0}, "reconnect_timeout"),
 ])
 def test_bad_config_raises_layer_config_error_saying_what_is_wrong(config, complaint):
     with pytest.raises(LayerConfigError, match=None) as caught:

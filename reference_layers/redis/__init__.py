@@ -5,10 +5,13 @@ a channel), keys + scripts (storage layout and the Lua that keeps each operation
 atomic round trip), shard (one shard's connections on one event loop, kept per loop by
 core.loops.PerLoop), wire (a multiplexed connection: commands back to back, replies matched in
 order; resp is its hiredis-less reader), bells (pub/sub wake-ups for waiting receives),
-receiver (waiting for messages without polling or losing any).
+receiver (waiting for messages without polling or losing any), reconnect (connecting within
+``reconnect_timeout``, else ShardUnreachable), memberships (what a layer object added, added
+again after a restart lost it).
 """
 
 from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from .layer import RedisChannelLayer
+from .reconnect import ShardUnreachable
 
-__all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "LayerConfigError"]
+__all__ = ["RedisChannelLayer", "ShardUnreachable", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "LayerConfigError"]

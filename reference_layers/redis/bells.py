@@ -23,6 +23,7 @@ from typing import Callable
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from .reconnect import Reconnector
 from .wire import ReplyReader, pack, take_over_socket
 
 SUBSCRIPTION_LIMIT = 1000
@@ -105,8 +106,9 @@ class BellWire(asyncio.Protocol):
 class Bells:
     """One shard's subscriptions on one event loop."""
 
-    def __init__(self, pool: ConnectionPool):
+    def __init__(self, pool: ConnectionPool, reconnector: Reconnector):
         self._pool = pool
+        self._reconnector = reconnector  # shared with the shard's command connection
         self._wire: BellWire | None = None
         self._connecting = asyncio.Lock()
         self._subscribed: OrderedDict[bytes, asyncio.Future] = OrderedDict()
@@ -149,7 +151,10 @@ class Bells:
             if self._closed:
                 raise RuntimeError("this channel layer connection was closed")
             if self._wire is None or self._wire.closed:
-                self._wire = await take_over_socket(self._pool, lambda: BellWire(self._ring, self._lost))
+                wire = await self._reconnector.open(
+                    lambda: take_over_socket(self._pool, lambda: BellWire(self._ring, self._lost)))
+                self._wire = wire
+                return wire
             return self._wire
 
     def _ring(self, bell: bytes, message_id: bytes) -> None:

@@ -1,7 +1,11 @@
 """RedisChannelLayer: a Django Channels 4 BACKEND on Redis, sharded by consistent hashing.
 
 Takes channels_redis's config keys (hosts, prefix, expiry, group_expiry, capacity,
-channel_capacity, symmetric_encryption_keys). Every send and every group_send to a shard is
+channel_capacity, symmetric_encryption_keys), and ``reconnect_timeout`` (seconds, default 5): how
+long a call keeps trying to connect to a shard nobody answers on before it raises
+ShardUnreachable naming the shard's address; a restart, shorter than that, is ridden out, and a
+receive waiting on a healthy server waits for ever. Group memberships this object added are added
+again when a shard's server restarted without its state (memberships.py). Every send and every group_send to a shard is
 one atomic Lua script; receives never poll on a timer and never lose a message to a
 cancellation; expiry uses the server's clock. See scripts.py for the storage layout.
 """
@@ -23,14 +27,16 @@ from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters,
 from .hashring import HashRing
 from .hosts import parse_hosts
 from .keys import KeySpace
-from .receiver import TRANSIENT_ERRORS, Receiver
+from .memberships import MembershipBook
+from .receiver import Receiver
+from .reconnect import DEFAULT_RECONNECT_TIMEOUT, TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient
 from .wire import USES_HIREDIS
 
-__all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage"]
+__all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "ShardUnreachable"]
 
 _KNOWN_KEYS = ("hosts", "prefix", "expiry", "group_expiry", "capacity", "channel_capacity",
-               "symmetric_encryption_keys", "message_size_limit")
+               "symmetric_encryption_keys", "message_size_limit", "reconnect_timeout")
 
 
 @dataclass
@@ -48,7 +54,8 @@ class RedisChannelLayer(LayerCore):
 
     def __init__(self, hosts=None, prefix="asgi", expiry=60, group_expiry=86400, capacity=100,
                  channel_capacity=None, symmetric_encryption_keys=None,
-                 message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT, **unknown):
+                 message_size_limit=DEFAULT_MESSAGE_SIZE_LIMIT, reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT,
+                 **unknown):
         reject_unknown_keys("RedisChannelLayer", unknown, _KNOWN_KEYS)
         super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity,
                          channel_capacity=channel_capacity, message_size_limit=message_size_limit,
@@ -56,6 +63,10 @@ class RedisChannelLayer(LayerCore):
         if not isinstance(prefix, str) or not prefix:
             raise LayerConfigError(f"prefix must be a non-empty str, got {prefix!r}")
         self.prefix = prefix
+        if isinstance(reconnect_timeout, bool) or not isinstance(reconnect_timeout, (int, float)) \
+                or not reconnect_timeout > 0:
+            raise LayerConfigError(f"reconnect_timeout must be a number of seconds > 0, got {reconnect_timeout!r}")
+        self.reconnect_timeout = float(reconnect_timeout)
         self.addresses = parse_hosts(hosts)
         self.ring = HashRing([address.name for address in self.addresses])
         self.keys = KeySpace(prefix)
@@ -63,6 +74,7 @@ class RedisChannelLayer(LayerCore):
         self._group_expiry_ms = max(1, round(self.group_expiry * 1000))
         self._loops: PerLoop[_LoopState] = PerLoop(lambda loop: self._new_loop_state(), self._close_loop_state)
         self._counters = Counters()
+        self._memberships = MembershipBook(len(self.addresses))
 
     def __repr__(self):
         return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
@@ -71,9 +83,6 @@ class RedisChannelLayer(LayerCore):
     def shard_index(self, channel: str) -> int:
         """The shard of ``channel``: by its capacity key, so all ``p!*`` of a process share one."""
         return self.ring.index_for(self.keys.capacity_key(channel))
-
-    def _shard(self, channel: str) -> ShardClient:
-        return self._loops.current().shards[self.shard_index(channel)]
 
     # --- channels --------------------------------------------------------------------------
     async def _send(self, channel: str, data: bytes) -> None:
@@ -125,6 +134,8 @@ class RedisChannelLayer(LayerCore):
                 for popped_channel, entry in entries:
                     self._receiver(popped_channel).give_back(popped_channel, entry)
                 raise
+        except ShardUnreachable:
+            raise  # for reconnect_timeout already: the receive fails, naming the shard
         except (ResponseError, *TRANSIENT_ERRORS):
             return None
         finally:
@@ -146,11 +157,15 @@ class RedisChannelLayer(LayerCore):
 
     # --- groups ----------------------------------------------------------------------------
     async def _group_add(self, group: str, channel: str) -> None:
-        await self._shard(channel).group_add(group, channel, self._group_expiry_ms,
-                                             self.capacities.for_channel(channel))
+        index = self.shard_index(channel)
+        self._memberships.added(index, group, channel, self.group_expiry)
+        await self._loops.current().shards[index].group_add(group, channel, self._group_expiry_ms,
+                                                             self.capacities.for_channel(channel))
 
     async def _group_discard(self, group: str, channel: str) -> None:
-        await self._shard(channel).group_discard(group, channel)
+        index = self.shard_index(channel)
+        self._memberships.discarded(index, group, channel)
+        await self._loops.current().shards[index].group_discard(group, channel)
 
     async def _group_send(self, group: str, data: bytes) -> None:
         """One script per shard, all at once; each pushes to the members that live on it."""
@@ -207,6 +222,7 @@ class RedisChannelLayer(LayerCore):
 
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:
+        self._memberships.forget_all()
         await asyncio.gather(*(shard.flush() for shard in self._loops.current().shards))
 
     async def _close(self) -> None:
@@ -215,7 +231,10 @@ class RedisChannelLayer(LayerCore):
             await self._close_loop_state(state)
 
     def _new_loop_state(self) -> _LoopState:
-        return _LoopState([ShardClient(address, self.keys) for address in self.addresses])
+        return _LoopState([
+            ShardClient(address, self.keys, self.reconnect_timeout, self._memberships, index,
+                        self.capacities.for_channel)
+            for index, address in enumerate(self.addresses)])
 
     @staticmethod
     async def _close_loop_state(state: _LoopState) -> None:

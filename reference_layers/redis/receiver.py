@@ -20,15 +20,13 @@ import logging
 from collections import deque
 from typing import Callable
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient, is_noscript
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 1.0
 _PUSH_BACK_ATTEMPTS = 20
 LOOK_AGAIN = 10.0  # seconds: a waiting loop pops this often even if no bell rang
@@ -208,6 +206,8 @@ class Receiver:
                     await self.shard.load_scripts()  # gone after a SCRIPT FLUSH: pop again
                     self._dirty = True
                     continue
+                except ShardUnreachable:
+                    raise  # for reconnect_timeout: the receivers get the error (below)
                 except TRANSIENT_ERRORS:
                     log.debug("pop from %s failed; retrying", self.capacity_key, exc_info=True)
                     self._dirty = True

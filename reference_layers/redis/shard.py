@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from typing import Callable
 
 from redis.asyncio.connection import ConnectionPool
@@ -23,8 +24,11 @@ from . import scripts
 from .bells import Bells
 from .hosts import ShardAddress
 from .keys import KeySpace
+from .memberships import MembershipBook
+from .reconnect import Reconnector
 from .wire import Wire, open_wire, pack
 
+log = logging.getLogger(__name__)
 _SCAN_BATCH = 500
 
 
@@ -46,10 +50,23 @@ def is_noscript(error: ResponseError) -> bool:
     return str(error).startswith("NOSCRIPT")
 
 
+def _run_id(info: bytes) -> bytes:
+    """The ``run_id`` line of ``INFO server``: a new one each time the server starts."""
+    for line in info.splitlines():
+        if line.startswith(b"run_id:"):
+            return line[7:].strip()
+    return b""
+
+
 class ShardClient:
-    def __init__(self, address: ShardAddress, keys: KeySpace):
+    def __init__(self, address: ShardAddress, keys: KeySpace, reconnect_timeout: float,
+                 book: MembershipBook, index: int, capacity_of: Callable[[str], int]):
         self.address = address
         self.keys = keys
+        self.reconnector = Reconnector(address.name, reconnect_timeout)
+        self._book = book  # this layer's memberships, added again here after a restart
+        self._index = index  # this shard's place in hosts (and in the book)
+        self._capacity_of = capacity_of
         # No automatic retries: a send whose reply was lost must not be sent twice. A connection
         # that died with its server is replaced by the next command.
         options = {**address.options, "retry": Retry(NoBackoff(), 0)}
@@ -57,7 +74,7 @@ class ShardClient:
         self._timeout = options.get("socket_timeout")
         self._commands: Wire | None = None
         self._connecting = asyncio.Lock()
-        self.bells = Bells(self._pool)
+        self.bells = Bells(self._pool, self.reconnector)
         self._closed = False
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -73,8 +90,33 @@ class ShardClient:
                 raise RuntimeError("this channel layer connection was closed")
             wire = self._commands
             if wire is None or wire.closed:
-                wire = self._commands = await open_wire(self._pool, self._timeout)
+                wire = await self.reconnector.open(lambda: open_wire(self._pool, self._timeout))
+                try:
+                    await self._restore_memberships(wire)
+                except BaseException:
+                    wire.close()
+                    raise
+                self._commands = wire
             return wire
+
+    async def _restore_memberships(self, wire: Wire) -> None:
+        """On a new connection: if the server is not the one seen before (restarted, its state
+        lost), load the scripts and add this layer's memberships on this shard again, before
+        any other command of this loop goes over the connection (see memberships.py)."""
+        try:
+            run_id = _run_id(await wire.call(pack(b"INFO", b"server")))
+        except ResponseError:  # INFO renamed or forbidden on this server: restarts go unseen
+            return
+        restores = self._book.to_restore(self._index, run_id)
+        if restores:
+            log.warning("Redis at %s restarted; adding %d group memberships again", self.address.name, len(restores))
+            await asyncio.gather(*(wire.call(pack(b"SCRIPT", b"LOAD", script.source)) for script in SCRIPTS))
+            keys = self.keys
+            await asyncio.gather(*(
+                wire.call(pack(b"EVALSHA", GROUP_ADD.sha, 2, keys.group_members(group), keys.group_capacities(group),
+                               channel, left_ms, self._capacity_of(channel)))
+                for (group, channel), left_ms in restores))
+        self._book.connected(self._index, run_id)
 
     async def run(self, script: Script, keys: list, args: list,
                   after_write: Callable[[], None] | None = None):
