@@ -27,15 +27,6 @@ FAULTS = ("--asgi-faults", "--asgi-requirement=FAULT")
 # Short enough that a hanging call costs little, long enough for a RabbitMQ restart's reconnect.
 QUICK = "--asgi-fault-timeout=10"
 
-# Bugs the FAULT area finds in our Redis layer today (the fixes are the layer's own work).
-REDIS_LAYER_BUGS = {
-    "FAULT-1": "reference_layers.redis: receive() retries a refused connection for ever, so with no "
-               "server at all it hangs instead of failing (send and group_send fail naming the address)",
-    "FAULT-6": "reference_layers.redis: after a restart that lost the server's state, the layer does "
-               "not add its group memberships again, so group_send reaches no member",
-}
-
-
 @pytest.fixture
 def repo_importable(monkeypatch):
     """The suite runs in pytester's empty folder; it (and its peers) must import tests.mutants."""
@@ -62,27 +53,14 @@ def test_the_suites_fault_names_are_the_fault_handles():
 
 # --- our layers ---------------------------------------------------------------------------------
 
-REDIS_KEPT = [rid for rid in FAULT_IDS if rid not in REDIS_LAYER_BUGS]
-
-
 @pytest.mark.redis
 @pytest.mark.parametrize("server", ["redis", "redis:3"])
 def test_our_redis_layer_passes_the_fault_area_in_strict_mode(pytester, server):
-    run = run_suite(pytester, REDIS, f"--asgi-server={server}", "--asgi-faults", QUICK,
-                    *(f"--asgi-requirement={rid}" for rid in REDIS_KEPT), timeout=400)
-    verdicts, expected = _fault_verdicts(run, REDIS_KEPT), _all_pass_but_failover(REDIS_KEPT)
+    run = run_suite(pytester, REDIS, f"--asgi-server={server}", *FAULTS, QUICK, timeout=400)
+    verdicts, expected = _fault_verdicts(run), _all_pass_but_failover(FAULT_IDS)
     assert verdicts == expected, _explain(run, verdicts, expected)
     skip = " ".join(run.with_status("SKIP")[NO_FAILOVER])
     assert "offer no failover" in skip, skip
-
-
-@pytest.mark.redis
-@pytest.mark.parametrize("rid", [pytest.param(rid, marks=pytest.mark.xfail(strict=True, reason=bug))
-                                 for rid, bug in REDIS_LAYER_BUGS.items()])
-def test_our_redis_layer_known_fault_bugs(pytester, rid):
-    run = run_suite(pytester, REDIS, "--asgi-server=redis", "--asgi-faults", QUICK, f"--asgi-requirement={rid}",
-                    timeout=200)
-    assert run.status(rid) == "PASS", run.with_status(run.status(rid)).get(rid)
 
 
 @pytest.mark.rabbitmq
