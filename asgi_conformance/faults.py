@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from .settings import current_settings
+from .target import LayerTarget
+from .vocabulary import offers
 
 if TYPE_CHECKING:  # the servers package is imported only by runs that start a server
     from .servers.handles import Servers
@@ -30,6 +32,13 @@ FAILOVER_WINDOW = 15.0  # the same after a failover (FAULT-7)
 # The values of asgi_conformance.servers.Fault, named here so the suite need not import servers.
 RESTART, PAUSE, DROP_CONNECTIONS, FAILOVER = "restart", "pause", "drop_connections", "failover"
 RETRY_PAUSE = 0.2  # seconds between attempts while a layer is still recovering
+
+FAULT_TAG = "fault"  # the ``type`` tag of every numbered message the FAULT tests send
+TRAFFIC_BEFORE_FAULT = 20  # messages sent before the fault strikes
+TRAFFIC_AFTER_FAULT = 20  # messages sent once it is over
+TRAFFIC_PACE = 0.01  # seconds between sends, so the fault lands mid-traffic, not after it
+PAUSE_SECONDS = 3.0  # how long FAULT-4 keeps the server stopped
+ROOM = {"capacity": 1000}  # where the layer has capacities: room for all the traffic
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,11 @@ class Delivery:
         if ordered and (swapped := self.out_of_order()):
             found.append(f"out of order from {self.sender} (earlier, later received): {swapped[:10]}")
         return found
+
+
+def room_for_traffic(target: LayerTarget) -> dict[str, Any]:
+    """Config overrides that give a fault test's traffic room, where the layer has capacities."""
+    return ROOM if offers(target, "capacity") else {}
 
 
 # --- receiving through a fault ---------------------------------------------------------

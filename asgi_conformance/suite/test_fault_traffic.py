@@ -10,14 +10,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgi_conformance.faults import (
+    FAULT_TAG,
+    PAUSE_SECONDS,
     RETRY_PAUSE,
+    TRAFFIC_AFTER_FAULT,
+    TRAFFIC_BEFORE_FAULT,
+    TRAFFIC_PACE,
     Delivery,
     ServerUnderTest,
     error_text,
     no_more_than_recorded,
+    room_for_traffic,
     stop_receiving,
     until_all_arrived,
     within_fault_timeout,
@@ -28,31 +34,7 @@ from asgi_conformance.vocabulary import (
     LayerTarget,
     any_channel,
     numbered_message,
-    offers,
 )
-
-if TYPE_CHECKING:
-    pass
-
-TAG = "fault"
-TRAFFIC_BEFORE_FAULT = 20  # messages sent before the fault strikes
-TRAFFIC_AFTER_FAULT = 20  # messages sent once it is over
-TRAFFIC_PACE = 0.01  # seconds between sends, so the fault lands mid-traffic, not after it
-PAUSE_SECONDS = 3.0
-ROOM = {"capacity": 1000}  # where the layer has capacities: room for all the traffic
-
-
-def _room(target: LayerTarget) -> dict[str, Any]:
-    return ROOM if offers(target, "capacity") else {}
-
-
-async def _round_trip(layer: Layer, channel: str, number: int, phase: str) -> None:
-    """Send message ``number`` and receive it back, each call under the fault timeout."""
-    message = numbered_message(number, TAG)
-    await within_fault_timeout(layer.send(channel, message), "send()", phase)
-    got = await within_fault_timeout(layer.receive(channel), "receive()", phase)
-    assert got == message, f"{phase}: sent {message!r}, received {got!r}"
-
 
 # --- FAULT-4, FAULT-5: traffic through a fault ------------------------------------------------
 
@@ -79,7 +61,7 @@ async def _traffic_through(layer: Layer, channel: str, fault: Callable[[], Await
         for number in itertools.count():
             phase = f"after the {name}" if over.is_set() else f"during the {name}"
             try:
-                await within_fault_timeout(layer.send(channel, numbered_message(number, TAG)),
+                await within_fault_timeout(layer.send(channel, numbered_message(number, FAULT_TAG)),
                                            f"send() of message {number}", phase)
                 delivery.returned.append(number)
             except AssertionError:
@@ -125,7 +107,7 @@ async def _traffic_through(layer: Layer, channel: str, fault: Callable[[], Await
 async def test_a_server_paused_mid_traffic_loses_doubles_and_reorders_nothing(
         layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
     asgi_server.require("pause")
-    layer = layers.make(**_room(asgi_target))
+    layer = layers.make(**room_for_traffic(asgi_target))
     channel = await any_channel(layer, asgi_target, "fault4")
     delivery, _, after = await _traffic_through(
         layer, channel, lambda: asgi_server.pause(PAUSE_SECONDS), f"{PAUSE_SECONDS:g} s pause", errors_after=False)
@@ -139,7 +121,7 @@ async def test_a_server_paused_mid_traffic_loses_doubles_and_reorders_nothing(
 async def test_connections_dropped_by_the_server_are_recovered_transparently(
         layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest) -> None:
     asgi_server.require("drop_connections")
-    layer = layers.make(**_room(asgi_target))
+    layer = layers.make(**room_for_traffic(asgi_target))
     channel = await any_channel(layer, asgi_target, "fault5")
     delivery, _, errors = await _traffic_through(
         layer, channel, asgi_server.drop_connections, "dropped connections", errors_after=True)

@@ -20,13 +20,18 @@ import pytest
 
 from asgi_conformance.faults import (
     FAILOVER_WINDOW,
+    FAULT_TAG,
     RECOVERY_WINDOW,
     RETRY_PAUSE,
+    TRAFFIC_AFTER_FAULT,
+    TRAFFIC_BEFORE_FAULT,
+    TRAFFIC_PACE,
     Delivery,
     ServerUnderTest,
     error_text,
     no_more_than_recorded,
     recovered_within,
+    room_for_traffic,
     stop_receiving,
     until_all_arrived,
     within_fault_timeout,
@@ -48,21 +53,9 @@ from asgi_conformance.vocabulary import (
 if TYPE_CHECKING:
     from asgi_conformance.peer import Peer, PeerGroup
 
-TAG = "fault"
-TRAFFIC_BEFORE_FAULT = 20  # messages sent before the fault strikes
-TRAFFIC_AFTER_FAULT = 20  # messages sent once it is over
-TRAFFIC_PACE = 0.01  # seconds between sends, so the fault lands mid-traffic, not after it
-PAUSE_SECONDS = 3.0
-ROOM = {"capacity": 1000}  # where the layer has capacities: room for all the traffic
-
-
-def _room(target: LayerTarget) -> dict[str, Any]:
-    return ROOM if offers(target, "capacity") else {}
-
-
 async def _round_trip(layer: Layer, channel: str, number: int, phase: str) -> None:
     """Send message ``number`` and receive it back, each call under the fault timeout."""
-    message = numbered_message(number, TAG)
+    message = numbered_message(number, FAULT_TAG)
     await within_fault_timeout(layer.send(channel, message), "send()", phase)
     got = await within_fault_timeout(layer.receive(channel), "receive()", phase)
     assert got == message, f"{phase}: sent {message!r}, received {got!r}"
@@ -71,9 +64,9 @@ async def _round_trip(layer: Layer, channel: str, number: int, phase: str) -> No
 # --- FAULT-1 ---------------------------------------------------------------------------------
 
 CALLS: dict[str, Callable[[Layer, str], Awaitable[Any]]] = {
-    "send": lambda layer, channel: layer.send(channel, numbered_message(0, TAG)),
+    "send": lambda layer, channel: layer.send(channel, numbered_message(0, FAULT_TAG)),
     "receive": lambda layer, channel: layer.receive(channel),
-    "group_send": lambda layer, channel: layer.group_send(fresh_group(), numbered_message(0, TAG)),
+    "group_send": lambda layer, channel: layer.group_send(fresh_group(), numbered_message(0, FAULT_TAG)),
 }
 
 
@@ -114,7 +107,7 @@ async def test_after_a_restart_the_same_layer_serves_sends_and_receives_again(
                                        "after the restart")
 
     async def attempt() -> None:
-        await layer.send(probe, numbered_message(next(numbers), TAG))
+        await layer.send(probe, numbered_message(next(numbers), FAULT_TAG))
         await asyncio.wait_for(layer.receive(probe), current_settings().delivery_timeout)
 
     await recovered_within(RECOVERY_WINDOW, attempt, "send() then receive()", "after the restart")
@@ -139,7 +132,7 @@ async def test_a_receive_waiting_through_a_restart_ends(
     sent: list[Message] = []
 
     async def send_one() -> None:
-        message = numbered_message(len(sent) + 1, TAG)
+        message = numbered_message(len(sent) + 1, FAULT_TAG)
         await sender.send(channel, message)
         sent.append(message)
 
@@ -168,8 +161,8 @@ async def test_group_memberships_survive_a_restart_that_lost_the_servers_state(
     member = await layer.new_channel()
     group = fresh_group("fault6")
     await within_fault_timeout(layer.group_add(group, member), "group_add()", "before the restart")
-    await within_fault_timeout(layer.group_send(group, numbered_message(0, TAG)), "group_send()", "before the restart")
-    assert await expect_message(layer, member) == numbered_message(0, TAG)
+    await within_fault_timeout(layer.group_send(group, numbered_message(0, FAULT_TAG)), "group_send()", "before the restart")
+    assert await expect_message(layer, member) == numbered_message(0, FAULT_TAG)
     await asgi_server.restart()
 
     probe = await within_fault_timeout(any_channel(layer, asgi_target, "fault6-probe"), "new_channel()",
@@ -177,11 +170,11 @@ async def test_group_memberships_survive_a_restart_that_lost_the_servers_state(
     numbers = itertools.count(1)
 
     async def round_trip() -> None:
-        await layer.send(probe, numbered_message(next(numbers), TAG))
+        await layer.send(probe, numbered_message(next(numbers), FAULT_TAG))
         await asyncio.wait_for(layer.receive(probe), current_settings().delivery_timeout)
 
     await recovered_within(RECOVERY_WINDOW, round_trip, "send() then receive()", "after the restart")
-    after = numbered_message(1000, TAG)
+    after = numbered_message(1000, FAULT_TAG)
     await within_fault_timeout(layer.group_send(group, after), "group_send()", "once recovered from the restart")
     try:
         got = await expect_message(layer, member)
@@ -204,7 +197,7 @@ async def test_after_a_failover_sends_and_receives_resume(
     numbers = itertools.count(1)
 
     async def round_trip() -> None:
-        await layer.send(channel, numbered_message(next(numbers), TAG))
+        await layer.send(channel, numbered_message(next(numbers), FAULT_TAG))
         await asyncio.wait_for(layer.receive(channel), current_settings().delivery_timeout)
 
     await recovered_within(FAILOVER_WINDOW, round_trip, "send() then receive()", "after the failover")
@@ -220,8 +213,8 @@ async def test_peers_sending_through_a_restart_keep_their_order_and_double_nothi
         layers: LayerPool, asgi_target: LayerTarget, asgi_server: ServerUnderTest, asgi_peers: PeerGroup) -> None:
     from asgi_conformance.peer.errors import PeerCommandError  # only this test needs peers
 
-    layer = layers.make(**_room(asgi_target))
-    peers = await asgi_peers.astart_many(SENDING_PEERS, **_room(asgi_target))
+    layer = layers.make(**room_for_traffic(asgi_target))
+    peers = await asgi_peers.astart_many(SENDING_PEERS, **room_for_traffic(asgi_target))
     mine = await within_fault_timeout(layer.new_channel(), "new_channel()", "before the restart")
     deliveries = {peer.name: Delivery(sender=peer.name) for peer in peers}
     must_arrive: dict[str, list[int]] = {peer.name: [] for peer in peers}
@@ -240,7 +233,7 @@ async def test_peers_sending_through_a_restart_keep_their_order_and_double_nothi
             if began_after_restart and recovered_by is None:
                 recovered_by = loop.time() + RECOVERY_WINDOW
             try:
-                await peer.acall("send", {"channel": mine, "message": {**numbered_message(seq, TAG), "sender": peer.name}},
+                await peer.acall("send", {"channel": mine, "message": {**numbered_message(seq, FAULT_TAG), "sender": peer.name}},
                                  timeout=asgi_server.fault_timeout)
                 delivery.returned.append(seq)
                 if began_after_restart:
