@@ -237,7 +237,7 @@ def read_markdown(text: str) -> Page:
     return Page(results, fault_seconds)
 
 
-def html_page(results: dict[str, Report]) -> str:
+def html_page(results: dict[str, Report], provenance: str = "") -> str:
     names = list(results)
     colours = {"PASS": "#c8f0c8", "FAIL": "#f6b6b6", "DEVIATION": "#f9e3a3", "SKIP": "#e4e4e4", "ERROR": "#f6b6b6"}
     rows = []
@@ -253,7 +253,7 @@ def html_page(results: dict[str, Report]) -> str:
     return ("<!doctype html><meta charset=utf-8><title>ASGI channel layer conformance</title>"
             "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
             "table{border-collapse:collapse}</style><h1>ASGI channel layer conformance</h1>"
-            "<p>Hover a cell for the failing assertion or the skip reason.</p>"
+            f"<p>Hover a cell for the failing assertion or the skip reason. {html.escape(provenance)}</p>"
             f"<table><tr><th>id</th><th>level</th>{head}</tr>{''.join(rows)}</table>\n")
 
 
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     page.results = {c.name: page.results[c.name] for c in DEFAULT_COLUMNS if c.name in page.results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "conformance.md").write_text(markdown(page))
-    (out / "conformance.html").write_text(html_page(page.results))
+    (out / "conformance.html").write_text(html_page(page.results, page.provenance))
     print(f"wrote {out / 'conformance.md'} and {out / 'conformance.html'}", file=sys.stderr)
     return 0
 
