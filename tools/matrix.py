@@ -4,6 +4,11 @@ Runs the suite once per layer (each in its own pytest process, on servers starte
 the whole matrix) and writes ``conformance.md`` and ``conformance.html``: a row per
 requirement, a column per layer, with the failing assertion in a footnote (Markdown) or on
 hover (HTML). A maintainer's tool, run from the repository root: it is not part of the plugin.
+
+The FAULT area restarts, pauses and cuts off the server, so it cannot share the matrix's servers:
+with ``--faults`` each server-backed column gets a second run of the FAULT area alone, on a
+server that run starts itself (``--asgi-server``), and its FAULT verdicts replace the column's.
+``--faults-only`` runs just those, keeping every other verdict from the page already written.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +40,15 @@ class Column:
     config_key: str | None = None
     args: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
+
+
+    @property
+    def fault_args(self) -> tuple[str, ...]:
+        """How the FAULT run starts its own server: the column's kind, shards and config key."""
+        if not self.server:
+            return ()
+        key = (f"--asgi-server-config-key={self.config_key}",) if self.config_key else ()
+        return (f"--asgi-server={self.server}", *key)
 
 
 class Cell(NamedTuple):
@@ -64,6 +79,10 @@ DEFAULT_COLUMNS = [
 ]
 SERVER_KEYS = {"redis": "hosts", "rabbitmq": "url"}
 SHORT = {"PASS": "pass", "FAIL": "FAIL", "DEVIATION": "dev", "SKIP": "skip", "NOT RUN": "-"}
+FAULT_IDS = frozenset(rid for rid, requirement in REQUIREMENTS.items() if requirement.area == "FAULT")
+# Asks a server-less column's run for the FAULT area too, so its FAULT-* SKIPs give the plugin's
+# reason for that layer (it has no server to fault) rather than the options the run lacked.
+FAULTS_WITHOUT_A_SERVER = ("--asgi-faults",)
 
 
 def run_column(column: Column, addresses: dict[str, list[str]], workdir: Path, strict: bool) -> Report:
@@ -74,17 +93,44 @@ def run_column(column: Column, addresses: dict[str, list[str]], workdir: Path, s
         urls = addresses[kind][: int(count or 1)]
         key = column.config_key or SERVER_KEYS[kind]
         config[key] = urls if kind == "redis" else urls[0]
-    report = workdir / f"{abs(hash(column.name))}.json"
+    faults = () if column.server else FAULTS_WITHOUT_A_SERVER
+    return run_suite(column, config, (*faults, *column.args), workdir / f"{abs(hash(column.name))}.json", strict)
+
+
+def run_fault_area(column: Column, workdir: Path, strict: bool) -> Report:
+    """The FAULT area alone, on a server this run starts and faults (none for a server-less column)."""
+    argv = (*column.fault_args, "--asgi-faults", "--asgi-requirement=FAULT", *column.args)
+    return run_suite(column, dict(column.config), argv, workdir / f"{abs(hash(column.name))}-faults.json", strict)
+
+
+def run_suite(column: Column, config: dict[str, Any], args: Sequence[str], report: Path, strict: bool) -> Report:
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--asgi-layer={column.dotted_path}",
-            f"--asgi-report={report}", "--asgi-layer-config=" + json.dumps(config), *column.args]
+            f"--asgi-report={report}", "--asgi-layer-config=" + json.dumps(config), *args]
     if strict:
         argv.append("--asgi-strict")
-    done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(argv, cwd=report.parent, capture_output=True, text=True, timeout=1800)
     if not report.exists():
         lines = (done.stdout + done.stderr).strip().splitlines()
         return {"error": lines[-1] if lines else f"exit {done.returncode}"}
     result: Report = json.loads(report.read_text())
     return result
+
+
+def has_fault_verdicts(report: Report) -> bool:
+    return any(row["id"] in FAULT_IDS and row["status"] != "NOT RUN" for row in report.get("requirements", ()))
+
+
+def with_fault_verdicts(report: Report, faults: Report) -> Report:
+    """The column's report with its FAULT-* rows taken from the FAULT run (an error fills those rows)."""
+    if "error" in report:
+        return report
+    if "error" in faults:
+        fault_rows = {rid: {"id": rid, "status": "ERROR", "details": [faults["error"]]} for rid in FAULT_IDS}
+    else:
+        fault_rows = {row["id"]: row for row in faults["requirements"] if row["id"] in FAULT_IDS}
+    rows = [fault_rows.get(row["id"], row) for row in report["requirements"]]
+    rows += [row for rid, row in fault_rows.items() if rid not in {r["id"] for r in rows}]
+    return {**report, "requirements": rows}
 
 
 @contextlib.contextmanager
@@ -110,20 +156,30 @@ def cells(results: dict[str, Report]) -> Iterator[tuple[Requirement, dict[str, C
             if "error" in report:
                 row[name] = Cell("ERROR", [report["error"]])
                 continue
-            entry = next(r for r in report["requirements"] if r["id"] == rid)
-            row[name] = Cell(entry["status"], entry["details"])
+            entry = next((r for r in report["requirements"] if r["id"] == rid), None)
+            row[name] = Cell(entry["status"], entry["details"]) if entry else Cell("NOT RUN", [])
         yield requirement, row
 
 
-def markdown(results: dict[str, Report]) -> str:
-    names = list(results)
+@dataclass
+class Page:
+    """What the Markdown page shows: the reports, how long each FAULT run took, where the rows came from."""
+
+    results: dict[str, Report]
+    fault_seconds: dict[str, float] = field(default_factory=dict)
+    provenance: str = ""
+
+
+def markdown(page: Page) -> str:
+    names = list(page.results)
     lines = ["# Conformance matrix", "",
-             "Generated by `python -m tools.matrix`: every layer through the same suite. "
+             "Generated by `python -m tools.matrix --faults`: every layer through the same suite. "
              "pass / FAIL (a MUST missed, or SHOULD in strict) / dev (a SHOULD missed) / skip (reason in the note). "
-             "Findings in the public layers, checked by hand against their code: [findings.md](findings.md).", "",
+             "Findings in the public layers, checked by hand against their code: [findings.md](findings.md)."
+             + (f" {page.provenance}" if page.provenance else ""), "",
              "| id | level | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     notes = []
-    for requirement, row in cells(results):
+    for requirement, row in cells(page.results):
         shown = []
         for name in names:
             status, details = row[name]
@@ -133,11 +189,55 @@ def markdown(results: dict[str, Report]) -> str:
                 text += f" [{len(notes)}]"
             shown.append(text)
         lines.append(f"| {requirement.id} | {requirement.level} | " + " | ".join(shown) + " |")
-    lines += ["", "## Notes", ""] + [f"{i}. {note}".replace("\n", " ") for i, note in enumerate(notes, 1)]
+    if page.fault_seconds:
+        lines += ["", FAULT_RUNS_HEADING, "",
+                  "Each server-backed column's FAULT area ran alone, on a server that run started and faulted "
+                  "(`--asgi-server=KIND --asgi-faults`, default fault timeout); wall-clock time per run:", ""]
+        lines += [f"- {name}: {seconds:.0f} s" for name, seconds in page.fault_seconds.items()]
+    lines += ["", NOTES_HEADING, ""] + [f"{i}. {note}".replace("\n", " ") for i, note in enumerate(notes, 1)]
     return "\n".join(lines) + "\n"
 
 
-def html_page(results: dict[str, Report]) -> str:
+FAULT_RUNS_HEADING = "## FAULT runs"
+NOTES_HEADING = "## Notes"
+STATUS_OF_SHORT = {short: status for status, short in SHORT.items()}
+
+
+def read_markdown(text: str) -> Page:
+    """A page this tool wrote, read back (each cell's details as the one clipped note it shows),
+    so that ``--faults-only`` can keep the verdicts of the last full run."""
+    lines = text.splitlines()
+    header = next((line for line in lines if line.startswith("| id | level |")), None)
+    if header is None:
+        return Page({})
+    names = [name.strip() for name in header.strip("| ").split(" | ")[2:]]
+    section = {heading: lines.index(heading) for heading in (FAULT_RUNS_HEADING, NOTES_HEADING) if heading in lines}
+    notes = {}
+    for line in lines[section.get(NOTES_HEADING, len(lines)) + 1:]:
+        number, dot, note = line.partition(". ")
+        if dot and number.isdigit():
+            notes[number] = note
+    results: dict[str, Report] = {name: {"requirements": []} for name in names}
+    for line in lines:
+        fields = [f.strip() for f in line.strip("| ").split(" | ")]
+        if len(fields) != len(names) + 2 or fields[0] not in REQUIREMENTS:
+            continue
+        rid = fields[0]
+        for name, shown in zip(names, fields[2:]):
+            short, _, number = shown.partition(" [")
+            note = notes.get(number.rstrip("]"), "").removeprefix(f"{rid} on {name}: ")
+            results[name]["requirements"].append(
+                {"id": rid, "status": STATUS_OF_SHORT.get(short, short), "details": [note] if note else []})
+    fault_seconds = {}
+    if FAULT_RUNS_HEADING in section:
+        for line in lines[section[FAULT_RUNS_HEADING] + 1: section.get(NOTES_HEADING, len(lines))]:
+            name, colon, seconds = line.removeprefix("- ").rpartition(": ")
+            if line.startswith("- ") and colon and seconds.endswith(" s"):
+                fault_seconds[name] = float(seconds.removesuffix(" s"))
+    return Page(results, fault_seconds)
+
+
+def html_page(results: dict[str, Report], provenance: str = "") -> str:
     names = list(results)
     colours = {"PASS": "#c8f0c8", "FAIL": "#f6b6b6", "DEVIATION": "#f9e3a3", "SKIP": "#e4e4e4", "ERROR": "#f6b6b6"}
     rows = []
@@ -153,7 +253,7 @@ def html_page(results: dict[str, Report]) -> str:
     return ("<!doctype html><meta charset=utf-8><title>ASGI channel layer conformance</title>"
             "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
             "table{border-collapse:collapse}</style><h1>ASGI channel layer conformance</h1>"
-            "<p>Hover a cell for the failing assertion or the skip reason.</p>"
+            f"<p>Hover a cell for the failing assertion or the skip reason. {html.escape(provenance)}</p>"
             f"<table><tr><th>id</th><th>level</th>{head}</tr>{''.join(rows)}</table>\n")
 
 
@@ -162,19 +262,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="docs", help="folder for conformance.md and conformance.html")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only the columns whose name contains one of these")
     parser.add_argument("--strict", action="store_true", help="run every layer in strict mode")
+    parser.add_argument("--faults", action="store_true",
+                        help="also run each server-backed column's FAULT area, on a server of its own (minutes)")
+    parser.add_argument("--faults-only", action="store_true",
+                        help="run only the FAULT areas; keep every other verdict from OUT/conformance.md")
     args = parser.parse_args(argv)
     columns = [c for c in DEFAULT_COLUMNS if not args.only or any(o in c.name for o in args.only)]
-    results: dict[str, Report] = {}
-    with started_servers(columns) as addresses, tempfile.TemporaryDirectory() as workdir:
-        for column in columns:
-            print(f"running the suite against {column.name} ...", file=sys.stderr, flush=True)
-            results[column.name] = run_column(column, addresses, Path(workdir), args.strict)
     out = Path(args.out)
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.faults_only:
+            page = read_markdown((out / "conformance.md").read_text()) if (out / "conformance.md").exists() else Page({})
+            page.provenance = (f"FAULT-* rows from a `--faults-only` run of {time.strftime('%Y-%m-%d', time.gmtime())}; "
+                               "every other row is kept from the last full run.")
+        else:
+            page = Page({})
+            with started_servers(columns) as addresses:
+                for column in columns:
+                    print(f"running the suite against {column.name} ...", file=sys.stderr, flush=True)
+                    page.results[column.name] = run_column(column, addresses, Path(workdir), args.strict)
+        if args.faults or args.faults_only:
+            run_fault_areas(page, columns, Path(workdir), args.strict)
+    page.results = {c.name: page.results[c.name] for c in DEFAULT_COLUMNS if c.name in page.results}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "conformance.md").write_text(markdown(results))
-    (out / "conformance.html").write_text(html_page(results))
+    (out / "conformance.md").write_text(markdown(page))
+    (out / "conformance.html").write_text(html_page(page.results, page.provenance))
     print(f"wrote {out / 'conformance.md'} and {out / 'conformance.html'}", file=sys.stderr)
     return 0
+
+
+def run_fault_areas(page: Page, columns: Sequence[Column], workdir: Path, strict: bool) -> None:
+    """Each column's FAULT run, its verdicts merged into the column and its wall-clock time noted.
+    A server-less column's run only SKIPs, but it gives the plugin's reason for that layer."""
+    for column in columns:
+        if not column.server and has_fault_verdicts(page.results.get(column.name, {})):
+            continue  # its suite run already asked for the FAULT area, and SKIPped it saying why
+        print(f"running the FAULT area against {column.name} ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        faults = run_fault_area(column, workdir, strict)
+        if column.server:
+            page.fault_seconds[column.name] = time.monotonic() - started
+        page.results[column.name] = with_fault_verdicts(page.results.get(column.name, {"requirements": []}), faults)
 
 
 if __name__ == "__main__":
