@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import Any
+
+from .bounded import within
 
 
 def layer_attribute(layer: object, name: str) -> Any:
@@ -23,7 +24,7 @@ async def close_quietly(layer: object, timeout: float) -> None:
             try:
                 result = method()
                 if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, timeout)
+                    await within(result, timeout)
             except Exception:  # noqa: BLE001 - cleanup must not mask the test's own verdict
                 pass
             return

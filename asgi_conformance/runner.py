@@ -9,7 +9,6 @@ and are flushed and closed inside the test's own loop when it ends.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from typing import Any, Callable, Iterable, TypeVar
@@ -17,6 +16,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import pytest
 
 from . import requirements
+from .bounded import CANCEL_GRACE, BoundExceeded, Ending, run_on_own_loop, within
 from .features import is_known
 from .layer_access import close_quietly, layer_attribute
 from .settings import current_settings
@@ -51,7 +51,7 @@ def requirement(requirement_id: str, *, needs: Iterable[str] = ()) -> Callable[[
 def _async_runner(test: Callable[..., Any], faulty: bool = False) -> Callable[..., None]:
     @functools.wraps(test)
     def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(_run_with_cleanup(test, args, kwargs, _time_limit(faulty)))
+        run_on_own_loop(lambda: _run_with_cleanup(test, args, kwargs, _time_limit(faulty)))
 
     return run
 
@@ -62,7 +62,7 @@ def _sync_runner(test: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         for name, value in kwargs.items():
             if isinstance(value, LayerToBuild):
-                kwargs[name] = asyncio.run(_build(value))
+                kwargs[name] = run_on_own_loop(lambda: _build(value))
         return test(*args, **kwargs)
 
     return run
@@ -89,8 +89,13 @@ async def _run_with_cleanup(test: Callable[..., Any], args: tuple[Any, ...], kwa
               for name, value in kwargs.items()}
     try:
         try:
-            await asyncio.wait_for(test(*args, **kwargs), timeout)
-        except asyncio.TimeoutError:
+            await within(test(*args, **kwargs), timeout)
+        except BoundExceeded as exc:
+            if exc.ending is Ending.IGNORED_CANCELLATION:
+                raise AssertionError(
+                    f"test did not finish within {timeout:g} s, and then ignored its cancellation for "
+                    f"{CANCEL_GRACE:g} s: a layer call went on waiting after it was cancelled (left behind)"
+                ) from None
             raise AssertionError(
                 f"test did not finish within {timeout:g} s: the layer hung "
                 "(raise --asgi-timeout if it is just slow)"
@@ -146,7 +151,7 @@ async def _release(layer: Any) -> None:
     delivery_timeout = current_settings().delivery_timeout
     if "flush" in (layer_attribute(layer, "extensions") or []):
         try:
-            await asyncio.wait_for(layer.flush(), delivery_timeout)
+            await within(layer.flush(), delivery_timeout)
         except Exception:  # noqa: BLE001 - cleanup must not mask the test's own verdict
             pass
     await close_quietly(layer, delivery_timeout)

@@ -33,6 +33,21 @@ class IgnoresChannelCapacity(InMemoryChannelLayer):
 class Explodes(InMemoryChannelLayer):
     def __init__(self, **config):
         raise RuntimeError("cannot reach the moon")
+
+
+class IgnoresCancellation(InMemoryChannelLayer):
+    """A receive that swallows its cancellation and waits on: asyncio.wait_for and asyncio.run
+    would wait for it for ever."""
+
+    async def receive(self, channel):
+        import asyncio
+
+        never = asyncio.Event()
+        while True:
+            try:
+                await never.wait()
+            except asyncio.CancelledError:
+                continue
 '''
 
 
@@ -114,6 +129,14 @@ def test_verdict_lines_are_coloured_by_status_and_passes_are_not(pytester, broke
     assert red in _report_line(failing, "CAP-1")
     assert escape not in _report_line(failing, "MSG-2")
     assert yellow in _report_line(deviating, "CAP-3")
+
+
+def test_a_layer_that_ignores_cancellation_fails_and_the_run_still_ends(pytester, broken_layers):
+    run = run_suite(pytester, f"{broken_layers}.IgnoresCancellation", "--asgi-single-process",
+                    "--asgi-requirement=CHAN-5", "--asgi-timeout=2", "-k", "cancelling_one_waiting", timeout=120)
+    assert run.result.ret == 1
+    assert run.status("CHAN-5") == "FAIL"
+    assert any("ignored its cancellation" in detail for detail in run.with_status("FAIL")["CHAN-5"])
 
 
 def test_the_run_settings_reach_a_suite_test_through_the_running_config(pytester):
