@@ -10,7 +10,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
-from .requirements import AREAS, REQUIREMENTS
+from .requirements import AREAS, CATALOGUE_VERSION, REQUIREMENTS
 
 PASS, FAIL, DEVIATION, SKIP, NOT_RUN = "PASS", "FAIL", "DEVIATION", "SKIP", "NOT RUN"
 
@@ -33,6 +33,7 @@ class Verdict:
     level: str
     title: str
     status: str
+    since: str = ""
     details: list[str] = field(default_factory=list)
     tests: list[TestOutcome] = field(default_factory=list)
 
@@ -71,7 +72,7 @@ class ConformanceReport:
         else:
             status = NOT_RUN
         details = [] if status == PASS else _unique(t.detail for t in tests if t.outcome == status and t.detail)
-        return Verdict(rid, req.level, req.title, status, details, list(tests))
+        return Verdict(rid, req.level, req.title, status, req.since, details, list(tests))
 
     @property
     def failed(self) -> bool:
@@ -89,7 +90,10 @@ class ConformanceReport:
     def render_lines(self, width: int = 100) -> list[ReportLine]:
         """The table, line by line, each verdict line with its status (for colouring)."""
         mode = "strict" if self.strict else "default (SHOULD misses are deviations)"
-        lines = [ReportLine(f"ASGI channel layer conformance: {self.layer_name}  [mode: {mode}]")]
+        lines = [
+            ReportLine(f"ASGI channel layer conformance: {self.layer_name}  [mode: {mode}]"),
+            ReportLine(f"  requirement catalogue {CATALOGUE_VERSION}"),
+        ]
         verdicts = self.verdicts()
         for area, area_title in AREAS.items():
             rows = [v for v in verdicts if v.requirement_id.split("-")[0] == area]
@@ -112,12 +116,14 @@ class ConformanceReport:
             {
                 "layer": self.layer_name,
                 "strict": self.strict,
+                "catalogue_version": CATALOGUE_VERSION,
                 "counts": self.counts(),
                 "requirements": [
                     {
                         "id": v.requirement_id,
                         "level": v.level,
                         "title": v.title,
+                        "since": v.since,
                         "status": v.status,
                         "details": v.details,
                         "tests": [t.__dict__ for t in v.tests],

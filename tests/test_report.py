@@ -63,3 +63,14 @@ def test_each_verdict_line_carries_its_status_and_only_verdict_lines_do():
     assert statuses["CAP-1"] == FAIL and statuses["CAP-3"] == DEVIATION and statuses["MSG-1"] == PASS
     assert set(statuses) == set(REQUIREMENTS)
     assert [line.text for line in lines] == report.render()
+
+
+def test_the_report_names_the_catalogue_version_and_each_row_since_when():
+    from asgi_conformance.requirements import CATALOGUE_VERSION
+
+    report = report_with(("MSG-1", PASS, ""))
+    assert f"requirement catalogue {CATALOGUE_VERSION}" in report.render()[1]
+    data = json.loads(report.to_json())
+    assert data["catalogue_version"] == CATALOGUE_VERSION
+    since = {row["id"]: row["since"] for row in data["requirements"]}
+    assert since["MSG-1"] == "0.1.0" and since["FAULT-1"] == "0.2.0"
