@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .core.capacity import CapacityRules
 from .core.codec import DEFAULT_MESSAGE_SIZE_LIMIT, INT64_MAX, INT64_MIN, MAX_NESTING, MessageCodec, check_message
-from .core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from .core.errors import ChannelFull, ForeignProcessChannel, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from .core.layer_core import LayerCore
 from .core.loops import PerLoop
 from .core.names import (
@@ -30,6 +30,7 @@ __all__ = [
     "CapacityRules",
     "ChannelFull",
     "ChannelNamer",
+    "ForeignProcessChannel",
     "LayerConfigError",
     "LayerCore",
     "MessageCodec",

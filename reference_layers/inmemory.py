@@ -16,12 +16,13 @@ from typing import Any
 
 from .core.codec import DEFAULT_MESSAGE_SIZE_LIMIT
 from .core.config import reject_unknown_keys
-from .core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from .core.errors import ChannelFull, ForeignProcessChannel, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from .core.layer_core import LayerCore
 from .core.names import check_channel_name, is_process_specific, non_local_name
 from .core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
 
-__all__ = ["InMemoryChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "LayerConfigError"]
+__all__ = ["InMemoryChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage",
+           "LayerConfigError", "ForeignProcessChannel"]
 
 _CONFIG_KEYS = ("expiry", "group_expiry", "capacity", "channel_capacity", "message_size_limit")
 

@@ -56,8 +56,14 @@ async def _send_all(layer, channel, count, tag):
         await layer.send(channel, {"type": "test.kept", "tag": tag, "index": index})
 
 
+async def _receive(layer, channel):
+    """A receive without the public check that refuses another object's 'p!x' names: here the
+    survivor takes over a dead child's process-specific channels on purpose."""
+    return layer.codec.decode(await layer._receive(channel))
+
+
 async def _receive_all(layer, channel, count):
-    return [(await layer.receive(channel))["index"] for _ in range(count)]
+    return [(await _receive(layer, channel))["index"] for _ in range(count)]
 
 
 def _assert_survivor_carries_on(layer, kept_channel, kept):
@@ -145,7 +151,7 @@ def test_killed_mid_send_that_creates_the_channel(survivor, point, channel):
     child.kill()
     assert check(survivor._current().segment) == []
     if point == "mid-apply":
-        assert run(survivor.receive(channel)) == {"type": "child.message", "from": "child"}
+        assert run(_receive(survivor, channel)) == {"type": "child.message", "from": "child"}
     assert survivor._current().ops.held(channel.encode()) == 0
     _assert_survivor_carries_on(survivor, "crash.kept", 3)
     run(_send_all(survivor, channel, 2, "after"))  # the entries work again after the repair
@@ -181,7 +187,7 @@ def test_killed_mid_receive_of_one_of_several_process_channels(survivor):
     child.kill()
     assert check(survivor._current().segment) == []
     assert survivor._current().ops.held(b"crash.proc!b") == 2  # 'crash.proc!' counts a and c
-    assert [run(survivor.receive(name))["index"] for name in ("crash.proc!a", "crash.proc!c")] == [0, 0]
+    assert [run(_receive(survivor, name))["index"] for name in ("crash.proc!a", "crash.proc!c")] == [0, 0]
     assert survivor._current().ops.held(b"crash.proc!a") == 0
     assert check(survivor._current().segment) == []
 

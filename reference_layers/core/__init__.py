@@ -1,6 +1,7 @@
 """What every reference layer shares, one job per module; each uses only those above it:
 
-- errors: ChannelFull, MessageTooLarge, UnserialisableMessage, LayerConfigError
+- errors: ChannelFull, MessageTooLarge, UnserialisableMessage, LayerConfigError,
+  ForeignProcessChannel
 - names: channel and group name rules, ``non_local_name``, ``ChannelNamer`` (new_channel)
 - config: positive numbers and ints in CONFIG, unknown keys refused
 - codec: what a message may hold, msgpack, optional encryption, the size limit

@@ -26,3 +26,11 @@ class UnserialisableMessage(TypeError):
 
 class LayerConfigError(ValueError):
     """A ``CHANNEL_LAYERS`` CONFIG value is wrong; raised when the layer is built."""
+
+
+class ForeignProcessChannel(ValueError):
+    """A receive on a process-specific name this layer object's ``new_channel`` did not make.
+
+    Only the object that made ``prefix.CLIENT!x`` receives on it, so such a receive could never
+    be served: it fails at once instead of waiting for ever.
+    """

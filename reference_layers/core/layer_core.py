@@ -12,7 +12,8 @@ from typing import Any
 from .capacity import CapacityRules
 from .codec import DEFAULT_MESSAGE_SIZE_LIMIT, MessageCodec
 from .config import positive_int, positive_int_or_none, positive_number
-from .names import ChannelNamer, check_channel_name, check_group_name
+from .errors import ForeignProcessChannel
+from .names import ChannelNamer, check_channel_name, check_group_name, non_local_name
 
 
 class LayerCore:
@@ -37,12 +38,34 @@ class LayerCore:
         self.namer = ChannelNamer()
         self.client_prefix = self.namer.client_prefix
 
-    # Django Channels' BaseChannelLayer offers these; user code sometimes calls them.
+    # Django Channels' BaseChannelLayer offers these; user code sometimes calls them. Like
+    # Django's, the valid_* and require_valid_* ones raise TypeError for a bad name.
     def valid_channel_name(self, name: Any, receive: bool = False) -> bool:
         return bool(check_channel_name(name))
 
     def valid_group_name(self, name: Any) -> bool:
         return bool(check_group_name(name))
+
+    def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
+        return bool(check_channel_name(name))
+
+    def require_valid_group_name(self, name: Any) -> bool:
+        return bool(check_group_name(name))
+
+    def valid_channel_names(self, names: Any, receive: bool = False) -> bool:
+        if not isinstance(names, list):
+            raise TypeError(f"channel names must be a list, not {type(names).__name__}")
+        return all(check_channel_name(name) for name in names)
+
+    non_local_name = staticmethod(non_local_name)
+
+    def check_receivable(self, channel: str) -> None:
+        """Raise ForeignProcessChannel for a process-specific name this object did not make."""
+        if not self.namer.made(channel):
+            raise ForeignProcessChannel(
+                f"cannot receive on {channel!r}: it is process-specific and this layer object's "
+                f"new_channel() did not make it (its names have '.{self.client_prefix}!'), "
+                "so no message sent to it would ever reach this receive")
 
     def get_capacity(self, channel: str) -> int:
         return self.capacities.for_channel(channel)
@@ -55,6 +78,7 @@ class LayerCore:
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for, and return, the next message on ``channel``."""
         check_channel_name(channel)
+        self.check_receivable(channel)
         return self.codec.decode(await self._receive(channel))
 
     async def new_channel(self, prefix: str = "specific") -> str:

@@ -64,6 +64,11 @@ class ChannelNamer:
     def __init__(self) -> None:
         self.client_prefix = secrets.token_hex(8)
 
+    def made(self, channel: str) -> bool:
+        """True unless ``channel`` is process-specific with another namer's client prefix."""
+        bang = channel.find("!")
+        return bang < 0 or channel[:bang].endswith("." + self.client_prefix)
+
     def new_channel(self, prefix: str = "specific") -> str:
         if not isinstance(prefix, str) or not _GROUP_NAME.match(prefix):
             raise TypeError(f"new_channel prefix must be a valid name without '!', got {prefix!r}")

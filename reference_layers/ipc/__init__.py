@@ -37,9 +37,9 @@ descriptor), and wake-ups go through sockets in the abstract namespace that disa
 their process, so the only named object to clean up is the segment itself.
 """
 
-from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from ..core.errors import ChannelFull, ForeignProcessChannel, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from .layer import IPCChannelLayer
 from .segment import SegmentFull
 
 __all__ = ["IPCChannelLayer", "ChannelFull", "SegmentFull", "MessageTooLarge", "UnserialisableMessage",
-           "LayerConfigError"]
+           "LayerConfigError", "ForeignProcessChannel"]

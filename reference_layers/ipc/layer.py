@@ -142,7 +142,8 @@ class IPCChannelLayer(LayerCore):
 
     async def receive(self, channel: str) -> dict:
         """Wait for, and return, the next message on ``channel``."""
-        attachment, name, data = self._pop(check_channel_name(channel))
+        self.check_receivable(check_channel_name(channel))
+        attachment, name, data = self._pop(channel)
         if data is None:
             data = await self._wait_for(attachment, name)
         return self.codec.decode(data)

@@ -55,9 +55,9 @@ Design choices, and why:
   A process that dies without close() leaves them to ``x-expires``.
 """
 
-from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from ..core.errors import ChannelFull, ForeignProcessChannel, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from .errors import BrokerUnavailable
 from .layer import RabbitMQChannelLayer
 
-__all__ = ["RabbitMQChannelLayer", "BrokerUnavailable", "ChannelFull", "LayerConfigError",
+__all__ = ["RabbitMQChannelLayer", "BrokerUnavailable", "ChannelFull", "LayerConfigError", "ForeignProcessChannel",
            "MessageTooLarge", "UnserialisableMessage"]

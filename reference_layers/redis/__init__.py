@@ -10,8 +10,9 @@ receiver (waiting for messages without polling or losing any), reconnect (connec
 again after a restart lost it).
 """
 
-from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
+from ..core.errors import ChannelFull, ForeignProcessChannel, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from .layer import RedisChannelLayer
 from .reconnect import ShardUnreachable
 
-__all__ = ["RedisChannelLayer", "ShardUnreachable", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "LayerConfigError"]
+__all__ = ["RedisChannelLayer", "ShardUnreachable", "ChannelFull", "MessageTooLarge", "UnserialisableMessage",
+           "LayerConfigError", "ForeignProcessChannel"]
