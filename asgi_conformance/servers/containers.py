@@ -153,6 +153,10 @@ class ContainerServer(Server):
         pid = wrapped.attrs.get("State", {}).get("Pid")
         return int(pid) if pid else None
 
+    @property
+    def origin(self) -> str:
+        return f"{self.what}, container {self.container.get_wrapped_container().short_id}"
+
     def restart(self, keep_state: bool = False) -> None:
         if keep_state and not self.persists_state:
             raise ServerError(f"{self.what} runs without persistence: a restart cannot keep its state")
