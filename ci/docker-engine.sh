@@ -23,6 +23,9 @@ export DOCKER_HOST="unix://$SOCKET"
 START_WAIT=30  # seconds for dockerd to answer on its socket
 
 say() { echo "ci/docker-engine: $*"; }
+# The one line saying why the engine did not start, kept for `status` (and the tests) to show.
+NOT_STARTED="$RUN_DIR/not-started"
+give_up() { say "engine not started: $*"; echo "$*" >"$NOT_STARTED" 2>/dev/null; }
 
 answers() { [ -S "$SOCKET" ] && docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
@@ -35,14 +38,14 @@ running_pid() {
 install_engine() {
   command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 && return 0
   if [ "$(id -u)" -ne 0 ]; then
-    say "engine not started: dockerd is missing and installing docker.io needs root"; return 1
+    give_up "dockerd is missing and installing docker.io needs root"; return 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   # policy-rc.d keeps the package from starting the system-wide engine: we start our own.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io >/dev/null; } 2>"$RUN_DIR/install.log"; then
     rm -f /usr/sbin/policy-rc.d
-    say "engine not started: apt-get install docker.io failed: $(tail -n 1 "$RUN_DIR/install.log")"; return 1
+    give_up "apt-get install docker.io failed: $(tail -n 1 "$RUN_DIR/install.log")"; return 1
   fi
   rm -f /usr/sbin/policy-rc.d
 }
@@ -54,7 +57,7 @@ launch() {
   echo "--- $(date -u +%FT%TZ) starting with storage driver $driver" >>"$LOG"
   setsid dockerd --host "$DOCKER_HOST" --pidfile "$PIDFILE" --data-root "$DATA_DIR" \
     --exec-root "$RUN_DIR/exec" --storage-driver "$driver" --bridge=none --iptables=false \
-    --ip-masq=false --userland-proxy=false </dev/null >>"$LOG" 2>&1 &
+    --ip-masq=false --userland-proxy=false </dev/null >>"$LOG" 2>&1 9>&- &
   pid=$!
   deadline=$((SECONDS + START_WAIT))
   while [ $SECONDS -lt $deadline ]; do
@@ -79,9 +82,9 @@ build_images() {
 }
 
 start() {
-  mkdir -p "$RUN_DIR" || { say "engine not started: cannot create $RUN_DIR"; return 0; }
+  mkdir -p "$RUN_DIR" 2>/dev/null || { say "engine not started: cannot create $RUN_DIR"; return 0; }
   exec 9>"$RUN_DIR/lock"
-  flock -w 60 9 || { say "engine not started: another start holds $RUN_DIR/lock"; return 0; }
+  flock -w 60 9 || { give_up "another start holds $RUN_DIR/lock"; return 0; }
   if running_pid >/dev/null && answers; then
     say "already running ($DOCKER_HOST)"
   else
@@ -89,9 +92,10 @@ start() {
     mkdir -p "$DATA_DIR"
     local t0=$SECONDS
     if ! launch overlay2 && ! launch vfs; then
-      say "engine not started: dockerd did not answer within ${START_WAIT} s: $(why_not) (log: $LOG)"
+      give_up "dockerd (overlay2, then vfs storage) did not answer within ${START_WAIT} s: $(why_not) (log: $LOG)"
       return 0
     fi
+    rm -f "$NOT_STARTED"
     say "started ($DOCKER_HOST, $(docker info --format '{{.Driver}}' 2>/dev/null) storage, $((SECONDS - t0)) s)"
   fi
   build_images || say "an image could not be built: the container tests will say which"
@@ -107,7 +111,7 @@ stop() {
     if [ $SECONDS -ge $deadline ]; then kill -KILL "$pid" 2>/dev/null; break; fi
     sleep 0.1
   done
-  rm -f "$SOCKET" "$PIDFILE"
+  rm -f "$SOCKET" "$PIDFILE" "$NOT_STARTED"
   say "stopped (pid $pid)"
 }
 
@@ -115,7 +119,8 @@ status() {
   if running_pid >/dev/null && answers; then
     echo "$DOCKER_HOST"
   else
-    say "not running"; return 1
+    if [ -s "$NOT_STARTED" ]; then say "not running: $(cat "$NOT_STARTED")"; else say "not running"; fi
+    return 1
   fi
 }
 
