@@ -165,6 +165,9 @@ def build(image: Image) -> None:
     if importer.returncode != 0:
         raise SystemExit(f"ci/debian_rootfs: docker import of {image.tag} failed: "
                          f"{errors.decode(errors='replace').strip()[-300:]}")
+    # A rebuild (--force) leaves the image it replaced untagged: remove ours, nobody else's.
+    subprocess.run(["docker", "image", "prune", "--force", "--filter", f"label={LABEL.split('=')[0]}"],
+                   capture_output=True)
 
 
 def main(argv: list[str]) -> int:
