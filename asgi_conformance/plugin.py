@@ -135,6 +135,12 @@ def _start_servers(config: pytest.Config, stack: contextlib.ExitStack) -> dict[s
     return {key: urls if as_list else urls[0]}
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Which servers --asgi-server started, and where: a local binary or a container."""
+    server = config.stash.get(_server_under_test_key, None)
+    return None if server is None else f"asgi-conformance servers: {server.servers.describe()}"
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     stack = config.stash.get(_servers_key, None)
     if stack is not None:

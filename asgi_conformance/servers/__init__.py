@@ -6,7 +6,7 @@ Where an address comes from, in order of preference:
    so CI with service containers, or a developer with a server already running, starts nothing
    (``environment``);
 2. testcontainers, but only when a Docker engine answers (checked quickly and quietly:
-   ``containers``);
+   ``containers``), on the host's network; ``ASGI_TEST_SERVERS=local|containers`` forces one;
 3. the local binaries (Debian's ``redis-server`` / ``rabbitmq-server``) on free loopback ports,
    with their data in a temp dir (``processes``, ``network``).
 
@@ -15,7 +15,7 @@ in place, on the same port, so layer tests can prove they survive a server resta
 ``kinds`` maps the ``--asgi-server`` names to the kinds' context managers.
 """
 
-from .containers import DOCKER_PROBE_TIMEOUT, docker_engine_answers
+from .containers import DOCKER_PROBE_TIMEOUT, SERVER_SOURCE_ENV, ServerSource, docker_engine_answers, use_containers
 from .environment import INSTALL_HINT
 from .handles import Fault, Server, ServerError, Servers
 from .kinds import KINDS, servers_for
@@ -33,7 +33,7 @@ from .redis import REDIS_IMAGE, REDIS_URLS_ENV, redis_servers
 
 __all__ = [
     "DOCKER_PROBE_TIMEOUT", "INSTALL_HINT", "Fault", "KINDS", "LOOPBACK", "PROCESS_TIMEOUT", "RABBITMQ_BIN_DIR",
-    "RABBITMQ_BIN_DIR_ENV", "RABBITMQ_IMAGE", "RABBITMQ_URL_ENV", "REDIS_IMAGE", "REDIS_URLS_ENV", "Server",
-    "ServerError", "Servers", "docker_engine_answers", "free_port", "local_rabbitmq_server", "rabbitmq_server",
-    "redis_servers", "servers_for", "wait_for_accept",
+    "RABBITMQ_BIN_DIR_ENV", "RABBITMQ_IMAGE", "RABBITMQ_URL_ENV", "REDIS_IMAGE", "REDIS_URLS_ENV", "SERVER_SOURCE_ENV", "Server",
+    "ServerError", "ServerSource", "Servers", "docker_engine_answers", "free_port", "local_rabbitmq_server", "rabbitmq_server",
+    "redis_servers", "servers_for", "use_containers", "wait_for_accept",
 ]

@@ -67,6 +67,11 @@ class Server:
         """Kill the primary (by pid) and return once a replica has taken over."""
         raise self._cannot(Fault.FAILOVER)
 
+    @property
+    def origin(self) -> str:
+        """Where the server runs, for the run's header: the environment, a container or a local process."""
+        return "given by the environment"
+
     def stop(self) -> None:
         """Nothing to stop: somebody else runs this server."""
 
@@ -124,6 +129,10 @@ class Servers:
     def failover(self) -> None:
         for server in self.servers:
             server.failover()
+
+    def describe(self) -> str:
+        """Each server's URL and where it runs, on one line (the run's header shows it)."""
+        return ", ".join(f"{server.url} ({server.origin})" for server in self.servers)
 
     def __getitem__(self, index: int) -> Server:
         return self.servers[index]

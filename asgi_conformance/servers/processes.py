@@ -131,6 +131,10 @@ class LocalServer(Server):
     def pid(self) -> int | None:
         return self.process.pid
 
+    @property
+    def origin(self) -> str:
+        return f"local {self.what}, pid {self.pid}"
+
     def restart(self, keep_state: bool = False) -> None:
         """Stop the process (by its pid) and start it again on the same port and config, with
         its state forgotten in between (or kept, for a kind that persists it)."""

@@ -15,9 +15,9 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
-from .containers import ContainerServer, docker_engine_answers
+from .containers import ContainerServer, use_containers
 from .environment import find_binary, urls_from_env
 from .handles import Fault, Server, ServerError, Servers
 from .network import LOOPBACK, free_port
@@ -27,7 +27,9 @@ from .processes import PROCESS_TIMEOUT, LocalServer, ServerProcess, owned_server
 RABBITMQ_URL_ENV = "ASGI_TEST_RABBITMQ_URL"
 RABBITMQ_BIN_DIR_ENV = "ASGI_TEST_RABBITMQ_BIN_DIR"
 RABBITMQ_BIN_DIR = "/usr/lib/rabbitmq/bin"  # Debian's launcher; /usr/sbin's wrapper drops root and fails on a temp dir
-RABBITMQ_IMAGE = "rabbitmq:3-alpine"
+RABBITMQ_IMAGE = "rabbitmq:3"  # ci/debian_rootfs.py builds it from Debian's rabbitmq-server
+# Inside a container: the node's files, in the container's own filesystem (a fresh one forgets them).
+CONTAINER_WORKDIR = PurePosixPath("/var/lib/asgi-conformance-rabbitmq")
 
 
 @contextlib.contextmanager
@@ -39,8 +41,8 @@ def rabbitmq_server() -> Iterator[Servers]:
             raise ServerError(f"{RABBITMQ_URL_ENV} must hold one URL, got {len(given)}")
         yield Servers([Server(given[0])])
         return
-    if docker_engine_answers():
-        with owned_servers([container_rabbitmq]) as servers:
+    if use_containers():
+        with owned_servers([ContainerRabbitMQ]) as servers:
             yield servers
     else:
         with local_rabbitmq_server() as servers:
@@ -163,9 +165,15 @@ class LocalRabbitMQ(LocalServer):
 
 def rabbitmq_env(workdir: Path, epmd_port: int, node_port: int, dist_port: int) -> dict[str, str]:
     """Everything the node writes or reads lives in ``workdir``; it listens on loopback only."""
-    node = f"asgi_conformance_{os.getpid()}_{secrets.token_hex(4)}@localhost"
     (workdir / "enabled_plugins").write_text("[].\n")
     (workdir / "log").mkdir()
+    return node_env(workdir, epmd_port, node_port, dist_port)
+
+
+def node_env(workdir: PurePath, epmd_port: int, node_port: int, dist_port: int) -> dict[str, str]:
+    """The node's environment: its name, ports and files (in ``workdir``, which holds
+    ``enabled_plugins`` and ``log/``), on loopback only."""
+    node = f"asgi_conformance_{os.getpid()}_{secrets.token_hex(4)}@localhost"
     return {
         "HOME": str(workdir),
         "ERL_EPMD_PORT": str(epmd_port),
@@ -203,23 +211,36 @@ def drop_rabbitmq_clients(ctl: Callable[..., str]) -> int:
 
 
 class ContainerRabbitMQ(ContainerServer):
-    """RabbitMQ in a container; its clients are dropped by the container's own rabbitmqctl."""
+    """A RabbitMQ node in a container on the host's network: its own epmd, node and distribution
+    ports on loopback (free on the host), its files in the container; its clients are dropped by
+    the container's own rabbitmqctl. A restart that keeps the state restarts the container in place."""
 
     faults = frozenset({Fault.RESTART, Fault.PAUSE, Fault.DROP_CONNECTIONS})
+    persists_state = True
+
+    def __init__(self) -> None:
+        super().__init__(RABBITMQ_IMAGE, self._command, self._node_env, "amqp://guest:guest@{host}:{port}/%2F",
+                         "RabbitMQ")
+
+    @staticmethod
+    def _node_env(node_port: int) -> dict[str, str]:
+        epmd_port = free_port({node_port})
+        return node_env(CONTAINER_WORKDIR, epmd_port, node_port, free_port({node_port, epmd_port}))
+
+    @staticmethod
+    def _command(node_port: int) -> list[str]:
+        # What rabbitmq_env writes on this machine, written in the container before the node starts.
+        return ["sh", "-c", f"mkdir -p {CONTAINER_WORKDIR}/log && echo '[].' > {CONTAINER_WORKDIR}/enabled_plugins"
+                            " && exec rabbitmq-server"]
 
     def ctl(self, *command: str) -> str:
-        code, output = self.container.get_wrapped_container().exec_run(["rabbitmqctl", *command])
+        node = self.env["RABBITMQ_NODENAME"]
+        code, output = self.container.get_wrapped_container().exec_run(
+            ["rabbitmqctl", "-n", node, *command], environment=self.env)
         text: str = output.decode(errors="replace")
         if code != 0:
-            raise ServerError(f"{self.what} container: rabbitmqctl {' '.join(command)} failed: {text[-500:]}")
+            raise ServerError(f"{self.what}: rabbitmqctl {' '.join(command)} failed: {text[-500:]}")
         return text
 
     def drop_connections(self) -> int:
         return drop_rabbitmq_clients(self.ctl)
-
-
-def container_rabbitmq() -> Server:
-    from testcontainers.community.rabbitmq import RabbitMqContainer
-
-    return ContainerRabbitMQ(lambda: RabbitMqContainer(RABBITMQ_IMAGE), 5672, "amqp://guest:guest@{host}:{port}/%2F",
-                             "RabbitMQ")

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .containers import ContainerServer, docker_engine_answers
+from .containers import ContainerServer, use_containers
 from .environment import find_binary, urls_from_env
 from .handles import Fault, Server, ServerError, Servers
 from .network import LOOPBACK, free_port
@@ -15,7 +15,7 @@ from .processes import LocalServer, ServerProcess, Starter, owned_servers
 from .redis_admin import drop_redis_clients
 
 REDIS_URLS_ENV = "ASGI_TEST_REDIS_URLS"
-REDIS_IMAGE = "redis:7-alpine"
+REDIS_IMAGE = "redis:7"  # ci/debian_rootfs.py builds it from Debian's redis-server
 
 
 @contextlib.contextmanager
@@ -30,8 +30,8 @@ def redis_servers(n: int = 1) -> Iterator[Servers]:
         yield Servers([Server(url) for url in given[:n]])
         return
     starter: Starter
-    if docker_engine_answers():
-        starter = container_redis
+    if use_containers():
+        starter = ContainerRedis
     else:
         binary = find_binary("redis-server", "redis-server")
 
@@ -40,6 +40,11 @@ def redis_servers(n: int = 1) -> Iterator[Servers]:
 
     with owned_servers([starter] * n) as servers:
         yield servers
+
+
+def redis_command(binary: str, port: int) -> list[str]:
+    """redis-server on loopback ``port``, without persistence: a restart loses its state."""
+    return [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no", "--daemonize", "no"]
 
 
 class LocalRedis(LocalServer):
@@ -53,8 +58,7 @@ class LocalRedis(LocalServer):
         workdir = Path(tempfile.mkdtemp(prefix="asgi-conformance-redis-"))
         port = free_port()
         log = workdir / "redis.log"
-        command = [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
-                   "--daemonize", "no", "--dir", str(workdir), "--logfile", str(log)]
+        command = [*redis_command(binary, port), "--dir", str(workdir), "--logfile", str(log)]
         super().__init__(f"redis://{LOOPBACK}:{port}", ServerProcess(command, port, log), workdir, log,
                          f"redis-server on port {port}")
 
@@ -63,15 +67,13 @@ class LocalRedis(LocalServer):
 
 
 class ContainerRedis(ContainerServer):
-    """Redis in a container; its clients are dropped as a local server's are."""
+    """Redis in a container on the host's network; its clients are dropped as a local server's are."""
 
     faults = frozenset({Fault.RESTART, Fault.PAUSE, Fault.DROP_CONNECTIONS})
 
+    def __init__(self) -> None:
+        super().__init__(REDIS_IMAGE, lambda port: redis_command("redis-server", port), lambda port: {},
+                         "redis://{host}:{port}", "Redis")
+
     def drop_connections(self) -> int:
         return drop_redis_clients(self.url)
-
-
-def container_redis() -> Server:
-    from testcontainers.community.redis import RedisContainer
-
-    return ContainerRedis(lambda: RedisContainer(REDIS_IMAGE), 6379, "redis://{host}:{port}", "Redis")
