@@ -262,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also run each server-backed column's FAULT area, on a server of its own (minutes)")
     parser.add_argument("--faults-only", action="store_true",
                         help="run only the FAULT areas; keep every other verdict from OUT/conformance.md")
+    parser.add_argument("--keep-others", action="store_true",
+                        help="with --only: keep the other columns' verdicts from OUT/conformance.md")
     args = parser.parse_args(argv)
     columns = [c for c in COLUMNS if not args.only or any(o in c.name for o in args.only)]
     out = Path(args.out)
@@ -278,12 +280,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     page.results[column.name] = run_column(column, addresses, Path(workdir), args.strict)
         if args.faults or args.faults_only:
             run_fault_areas(page, columns, Path(workdir), args.strict)
+    if args.keep_others:
+        page = kept_with(page, out / "conformance.md", [c.name for c in columns])
     page.results = {c.name: page.results[c.name] for c in COLUMNS if c.name in page.results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "conformance.md").write_text(markdown(page))
     (out / "conformance.html").write_text(html_page(page.results, page.provenance))
     print(f"wrote {out / 'conformance.md'} and {out / 'conformance.html'}", file=sys.stderr)
     return 0
+
+
+def kept_with(page: Page, written: Path, names: Sequence[str]) -> Page:
+    """The page on disk with ``page``'s columns put in (a run of a few columns, the rest kept)."""
+    kept = read_markdown(written.read_text()) if written.exists() else Page({})
+    kept.results.update(page.results)
+    kept.fault_seconds.update(page.fault_seconds)
+    kept.provenance = (f"Columns {', '.join(names)} from a run of {time.strftime('%Y-%m-%d', time.gmtime())}; "
+                       "the others kept from the last full run.")
+    return kept
 
 
 def run_fault_areas(page: Page, columns: Sequence[Column], workdir: Path, strict: bool) -> None:
