@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .peer import PeerGroup
 
 SUITE_DIR = Path(__file__).parent / "suite"
-SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url"}
+SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url", "valkey": "hosts", "postgres": "url", "nats": "servers"}
+LISTED_KINDS = frozenset({"redis", "valkey"})  # kinds whose config entry is a list of shards, even of one
 # A SHOULD the layer missed, outside strict mode: the detail, as a user property of the call's
 # report. pytest shows the test as xfailed; the conformance report reads this entry alone.
 DEVIATION_PROPERTY = "asgi_conformance_deviation"
@@ -63,9 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--asgi-quiet-period", type=float, default=DEFAULTS.quiet_period, metavar="SECONDS",
                     help="how long the suite watches for a message that must not arrive (default %(default)s)")
     group.addoption("--asgi-server", metavar="KIND[:N]",
-                    help="start a throwaway server for the run: redis, redis:3 (three shards) or rabbitmq")
+                    help="start a throwaway server for the run: redis, redis:3 (three shards), rabbitmq, "
+                         "valkey[:N], postgres or nats")
     group.addoption("--asgi-server-config-key", metavar="KEY",
-                    help="config key that receives the server address(es) (default: hosts for redis, url for rabbitmq)")
+                    help="config key that receives the server address(es) (default: hosts for redis and valkey, "
+                         "url for rabbitmq and postgres, servers for nats)")
     group.addoption("--asgi-faults", action="store_true",
                     help="run the FAULT area: restart, pause and cut off the server --asgi-server started")
     group.addoption("--asgi-fault-timeout", type=float, default=DEFAULTS.fault_timeout, metavar="SECONDS",
@@ -129,7 +132,7 @@ def _start_servers(config: pytest.Config, stack: contextlib.ExitStack) -> dict[s
     except servers.ServerError as exc:
         raise TargetError(f"--asgi-server={option}: {exc}") from None
     key = config.getoption("asgi_server_config_key") or SERVER_CONFIG_KEYS[kind]
-    as_list = kind == "redis" or count > 1
+    as_list = kind in LISTED_KINDS or count > 1
     config.stash[_server_under_test_key] = ServerUnderTest(started, kind, key, as_list)
     urls = started.urls
     return {key: urls if as_list else urls[0]}

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Installs the real servers our tests run layers against (Debian's redis-server and
-# rabbitmq-server), only when missing. Needs root for apt-get; says so clearly otherwise.
+# Installs the real servers our tests run layers against (Debian's redis-server,
+# rabbitmq-server, and for the public layers' matrix postgresql and nats-server), only when missing. Needs root for apt-get; says so clearly otherwise.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "ci/install-servers: redis-server and rabbitmq-server already installed"
+  echo "ci/install-servers: redis-server, rabbitmq-server, postgresql and nats-server already installed"
   exit 0
 fi
 

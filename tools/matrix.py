@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import html
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,27 +29,11 @@ from typing import Any, NamedTuple
 
 from asgi_conformance import servers
 from asgi_conformance.requirements import REQUIREMENTS, Requirement
+from tools.matrix_columns import ECOSYSTEM_COLUMNS, LISTED_KINDS, SERVER_KEYS, Column
+
+__all__ = ["COLUMNS", "DEFAULT_COLUMNS", "Column", "main"]
 
 Report = dict[str, Any]  # a run's JSON report, or {"error": why there is none}
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    dotted_path: str
-    server: str | None = None  # "redis", "redis:3" or "rabbitmq"
-    config_key: str | None = None
-    args: tuple[str, ...] = ()
-    config: dict[str, Any] = field(default_factory=dict)
-
-
-    @property
-    def fault_args(self) -> tuple[str, ...]:
-        """How the FAULT run starts its own server: the column's kind, shards and config key."""
-        if not self.server:
-            return ()
-        key = (f"--asgi-server-config-key={self.config_key}",) if self.config_key else ()
-        return (f"--asgi-server={self.server}", *key)
 
 
 class Cell(NamedTuple):
@@ -77,12 +62,15 @@ DEFAULT_COLUMNS = [
                "--asgi-unsupported=capacity=channels_rabbitmq sizes queues with local_capacity/remote_capacity, "
                "not the capacity keyword the suite sets")),
 ]
-SERVER_KEYS = {"redis": "hosts", "rabbitmq": "url"}
+COLUMNS = [*DEFAULT_COLUMNS, *ECOSYSTEM_COLUMNS]
 SHORT = {"PASS": "pass", "FAIL": "FAIL", "DEVIATION": "dev", "SKIP": "skip", "NOT RUN": "-"}
 FAULT_IDS = frozenset(rid for rid, requirement in REQUIREMENTS.items() if requirement.area == "FAULT")
 # Asks a server-less column's run for the FAULT area too, so its FAULT-* SKIPs give the plugin's
 # reason for that layer (it has no server to fault) rather than the options the run lacked.
 FAULTS_WITHOUT_A_SERVER = ("--asgi-faults",)
+TEST_TIMEOUT = 300  # pytest-timeout's limit on one test in a matrix run: a hanging layer cannot stall it
+RUN_TIMEOUT = 3600  # and on one whole run of the suite
+REPO_ROOT = Path(__file__).resolve().parent.parent  # on the runs' path: columns name factories in tools/
 
 
 def run_column(column: Column, addresses: dict[str, list[str]], workdir: Path, strict: bool) -> Report:
@@ -92,7 +80,7 @@ def run_column(column: Column, addresses: dict[str, list[str]], workdir: Path, s
         kind, _, count = column.server.partition(":")
         urls = addresses[kind][: int(count or 1)]
         key = column.config_key or SERVER_KEYS[kind]
-        config[key] = urls if kind == "redis" else urls[0]
+        config[key] = urls if kind in LISTED_KINDS else urls[0]
     faults = () if column.server else FAULTS_WITHOUT_A_SERVER
     return run_suite(column, config, (*faults, *column.args), workdir / f"{abs(hash(column.name))}.json", strict)
 
@@ -104,11 +92,16 @@ def run_fault_area(column: Column, workdir: Path, strict: bool) -> Report:
 
 
 def run_suite(column: Column, config: dict[str, Any], args: Sequence[str], report: Path, strict: bool) -> Report:
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--asgi-layer={column.dotted_path}",
-            f"--asgi-report={report}", "--asgi-layer-config=" + json.dumps(config), *args]
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--timeout={TEST_TIMEOUT}",
+            f"--asgi-layer={column.dotted_path}", f"--asgi-report={report}",
+            "--asgi-layer-config=" + json.dumps(config), *args]
     if strict:
         argv.append("--asgi-strict")
-    done = subprocess.run(argv, cwd=report.parent, capture_output=True, text=True, timeout=1800)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    try:
+        done = subprocess.run(argv, cwd=report.parent, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"the run did not end within {RUN_TIMEOUT} s"}
     if not report.exists():
         lines = (done.stdout + done.stderr).strip().splitlines()
         return {"error": lines[-1] if lines else f"exit {done.returncode}"}
@@ -145,6 +138,9 @@ def started_servers(columns: Sequence[Column]) -> Iterator[dict[str, list[str]]]
             addresses["redis"] = stack.enter_context(servers.redis_servers(shards)).urls
         if "rabbitmq" in kinds:
             addresses["rabbitmq"] = [stack.enter_context(servers.rabbitmq_server()).url]
+        for kind in sorted(kinds - {"redis", "rabbitmq"}):
+            count = max(int(count or 1) for k, _, count in wanted if k == kind)
+            addresses[kind] = stack.enter_context(servers.servers_for(kind, count)).urls
         yield addresses
 
 
@@ -266,8 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also run each server-backed column's FAULT area, on a server of its own (minutes)")
     parser.add_argument("--faults-only", action="store_true",
                         help="run only the FAULT areas; keep every other verdict from OUT/conformance.md")
+    parser.add_argument("--keep-others", action="store_true",
+                        help="with --only: keep the other columns' verdicts from OUT/conformance.md")
     args = parser.parse_args(argv)
-    columns = [c for c in DEFAULT_COLUMNS if not args.only or any(o in c.name for o in args.only)]
+    columns = [c for c in COLUMNS if not args.only or any(o in c.name for o in args.only)]
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as workdir:
         if args.faults_only:
@@ -282,12 +280,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     page.results[column.name] = run_column(column, addresses, Path(workdir), args.strict)
         if args.faults or args.faults_only:
             run_fault_areas(page, columns, Path(workdir), args.strict)
-    page.results = {c.name: page.results[c.name] for c in DEFAULT_COLUMNS if c.name in page.results}
+    if args.keep_others:
+        page = kept_with(page, out / "conformance.md", [c.name for c in columns])
+    page.results = {c.name: page.results[c.name] for c in COLUMNS if c.name in page.results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "conformance.md").write_text(markdown(page))
     (out / "conformance.html").write_text(html_page(page.results, page.provenance))
     print(f"wrote {out / 'conformance.md'} and {out / 'conformance.html'}", file=sys.stderr)
     return 0
+
+
+def kept_with(page: Page, written: Path, names: Sequence[str]) -> Page:
+    """The page on disk with ``page``'s columns put in (a run of a few columns, the rest kept)."""
+    kept = read_markdown(written.read_text()) if written.exists() else Page({})
+    kept.results.update(page.results)
+    kept.fault_seconds.update(page.fault_seconds)
+    kept.provenance = (f"Columns {', '.join(names)} from a run of {time.strftime('%Y-%m-%d', time.gmtime())}; "
+                       "the others kept from the last full run.")
+    return kept
 
 
 def run_fault_areas(page: Page, columns: Sequence[Column], workdir: Path, strict: bool) -> None:

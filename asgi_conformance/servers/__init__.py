@@ -1,4 +1,5 @@
-"""Throwaway servers for test runs, one module per kind (``redis``, ``rabbitmq``).
+"""Throwaway servers for test runs, one module per kind (``redis``, ``rabbitmq``, and for the
+public layers' matrix ``valkey``, ``postgres``, ``nats``).
 
 Where an address comes from, in order of preference:
 
@@ -19,7 +20,9 @@ from .containers import DOCKER_PROBE_TIMEOUT, SERVER_SOURCE_ENV, ServerSource, d
 from .environment import INSTALL_HINT
 from .handles import Fault, Server, ServerError, Servers
 from .kinds import KINDS, servers_for
+from .nats import NATS_URL_ENV, nats_server
 from .network import LOOPBACK, free_port, wait_for_accept
+from .postgres import POSTGRES_URL_ENV, postgres_server
 from .processes import PROCESS_TIMEOUT
 from .rabbitmq import (
     RABBITMQ_BIN_DIR,
@@ -30,10 +33,13 @@ from .rabbitmq import (
     rabbitmq_server,
 )
 from .redis import REDIS_IMAGE, REDIS_URLS_ENV, redis_servers
+from .valkey import VALKEY_URLS_ENV, valkey_servers
 
 __all__ = [
-    "DOCKER_PROBE_TIMEOUT", "INSTALL_HINT", "Fault", "KINDS", "LOOPBACK", "PROCESS_TIMEOUT", "RABBITMQ_BIN_DIR",
-    "RABBITMQ_BIN_DIR_ENV", "RABBITMQ_IMAGE", "RABBITMQ_URL_ENV", "REDIS_IMAGE", "REDIS_URLS_ENV", "SERVER_SOURCE_ENV", "Server",
-    "ServerError", "ServerSource", "Servers", "docker_engine_answers", "free_port", "local_rabbitmq_server", "rabbitmq_server",
-    "redis_servers", "servers_for", "use_containers", "wait_for_accept",
+    "DOCKER_PROBE_TIMEOUT", "Fault", "INSTALL_HINT", "KINDS", "LOOPBACK", "NATS_URL_ENV", "POSTGRES_URL_ENV",
+    "PROCESS_TIMEOUT", "RABBITMQ_BIN_DIR", "RABBITMQ_BIN_DIR_ENV", "RABBITMQ_IMAGE", "RABBITMQ_URL_ENV",
+    "REDIS_IMAGE", "REDIS_URLS_ENV", "SERVER_SOURCE_ENV", "Server", "ServerError", "ServerSource", "Servers",
+    "VALKEY_URLS_ENV", "docker_engine_answers", "free_port", "local_rabbitmq_server", "nats_server",
+    "postgres_server", "rabbitmq_server", "redis_servers", "servers_for", "use_containers", "valkey_servers",
+    "wait_for_accept",
 ]

@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 from .handles import ServerError, Servers
+from .nats import nats_server
+from .postgres import postgres_server
 from .rabbitmq import rabbitmq_server
 from .redis import redis_servers
+from .valkey import valkey_servers
 
 
 def _one_rabbitmq_broker(count: int) -> AbstractContextManager[Servers]:
@@ -21,13 +24,16 @@ def _one_rabbitmq_broker(count: int) -> AbstractContextManager[Servers]:
 KINDS: dict[str, Callable[[int], AbstractContextManager[Servers]]] = {
     "redis": redis_servers,
     "rabbitmq": _one_rabbitmq_broker,
+    "valkey": valkey_servers,
+    "postgres": postgres_server,
+    "nats": nats_server,
 }
 
 
 @contextlib.contextmanager
 def servers_for(kind: str, count: int = 1) -> Iterator[Servers]:
-    """The plugin's entry: ``count`` Redis shards, or one RabbitMQ broker (``.urls``, and the
-    fault handle)."""
+    """The plugin's entry: ``count`` Redis or Valkey shards, or one RabbitMQ broker, PostgreSQL or
+    NATS server (``.urls``, and the fault handle)."""
     start = KINDS.get(kind)
     if start is None:
         raise ServerError(f"unknown server kind {kind!r}: expected {' or '.join(KINDS)}")

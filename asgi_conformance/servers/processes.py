@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -62,13 +63,14 @@ class ServerProcess:
     inherited stdout keeps a ``$(...)`` caller (or a CI step) waiting for EOF.
     """
 
-    def __init__(self, command: list[str], port: int, log: Path, env: dict[str, str] | None = None):
+    def __init__(self, command: list[str], port: int, log: Path, env: dict[str, str] | None = None,
+                 stop_signal: int = signal.SIGTERM):
         self.port = port
         self.log = log
         self._log_file = open(log, "ab")  # noqa: SIM115 - closed by close()
         self.executor = mirakuru.TCPExecutor(
             command, host=LOOPBACK, port=port, timeout=PROCESS_TIMEOUT, sleep=0.1, shell=False,
-            envvars=env or {}, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT)
+            envvars=env or {}, stop_signal=stop_signal, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int | None:
@@ -79,7 +81,8 @@ class ServerProcess:
         self.executor.start()
 
     def stop(self) -> None:
-        """SIGTERM to the process (its own process group, by pid); SIGKILL if it outstays the timeout."""
+        """``stop_signal`` (SIGTERM unless the kind needs another) to the process (its own process
+        group, by pid); SIGKILL if it outstays the timeout."""
         # A server killed from outside (SIGKILL in a test) ends "with an error": fine here.
         with contextlib.suppress(ProcessFinishedWithError):
             self.executor.stop()

@@ -54,13 +54,14 @@ class LocalRedis(LocalServer):
 
     faults = frozenset({Fault.RESTART, Fault.PAUSE, Fault.DROP_CONNECTIONS})
 
-    def __init__(self, binary: str):
-        workdir = Path(tempfile.mkdtemp(prefix="asgi-conformance-redis-"))
+    def __init__(self, binary: str, name: str = "redis"):
+        """``name``: what the server calls itself in paths and errors (valkey runs as this too)."""
+        workdir = Path(tempfile.mkdtemp(prefix=f"asgi-conformance-{name}-"))
         port = free_port()
-        log = workdir / "redis.log"
+        log = workdir / f"{name}.log"
         command = [*redis_command(binary, port), "--dir", str(workdir), "--logfile", str(log)]
         super().__init__(f"redis://{LOOPBACK}:{port}", ServerProcess(command, port, log), workdir, log,
-                         f"redis-server on port {port}")
+                         f"{name}-server on port {port}")
 
     def drop_connections(self) -> int:
         return drop_redis_clients(self.url)
