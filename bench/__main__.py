@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only NAME ...]``: every layer through every workload, one run."""
+"""``python -m bench [--quick] [--only NAME ...] [--workloads a,b]``: every layer through every workload, one run."""
 
 from __future__ import annotations
 
@@ -16,19 +16,30 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from bench import nats_server
 from bench.floor import measure_floor
 from bench.layers import CONTENDERS
 from bench.output import Row, table_lines, write_chart, write_json, write_markdown
-from bench.plan import SCENARIOS, SHARD_COUNTS, SHARD_SCENARIO
+from bench.plan import SCENARIOS, SHARD_COUNTS, SHARD_SCENARIO, applies
 
 HERE = Path(__file__).parent
 SCENARIO_TIMEOUT = 180  # seconds for one repetition: a hung layer becomes an error row
 COMPARISONS = {
     "inmemory": ["channels-inmemory"],
-    "redis": ["channels_redis"],
-    "rabbitmq": ["channels_rabbitmq", "redis"],
+    "redis": ["channels_redis", "channels-nats"],
+    "rabbitmq": ["channels_rabbitmq", "redis", "channels-nats"],
     "ipc": ["channels_redis", "redis"],
 }
+WORKLOADS = [s.name for s in SCENARIOS] + [SHARD_SCENARIO.name]
+
+
+def workload_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown workload(s) {', '.join(unknown) or text!r}; "
+                                         f"choose from {', '.join(WORKLOADS)}")
+    return names
 
 
 def parse_args(argv):
@@ -36,6 +47,8 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke check")
     parser.add_argument("--repeat", type=int, help="repetitions per figure (default 3, or 1 with --quick)")
     parser.add_argument("--only", nargs="+", metavar="LAYER", help="only these layers (and their peers)")
+    parser.add_argument("--workloads", type=workload_list, metavar="A,B",
+                        help=f"only these workloads, comma-separated: {', '.join(WORKLOADS)}")
     parser.add_argument("--out", default=str(HERE / "results.json"), help="JSON results path")
     parser.add_argument("--chart", default=str(HERE / "results.png"), help="PNG chart path ('' for none)")
     parser.add_argument("--markdown", default=str(HERE / "results.md"), help="Markdown table path")
@@ -81,6 +94,8 @@ def servers_for(contenders):
             addresses["redis"] = stack.enter_context(servers.redis_servers(max(SHARD_COUNTS))).urls
         if any(c.server == "rabbitmq" for c in contenders):
             addresses["rabbitmq"] = stack.enter_context(servers.rabbitmq_server()).url
+        if any(c.server == "nats" for c in contenders):
+            addresses["nats"] = stack.enter_context(nats_server.nats_server())
         yield addresses
 
 
@@ -108,14 +123,17 @@ def run_scenario(scenario, contender, config, size, repeat, progress, label) -> 
     return [Row(label, key, unit, contender.name, samples=figures[key]) for key, unit in scenario.figures]
 
 
-def plan(contenders):
+def plan(contenders, workloads=None):
     """(scenario, contender, shards, label) for everything this run measures."""
     jobs = []
     for scenario in SCENARIOS:
+        if workloads and scenario.name not in workloads:
+            continue
         for contender in contenders:
-            if scenario.cross_process and not contender.cross_process:
-                continue
-            jobs.append((scenario, contender, 1, scenario.name))
+            if applies(scenario, contender):
+                jobs.append((scenario, contender, 1, scenario.name))
+    if workloads and SHARD_SCENARIO.name not in workloads:
+        return jobs
     for contender in contenders:
         if contender.name == "redis":
             for shards in SHARD_COUNTS:
@@ -129,10 +147,12 @@ def plan(contenders):
 
 def versions() -> dict:
     found = {}
-    for package in ("channels", "channels_redis", "channels_rabbitmq", "redis", "hiredis", "pika",
-                    "posix_ipc", "msgpack"):
+    for package in ("channels", "channels_redis", "channels_rabbitmq", "channels-nats", "redis", "hiredis", "pika",
+                    "nats-py", "posix_ipc", "msgpack"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
+    if nats_server.version():
+        found["nats-server"] = nats_server.version()
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10).stdout
         found["redis-server"] = next((w[2:] for w in out.split() if w.startswith("v=")), out.strip())
@@ -156,7 +176,7 @@ def main(argv=None) -> int:
     rows = []
     with servers_for(contenders) as addresses:
         floors = measure_floor(addresses, n=200 if args.quick else 3000, repeat=repeat)
-        jobs = plan(contenders)
+        jobs = plan(contenders, args.workloads)
         progress = Progress(len(jobs) * repeat)
         for scenario, contender, shards, label in jobs:
             config = contender.config(addresses, shards)
@@ -172,6 +192,7 @@ def main(argv=None) -> int:
         "machine": platform.machine(),
         "quick": args.quick,
         "repeat": repeat,
+        "workloads": args.workloads or WORKLOADS,
         "versions": versions(),
         "skipped": missing,
         "floors": floors,

@@ -5,17 +5,21 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
+from bench import nats_server
+
 
 @dataclass(frozen=True)
 class Contender:
     name: str  # short label in tables and charts
     dotted_path: str
-    server: str | None  # None, "redis" or "rabbitmq"
+    server: str | None  # None, "redis", "rabbitmq" or "nats"
     peer: str | None  # name of the contender this one is compared with
     config_key: str | None = None  # where the server address goes
-    cross_process: bool = True
+    cross_process: bool = True  # two processes can meet on a normal channel
+    multi_process: bool = True  # a group's members may be held by other processes
     extra: dict = field(default_factory=dict)
     renames: dict = field(default_factory=dict)  # a workload's override -> this layer's own keys
+    host_options: dict = field(default_factory=dict)  # per Redis host, for layers taking host dicts
 
     def own_keys(self, overrides: dict) -> dict:
         """Overrides in this layer's own config keys (channels_rabbitmq has no ``capacity``)."""
@@ -28,9 +32,13 @@ class Contender:
     def config(self, servers: dict, shards: int = 1) -> dict:
         config = dict(self.extra)
         if self.server == "redis":
-            config[self.config_key or "hosts"] = servers["redis"][:shards]
+            urls = servers["redis"][:shards]
+            config[self.config_key or "hosts"] = (
+                [{"address": url, **self.host_options} for url in urls] if self.host_options else urls)
         elif self.server == "rabbitmq":
             config[self.config_key or "url"] = servers["rabbitmq"]
+        elif self.server == "nats":
+            config[self.config_key or "url"] = servers["nats"]
         return config
 
     def factory(self):
@@ -43,14 +51,19 @@ class Contender:
             self.factory()
         except Exception as exc:  # noqa: BLE001 - a missing optional layer is reported, not fatal
             return f"{type(exc).__name__}: {exc}"
+        if self.server == "nats" and nats_server.binary() is None:
+            return "nats-server is not installed"
         return None
 
 
 CONTENDERS = [
-    Contender("channels-inmemory", "channels.layers.InMemoryChannelLayer", None, None, cross_process=False),
+    Contender("channels-inmemory", "channels.layers.InMemoryChannelLayer", None, None, cross_process=False,
+              multi_process=False),
     Contender("inmemory", "reference_layers.inmemory.InMemoryChannelLayer", None, "channels-inmemory",
-              cross_process=False),
-    Contender("channels_redis", "channels_redis.core.RedisChannelLayer", "redis", None),
+              cross_process=False, multi_process=False),
+    # redis-py's pool stops at 100 connections by default: a fair pool serves 100 senders at once.
+    Contender("channels_redis", "channels_redis.core.RedisChannelLayer", "redis", None,
+              host_options={"max_connections": 1000}),
     # Pub/Sub keeps nothing for a normal channel until someone subscribes to it, so the
     # cross-process workloads (sender and receiver meet on a normal channel) cannot run on it.
     Contender("channels_redis-pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer", "redis", None,
@@ -63,6 +76,12 @@ CONTENDERS = [
     Contender("rabbitmq", "reference_layers.rabbitmq.RabbitMQChannelLayer", "rabbitmq", "channels_rabbitmq"),
     Contender("ipc", "reference_layers.ipc.IPCChannelLayer", None, "channels_redis",
               extra={"prefix": "bench"}),
+    # The anchor: one NATS publish per group_send, fanned out inside each receiving process.
+    # Nothing sent to a normal channel before its first receive() is kept (the cross-process
+    # workloads send first). A full mailbox drops silently instead of raising ChannelFull, so
+    # a sender cannot back off: the capacity is made large enough that no workload drops.
+    Contender("channels-nats", "channels_nats.NatsChannelLayer", "nats", None, config_key="servers",
+              cross_process=False, extra={"prefix": "bench", "capacity": 100_000}),
 ]
 
 BY_NAME = {c.name: c for c in CONTENDERS}

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench import workloads
+from bench import workloads, xfanout
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
     run: object  # async callable(make_layer, contender, config, size) -> dict of figures
-    full: int
-    quick: int
+    full: object  # the size handed to run: a count, or (members, sends) for cross-process fan-out
+    quick: object
     figures: tuple = (("rate", "msg/s"),)  # (key in the result, unit); "µs" means lower is better
-    cross_process: bool = False
+    cross_process: bool = False  # sender and receiver are two processes meeting on a normal channel
+    process_groups: bool = False  # a group's members are held by other processes than the sender
+
+
+def applies(scenario: Scenario, contender) -> bool:
+    """Whether ``contender`` can run ``scenario`` at all (an in-memory layer cannot reach another process)."""
+    if scenario.cross_process and not contender.cross_process:
+        return False
+    return not (scenario.process_groups and not contender.multi_process)
 
 
 def higher_is_better(unit: str) -> bool:
@@ -33,6 +41,18 @@ def _fanout(members):
     return run
 
 
+def _fanout_late(make_layer, contender, config, size):
+    members, sends = size
+    return workloads.fanout_late(make_layer, members, sends)
+
+
+def _xfanout(pattern):
+    async def run(make_layer, contender, config, size):
+        members, sends = size
+        return await xfanout.cross_process_fanout(make_layer, contender, config, members, sends, pattern)
+    return run
+
+
 def _xproc(workload):
     async def run(make_layer, contender, config, size):
         return await workload(make_layer, contender.dotted_path, config, size)
@@ -40,16 +60,28 @@ def _xproc(workload):
 
 
 LATENCY = (("p50", "µs"), ("p99", "µs"))
+FANOUT = (("rate", "deliveries/s"),)
+XFANOUT = (("rate", "deliveries/s"), *LATENCY)  # latency: from the group_send to its last delivery
 
 SCENARIOS = [
     Scenario("roundtrip", _simple(workloads.roundtrips), full=1500, quick=60),
     Scenario("pipelined", _simple(workloads.pipelined), full=4000, quick=200),
-    Scenario("fanout-100", _fanout(100), full=5, quick=1, figures=(("rate", "deliveries/s"),)),
-    Scenario("fanout-1000", _fanout(1000), full=2, quick=1, figures=(("rate", "deliveries/s"),)),
+    Scenario("fanout-100", _fanout(100), full=5, quick=1, figures=FANOUT),
+    Scenario("fanout-1000", _fanout(1000), full=2, quick=1, figures=FANOUT),
+    # (members, sends): --quick reads 100 late members, not 1,000, each read a round trip on some layers.
+    Scenario("fanout-100-late", _fanout_late, full=(100, 5), quick=(100, 1), figures=FANOUT),
+    Scenario("fanout-1000-late", _fanout_late, full=(1000, 2), quick=(100, 1), figures=FANOUT),
+    Scenario("senders-100", _simple(workloads.senders), full=3000, quick=200),
     Scenario("latency", _simple(workloads.latency), full=300, quick=20, figures=LATENCY),
     Scenario("xproc", _xproc(workloads.cross_process), full=4000, quick=200, cross_process=True),
     Scenario("xproc-latency", _xproc(workloads.cross_process_latency), full=300, quick=20,
              figures=LATENCY, cross_process=True),
+    # (members, sends): 1,000 members over 4 receiving processes; --quick keeps the 4 processes
+    # but not the 1,000 members, whose group_adds would cost the gate seconds per layer.
+    Scenario("xfanout-1000", _xfanout("waiting"), full=(1000, 20), quick=(40, 2), figures=XFANOUT,
+             process_groups=True),
+    Scenario("xfanout-1000-late", _xfanout("late"), full=(1000, 10), quick=(40, 1), figures=XFANOUT,
+             process_groups=True),
 ]
 
 SHARD_SCENARIO = Scenario("sharded", _simple(workloads.sharded), full=6000, quick=240)

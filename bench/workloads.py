@@ -110,6 +110,56 @@ async def fanout(make_layer, members: int, sends: int = 3) -> dict:
         await release(layer)
 
 
+async def fanout_late(make_layer, members: int, sends: int = 3) -> dict:
+    """group_send, then the members call receive() one after another: deliveries/s.
+
+    The pattern of consumers that were busy with the previous message: no receive is waiting
+    when the copies come, so each one is read on its own.
+    """
+    layer = make_layer(capacity=members + 100)
+    try:
+        group = f"bench-{secrets.token_hex(4)}"
+        channels = [await layer.new_channel() for _ in range(members)]
+        for channel in channels:
+            await layer.group_add(group, channel)
+        start = time.perf_counter()
+        for i in range(sends):
+            await layer.group_send(group, {**MESSAGE, "n": i})
+            for channel in channels:
+                await layer.receive(channel)
+        return {"rate": members * sends / (time.perf_counter() - start)}
+    finally:
+        await release(layer)
+
+
+async def senders(make_layer, n: int, tasks: int = 100) -> dict:
+    """``tasks`` concurrent sending tasks in one process, one task receiving: messages/s.
+
+    Timed until the last message is received, so a layer cannot count sends it only buffered;
+    the channel's capacity holds all of them, so this measures sending, not ChannelFull.
+    """
+    per_task = max(1, n // tasks)
+    layer = make_layer(capacity=per_task * tasks + 100)
+    try:
+        channel = await layer.new_channel()
+        await layer.send(channel, MESSAGE)
+        await layer.receive(channel)
+
+        async def sender(k):
+            for i in range(per_task):
+                await send_with_backoff(layer, channel, {**MESSAGE, "n": i, "k": k})
+
+        async def receiver():
+            for _ in range(per_task * tasks):
+                await layer.receive(channel)
+
+        start = time.perf_counter()
+        await asyncio.gather(receiver(), *(sender(k) for k in range(tasks)))
+        return {"rate": per_task * tasks / (time.perf_counter() - start)}
+    finally:
+        await release(layer)
+
+
 async def latency(make_layer, n: int) -> dict:
     """One send -> receive on an idle layer, the receive already waiting: p50 and p99 in µs."""
     layer = make_layer()

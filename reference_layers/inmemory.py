@@ -44,7 +44,7 @@ class InMemoryChannelLayer(LayerCore):
         self._queues: dict[str, deque[tuple[float, bytes]]] = {}
         self._process_channels: dict[str, set[str]] = {}  # 'p!' -> {'p!a', 'p!b'} with messages
         self._held_counts: dict[str, int] = {}  # capacity key ('p!' or the channel) -> queued messages
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, deque[asyncio.Future[bytes | None]]] = {}
         self._groups: dict[str, dict[str, float]] = {}
         self._counters = Counters()
 
@@ -52,25 +52,67 @@ class InMemoryChannelLayer(LayerCore):
     async def _send(self, channel: str, data: bytes) -> None:
         with self._lock:
             try:
-                self._put(channel, data, time.monotonic())
+                if self._put(channel, data, time.monotonic()):
+                    return
             except ChannelFull:
                 self._counters.channel_full_raised += 1
                 raise
         self._wake_one(channel)
 
-    def _put(self, channel: str, data: bytes, now: float) -> None:
-        """Queue one message, or raise ChannelFull; caller holds the lock."""
+    def _put(self, channel: str, data: bytes, now: float) -> bool:
+        """Deliver one message, or raise ChannelFull; caller holds the lock.
+
+        True if it went straight to a receiver waiting on this thread's loop (nothing queued
+        ahead of it), which then need not be woken to look in the queue: that hand-over
+        is what keeps an idle send -> receive as quick as channels' own in-memory layer.
+        Capacity is checked first all the same, so both paths refuse the same sends.
+        """
         key = non_local_name(channel)
         capacity = self.capacities.for_channel(channel)
         if self._held_counts.get(key, 0) >= capacity and self._prune_key(key, now) >= capacity:
             raise ChannelFull(f"channel {channel!r} is full")
         queue = self._queues.get(channel)
         if queue is None:
+            if channel in self._waiters and self._hand_over(channel, data):
+                return True
             queue = self._queues[channel] = deque()
             if is_process_specific(channel):
                 self._process_channels.setdefault(key, set()).add(channel)
         queue.append((now + self.expiry, data))
         self._held_counts[key] = self._held_counts.get(key, 0) + 1
+        return False
+
+    def _hand_over(self, channel: str, data: bytes) -> bool:
+        """Give ``data`` to the first receiver waiting on ``channel`` if it runs on this
+        thread's loop (its future can be resolved here); caller holds the lock."""
+        waiters = self._waiters[channel]
+        while waiters and waiters[0].done():
+            waiters.popleft()  # cancelled receivers not yet unlisted
+        if not waiters:
+            return False
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if waiters[0].get_loop() is not running:
+            return False
+        waiters.popleft().set_result(data)
+        if not waiters:
+            del self._waiters[channel]  # so the receiver's _unlist has nothing to search
+        return True
+
+    def _put_back(self, channel: str, data: bytes) -> None:
+        """A receiver handed ``data`` was cancelled before it could return it: queue it first
+        in line again (over capacity if need be: it was accepted already)."""
+        with self._lock:
+            key = non_local_name(channel)
+            queue = self._queues.get(channel)
+            if queue is None:
+                queue = self._queues[channel] = deque()
+                if is_process_specific(channel):
+                    self._process_channels.setdefault(key, set()).add(channel)
+            queue.appendleft((time.monotonic() + self.expiry, data))
+            self._held_counts[key] = self._held_counts.get(key, 0) + 1
 
     def _prune_key(self, key: str, now: float) -> int:
         """Drop expired messages of every channel under a capacity key; the count left.
@@ -131,27 +173,33 @@ class InMemoryChannelLayer(LayerCore):
             data = self._pop(channel)
             if data is not None:
                 return data
-            waiter = loop.create_future()
+            waiter: asyncio.Future[bytes | None] = loop.create_future()
             with self._lock:
                 self._waiters.setdefault(channel, deque()).append(waiter)
             if self._has_message(channel):  # a send slipped in before we were listed
                 self._wake_one(channel)
             try:
-                await waiter
+                handed = await waiter
             except asyncio.CancelledError:
                 # Woken but cancelled before we could take the message (a wake-up from another
-                # thread may even still be in flight): pass the wake-up on while one waits.
-                if (waiter.done() and not waiter.cancelled()) or self._has_message(channel):
+                # thread may even still be in flight): pass the message or the wake-up on.
+                if waiter.done() and not waiter.cancelled():
+                    if (data := waiter.result()) is not None:
+                        self._put_back(channel, data)
+                    self._wake_one(channel)
+                elif self._has_message(channel):
                     self._wake_one(channel)
                 raise
             finally:
                 self._unlist(channel, waiter)
+            if handed is not None:
+                return handed
 
     def _has_message(self, channel: str) -> bool:
         with self._lock:
             return channel in self._queues
 
-    def _unlist(self, channel: str, waiter: asyncio.Future[None]) -> None:
+    def _unlist(self, channel: str, waiter: asyncio.Future[bytes | None]) -> None:
         with self._lock:
             waiters = self._waiters.get(channel)
             if waiters is None:
@@ -207,7 +255,8 @@ class InMemoryChannelLayer(LayerCore):
                     del members[channel]
                     continue
                 try:
-                    self._put(channel, data, now)
+                    if self._put(channel, data, now):
+                        continue
                 except ChannelFull:  # a full member misses this message; the others still get it
                     self._counters.group_deliveries_missed += 1
                     continue
@@ -243,6 +292,6 @@ class InMemoryChannelLayer(LayerCore):
             self._groups.clear()
 
 
-def _set_if_pending(waiter: asyncio.Future[None]) -> None:
+def _set_if_pending(waiter: asyncio.Future[bytes | None]) -> None:
     if not waiter.done():
         waiter.set_result(None)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.layers import CONTENDERS
-from bench.plan import SCENARIOS
+from bench.layers import BY_NAME, CONTENDERS
+from bench.plan import SCENARIOS, applies
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,11 +30,16 @@ def test_a_quick_run_measures_every_layer_in_every_workload(tmp_path, redis_shar
     rows = results["rows"]
     assert not [r for r in rows if r["error"]], [r for r in rows if r["error"]]
     measured = {(r["scenario"], r["contender"]) for r in rows if r["samples"]}
-    for contender in CONTENDERS:
+    for contender in CONTENDERS:  # channels-nats too: the anchor must run, not be skipped
         for scenario in SCENARIOS:
-            if scenario.cross_process and not contender.cross_process:
-                continue
-            assert (scenario.name, contender.name) in measured
+            if applies(scenario, contender):
+                assert (scenario.name, contender.name) in measured
+    new = ("xfanout-1000", "xfanout-1000-late", "senders-100", "fanout-100-late", "fanout-1000-late")
+    assert all((name, "redis") in measured for name in new), measured
+    assert ("xfanout-1000", "channels-inmemory") not in measured  # one process cannot hold them
+    xfanout = {r["figure"]: r for r in rows if r["scenario"] == "xfanout-1000" and r["contender"] == "rabbitmq"}
+    assert set(xfanout) == {"rate", "p50", "p99"} and xfanout["p50"]["median"] <= xfanout["p99"]["median"]
+    assert "channels-nats" in xfanout["rate"]["ratios"] and "channels_rabbitmq" in xfanout["rate"]["ratios"]
     assert {f"sharded-{n}" for n in (1, 2, 3)} <= {r["scenario"] for r in rows if r["contender"] == "redis"}
     ours = next(r for r in rows if r["contender"] == "redis" and r["scenario"] == "roundtrip")
     assert "channels_redis" in ours["ratios"]
@@ -46,3 +51,22 @@ def test_a_quick_run_measures_every_layer_in_every_workload(tmp_path, redis_shar
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "| roundtrip | redis |" in markdown.read_text()
     assert "ratio" in done.stdout
+
+
+def test_workloads_picks_a_subset_and_refuses_an_unknown_name(tmp_path):
+    bad = subprocess.run([sys.executable, "-m", "bench", "--workloads", "latency,no-such"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown workload(s) 'no-such'" in bad.stderr and "xfanout-1000" in bad.stderr
+    out = tmp_path / "r.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "inmemory", "--workloads",
+                           "latency,fanout-100-late", f"--out={out}", "--chart=", f"--markdown={tmp_path / 'r.md'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["scenario"], r["contender"]) for r in rows} == {
+        (s, c) for s in ("latency", "fanout-100-late") for c in ("inmemory", "channels-inmemory")}
+
+
+def test_channels_redis_gets_a_pool_for_100_senders():
+    hosts = BY_NAME["channels_redis"].config({"redis": ["redis://127.0.0.1:1"]})["hosts"]
+    assert hosts == [{"address": "redis://127.0.0.1:1", "max_connections": 1000}]
