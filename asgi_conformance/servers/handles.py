@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Iterator
+from typing import Any
 
 
 class Fault(enum.Enum):
@@ -67,6 +68,11 @@ class Server:
         """Kill the primary (by pid) and return once a replica has taken over."""
         raise self._cannot(Fault.FAILOVER)
 
+    def config_entry(self) -> Any:
+        """What a layer's config holds for this server: its URL, unless the kind's clients are
+        told another way (a Sentinel set: its sentinels and master name)."""
+        return self.url
+
     def stop(self) -> None:
         """Nothing to stop: somebody else runs this server."""
 
@@ -89,6 +95,11 @@ class Servers:
     @property
     def url(self) -> str:
         return self.servers[0].url
+
+    @property
+    def config_entries(self) -> list[Any]:
+        """Each server as a layer's config names it (see :meth:`Server.config_entry`)."""
+        return [server.config_entry() for server in self.servers]
 
     @property
     def restartable(self) -> bool:

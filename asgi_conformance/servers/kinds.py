@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from .handles import ServerError, Servers
 from .rabbitmq import rabbitmq_server
 from .redis import redis_servers
+from .sentinel import sentinel_sets
 
 
 def _one_rabbitmq_broker(count: int) -> AbstractContextManager[Servers]:
@@ -21,6 +22,7 @@ def _one_rabbitmq_broker(count: int) -> AbstractContextManager[Servers]:
 KINDS: dict[str, Callable[[int], AbstractContextManager[Servers]]] = {
     "redis": redis_servers,
     "rabbitmq": _one_rabbitmq_broker,
+    "redis-sentinel": sentinel_sets,  # a master, a replica and three sentinels per shard
 }
 
 
