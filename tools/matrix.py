@@ -36,7 +36,7 @@ Report = dict[str, Any]  # a run's JSON report, or {"error": why there is none}
 class Column:
     name: str
     dotted_path: str
-    server: str | None = None  # "redis", "redis:3" or "rabbitmq"
+    server: str | None = None  # "redis", "redis:3", "redis-sentinel" or "rabbitmq"
     config_key: str | None = None
     args: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
@@ -63,10 +63,12 @@ DEFAULT_COLUMNS = [
     Column("ours: ipc", "reference_layers.ipc.IPCChannelLayer", config={"prefix": "matrix"}),
     Column("ours: redis", "reference_layers.redis.RedisChannelLayer", server="redis"),
     Column("ours: redis ×3", "reference_layers.redis.RedisChannelLayer", server="redis:3"),
+    Column("ours: redis sentinel", "reference_layers.redis.RedisChannelLayer", server="redis-sentinel"),
     Column("ours: rabbitmq", "reference_layers.rabbitmq.RabbitMQChannelLayer", server="rabbitmq"),
     Column("channels InMemory", "channels.layers.InMemoryChannelLayer", args=("--asgi-single-process",)),
     Column("channels_redis", "channels_redis.core.RedisChannelLayer", server="redis"),
     Column("channels_redis ×3", "channels_redis.core.RedisChannelLayer", server="redis:3"),
+    Column("channels_redis sentinel", "channels_redis.core.RedisChannelLayer", server="redis-sentinel"),
     Column("channels_redis pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer", server="redis", args=(
         "--asgi-unsupported=backlog=Redis Pub/Sub reaches only receivers already subscribed",
         "--asgi-unsupported=capacity=Redis Pub/Sub queues nothing, so nothing fills up",
@@ -77,7 +79,7 @@ DEFAULT_COLUMNS = [
                "--asgi-unsupported=capacity=channels_rabbitmq sizes queues with local_capacity/remote_capacity, "
                "not the capacity keyword the suite sets")),
 ]
-SERVER_KEYS = {"redis": "hosts", "rabbitmq": "url"}
+SERVER_KEYS = {"redis": "hosts", "rabbitmq": "url", "redis-sentinel": "hosts"}
 SHORT = {"PASS": "pass", "FAIL": "FAIL", "DEVIATION": "dev", "SKIP": "skip", "NOT RUN": "-"}
 FAULT_IDS = frozenset(rid for rid, requirement in REQUIREMENTS.items() if requirement.area == "FAULT")
 # Asks a server-less column's run for the FAULT area too, so its FAULT-* SKIPs give the plugin's
@@ -85,14 +87,14 @@ FAULT_IDS = frozenset(rid for rid, requirement in REQUIREMENTS.items() if requir
 FAULTS_WITHOUT_A_SERVER = ("--asgi-faults",)
 
 
-def run_column(column: Column, addresses: dict[str, list[str]], workdir: Path, strict: bool) -> Report:
+def run_column(column: Column, addresses: dict[str, list[Any]], workdir: Path, strict: bool) -> Report:
     """One pytest run of the suite against one layer; returns its JSON report (or an error)."""
     config = dict(column.config)
     if column.server:
         kind, _, count = column.server.partition(":")
-        urls = addresses[kind][: int(count or 1)]
+        entries = addresses[kind][: int(count or 1)]
         key = column.config_key or SERVER_KEYS[kind]
-        config[key] = urls if kind == "redis" else urls[0]
+        config[key] = entries if SERVER_KEYS[kind] == "hosts" else entries[0]
     faults = () if column.server else FAULTS_WITHOUT_A_SERVER
     return run_suite(column, config, (*faults, *column.args), workdir / f"{abs(hash(column.name))}.json", strict)
 
@@ -134,10 +136,11 @@ def with_fault_verdicts(report: Report, faults: Report) -> Report:
 
 
 @contextlib.contextmanager
-def started_servers(columns: Sequence[Column]) -> Iterator[dict[str, list[str]]]:
-    """The servers the columns need, started once for all of them: {kind: URLs}."""
+def started_servers(columns: Sequence[Column]) -> Iterator[dict[str, list[Any]]]:
+    """The servers the columns need, started once for all of them: {kind: config entries (URLs,
+    or a Sentinel set's hosts form)}."""
     with contextlib.ExitStack() as stack:
-        addresses: dict[str, list[str]] = {}
+        addresses: dict[str, list[Any]] = {}
         wanted = [column.server.partition(":") for column in columns if column.server]
         kinds = {kind for kind, _, _ in wanted}
         if "redis" in kinds:
@@ -145,6 +148,8 @@ def started_servers(columns: Sequence[Column]) -> Iterator[dict[str, list[str]]]
             addresses["redis"] = stack.enter_context(servers.redis_servers(shards)).urls
         if "rabbitmq" in kinds:
             addresses["rabbitmq"] = [stack.enter_context(servers.rabbitmq_server()).url]
+        if "redis-sentinel" in kinds:
+            addresses["redis-sentinel"] = stack.enter_context(servers.servers_for("redis-sentinel")).config_entries
         yield addresses
 
 
@@ -260,7 +265,9 @@ def html_page(results: dict[str, Report], provenance: str = "") -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.matrix", description=__doc__)
     parser.add_argument("--out", default="docs", help="folder for conformance.md and conformance.html")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="only the columns whose name contains one of these")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="only the columns whose name contains one of these; the other columns of "
+                             "OUT/conformance.md are kept as they are")
     parser.add_argument("--strict", action="store_true", help="run every layer in strict mode")
     parser.add_argument("--faults", action="store_true",
                         help="also run each server-backed column's FAULT area, on a server of its own (minutes)")
@@ -276,6 +283,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "every other row is kept from the last full run.")
         else:
             page = Page({})
+            if args.only and (out / "conformance.md").exists():  # the columns not run stay as they were
+                kept = read_markdown((out / "conformance.md").read_text())
+                page = Page({name: report for name, report in kept.results.items()
+                             if name not in {c.name for c in columns}},
+                            {name: s for name, s in kept.fault_seconds.items() if name not in {c.name for c in columns}})
+                page.provenance = (f"Columns {', '.join(c.name for c in columns)} from a `--only` run of "
+                                   f"{time.strftime('%Y-%m-%d', time.gmtime())}; the others are kept from earlier runs.")
             with started_servers(columns) as addresses:
                 for column in columns:
                     print(f"running the suite against {column.name} ...", file=sys.stderr, flush=True)
