@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from asgi_conformance.faults import ServerUnderTest
 from asgi_conformance.requirements import REQUIREMENTS
 from asgi_conformance.servers import Fault, servers_for
 from asgi_conformance.servers.sentinel import MASTER_NAME, SentinelSet
@@ -89,6 +90,15 @@ def test_the_sentinel_kind_offers_every_fault_and_hands_out_the_channels_redis_f
     assert isinstance(handle, SentinelSet)
     assert info_field(handle.master.port, "replication", "role") == "master"
     assert info_field(handle.replica.port, "replication", "master_link_status") == "up"
+
+
+def test_fault_1_points_a_sentinel_entry_at_sentinels_nobody_runs(sentinel_set):
+    nowhere = ServerUnderTest(sentinel_set, "redis-sentinel", "hosts", True).unreachable()
+    (entry,) = nowhere.config["hosts"]
+    (running,) = sentinel_set.config_entries
+    assert entry["master_name"] == running["master_name"]
+    assert sorted(port for _, port in entry["sentinels"]) == sorted(nowhere.ports)
+    assert not set(nowhere.ports) & {port for _, port in running["sentinels"]}
 
 
 def test_plain_and_sentinel_shards_mix_in_one_layer(sentinel_set, redis_urls):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -72,6 +72,11 @@ class Server:
         """What a layer's config holds for this server: its URL, unless the kind's clients are
         told another way (a Sentinel set: its sentinels and master name)."""
         return self.url
+
+    def entry_elsewhere(self, fresh_port: Callable[[], int]) -> tuple[Any, list[int]] | None:
+        """:meth:`config_entry` pointed at ports where nothing listens (FAULT-1), and those ports;
+        None for a plain URL, whose port the suite moves itself."""
+        return None
 
     def stop(self) -> None:
         """Nothing to stop: somebody else runs this server."""

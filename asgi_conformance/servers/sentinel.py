@@ -20,7 +20,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,11 @@ class SentinelSet(Server):
         """channels_redis's Sentinel form of a ``hosts`` entry."""
         return {"sentinels": [(LOOPBACK, port) for port in self.sentinel_ports], "master_name": MASTER_NAME,
                 "sentinel_kwargs": dict(SENTINEL_KWARGS)}
+
+    def entry_elsewhere(self, fresh_port: Callable[[], int]) -> tuple[Any, list[int]]:
+        """The same form with every sentinel moved to a port where nothing listens."""
+        ports = [fresh_port() for _ in self.sentinel_ports]
+        return {**self.config_entry(), "sentinels": [(LOOPBACK, port) for port in ports]}, ports
 
     # --- the set's state, as the sentinels see it ---------------------------------------------
     def _master_port_by(self, sentinel: int) -> int | None:
