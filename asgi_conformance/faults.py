@@ -70,13 +70,21 @@ class ServerUnderTest:
         from .servers.network import free_port  # lazily, as the plugin imports servers
 
         taken = {port for port in (urlsplit(url).port for url in self.servers.urls) if port}
-        urls, ports = [], []
-        for url in self.servers.urls:
+
+        def fresh_port() -> int:
             port = free_port(taken)
             taken.add(port)
-            urls.append(_with_port(url, port))
-            ports.append(port)
-        return Unreachable({self.config_key: urls if self.as_list else urls[0]}, tuple(ports))
+            return port
+
+        entries, ports = [], []
+        for server in self.servers:
+            moved = server.entry_elsewhere(fresh_port)  # a kind with its own config form (Sentinel)
+            if moved is None:
+                port = fresh_port()
+                moved = _with_port(server.url, port), [port]
+            entries.append(moved[0])
+            ports.extend(moved[1])
+        return Unreachable({self.config_key: entries if self.as_list else entries[0]}, tuple(ports))
 
     # The faults, each skipping the test if not offered. Blocking work runs in a thread, so the
     # test's event loop (and the layer's calls in it) go on meanwhile.

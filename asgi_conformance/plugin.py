@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from .peer import PeerGroup
 
 SUITE_DIR = Path(__file__).parent / "suite"
-SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url", "valkey": "hosts", "postgres": "url", "nats": "servers"}
-LISTED_KINDS = frozenset({"redis", "valkey"})  # kinds whose config entry is a list of shards, even of one
+SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url", "redis-sentinel": "hosts", "valkey": "hosts", "postgres": "url",
+                      "nats": "servers"}
+LISTED_KINDS = frozenset({"redis", "redis-sentinel", "valkey"})  # kinds whose config entry is a list of shards, even of one
 # A SHOULD the layer missed, outside strict mode: the detail, as a user property of the call's
 # report. pytest shows the test as xfailed; the conformance report reads this entry alone.
 DEVIATION_PROPERTY = "asgi_conformance_deviation"
@@ -64,8 +65,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--asgi-quiet-period", type=float, default=DEFAULTS.quiet_period, metavar="SECONDS",
                     help="how long the suite watches for a message that must not arrive (default %(default)s)")
     group.addoption("--asgi-server", metavar="KIND[:N]",
-                    help="start a throwaway server for the run: redis, redis:3 (three shards), rabbitmq, "
-                         "valkey[:N], postgres or nats")
+                    help="start a throwaway server for the run: redis, redis:3 (three shards), redis-sentinel "
+                         "(a master, a replica, three sentinels), rabbitmq, valkey[:N], postgres or nats")
     group.addoption("--asgi-server-config-key", metavar="KEY",
                     help="config key that receives the server address(es) (default: hosts for redis and valkey, "
                          "url for rabbitmq and postgres, servers for nats)")
@@ -134,8 +135,8 @@ def _start_servers(config: pytest.Config, stack: contextlib.ExitStack) -> dict[s
     key = config.getoption("asgi_server_config_key") or SERVER_CONFIG_KEYS[kind]
     as_list = kind in LISTED_KINDS or count > 1
     config.stash[_server_under_test_key] = ServerUnderTest(started, kind, key, as_list)
-    urls = started.urls
-    return {key: urls if as_list else urls[0]}
+    entries = started.config_entries  # URLs, or a kind's own form (Sentinel: see servers/sentinel.py)
+    return {key: entries if as_list else entries[0]}
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

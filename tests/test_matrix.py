@@ -7,23 +7,28 @@ from pathlib import Path
 
 from asgi_conformance.requirements import REQUIREMENTS
 from tools.matrix import DEFAULT_COLUMNS, FAULT_IDS, Page, markdown, read_markdown, with_fault_verdicts
+from tools.matrix import markdown as write_page
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_matrix_of_two_in_memory_layers_has_every_requirement_and_the_failing_assertions(tmp_path):
+    # A column already on the page and not run again (--only) is kept as it was.
+    kept = {"channels_rabbitmq": _report(dict.fromkeys(REQUIREMENTS, "PASS") | {"CAP-1": "FAIL"})}
+    (tmp_path / "conformance.md").write_text(write_page(Page(kept)))
     done = subprocess.run([sys.executable, "-m", "tools.matrix", "--out", str(tmp_path),
                            "--only", "inmemory", "InMemory"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     markdown = (tmp_path / "conformance.md").read_text()
     header = next(line for line in markdown.splitlines() if line.startswith("| id |"))
-    assert header == "| id | level | ours: inmemory | channels InMemory |"
+    assert header == "| id | level | ours: inmemory | channels InMemory | channels_rabbitmq |"
     rows = {line.split(" | ")[0].lstrip("| "): line for line in markdown.splitlines()
             if line.startswith("| ") and line.split(" | ")[1] in ("MUST", "SHOULD")}
     assert set(REQUIREMENTS) <= set(rows)
     # Ours passes; channels' layer misses CAP-4, and the note carries its failing assertion.
     assert rows["CAP-4"].split(" | ")[2] == "pass"
     assert rows["CAP-4"].split(" | ")[3].startswith("FAIL [")
+    assert rows["CAP-1"].split(" | ")[4].startswith("FAIL [") and rows["CAP-4"].split(" | ")[4] == "pass |"
     note = rows["CAP-4"].split("FAIL [")[1].split("]")[0]
     assert f"\n{note}. CAP-4 on channels InMemory: " in markdown
     page = (tmp_path / "conformance.html").read_text()

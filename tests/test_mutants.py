@@ -27,7 +27,7 @@ EXEMPT = {
     # operation; tests/test_model_finds_bugs.py runs them.
     "MODEL-1": "tests/test_model_finds_bugs.py",
     # FAULT-* need a real server to fault, so their mutants (tests/mutants/faults.py) run there;
-    # FAULT-7 has none while no server kind offers a failover (it SKIPs, saying so).
+    # FAULT-7's on the redis-sentinel kind, the one that offers a failover.
     **{f"FAULT-{n}": "proven in tests/test_fault_area.py against layers that fail them" for n in range(1, 9)},
 }
 CROSS_PROCESS_WAYS = 2  # distinct mutants per XP requirement: one way to break it is not enough

@@ -48,10 +48,12 @@ DEFAULT_COLUMNS = [
     Column("ours: ipc", "reference_layers.ipc.IPCChannelLayer", config={"prefix": "matrix"}),
     Column("ours: redis", "reference_layers.redis.RedisChannelLayer", server="redis"),
     Column("ours: redis ×3", "reference_layers.redis.RedisChannelLayer", server="redis:3"),
+    Column("ours: redis sentinel", "reference_layers.redis.RedisChannelLayer", server="redis-sentinel"),
     Column("ours: rabbitmq", "reference_layers.rabbitmq.RabbitMQChannelLayer", server="rabbitmq"),
     Column("channels InMemory", "channels.layers.InMemoryChannelLayer", args=("--asgi-single-process",)),
     Column("channels_redis", "channels_redis.core.RedisChannelLayer", server="redis"),
     Column("channels_redis ×3", "channels_redis.core.RedisChannelLayer", server="redis:3"),
+    Column("channels_redis sentinel", "channels_redis.core.RedisChannelLayer", server="redis-sentinel"),
     Column("channels_redis pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer", server="redis", args=(
         "--asgi-unsupported=backlog=Redis Pub/Sub reaches only receivers already subscribed",
         "--asgi-unsupported=capacity=Redis Pub/Sub queues nothing, so nothing fills up",
@@ -73,14 +75,14 @@ RUN_TIMEOUT = 3600  # and on one whole run of the suite
 REPO_ROOT = Path(__file__).resolve().parent.parent  # on the runs' path: columns name factories in tools/
 
 
-def run_column(column: Column, addresses: dict[str, list[str]], workdir: Path, strict: bool) -> Report:
+def run_column(column: Column, addresses: dict[str, list[Any]], workdir: Path, strict: bool) -> Report:
     """One pytest run of the suite against one layer; returns its JSON report (or an error)."""
     config = dict(column.config)
     if column.server:
         kind, _, count = column.server.partition(":")
-        urls = addresses[kind][: int(count or 1)]
+        entries = addresses[kind][: int(count or 1)]
         key = column.config_key or SERVER_KEYS[kind]
-        config[key] = urls if kind in LISTED_KINDS else urls[0]
+        config[key] = entries if kind in LISTED_KINDS else entries[0]
     faults = () if column.server else FAULTS_WITHOUT_A_SERVER
     return run_suite(column, config, (*faults, *column.args), workdir / f"{abs(hash(column.name))}.json", strict)
 
@@ -127,10 +129,11 @@ def with_fault_verdicts(report: Report, faults: Report) -> Report:
 
 
 @contextlib.contextmanager
-def started_servers(columns: Sequence[Column]) -> Iterator[dict[str, list[str]]]:
-    """The servers the columns need, started once for all of them: {kind: URLs}."""
+def started_servers(columns: Sequence[Column]) -> Iterator[dict[str, list[Any]]]:
+    """The servers the columns need, started once for all of them: {kind: config entries (URLs,
+    or a Sentinel set's hosts form)}."""
     with contextlib.ExitStack() as stack:
-        addresses: dict[str, list[str]] = {}
+        addresses: dict[str, list[Any]] = {}
         wanted = [column.server.partition(":") for column in columns if column.server]
         kinds = {kind for kind, _, _ in wanted}
         if "redis" in kinds:
@@ -140,7 +143,7 @@ def started_servers(columns: Sequence[Column]) -> Iterator[dict[str, list[str]]]
             addresses["rabbitmq"] = [stack.enter_context(servers.rabbitmq_server()).url]
         for kind in sorted(kinds - {"redis", "rabbitmq"}):
             count = max(int(count or 1) for k, _, count in wanted if k == kind)
-            addresses[kind] = stack.enter_context(servers.servers_for(kind, count)).urls
+            addresses[kind] = stack.enter_context(servers.servers_for(kind, count)).config_entries
         yield addresses
 
 
@@ -256,7 +259,9 @@ def html_page(results: dict[str, Report], provenance: str = "") -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.matrix", description=__doc__)
     parser.add_argument("--out", default="docs", help="folder for conformance.md and conformance.html")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="only the columns whose name contains one of these")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="only the columns whose name contains one of these; the other columns of "
+                             "OUT/conformance.md are kept as they are")
     parser.add_argument("--strict", action="store_true", help="run every layer in strict mode")
     parser.add_argument("--faults", action="store_true",
                         help="also run each server-backed column's FAULT area, on a server of its own (minutes)")
@@ -274,6 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "every other row is kept from the last full run.")
         else:
             page = Page({})
+            if args.only and (out / "conformance.md").exists():  # the columns not run stay as they were
+                kept = read_markdown((out / "conformance.md").read_text())
+                page = Page({name: report for name, report in kept.results.items()
+                             if name not in {c.name for c in columns}},
+                            {name: s for name, s in kept.fault_seconds.items() if name not in {c.name for c in columns}})
+                page.provenance = (f"Columns {', '.join(c.name for c in columns)} from a `--only` run of "
+                                   f"{time.strftime('%Y-%m-%d', time.gmtime())}; the others are kept from earlier runs.")
             with started_servers(columns) as addresses:
                 for column in columns:
                     print(f"running the suite against {column.name} ...", file=sys.stderr, flush=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 class Fault(enum.Enum):
@@ -71,6 +72,15 @@ class Server:
     def origin(self) -> str:
         """Where the server runs, for the run's header: the environment, a container or a local process."""
         return "given by the environment"
+    def config_entry(self) -> Any:
+        """What a layer's config holds for this server: its URL, unless the kind's clients are
+        told another way (a Sentinel set: its sentinels and master name)."""
+        return self.url
+
+    def entry_elsewhere(self, fresh_port: Callable[[], int]) -> tuple[Any, list[int]] | None:
+        """:meth:`config_entry` pointed at ports where nothing listens (FAULT-1), and those ports;
+        None for a plain URL, whose port the suite moves itself."""
+        return None
 
     def stop(self) -> None:
         """Nothing to stop: somebody else runs this server."""
@@ -94,6 +104,11 @@ class Servers:
     @property
     def url(self) -> str:
         return self.servers[0].url
+
+    @property
+    def config_entries(self) -> list[Any]:
+        """Each server as a layer's config names it (see :meth:`Server.config_entry`)."""
+        return [server.config_entry() for server in self.servers]
 
     @property
     def restartable(self) -> bool:

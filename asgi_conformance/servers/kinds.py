@@ -11,6 +11,7 @@ from .nats import nats_server
 from .postgres import postgres_server
 from .rabbitmq import rabbitmq_server
 from .redis import redis_servers
+from .sentinel import sentinel_sets
 from .valkey import valkey_servers
 
 
@@ -27,6 +28,7 @@ KINDS: dict[str, Callable[[int], AbstractContextManager[Servers]]] = {
     "valkey": valkey_servers,
     "postgres": postgres_server,
     "nats": nats_server,
+    "redis-sentinel": sentinel_sets,  # a master, a replica and three sentinels per shard
 }
 
 

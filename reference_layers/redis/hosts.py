@@ -2,8 +2,10 @@
 
 A host is a URL (``redis://``, ``rediss://``, ``unix://``), a ``(host, port)`` pair, or a
 dict: ``{"address": <URL or pair>, **redis_connection_options}`` or ``{"host": ..,
-"port": .., **options}``. Each becomes a :class:`ShardAddress`: the keyword arguments of a
-redis-py connection pool plus a stable name that places the shard on the hash ring.
+"port": .., **options}``; or a Sentinel entry, ``{"sentinels": [(host, port), ...],
+"master_name": ..., "sentinel_kwargs": {...}, **options}`` (sentinel.py). Each becomes a
+:class:`ShardAddress`: the keyword arguments of a redis-py connection pool plus a stable name
+that places the shard on the hash ring.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio.connection import ConnectionPool, UnixDomainSocketConnection, parse_url
+from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
 
 from ..core.errors import LayerConfigError
+from .sentinel import SentinelTarget, is_sentinel_entry, make_pool, parse_sentinel_entry, shard_name
 
 DEFAULT_HOSTS = [("localhost", 6379)]
 CONNECT_TIMEOUT = 5.0  # seconds: a dead address fails a call quickly instead of hanging it
@@ -24,6 +27,7 @@ COMMAND_TIMEOUT = 30.0  # seconds: a non-blocking command that takes longer has 
 class ShardAddress:
     name: str  # stable identity on the hash ring, e.g. '127.0.0.1:6379/0'
     options: dict = field(hash=False, compare=False)  # keyword arguments of a redis-py pool
+    sentinel: SentinelTarget | None = field(default=None, hash=False, compare=False)  # who names the master
 
 
 def parse_hosts(hosts: Any) -> list[ShardAddress]:
@@ -44,6 +48,10 @@ def parse_hosts(hosts: Any) -> list[ShardAddress]:
 
 
 def _parse_host(host: Any) -> ShardAddress:
+    if is_sentinel_entry(host):
+        target, options = parse_sentinel_entry(host)
+        _with_defaults(host, options, target)
+        return ShardAddress(shard_name(target, options.get("db", 0)), options, target)
     if isinstance(host, dict):
         options = dict(host)
         address = options.pop("address", None)
@@ -81,6 +89,17 @@ def _checked(original: Any, options: dict) -> ShardAddress:
     port = options.get("port", 6379)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise LayerConfigError(f"bad port {port!r} in hosts entry {original!r}")
+    _with_defaults(original, options, None)
+    db = options.get("db", 0)
+    if options.get("connection_class") is UnixDomainSocketConnection:
+        name = f"unix:{options.get('path')}/{db}"
+    else:
+        name = f"{options.get('host', 'localhost')}:{port}/{db}"
+    return ShardAddress(name, options)
+
+
+def _with_defaults(original: Any, options: dict, sentinel: SentinelTarget | None) -> None:
+    """Our timeouts and protocol where the entry sets none; unknown options fail here, not later."""
     options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
     options.setdefault("socket_timeout", COMMAND_TIMEOUT)
     options.setdefault("socket_keepalive", True)
@@ -88,12 +107,6 @@ def _checked(original: Any, options: dict) -> ShardAddress:
     # check that a pooled connection survived its server, and a send after a restart fails.
     options.setdefault("protocol", 2)
     try:  # builds a connection object without connecting: unknown options fail here, not later
-        ConnectionPool(**options).make_connection()
+        make_pool(options, sentinel).make_connection()
     except TypeError as exc:
         raise LayerConfigError(f"bad connection option in hosts entry {original!r}: {exc}") from None
-    db = options.get("db", 0)
-    if options.get("connection_class") is UnixDomainSocketConnection:
-        name = f"unix:{options.get('path')}/{db}"
-    else:
-        name = f"{options.get('host', 'localhost')}:{port}/{db}"
-    return ShardAddress(name, options)

@@ -14,7 +14,6 @@ import hashlib
 import logging
 from typing import Callable
 
-from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
@@ -26,7 +25,8 @@ from .hosts import ShardAddress
 from .keys import KeySpace
 from .memberships import MembershipBook
 from .reconnect import Reconnector
-from .wire import Wire, open_wire, pack
+from .sentinel import close_pool, make_pool
+from .wire import ReadOnlyReplica, Wire, open_wire, pack
 
 log = logging.getLogger(__name__)
 _SCAN_BATCH = 500
@@ -70,7 +70,8 @@ class ShardClient:
         # No automatic retries: a send whose reply was lost must not be sent twice. A connection
         # that died with its server is replaced by the next command.
         options = {**address.options, "retry": Retry(NoBackoff(), 0)}
-        self._pool = ConnectionPool(**options)  # only opens (and authenticates) connections
+        # Only opens (and authenticates) connections; a Sentinel shard's asks for the master first.
+        self._pool = make_pool(options, address.sentinel)
         self._timeout = options.get("socket_timeout")
         self._commands: Wire | None = None
         self._connecting = asyncio.Lock()
@@ -119,7 +120,7 @@ class ShardClient:
         self._book.connected(self._index, run_id)
 
     async def run(self, script: Script, keys: list, args: list,
-                  after_write: Callable[[], None] | None = None):
+                  after_write: Callable[[], None] | None = None, retry_if_demoted: bool = True):
         wire = self._commands
         if wire is None or wire.closed:
             wire = await self._connect()
@@ -128,6 +129,12 @@ class ShardClient:
             after_write()
         try:
             return await reply
+        except ReadOnlyReplica:
+            if not retry_if_demoted:
+                raise
+            # The master was demoted, so the script wrote nothing (a replica refuses the first
+            # write); the wire is closed, and the next connection asks the sentinels again.
+            return await self.run(script, keys, args, retry_if_demoted=False)
         except ResponseError as exc:
             if not is_noscript(exc):
                 raise
@@ -246,4 +253,4 @@ class ShardClient:
             self._commands.close()
         self._commands = None
         self.bells.close()
-        await self._pool.disconnect()
+        await close_pool(self._pool)

@@ -37,6 +37,12 @@ else:
         return hiredis.Reader(replyError=ResponseError)
 
 USES_HIREDIS = hiredis is not None
+READONLY = "READONLY"  # the error prefix of a write sent to a replica
+
+
+class ReadOnlyReplica(RedisConnectionError):
+    """The server is a replica now (a master demoted by a failover): this connection is closed,
+    the command did not write, and a new connection finds the current master (sentinel.py)."""
 _pack_in_c = getattr(hiredis, "pack_command", None)
 
 
@@ -123,6 +129,13 @@ class Wire(asyncio.Protocol):
                 self._abort(RedisConnectionError("Redis sent a reply nobody asked for"))
                 return
             future = pending.popleft()
+            if isinstance(reply, ResponseError) and str(reply).startswith(READONLY):
+                # Every command behind this one reached the replica too, and wrote nothing.
+                demoted = ReadOnlyReplica(f"Redis answered as a replica: {reply}")
+                if not future.done():
+                    future.set_exception(demoted)
+                self._abort(demoted)
+                return
             if not future.done():
                 if isinstance(reply, ResponseError):
                     future.set_exception(reply)

@@ -18,9 +18,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import Sentinel as BlockingSentinel
 
 KEYS = "asgi-plain:"
 LOST_CONNECTION = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -38,14 +40,24 @@ class PlainRedisLayer:
         "group-expiry": "a plain test layer over redis-py: memberships never expire",
     }
 
-    def __init__(self, hosts: list[str] | str | None = None, **ignored: Any):
-        url = (hosts if isinstance(hosts, str) else (hosts or ["redis://127.0.0.1:6379"])[0])
-        self.url = url
-        self.client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0),
-                                              connection_class=_noticing_connections(self))
+    def __init__(self, hosts: list[Any] | str | None = None, **ignored: Any):
+        host = (hosts if isinstance(hosts, str) else (hosts or ["redis://127.0.0.1:6379"])[0])
+        if isinstance(host, dict):  # a Sentinel set: connections ask the sentinels for the master
+            self.url = f"sentinel:{host['master_name']}"
+            self.client = self.sentinel_client(host)
+        else:
+            self.url = host
+            self.client = aioredis.Redis.from_url(host, retry=Retry(NoBackoff(), 0),
+                                                  connection_class=_noticing_connections(self))
         self.connected_once = False
         self.lost_connection = False
         self.memberships: dict[str, set[str]] = defaultdict(set)
+
+    def sentinel_client(self, entry: dict) -> aioredis.Redis:
+        """redis-py's Sentinel client: every new connection asks for the master, and a READONLY
+        reply (the master demoted) drops the connection."""
+        sentinels = Sentinel([tuple(pair) for pair in entry["sentinels"]], sentinel_kwargs=entry.get("sentinel_kwargs"))
+        return sentinels.master_for(entry["master_name"], retry=Retry(NoBackoff(), 0))
 
     # --- the one way every command goes ---------------------------------------------------
     async def call(self, command: str, *args: Any) -> Any:
@@ -246,3 +258,14 @@ class DefersFailedSends(PlainRedisLayer):
         while self.deferred:
             deferred_channel, data = self.deferred.pop(0)
             await self.call("RPUSH", KEYS + deferred_channel, data)
+
+
+class ResolvesTheMasterOnce(PlainRedisLayer):
+    """FAULT-7: asks the sentinels for the master once, when built, and keeps to that address:
+    after a failover it talks to a dead port, then to the old master restarted as a replica."""
+
+    def sentinel_client(self, entry: dict) -> aioredis.Redis:
+        sentinels = BlockingSentinel([tuple(pair) for pair in entry["sentinels"]],
+                                     sentinel_kwargs=entry.get("sentinel_kwargs"))
+        host, port = sentinels.discover_master(entry["master_name"])
+        return aioredis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0))
