@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .peer import PeerGroup
 
 SUITE_DIR = Path(__file__).parent / "suite"
-SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url"}
+SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url", "redis-cluster": "hosts"}
 # A SHOULD the layer missed, outside strict mode: the detail, as a user property of the call's
 # report. pytest shows the test as xfailed; the conformance report reads this entry alone.
 DEVIATION_PROPERTY = "asgi_conformance_deviation"
@@ -63,7 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--asgi-quiet-period", type=float, default=DEFAULTS.quiet_period, metavar="SECONDS",
                     help="how long the suite watches for a message that must not arrive (default %(default)s)")
     group.addoption("--asgi-server", metavar="KIND[:N]",
-                    help="start a throwaway server for the run: redis, redis:3 (three shards) or rabbitmq")
+                    help="start a throwaway server for the run: redis, redis:3 (three shards), rabbitmq, "
+                         "or redis-cluster:3 (three masters with a replica each)")
     group.addoption("--asgi-server-config-key", metavar="KEY",
                     help="config key that receives the server address(es) (default: hosts for redis, url for rabbitmq)")
     group.addoption("--asgi-faults", action="store_true",
@@ -131,6 +132,8 @@ def _start_servers(config: pytest.Config, stack: contextlib.ExitStack) -> dict[s
     key = config.getoption("asgi_server_config_key") or SERVER_CONFIG_KEYS[kind]
     as_list = kind == "redis" or count > 1
     config.stash[_server_under_test_key] = ServerUnderTest(started, kind, key, as_list)
+    if started.config_entry is not None:  # the kind's own form (a cluster's hosts entry)
+        return {key: started.config_entry}
     urls = started.urls
     return {key: urls if as_list else urls[0]}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Iterator
+from typing import Any
 
 
 class Fault(enum.Enum):
@@ -77,10 +78,12 @@ class Server:
 class Servers:
     """What the context managers yield: ``.urls`` (and ``.url``, the first), and the fault
     handle for all of them: ``.faults``, ``.restart()``, ``.pause()``, ``.drop_connections()``,
-    ``.failover()``."""
+    ``.failover()``; ``.config_entry``, when a kind gives one, is what the layer's config entry
+    gets instead of the URLs (a Redis Cluster: the layer's cluster form of ``hosts``)."""
 
-    def __init__(self, servers: list[Server]):
+    def __init__(self, servers: list[Server], config_entry: Any = None):
         self.servers = servers
+        self.config_entry = config_entry
 
     @property
     def urls(self) -> list[str]:

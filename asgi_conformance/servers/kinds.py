@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from .handles import ServerError, Servers
 from .rabbitmq import rabbitmq_server
 from .redis import redis_servers
+from .redis_cluster import redis_cluster
 
 
 def _one_rabbitmq_broker(count: int) -> AbstractContextManager[Servers]:
@@ -21,6 +22,7 @@ def _one_rabbitmq_broker(count: int) -> AbstractContextManager[Servers]:
 KINDS: dict[str, Callable[[int], AbstractContextManager[Servers]]] = {
     "redis": redis_servers,
     "rabbitmq": _one_rabbitmq_broker,
+    "redis-cluster": redis_cluster,  # N masters, one replica each
 }
 
 
