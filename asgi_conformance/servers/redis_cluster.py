@@ -20,6 +20,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -40,6 +41,7 @@ NODE_TIMEOUT_MS = 1000  # cluster-node-timeout: a dead master is failed over ~2-
 SETTLE_TIMEOUT = 60.0  # seconds for the cluster to be created, or to settle after a failover
 POLL = 0.1  # seconds between looks at the cluster's state
 MIN_MASTERS = 3  # what redis-cli --cluster create accepts
+BUS_OFFSET = 10000  # a node's cluster bus listens on its port + this
 
 
 @dataclass
@@ -104,7 +106,7 @@ class RedisCluster(Server):
     # --- starting ---------------------------------------------------------------------------
     def _start_node(self) -> ClusterNode:
         workdir = Path(tempfile.mkdtemp(prefix="asgi-conformance-redis-cluster-"))
-        port = free_port({node.port for node in self.nodes} | {node.port + 10000 for node in self.nodes})
+        port = self._free_port_pair()
         log = workdir / "redis.log"
         command = [self._server, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
                    "--daemonize", "no", "--dir", str(workdir), "--logfile", str(log),
@@ -113,6 +115,16 @@ class RedisCluster(Server):
         node = ClusterNode(port, ServerProcess(command, port, log), workdir)
         self._start_process(node)
         return node
+
+    def _free_port_pair(self) -> int:
+        """A free port whose cluster bus port (+10000) is free too."""
+        taken = {node.port for node in self.nodes} | {node.port + BUS_OFFSET for node in self.nodes}
+        for _ in range(100):
+            port = free_port(taken)
+            taken.add(port)
+            if port + BUS_OFFSET < 65536 and port + BUS_OFFSET not in taken and _bindable(port + BUS_OFFSET):
+                return port
+        raise ServerError("found no free port pair (port, port + 10000) for a Redis cluster node")
 
     def _start_process(self, node: ClusterNode) -> None:
         try:
@@ -233,6 +245,15 @@ class RedisCluster(Server):
 
     def __repr__(self) -> str:
         return f"<RedisCluster {' '.join(node.address for node in self.nodes)}>"
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
 
 
 def _running(process: ServerProcess) -> bool:
