@@ -78,11 +78,12 @@ def _parse_cluster(entry: dict) -> ClusterAddress:
                                "(URLs or (host, port) pairs)")
     if "address" in options or "host" in options:
         raise LayerConfigError(f"hosts entry {entry!r}: a cluster entry lists its nodes in 'cluster' only")
-    nodes = tuple(_checked(entry, {**_address_options(node, entry), **options}) for node in startup)
-    if any(node.options.get("db", 0) != 0 for node in nodes):
-        raise LayerConfigError(f"hosts entry {entry!r}: a Redis Cluster has database 0 only")
-    if any(node.options.get("connection_class") is UnixDomainSocketConnection for node in nodes):
+    given = [{**_address_options(node, entry), **options} for node in startup]
+    if any(node.get("connection_class") is UnixDomainSocketConnection for node in given):
         raise LayerConfigError(f"hosts entry {entry!r}: Redis Cluster nodes are reached over TCP, not unix sockets")
+    if any(node.get("db", 0) != 0 for node in given):
+        raise LayerConfigError(f"hosts entry {entry!r}: a Redis Cluster has database 0 only")
+    nodes = tuple(_checked(entry, node) for node in given)
     name = "cluster:" + ",".join(sorted(node.name for node in nodes))
     return ClusterAddress(name, nodes[0].options, tuple(node.options for node in nodes))
 
