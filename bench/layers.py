@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 class Contender:
     name: str  # short label in tables and charts
     dotted_path: str
-    server: str | None  # None, "redis" or "rabbitmq"
+    server: str | None  # None, "redis", "redis-cluster" or "rabbitmq"
     peer: str | None  # name of the contender this one is compared with
     config_key: str | None = None  # where the server address goes
     cross_process: bool = True
@@ -29,6 +29,8 @@ class Contender:
         config = dict(self.extra)
         if self.server == "redis":
             config[self.config_key or "hosts"] = servers["redis"][:shards]
+        elif self.server == "redis-cluster":  # the whole cluster, whatever ``shards`` says
+            config[self.config_key or "hosts"] = servers["redis-cluster"]
         elif self.server == "rabbitmq":
             config[self.config_key or "url"] = servers["rabbitmq"]
         return config
@@ -56,6 +58,8 @@ CONTENDERS = [
     Contender("channels_redis-pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer", "redis", None,
               cross_process=False),
     Contender("redis", "reference_layers.redis.RedisChannelLayer", "redis", "channels_redis"),
+    # One 3-master Redis Cluster (a replica each) as one shard: compared with 3 independent shards.
+    Contender("redis-cluster", "reference_layers.redis.RedisChannelLayer", "redis-cluster", "redis"),
     # channels_rabbitmq refuses normal channels, which the cross-process workloads meet on.
     Contender("channels_rabbitmq", "channels_rabbitmq.core.RabbitmqChannelLayer", "rabbitmq", None,
               config_key="host", cross_process=False,
