@@ -187,7 +187,8 @@ def test_a_master_killed_mid_traffic_loses_no_send_after_the_promotion(cluster, 
     returned = sum(len(delivery.returned) for delivery in deliveries.values())
     raised = sum(len(delivery.raised) for delivery in deliveries.values())
     record_property("lost_in_failover", lost)
-    print(f"\nfailover in {took:.1f} s: {returned} sends returned, {raised} raised, {lost} lost")
+    print(f"\nfailover in {took:.1f} s: {returned} sends returned, {raised} raised, {lost} lost: "
+          f"{ {channel[-4:]: d.lost() for channel, d in deliveries.items() if d.lost()} }")
     assert lost <= LOSS_BOUND * returned, {channel: d.lost() for channel, d in deliveries.items() if d.lost()}
 
 
