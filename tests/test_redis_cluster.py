@@ -15,6 +15,7 @@ from asgi_conformance.faults import Delivery
 from reference_layers.core.errors import LayerConfigError
 from reference_layers.redis import RedisChannelLayer
 from reference_layers.redis.cluster import ClusterShard
+from reference_layers.redis.cluster_node import ClusterNode
 from reference_layers.redis.cluster_slots import NodeName, key_slot
 from reference_layers.redis.hosts import ClusterAddress, parse_hosts
 from tests.helpers import GENEROUS, fresh, run
@@ -87,7 +88,7 @@ async def _masters_of(shard: ClusterShard, channels: list[str]) -> set[NodeName 
     return {slots.owner(key_slot(shard.keys.count(shard.keys.capacity_key(channel)))) for channel in channels}
 
 
-def test_group_send_reaches_members_on_every_master(cluster):
+def test_group_send_reaches_members_on_every_master_once_per_node(cluster, monkeypatch):
     async def scenario():
         layer = RedisChannelLayer(hosts=cluster.config_entry)
         group, members = fresh("group").replace("test.", ""), [fresh(f"m{i}") for i in range(12)]
@@ -95,12 +96,30 @@ def test_group_send_reaches_members_on_every_master(cluster):
         for member in members:
             await layer.group_add(group, member)
         assert len(await _masters_of(_shard(layer), members)) == 3  # the members really are spread
+        scripts_run: list[NodeName] = []
+        run_script = ClusterNode.run
+
+        def counted(node, *args, **kwargs):
+            scripts_run.append(node.name)
+            return run_script(node, *args, **kwargs)
+
+        monkeypatch.setattr(ClusterNode, "run", counted)
         await layer.group_send(group, {"type": "hello"})
+        monkeypatch.undo()
+        assert sorted(scripts_run, key=str) == (await _shard(layer).slot_map()).masters()  # one script per node
         got = await asyncio.gather(*(asyncio.wait_for(layer.receive(m), GENEROUS) for m in members))
         assert got == [{"type": "hello"}] * len(members)
+        full = members[1]
+        await layer.group_add(group, full)  # renewed, with capacity 1 this time
+        layer_one = RedisChannelLayer(hosts=cluster.config_entry, capacity=1)
+        await layer_one.group_add(group, full)
+        await layer.group_send(group, {"type": "fills"})
+        await layer.group_send(group, {"type": "misses"})
+        assert (await layer.statistics()).group_deliveries_missed == 1  # the full member, counted
+        assert await layer.receive(full) == {"type": "fills"}
         await layer.group_discard(group, members[0])
         await layer.group_send(group, {"type": "again"})
-        assert (await layer.statistics(members)).channels[members[0]].waiting == 0
+        assert (await layer.statistics(members)).channels[members[0]].waiting == 2  # fills, misses; not again
         await layer.flush()
         assert (await layer.statistics()).channels == {}
     run(scenario())

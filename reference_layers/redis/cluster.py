@@ -2,8 +2,9 @@
 
 Every key of a channel shares its capacity key's slot, every key of a group the group's
 (cluster_keys.py), so a send, a pop, a push-back, a group_add is one script on one node, as on a
-single server. group_send takes two round trips: the members from the group's node, then one
-PUSH_MANY per node holding members, all at once (cluster_scripts.py). Wake-ups are sharded
+single server. group_send is one round trip per node holding members: a script on the group's
+node pushes to the members there and returns the others, then one PUSH_MANY per other node, all
+at once (cluster_scripts.py). Wake-ups are sharded
 pub/sub on the node of the bell's slot (cluster_node.py).
 
 Routing uses our own slot map (cluster_slots.py, where the docstring says why not redis-py's
@@ -49,10 +50,10 @@ _RETRY_FIRST, _RETRY_MAX = 0.05, 0.5
 _SCAN_BATCH = 500
 _RETRYABLE = ("TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING")
 
-SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_MEMBERS, PUSH_MANY, STATS = tuple(
+SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, PUSH_MANY, STATS = tuple(
     Script(source) for source in (
         cluster_scripts.SEND, cluster_scripts.POP, cluster_scripts.PUSH_BACK, cluster_scripts.GROUP_ADD,
-        cluster_scripts.GROUP_DISCARD, cluster_scripts.GROUP_MEMBERS, cluster_scripts.PUSH_MANY,
+        cluster_scripts.GROUP_DISCARD, cluster_scripts.GROUP_SEND, cluster_scripts.PUSH_MANY,
         cluster_scripts.STATS))
 
 
@@ -237,15 +238,17 @@ class ClusterShard:
 
     async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int,
                          after_write: Callable[[], None] | None = None) -> int:
-        """Push to every member; returns how many missed it, being full. Two round trips: the
-        members, then one PUSH_MANY per node holding members, all at once."""
+        """Push to every member; returns how many missed it, being full. One round trip per node
+        holding members: GROUP_SEND on the group's node pushes to the members there and returns
+        the others, then one PUSH_MANY on each other node, all at once (so two in a row)."""
         keys = self._group_keys(group)
-        reply = await self._run_on(key_slot(keys[0]), GROUP_MEMBERS, keys, [])
-        members = [(reply[i].decode(), int(reply[i + 1]) if reply[i + 1] else capacity)
-                   for i in range(0, len(reply), 2)]
+        reply = await self._run_on(key_slot(keys[0]), GROUP_SEND, keys,
+                                   [self.keys.prefix, expiry_ms, capacity, body])
+        missed = int(reply[0])
+        members = [(reply[i].decode(), int(reply[i + 1])) for i in range(1, len(reply), 2)]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._patience
-        missed, delay = 0, _RETRY_FIRST
+        delay = _RETRY_FIRST
         while members:
             slots = await self.slot_map()
             by_node: dict[NodeName | None, list[tuple[str, int]]] = {}

@@ -2,9 +2,10 @@
 
 - Wake-ups use Redis 7's sharded pub/sub (SPUBLISH): a bell rings on the node that holds its
   slot only, where classic PUBLISH would be broadcast to every node of the cluster.
-- A group's members live in the group's slot, their queues in theirs: group_send reads the
-  members (GROUP_MEMBERS), then pushes with one PUSH_MANY per node holding members, reaching
-  keys in several slots of that node (the ``allow-cross-slot-keys`` flag, Redis 7).
+- A group's members live in the group's slot, their queues in theirs: group_send runs GROUP_SEND
+  on the group's node, which pushes to the members on that node and returns the others, then one
+  PUSH_MANY on each other node holding members; both reach keys in several slots of their node
+  (the ``allow-cross-slot-keys`` flag, Redis 7). The key names are cluster_keys.py's.
 """
 
 from __future__ import annotations
@@ -28,14 +29,28 @@ PUSH_BACK = _sharded(scripts.PUSH_BACK)
 GROUP_ADD = scripts.GROUP_ADD
 GROUP_DISCARD = scripts.GROUP_DISCARD
 
-# KEYS: members, capacities. Drops expired members; returns {member, capacity or '', ...}.
-GROUP_MEMBERS = _PRUNE_GROUP + r"""
-local t = redis.call('TIME')
-prune_group(KEYS[1], KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local out = {}
+# KEYS: members, capacities. ARGV: key prefix ('P:'), expiry_ms, default capacity, body.
+# Drops expired members and pushes to those whose slots this node serves (reached undeclared,
+# allowed by the flag; a member of another node is probed by pcall before anything is written);
+# returns {missed (full members), member, capacity, ...} of the members served elsewhere.
+GROUP_SEND = _CROSS_SLOT + _sharded(_COMMON) + _PRUNE_GROUP + r"""
+local now = now_ms()
+prune_group(KEYS[1], KEYS[2], now)
+local prefix, expiry_ms, default = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {0}
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  out[#out + 1] = member
-  out[#out + 1] = redis.call('HGET', KEYS[2], member) or ''
+  local bang = string.find(member, '!', 1, true)
+  local key = '{' .. (bang and string.sub(member, 1, bang) or member) .. '}'
+  local capacity = tonumber(redis.call('HGET', KEYS[2], member)) or default
+  local count = prefix .. key .. ':n'
+  local probe = redis.pcall('ZREMRANGEBYSCORE', count, '-inf', now)
+  if type(probe) == 'table' and probe.err then
+    out[#out + 1] = member
+    out[#out + 1] = capacity
+  else
+    out[1] = out[1] + 1 - push(prefix .. key .. ':q:' .. member, count, prefix .. key .. ':b', now, expiry_ms,
+                               capacity, ARGV[4])
+  end
 end
 return out
 """
