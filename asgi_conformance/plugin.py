@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from .peer import PeerGroup
 
 SUITE_DIR = Path(__file__).parent / "suite"
-SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url", "redis-sentinel": "hosts", "valkey": "hosts", "postgres": "url",
-                      "nats": "servers"}
-LISTED_KINDS = frozenset({"redis", "redis-sentinel", "valkey"})  # kinds whose config entry is a list of shards, even of one
+SERVER_CONFIG_KEYS = {"redis": "hosts", "rabbitmq": "url", "redis-sentinel": "hosts", "redis-cluster": "hosts",
+                      "valkey": "hosts", "postgres": "url", "nats": "servers"}
+# kinds whose config entry is a list of shards, even of one
+LISTED_KINDS = frozenset({"redis", "redis-sentinel", "redis-cluster", "valkey"})
 # A SHOULD the layer missed, outside strict mode: the detail, as a user property of the call's
 # report. pytest shows the test as xfailed; the conformance report reads this entry alone.
 DEVIATION_PROPERTY = "asgi_conformance_deviation"
@@ -66,7 +67,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="how long the suite watches for a message that must not arrive (default %(default)s)")
     group.addoption("--asgi-server", metavar="KIND[:N]",
                     help="start a throwaway server for the run: redis, redis:3 (three shards), redis-sentinel "
-                         "(a master, a replica, three sentinels), rabbitmq, valkey[:N], postgres or nats")
+                         "(a master, a replica, three sentinels), redis-cluster:3 (three masters with a replica "
+                         "each), rabbitmq, valkey[:N], postgres or nats")
     group.addoption("--asgi-server-config-key", metavar="KEY",
                     help="config key that receives the server address(es) (default: hosts for redis and valkey, "
                          "url for rabbitmq and postgres, servers for nats)")

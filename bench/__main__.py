@@ -23,10 +23,12 @@ from bench.output import Row, table_lines, write_chart, write_json, write_markdo
 from bench.plan import SCENARIOS, SHARD_COUNTS, SHARD_SCENARIO, applies
 
 HERE = Path(__file__).parent
+CLUSTER_MASTERS = 3  # the redis-cluster contender's cluster
 SCENARIO_TIMEOUT = 180  # seconds for one repetition: a hung layer becomes an error row
 COMPARISONS = {
     "inmemory": ["channels-inmemory"],
     "redis": ["channels_redis", "channels-nats"],
+    "redis-cluster": ["redis", "channels_redis"],
     "rabbitmq": ["channels_rabbitmq", "redis", "channels-nats"],
     "ipc": ["channels_redis", "redis"],
 }
@@ -92,6 +94,9 @@ def servers_for(contenders):
         addresses = {}
         if any(c.server == "redis" for c in contenders):
             addresses["redis"] = stack.enter_context(servers.redis_servers(max(SHARD_COUNTS))).urls
+        if any(c.server == "redis-cluster" for c in contenders):
+            addresses["redis-cluster"] = stack.enter_context(
+                servers.servers_for("redis-cluster", CLUSTER_MASTERS)).config_entries
         if any(c.server == "rabbitmq" for c in contenders):
             addresses["rabbitmq"] = stack.enter_context(servers.rabbitmq_server()).url
         if any(c.server == "nats" for c in contenders):
@@ -138,6 +143,8 @@ def plan(contenders, workloads=None):
         if contender.name == "redis":
             for shards in SHARD_COUNTS:
                 jobs.append((SHARD_SCENARIO, contender, shards, f"sharded-{shards}"))
+        elif contender.name == "redis-cluster":  # beside redis's sharded-3: 3 masters vs 3 shards
+            jobs.append((SHARD_SCENARIO, contender, CLUSTER_MASTERS, f"sharded-{CLUSTER_MASTERS}"))
         elif contender.name == "channels_redis":
             # On 2+ shards channels_redis loses messages to the wrong shard and its receive times
             # out (see docs/conformance.md); one shard gives the ratio.

@@ -12,7 +12,7 @@ from bench import nats_server
 class Contender:
     name: str  # short label in tables and charts
     dotted_path: str
-    server: str | None  # None, "redis", "rabbitmq" or "nats"
+    server: str | None  # None, "redis", "redis-cluster", "rabbitmq" or "nats"
     peer: str | None  # name of the contender this one is compared with
     config_key: str | None = None  # where the server address goes
     cross_process: bool = True  # two processes can meet on a normal channel
@@ -35,6 +35,8 @@ class Contender:
             urls = servers["redis"][:shards]
             config[self.config_key or "hosts"] = (
                 [{"address": url, **self.host_options} for url in urls] if self.host_options else urls)
+        elif self.server == "redis-cluster":  # the whole cluster, whatever ``shards`` says
+            config[self.config_key or "hosts"] = servers["redis-cluster"]
         elif self.server == "rabbitmq":
             config[self.config_key or "url"] = servers["rabbitmq"]
         elif self.server == "nats":
@@ -69,6 +71,8 @@ CONTENDERS = [
     Contender("channels_redis-pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer", "redis", None,
               cross_process=False),
     Contender("redis", "reference_layers.redis.RedisChannelLayer", "redis", "channels_redis"),
+    # One 3-master Redis Cluster (a replica each) as one shard: compared with 3 independent shards.
+    Contender("redis-cluster", "reference_layers.redis.RedisChannelLayer", "redis-cluster", "redis"),
     # channels_rabbitmq refuses normal channels, which the cross-process workloads meet on.
     Contender("channels_rabbitmq", "channels_rabbitmq.core.RabbitmqChannelLayer", "rabbitmq", None,
               config_key="host", cross_process=False,

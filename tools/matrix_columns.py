@@ -31,9 +31,10 @@ class Column:
 
 # Where each kind's address(es) go in a layer's config, and the kinds that take a list of shards:
 # the plugin's defaults, so a column's FAULT run (--asgi-server) fills in the same key.
-SERVER_KEYS = {"redis": "hosts", "rabbitmq": "url", "redis-sentinel": "hosts", "valkey": "hosts", "postgres": "url",
+SERVER_KEYS = {"redis": "hosts", "rabbitmq": "url", "redis-sentinel": "hosts", "redis-cluster": "hosts",
+               "valkey": "hosts", "postgres": "url",
                "nats": "servers"}
-LISTED_KINDS = frozenset({"redis", "redis-sentinel", "valkey"})
+LISTED_KINDS = frozenset({"redis", "redis-sentinel", "redis-cluster", "valkey"})
 
 PUBSUB_DECLARES = (
     "--asgi-unsupported=backlog=Pub/Sub reaches only receivers already subscribed",

@@ -92,7 +92,7 @@ class Server:
 class Servers:
     """What the context managers yield: ``.urls`` (and ``.url``, the first), and the fault
     handle for all of them: ``.faults``, ``.restart()``, ``.pause()``, ``.drop_connections()``,
-    ``.failover()``."""
+    ``.failover()``; ``.config_entries``, what a layer's config holds for them."""
 
     def __init__(self, servers: list[Server]):
         self.servers = servers

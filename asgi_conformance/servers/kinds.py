@@ -11,6 +11,7 @@ from .nats import nats_server
 from .postgres import postgres_server
 from .rabbitmq import rabbitmq_server
 from .redis import redis_servers
+from .redis_cluster import redis_cluster
 from .sentinel import sentinel_sets
 from .valkey import valkey_servers
 
@@ -29,6 +30,7 @@ KINDS: dict[str, Callable[[int], AbstractContextManager[Servers]]] = {
     "postgres": postgres_server,
     "nats": nats_server,
     "redis-sentinel": sentinel_sets,  # a master, a replica and three sentinels per shard
+    "redis-cluster": redis_cluster,  # N masters, one replica each
 }
 
 

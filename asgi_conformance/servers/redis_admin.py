@@ -25,17 +25,31 @@ def drop_redis_clients(url: str) -> int:
 
 def redis_command(url: str, *command: str) -> int:
     """Send ``command`` (after AUTH, if the URL has a password) and return its integer reply."""
+    return _integer(_command(url, command, ADMIN_TIMEOUT), url, command)
+
+
+def redis_text(url: str, *command: str, timeout: float = ADMIN_TIMEOUT) -> str:
+    """Send ``command`` and return its bulk-string reply (``CLUSTER NODES``, ``INFO``)."""
+    reply = _command(url, command, timeout)
+    if reply == b"$-1":
+        return ""
+    if not reply.startswith(b"$"):
+        raise ServerError(f"{url}: {' '.join(command)} replied {reply[:60]!r}, not a text")
+    return reply.partition(b"\r\n")[2].decode(errors="replace")
+
+
+def _command(url: str, command: Sequence[str], timeout: float) -> bytes:
     parts = urlsplit(url)
     if parts.scheme != "redis" or parts.hostname is None:
         raise ServerError(f"{url}: only redis://host:port servers can be sent admin commands")
     try:
-        with socket.create_connection((parts.hostname, parts.port or 6379), timeout=ADMIN_TIMEOUT) as sock:
+        with socket.create_connection((parts.hostname, parts.port or 6379), timeout=timeout) as sock:
             replies = sock.makefile("rb")
             if parts.password is not None:
                 auth = ("AUTH", unquote(parts.username), unquote(parts.password)) if parts.username else \
                     ("AUTH", unquote(parts.password))
                 _ask(sock, replies, auth)
-            return _integer(_ask(sock, replies, command), url, command)
+            return _ask(sock, replies, command)
     except OSError as exc:
         raise ServerError(f"{url}: {' '.join(command)} failed: {exc}") from None
 
@@ -48,6 +62,11 @@ def _ask(sock: socket.socket, replies: BinaryIO, command: Sequence[str]) -> byte
         raise OSError("connection closed before a reply")
     if line.startswith(b"-"):
         raise OSError(line[1:].strip().decode(errors="replace"))
+    if line.startswith(b"$") and line != b"$-1\r\n":  # a bulk string: its length, then the text
+        body = replies.read(int(line[1:]) + 2)
+        if len(body) != int(line[1:]) + 2:
+            raise OSError("connection closed in the middle of a reply")
+        return line + body[:-2]
     return line.rstrip(b"\r\n")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 try:  # catchable as channels.exceptions.ChannelFull when Django Channels is installed
     from channels.exceptions import ChannelFull as _ChannelFullBase
 except ImportError:  # pragma: no cover - channels is optional for the layers
-    _ChannelFullBase = Exception
+    # With types-channels installed mypy sees a class here; without, Any: both are fine.
+    _ChannelFullBase = Exception  # type: ignore[misc,assignment,unused-ignore]
 
 
 class ChannelFull(_ChannelFullBase):

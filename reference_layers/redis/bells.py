@@ -12,6 +12,10 @@ listeners are rung so their receivers subscribe again (reconnecting) and pop.
 
 Subscriptions outlive receivers (a receive loop on one channel would otherwise subscribe and
 unsubscribe on every call); the least recently used beyond ``SUBSCRIPTION_LIMIT`` are dropped.
+
+In a Redis Cluster the bells are sharded channels (``sharded=True``: SSUBSCRIBE on the node that
+holds the bell's slot, see cluster_node.py); a node that stops serving the slot unsubscribes us
+itself, which counts as a lost connection.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ Listener = Callable[[int], None]  # called with the id a push published
 class BellWire(asyncio.Protocol):
     """A connection in subscribe mode: rings go to ``on_ring``, confirmations to futures in order."""
 
-    def __init__(self, on_ring: Callable[[bytes, bytes], None], on_lost: Callable[["BellWire"], None]):
+    def __init__(self, on_ring: Callable[[bytes, bytes], None], on_lost: Callable[["BellWire"], None],
+                 sharded: bool = False):
         self._on_ring = on_ring
+        self._ring_kind = b"smessage" if sharded else b"message"
+        self._sharded = sharded
         self._on_lost = on_lost
         self._reader = ReplyReader()
         self._confirmations: deque[asyncio.Future] = deque()
@@ -75,8 +82,13 @@ class BellWire(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            if isinstance(reply, list) and reply and reply[0] == b"message":
+            if isinstance(reply, list) and reply and reply[0] == self._ring_kind:
                 self._on_ring(reply[1], reply[2])
+            elif self._sharded and not self._confirmations and isinstance(reply, list) and reply \
+                    and reply[0] == b"sunsubscribe":  # the node gave the slot away: subscribe elsewhere
+                self._transport.abort()
+                self._lost()
+                return
             elif self._confirmations:
                 future = self._confirmations.popleft()
                 if not future.done():
@@ -106,8 +118,11 @@ class BellWire(asyncio.Protocol):
 class Bells:
     """One shard's subscriptions on one event loop."""
 
-    def __init__(self, pool: ConnectionPool, reconnector: Reconnector):
+    def __init__(self, pool: ConnectionPool, reconnector: Reconnector, sharded: bool = False):
         self._pool = pool
+        self._sharded = sharded
+        self._subscribe, self._unsubscribe = (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if sharded else \
+            (b"SUBSCRIBE", b"UNSUBSCRIBE")
         self._reconnector = reconnector  # shared with the shard's command connection
         self._wire: BellWire | None = None
         self._connecting = asyncio.Lock()
@@ -129,7 +144,7 @@ class Bells:
             wire = self._wire
             if wire is None or wire.closed:
                 wire = await self._connect()
-            confirmed = self._subscribed[bell] = wire.command(b"SUBSCRIBE", bell)
+            confirmed = self._subscribed[bell] = wire.command(self._subscribe, bell)
             self._trim()
         else:
             self._subscribed.move_to_end(bell)
@@ -152,7 +167,7 @@ class Bells:
                 raise RuntimeError("this channel layer connection was closed")
             if self._wire is None or self._wire.closed:
                 wire = await self._reconnector.open(
-                    lambda: take_over_socket(self._pool, lambda: BellWire(self._ring, self._lost)))
+                    lambda: take_over_socket(self._pool, lambda: BellWire(self._ring, self._lost, self._sharded)))
                 self._wire = wire
                 return wire
             return self._wire
@@ -179,4 +194,4 @@ class Bells:
                 return  # every subscription has a receiver: keep them all
             del self._subscribed[bell]
             if self._wire is not None and not self._wire.closed:
-                self._wire.command(b"UNSUBSCRIBE", bell)
+                self._wire.command(self._unsubscribe, bell)

@@ -6,6 +6,9 @@ dict: ``{"address": <URL or pair>, **redis_connection_options}`` or ``{"host": .
 "master_name": ..., "sentinel_kwargs": {...}, **options}`` (sentinel.py). Each becomes a
 :class:`ShardAddress`: the keyword arguments of a redis-py connection pool plus a stable name
 that places the shard on the hash ring.
+
+Ours only: ``{"cluster": [<URL or pair>, ...], **options}`` makes one shard a whole Redis Cluster,
+found through any of the startup nodes listed (a :class:`ClusterAddress`, see cluster.py).
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ class ShardAddress:
     sentinel: SentinelTarget | None = field(default=None, hash=False, compare=False)  # who names the master
 
 
+@dataclass(frozen=True)
+class ClusterAddress(ShardAddress):
+    """A Redis Cluster as one shard: ``options`` of each startup node, the first one's for every node."""
+
+    startup: tuple[dict, ...] = field(default=(), hash=False, compare=False)
+
+
 def parse_hosts(hosts: Any) -> list[ShardAddress]:
     """Every host as a ShardAddress; LayerConfigError naming the bad entry otherwise."""
     if hosts is None:
@@ -48,6 +58,8 @@ def parse_hosts(hosts: Any) -> list[ShardAddress]:
 
 
 def _parse_host(host: Any) -> ShardAddress:
+    if isinstance(host, dict) and "cluster" in host:
+        return _parse_cluster(host)
     if is_sentinel_entry(host):
         target, options = parse_sentinel_entry(host)
         _with_defaults(host, options, target)
@@ -64,6 +76,24 @@ def _parse_host(host: Any) -> ShardAddress:
     else:
         base, options = _address_options(host, host), {}
     return _checked(host, {**base, **options})
+
+
+def _parse_cluster(entry: dict) -> ClusterAddress:
+    options = dict(entry)
+    startup = options.pop("cluster")
+    if isinstance(startup, (str, bytes)) or not isinstance(startup, (list, tuple)) or not startup:
+        raise LayerConfigError(f"'cluster' in hosts entry {entry!r} must be a non-empty list of startup nodes "
+                               "(URLs or (host, port) pairs)")
+    if "address" in options or "host" in options:
+        raise LayerConfigError(f"hosts entry {entry!r}: a cluster entry lists its nodes in 'cluster' only")
+    given = [{**_address_options(node, entry), **options} for node in startup]
+    if any(node.get("connection_class") is UnixDomainSocketConnection for node in given):
+        raise LayerConfigError(f"hosts entry {entry!r}: Redis Cluster nodes are reached over TCP, not unix sockets")
+    if any(node.get("db", 0) != 0 for node in given):
+        raise LayerConfigError(f"hosts entry {entry!r}: a Redis Cluster has database 0 only")
+    nodes = tuple(_checked(entry, node) for node in given)
+    name = "cluster:" + ",".join(sorted(node.name for node in nodes))
+    return ClusterAddress(name, nodes[0].options, startup=tuple(node.options for node in nodes))
 
 
 def _address_options(address: Any, original: Any) -> dict:

@@ -24,8 +24,10 @@ from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
 from ..core.names import check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
+from .cluster import ClusterShard
+from .cluster_keys import ClusterKeySpace
 from .hashring import HashRing
-from .hosts import parse_hosts
+from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
 from .memberships import MembershipBook
 from .receiver import Receiver
@@ -41,7 +43,7 @@ _KNOWN_KEYS = ("hosts", "prefix", "expiry", "group_expiry", "capacity", "channel
 
 @dataclass
 class _LoopState:
-    shards: list[ShardClient]
+    shards: list[ShardClient | ClusterShard]
     receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
     taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
 
@@ -68,6 +70,8 @@ class RedisChannelLayer(LayerCore):
             raise LayerConfigError(f"reconnect_timeout must be a number of seconds > 0, got {reconnect_timeout!r}")
         self.reconnect_timeout = float(reconnect_timeout)
         self.addresses = parse_hosts(hosts)
+        if any(isinstance(address, ClusterAddress) for address in self.addresses):
+            ClusterKeySpace(prefix)  # refuses a prefix that would break the cluster's hash tags
         self.ring = HashRing([address.name for address in self.addresses])
         self.keys = KeySpace(prefix)
         self._expiry_ms = max(1, round(self.expiry * 1000))
@@ -182,7 +186,7 @@ class RedisChannelLayer(LayerCore):
         self._counters.group_deliveries_missed += missed
 
     @staticmethod
-    def _poker(state: _LoopState, shard: ShardClient):
+    def _poker(state: _LoopState, shard: ShardClient | ClusterShard):
         """Pokes this loop's receivers on ``shard``: a group_send may have pushed to them."""
         receivers = [receiver for receiver in state.receivers.values() if receiver.shard is shard]
         if not receivers:
@@ -236,6 +240,7 @@ class RedisChannelLayer(LayerCore):
 
     def _new_loop_state(self) -> _LoopState:
         return _LoopState([
+            ClusterShard(address, self.prefix, self.reconnect_timeout) if isinstance(address, ClusterAddress) else
             ShardClient(address, self.keys, self.reconnect_timeout, self._memberships, index,
                         self.capacities.for_channel)
             for index, address in enumerate(self.addresses)])

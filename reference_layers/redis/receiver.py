@@ -22,6 +22,7 @@ from typing import Callable
 
 from redis.exceptions import ResponseError
 
+from .cluster import ClusterShard
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient, is_noscript
 
@@ -33,7 +34,7 @@ LOOK_AGAIN = 10.0  # seconds: a waiting loop pops this often even if no bell ran
 
 
 class Receiver:
-    def __init__(self, shard: ShardClient, capacity_key: str, ttl_ms: int,
+    def __init__(self, shard: ShardClient | ClusterShard, capacity_key: str, ttl_ms: int,
                  on_idle: Callable[["Receiver"], None]):
         self.shard = shard
         self.capacity_key = capacity_key
