@@ -66,5 +66,13 @@ class AllowsBangInGroupNames(InMemoryChannelLayer):
 class SeededChannelNames(InMemoryChannelLayer):
     """Breaks NAME-4: new_channel() draws from the random module, so random.seed() repeats names."""
 
+    def __init__(self, **config):
+        super().__init__(**config)
+        # The whole name comes from `random`, client prefix included; receive() still accepts
+        # the names this object made, so only NAME-4 can see the bug.
+        self.client_prefix = "".join(random.choice("0123456789abcdef") for _ in range(16))
+        self.namer.client_prefix = self.client_prefix
+
     async def new_channel(self, prefix="specific"):
-        return f"{prefix}.inmemory!" + "".join(random.choice(string.ascii_letters) for _ in range(12))
+        suffix = "".join(random.choice(string.ascii_letters) for _ in range(12))
+        return f"{prefix}.{self.client_prefix}!{suffix}"
