@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,15 @@ def test_a_client_that_cannot_be_installed_is_reported_so(tmp_path):
     result = guard.check(line)
     assert result.outcome is drift.Outcome.INSTALL_FAILED, result
     assert result.verdict.startswith("install failed: No matching distribution found for "), result.verdict
+
+
+def test_a_run_over_its_time_is_interrupted_and_says_so(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        drift.run([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, {}, timeout=0.5)
+    assert time.monotonic() - started < 10  # SIGINT ended it: no waiting out the sleep
+    done = drift.run([sys.executable, "-c", "print('ok')"], tmp_path, {}, timeout=30)
+    assert (done.returncode, done.stdout) == (0, "ok\n")
 
 
 def test_the_command_prints_its_plan_and_refuses_an_unknown_line():

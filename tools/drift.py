@@ -20,6 +20,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ RUNTIME = ("mirakuru>=2.5", "port-for>=0.7")
 INSTALL_TIMEOUT = 600.0  # one venv's installs, seconds
 RUN_TIMEOUT = 900.0  # one whole suite run
 RERUN_TIMEOUT = 300.0
+STOP_GRACE = 60.0  # how long a timed-out run may take to stop its servers
 REDIS_LAYER = "reference_layers.redis.RedisChannelLayer"
 RABBITMQ_LAYER = "reference_layers.rabbitmq.RabbitMQChannelLayer"
 # Printed by the probe in each venv: the client's version, hiredis's (or none), and whether our
@@ -117,8 +119,24 @@ def clean_env(venv: Path) -> dict[str, str]:
 
 
 def run(args: Sequence[str | Path], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """A bounded subprocess; raises subprocess.TimeoutExpired (after killing it) when over time."""
-    return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    """A bounded subprocess; over time, it is interrupted and subprocess.TimeoutExpired raised.
+
+    SIGINT first, as Ctrl-C would: pytest then stops the servers and peers the plugin started
+    (a SIGKILL would leave them running); SIGKILL only if it has not ended ``STOP_GRACE`` later.
+    """
+    process = subprocess.Popen([str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+        raise subprocess.TimeoutExpired(process.args, timeout) from None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def last_lines(text: str, n: int = 3) -> str:
