@@ -33,6 +33,8 @@ LISTED_KINDS = frozenset({"redis", "redis-sentinel", "redis-cluster", "valkey"})
 # A SHOULD the layer missed, outside strict mode: the detail, as a user property of the call's
 # report. pytest shows the test as xfailed; the conformance report reads this entry alone.
 DEVIATION_PROPERTY = "asgi_conformance_deviation"
+# The requirement id(s) a test checks, on every test: JUnit output names them that way.
+REQUIREMENT_PROPERTY = "asgi_requirement"
 
 _settings_key = pytest.StashKey[Settings]()
 _report_key = pytest.StashKey[ConformanceReport]()
@@ -157,6 +159,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not _active(config):
         return
     _select_requirements(config, items)
+    for item in items:  # JUnit XML (--junitxml) writes these as each testcase's <properties>
+        item.user_properties.extend((REQUIREMENT_PROPERTY, rid) for rid in _requirement_ids(item))
     # Faults last: a restart or a pause must not leave other areas judging a layer still recovering.
     items.sort(key=lambda item: any(rid.startswith(FAULT_AREA + "-") for rid in _requirement_ids(item)))
 
