@@ -24,9 +24,11 @@ import pika
 from ..core.errors import ChannelFull
 from ..core.names import is_process_specific
 from .confirms import PublishOutcome
+from .errors import NOT_FOUND, BrokerRefused
 from .memberships import Memberships
 from .missed_copies import MissedCopies
 from .names import GROUPS_EXCHANGE
+from .process_groups import GroupFeed
 from .receiving import Receiver
 from .session import Session
 
@@ -37,6 +39,9 @@ async def send(session: Session, receiver: Receiver, channel: str, data: bytes) 
     properties = pika.BasicProperties(type=channel) if is_process_specific(channel) else None
     await session.ensure_queue(queue, channel)
     await receiver.before_send(queue)
+    held = receiver.queues.get(queue)
+    if held is not None and held.parked:
+        await _count_what_this_loop_holds(session, queue, channel, len(held.parked))
     for _attempt in range(3):
         link = await session.get_link()
         outcome = await link.publish("", queue, data, properties, mandatory=True)
@@ -50,13 +55,30 @@ async def send(session: Session, receiver: Receiver, channel: str, data: bytes) 
     raise ChannelFull(f"channel {channel!r} could not be created on the broker")
 
 
-async def group_send(session: Session, missed: MissedCopies, group: str, data: bytes) -> None:
+async def _count_what_this_loop_holds(session: Session, queue: str, channel: str, held: int) -> None:
+    """Messages this loop took out of the queue (group copies fanned out, spilled siblings)
+    still count against its capacity: the broker alone would let the queue fill again."""
+    link = await session.get_link()
+    try:
+        reply = await link.admin("queue_declare", queue, passive=True)
+    except BrokerRefused as exc:
+        if exc.reply_code != NOT_FOUND:
+            raise
+        return
+    if int(reply.message_count) + held >= session.shared.capacity_for(channel):
+        raise ChannelFull(f"channel {channel!r} is full")
+
+
+async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, group: str, data: bytes) -> None:
     await missed.ensure(session)  # where copies a full member refuses are counted (CAP-5)
     link = await session.get_link()
-    await link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data, missed.properties)
+    properties, placed = feed.properties_for(group, missed.properties)
+    await link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data, properties)
+    if placed is not None:  # this object's own members: back once their copy is in place
+        await feed.placed(placed)
 
 
-async def flush(session: Session, receiver: Receiver, memberships: Memberships) -> None:
+async def flush(session: Session, receiver: Receiver, memberships: Memberships, feed: GroupFeed) -> None:
     """Delete every queue and membership of this prefix, whichever process made them.
 
     Consumers on deleted queues, in any process, are cancelled by the broker with them;
@@ -72,6 +94,7 @@ async def flush(session: Session, receiver: Receiver, memberships: Memberships) 
             break
         names.add(got.body.decode())
     memberships.forget_all()
+    feed.flushed()
     for name in sorted(names):
         await session.delete_queue(name)
     session.forget_all()

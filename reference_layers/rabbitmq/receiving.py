@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import BrokerUnavailable
 from .futures import settle, within
@@ -55,6 +55,23 @@ from .session import Session
 from .windows import Windows
 
 SPILL_AT = 200  # parked sibling deliveries that make a waiting sibling's queue spill (see above)
+
+
+class FeedEvents(Protocol):
+    """What the receive side tells this loop's feed of group copies (process_groups.GroupFeed)."""
+
+    def on_cancelled(self, tag: str) -> bool: ...
+    def on_link_lost(self) -> None: ...
+    def on_link(self) -> None: ...
+    def watch_soon(self, queue: str) -> None: ...
+
+
+class _NoFeed:
+    def on_cancelled(self, tag: str) -> bool:
+        return False
+    def on_link_lost(self) -> None: ...
+    def on_link(self) -> None: ...
+    def watch_soon(self, queue: str) -> None: ...
 
 
 class _StartAgain(Exception):
@@ -72,9 +89,23 @@ class Receiver:
         self.queues: dict[str, QueueState] = {}
         self.windows = Windows(self.loop, self._on_message, self._forget_if_idle)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.feed: FeedEvents = _NoFeed()  # this loop's group copies (process_groups.py)
 
     def has_waiters(self) -> bool:
         return any(state.has_waiters() for state in self.queues.values())
+
+    def state_of(self, queue: str) -> QueueState:
+        state = self.queues.get(queue)
+        if state is None:
+            state = self.queues[queue] = QueueState(queue)
+        return state
+
+    def take_waiter(self, state: QueueState, channel: str) -> asyncio.Future[bytes] | None:
+        """The next receive waiting on ``channel``, taken off the waiting list (or None)."""
+        return self._next_waiter(state, channel)
+
+    def channel_of(self, queue: str, properties: Any) -> str | None:
+        return self._channel_of(queue, properties)
 
     def parked_for(self, queue: str, channel: str) -> int:
         """Messages for ``channel`` this loop holds parked (the broker no longer counts them)."""
@@ -90,6 +121,7 @@ class Receiver:
         body = self._take_parked(state, channel)
         if body is not None:
             return body
+        self.feed.watch_soon(queue)  # its group copies may wait for a consumer on this loop
         future = self.loop.create_future()
         state.add_waiter(channel, future)
         if state.idle_timer is not None:
@@ -138,10 +170,12 @@ class Receiver:
         if not state.parked:
             return None
         now = time.monotonic()
-        for entry in list(state.parked):
-            if entry.channel != channel:
-                continue
-            state.parked.remove(entry)
+        parked = state.parked
+        while True:  # no copy of the deque: a fan-out parks thousands, taken one by one
+            entry = next((each for each in parked if each.channel == channel), None)
+            if entry is None:
+                return None
+            parked.remove(entry)
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
                 state.unacked -= 1
@@ -150,7 +184,6 @@ class Receiver:
                 self.windows.balance_soon(state)
             if fresh:
                 return entry.body
-        return None
 
     def _serve(self, state: QueueState, channel: str) -> None:
         """Hand parked messages of ``channel`` to its waiting receives."""
@@ -280,6 +313,8 @@ class Receiver:
     # --- events from the link and the session --------------------------------------------------
     def on_consumer_cancelled(self, tag: str) -> None:
         """The broker cancelled a consumer: its queue was deleted (a flush, x-expires)."""
+        if self.feed.on_cancelled(tag):
+            return
         state = self.windows.tags.pop(tag, None)
         if state is None:
             return
@@ -298,14 +333,18 @@ class Receiver:
     def on_consume_channel(self, link: Link) -> None:
         """The consume channel was reopened: the broker requeued everything unacked on it."""
         self._forget_consumers()
+        self.feed.on_link_lost()
+        self.feed.on_link()
         for state in list(self.queues.values()):
             if state.waiters:
                 self._restart(state, force=True)
 
     def on_link_lost(self) -> None:
         self._forget_consumers()
+        self.feed.on_link_lost()
 
     def on_link(self, link: Link) -> None:
+        self.feed.on_link()
         for state in list(self.queues.values()):
             if state.waiters and not usable(state.carrier):
                 self._restart(state, force=True)

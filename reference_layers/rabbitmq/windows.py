@@ -17,6 +17,10 @@ from .pika_compat import cancel_nowait, consume_nowait
 from .queue_state import AfterCancel, Consumer, Held, QueueState, Settlement, usable
 
 LINGER = 0.1  # seconds consumers (and what they hold unacked) outlive the last receive on a queue
+# Open windows per queue at most: fewer windows than waiting receives is always safe (the
+# broker keeps counting what it has not pushed); a fan-out to thousands of waiting members of
+# one process gets its copies through process_groups.py, not through a consumer per receive.
+MAX_WINDOWS = 32
 
 
 class Windows:
@@ -41,7 +45,7 @@ class Windows:
         carrier = state.carrier
         if not usable(carrier):
             return
-        wanted = state.count
+        wanted = min(state.count, MAX_WINDOWS)
         opened = state.open
         while state.taken and len(opened) < wanted:
             consumer = next(iter(state.taken.values()))
