@@ -19,12 +19,16 @@ Layout (names from names.py):
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import pika
 
 from ..core.errors import ChannelFull
 from ..core.names import is_process_specific
 from .confirms import PublishOutcome
-from .errors import NOT_FOUND, BrokerRefused
+from .errors import NOT_FOUND, BrokerRefused, BrokerUnavailable
 from .memberships import Memberships
 from .missed_copies import MissedCopies
 from .names import GROUPS_EXCHANGE
@@ -34,9 +38,39 @@ from .session import Session
 
 
 async def send(session: Session, receiver: Receiver, channel: str, data: bytes) -> None:
-    names = session.shared.names
-    queue = names.queue(channel)
-    properties = pika.BasicProperties(type=channel) if is_process_specific(channel) else None
+    queue = session.shared.names.queue(channel)
+    message_id = session.shared.ids.next()  # the same on every attempt: dedupe.py drops a second copy
+    if is_process_specific(channel):
+        properties = pika.BasicProperties(type=channel, message_id=message_id)
+    else:
+        properties = pika.BasicProperties(message_id=message_id)
+    attempts = _Attempts()
+    await _through_drops(session, lambda: _send_once(session, receiver, channel, queue, data, properties, attempts))
+
+
+@dataclass
+class _Attempts:
+    """What the earlier attempts of one send left unknown."""
+
+    may_have_landed: bool = False  # a publish went out and its confirm was lost with its connection
+
+
+async def _through_drops(session: Session, attempt: Callable[[], Awaitable[None]]) -> None:
+    """Run ``attempt`` again while connections drop under it (FAULT-5), within the layer's
+    timeout; connecting again is bounded by that timeout too, so a broker that is really gone
+    still makes the call raise BrokerUnavailable in time."""
+    deadline = session.loop.time() + session.shared.config.timeout
+    while True:
+        try:
+            await attempt()
+            return
+        except BrokerUnavailable:
+            if session.loop.time() >= deadline:
+                raise
+
+
+async def _send_once(session: Session, receiver: Receiver, channel: str, queue: str, data: bytes,
+                     properties: Any, attempts: _Attempts) -> None:
     await session.ensure_queue(queue, channel)
     await receiver.before_send(queue)
     held = receiver.queues.get(queue)
@@ -44,13 +78,18 @@ async def send(session: Session, receiver: Receiver, channel: str, data: bytes) 
         await _count_what_this_loop_holds(session, queue, channel, len(held.parked))
     for _attempt in range(3):
         link = await session.get_link()
+        earlier = attempts.may_have_landed
+        attempts.may_have_landed = True
         outcome = await link.publish("", queue, data, properties, mandatory=True)
         if outcome is PublishOutcome.ACCEPTED:
             receiver.after_send(queue)
             return
         if outcome is PublishOutcome.REFUSED:
+            if earlier and session.shared.seen.has(channel, properties.message_id):
+                return  # full now, but the first publish landed: this object received it already
             raise ChannelFull(f"channel {channel!r} is full")
         # Returned: the queue is gone (a flush, a broker restart, x-expires). Make it again.
+        attempts.may_have_landed = earlier
         await session.ensure_queue(queue, channel, force=True)
     raise ChannelFull(f"channel {channel!r} could not be created on the broker")
 
@@ -70,10 +109,14 @@ async def _count_what_this_loop_holds(session: Session, queue: str, channel: str
 
 
 async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, group: str, data: bytes) -> None:
-    await missed.ensure(session)  # where copies a full member refuses are counted (CAP-5)
-    link = await session.get_link()
-    properties, placed = feed.properties_for(group, missed.properties)
-    await link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data, properties)
+    properties, placed = feed.properties_for(group, missed.headers, session.shared.ids.next())
+
+    async def once() -> None:
+        await missed.ensure(session)  # where copies a full member refuses are counted (CAP-5)
+        link = await session.get_link()
+        await link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data, properties)
+
+    await _through_drops(session, once)
     if placed is not None:  # this object's own members: back once their copy is in place
         await feed.placed(placed)
 

@@ -156,17 +156,17 @@ class GroupFeed:
         self._tags[tag] = queue
 
     # --- group_send ----------------------------------------------------------------------------
-    def properties_for(self, group: str, plain: Any) -> tuple[Any, asyncio.Future[None] | None]:
-        """Properties of a group_send's publish, and a future done once this loop fanned out
-        its copies (None, and ``plain``, if none of this loop's watched queues has members)."""
+    def properties_for(self, group: str, headers: dict[str, Any], message_id: str,
+                       ) -> tuple[Any, asyncio.Future[None] | None]:
+        """Properties of a group_send's publish (the same on every attempt), and a future done
+        once this loop fanned out its copies (None if none of its watched queues has members)."""
         watched = [queue for queue in self.book.queues_of(group) if self._watched.get(queue)]
         if not watched:
-            return plain, None
-        headers = plain.headers
+            return pika.BasicProperties(headers=headers, message_id=message_id), None
         sequence = next(self._sequence)
         future: asyncio.Future[None] = self.session.loop.create_future()
         self._expected[sequence] = [future, len(watched)]
-        return pika.BasicProperties(headers={**headers, SEQUENCE_HEADER: sequence}), future
+        return pika.BasicProperties(headers={**headers, SEQUENCE_HEADER: sequence}, message_id=message_id), future
 
     async def placed(self, future: asyncio.Future[None]) -> None:
         try:
@@ -192,6 +192,9 @@ class GroupFeed:
                 return
             if self._tags.get(method.consumer_tag) != queue or not usable(carrier):
                 return  # flushed or lost meanwhile
+            if not self.receiver.seen.first_time(self.names.group_copies(queue), properties.message_id):
+                carrier.basic_ack(method.delivery_tag)  # fanned out before a dropped connection
+                return
             members = self.book.members(queue, self.names.group_of(method.routing_key))
             missed = self._place(queue, members, body)
             carrier.basic_ack(method.delivery_tag)
@@ -206,7 +209,7 @@ class GroupFeed:
         took = set()
         while (got := await link.get(queue)) is not None:
             channel = self.receiver.channel_of(queue, got.properties)
-            if channel is not None:
+            if channel is not None and self.receiver.seen.first_time(channel, got.properties.message_id):
                 state.parked.append(Parked(channel, got.body, None, None, time.monotonic()))
                 took.add(channel)
         for channel in took:

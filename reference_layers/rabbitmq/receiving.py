@@ -87,7 +87,8 @@ class Receiver:
         self.names = session.shared.names
         self.expiry = session.shared.expiry
         self.queues: dict[str, QueueState] = {}
-        self.windows = Windows(self.loop, self._on_message, self._forget_if_idle)
+        self.seen = session.shared.seen  # ids let in: what a dropped connection brings again (dedupe.py)
+        self.windows = Windows(self.loop, self._on_message, self._forget_if_idle, self._given_back)
         self._tasks: set[asyncio.Task[None]] = set()
         self.feed: FeedEvents = _NoFeed()  # this loop's group copies (process_groups.py)
 
@@ -131,7 +132,7 @@ class Receiver:
             if usable(state.carrier):
                 self.windows.balance(state)
             else:
-                await self._start(state, channel)
+                await self._start_through_drops(state, channel)
             return await future
         except BaseException:
             self._drop_waiter(state, channel, future)
@@ -223,6 +224,18 @@ class Receiver:
             starting.set_result(None)
         self.windows.balance(state)
 
+    async def _start_through_drops(self, state: QueueState, channel: str) -> None:
+        """A connection dropped while the queue was being set up: set it up on the next one,
+        within the layer's timeout (connecting again is bounded by it too)."""
+        deadline = self.loop.time() + self.session.shared.config.timeout
+        while True:
+            try:
+                await self._start(state, channel)
+                return
+            except BrokerUnavailable:
+                if self.loop.time() >= deadline:
+                    raise
+
     def _restart(self, state: QueueState, force: bool) -> None:
         """Start consuming again in the background for receives already waiting."""
         async def restart():
@@ -252,6 +265,9 @@ class Receiver:
         if channel is None:  # not something this layer sent: drop it rather than loop on it
             carrier.basic_ack(method.delivery_tag)
             return
+        if not self.seen.first_time(channel, properties.message_id):
+            carrier.basic_ack(method.delivery_tag)  # let in before a dropped connection: again
+            return
         consumer.delivery_tag = method.delivery_tag
         future = self._next_waiter(state, channel)
         if future is not None:
@@ -260,7 +276,8 @@ class Receiver:
             self.windows.balance_soon(state)  # after the receive's caller had its turn
             return
         state.hold(consumer, Held.PARKED)
-        state.parked.append(Parked(channel, body, method.delivery_tag, consumer, time.monotonic()))
+        state.parked.append(Parked(channel, body, method.delivery_tag, consumer, time.monotonic(),
+                                   properties.message_id))
         state.unacked += 1
         if state.waiters and state.unacked >= SPILL_AT:
             self.windows.spill(state)
@@ -354,8 +371,14 @@ class Receiver:
         for state in self.queues.values():
             state.clear_consumers()
             state.carrier = None
+            for entry in state.parked:
+                if entry.tag is not None:  # unacked: the broker requeued it with the connection
+                    self._given_back(entry)
             state.parked = collections.deque(entry for entry in state.parked if entry.tag is None)
             state.unacked = 0
+
+    def _given_back(self, entry: Parked) -> None:
+        self.seen.forget(entry.channel, entry.message_id)
 
     def flushed(self) -> None:
         """flush() in this loop: what we hold from before it is gone too."""
