@@ -15,6 +15,14 @@ Layout (names from names.py):
   The forwarding queue also carries the membership on the broker: ``x-expires`` =
   group_expiry ends it when no group_add renewed it, even after every process that added it
   died, and any process can add any channel.
+
+A send or group_send whose connection dropped under it is run again on the next connection,
+within the layer's ``timeout``, with the same message id (dedupe.py drops the second copy if
+the first had landed). Costs of that: the second copy holds a place in the queue until it is
+received and dropped, so a channel near its capacity can refuse a send one message early
+meanwhile; and if the second publish is refused as full, the send raises ChannelFull unless
+this layer object received the first copy already (AMQP cannot look for it without taking
+messages out of order).
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ broker may push only what receives wait for:
   and pays no basic.consume/basic.cancel per receive, only the ack -> delivery round trip.
   After ``LINGER`` seconds with no receive on the queue the consumers are cancelled and what
   they held is acked only once the broker confirmed the cancel (an earlier ack would reopen
-  a window the broker could push into). Cost: if the connection drops in that short time,
-  the broker requeues a message a receive already returned, and it is delivered again;
-  close() acks them first;
+  a window the broker could push into). A connection dropped before the ack makes the
+  broker requeue a message a receive already returned: it comes back with an id this layer
+  object let in already, and is acked and dropped (dedupe.py); close() acks them first;
 - the deliveries nobody asked for are those in flight when a receive goes (pika rejects
   them back, requeued) and, on ``p!`` queues, messages for a sibling (``p!b`` while only
   ``p!a`` waits; the broker cannot tell them apart). Those are parked unacked with their
@@ -27,11 +27,14 @@ broker may push only what receives wait for:
   (then the broker is asked for a reply on that channel, so it counts them when it judges
   the send).
 
-Known limit: parked sibling deliveries are not counted by the broker when another process
+Known limits: parked sibling deliveries are not counted by the broker when another process
 sends, so a ``p!`` queue with a sibling waiting can hold its capacity plus the messages
 parked for channels nobody waits on; once ``SPILL_AT`` pile up they are acked into a local
 buffer (as channels_redis does) so the waiting sibling is not starved, and from then the
-capacity no longer bounds them. Normal channels (one queue each) never park.
+capacity no longer bounds them. Normal channels (one queue each) never park. A duplicate
+is dropped only by the layer object that let the first copy in: a normal channel received by
+several processes may hand a message requeued by a dropped connection to another of them,
+which delivers it again.
 
 Process-specific channels ``p!a``, ``p!b`` share the queue of ``p!``; a message says which
 of them it is for in its ``type`` property (direct sends) or, for a group copy, in the
@@ -45,9 +48,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import BrokerUnavailable
+from .feed_events import FeedEvents, NoFeed
 from .futures import settle, within
 from .link import PREFETCH, Link
 from .queue_state import Held, Parked, QueueState, usable
@@ -55,23 +59,6 @@ from .session import Session
 from .windows import Windows
 
 SPILL_AT = 200  # parked sibling deliveries that make a waiting sibling's queue spill (see above)
-
-
-class FeedEvents(Protocol):
-    """What the receive side tells this loop's feed of group copies (process_groups.GroupFeed)."""
-
-    def on_cancelled(self, tag: str) -> bool: ...
-    def on_link_lost(self) -> None: ...
-    def on_link(self) -> None: ...
-    def watch_soon(self, queue: str) -> None: ...
-
-
-class _NoFeed:
-    def on_cancelled(self, tag: str) -> bool:
-        return False
-    def on_link_lost(self) -> None: ...
-    def on_link(self) -> None: ...
-    def watch_soon(self, queue: str) -> None: ...
 
 
 class _StartAgain(Exception):
@@ -90,7 +77,7 @@ class Receiver:
         self.seen = session.shared.seen  # ids let in: what a dropped connection brings again (dedupe.py)
         self.windows = Windows(self.loop, self._on_message, self._forget_if_idle, self._given_back)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.feed: FeedEvents = _NoFeed()  # this loop's group copies (process_groups.py)
+        self.feed: FeedEvents = NoFeed()  # this loop's group copies (process_groups.py)
 
     def has_waiters(self) -> bool:
         return any(state.has_waiters() for state in self.queues.values())
@@ -100,13 +87,6 @@ class Receiver:
         if state is None:
             state = self.queues[queue] = QueueState(queue)
         return state
-
-    def take_waiter(self, state: QueueState, channel: str) -> asyncio.Future[bytes] | None:
-        """The next receive waiting on ``channel``, taken off the waiting list (or None)."""
-        return self._next_waiter(state, channel)
-
-    def channel_of(self, queue: str, properties: Any) -> str | None:
-        return self._channel_of(queue, properties)
 
     def parked_for(self, queue: str, channel: str) -> int:
         """Messages for ``channel`` this loop holds parked (the broker no longer counts them)."""
@@ -154,7 +134,8 @@ class Receiver:
                 del state.waiters[channel]
         self.windows.balance(state)
 
-    def _next_waiter(self, state: QueueState, channel: str) -> asyncio.Future[bytes] | None:
+    def take_waiter(self, state: QueueState, channel: str) -> asyncio.Future[bytes] | None:
+        """The next receive waiting on ``channel``, taken off the waiting list (or None)."""
         waiters = state.waiters.get(channel)
         while waiters:
             future = waiters.popleft()
@@ -192,7 +173,7 @@ class Receiver:
             body = self._take_parked(state, channel)
             if body is None:
                 return
-            future = self._next_waiter(state, channel)
+            future = self.take_waiter(state, channel)
             if future is None:
                 state.parked.appendleft(Parked(channel, body, None, None, time.monotonic()))
                 return
@@ -261,7 +242,7 @@ class Receiver:
         if state is None or consumer is None:  # a consumer we have cancelled: back to the queue
             carrier.basic_nack(method.delivery_tag, requeue=True)
             return
-        channel = self._channel_of(state.name, properties)
+        channel = self.channel_of(state.name, properties)
         if channel is None:  # not something this layer sent: drop it rather than loop on it
             carrier.basic_ack(method.delivery_tag)
             return
@@ -269,7 +250,7 @@ class Receiver:
             carrier.basic_ack(method.delivery_tag)  # let in before a dropped connection: again
             return
         consumer.delivery_tag = method.delivery_tag
-        future = self._next_waiter(state, channel)
+        future = self.take_waiter(state, channel)
         if future is not None:
             state.hold(consumer, Held.TAKEN)
             future.set_result(body)
@@ -283,7 +264,7 @@ class Receiver:
             self.windows.spill(state)
         self.windows.balance(state)
 
-    def _channel_of(self, queue: str, properties: Any) -> str | None:
+    def channel_of(self, queue: str, properties: Any) -> str | None:
         if not queue.endswith("!"):
             return self.names.channel_of(queue)  # a normal channel's own queue
         if properties.type:
