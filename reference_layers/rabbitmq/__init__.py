@@ -8,6 +8,7 @@ Modules, each building only on those above it:
 - session: connecting, failover, recovery, queue declarations; one per event loop.
 - queue_state, windows, receiving: waiting receives and the consumers that feed them.
 - memberships: group memberships, and adding them again to a broker that lost them.
+- process_groups: one group copy per process for its own members, fanned out inside it.
 - broker_ops: sends, group sends, flush; statistics: ``await layer.statistics()``.
 - layer: the public class, which tells each session what to do on connect.
 
@@ -26,8 +27,11 @@ Design choices, and why:
   senders in any process, except for ``p!`` messages parked for a sibling nobody waits on
   (see receiving.py).
 - Expiry: per-queue ``x-message-ttl``; a queue unused for expiry + 60 s goes (``x-expires``).
-- Groups: one publish per group_send to ``amq.direct`` (routing key ``{prefix}:{group}``);
-  one forwarding queue per membership (``x-message-ttl=0``, dead-lettered into the member's
+- Groups: one publish per group_send to ``amq.direct`` (routing key ``{prefix}:{group}``).
+  A layer object's own ``p!x`` members, added by itself, are fed through one copies queue per
+  process, bound once per group, and fanned out inside the process (process_groups.py says
+  how capacity stays exact there). Other memberships: one forwarding queue per membership
+  (``x-message-ttl=0``, dead-lettered into the member's
   queue). Kept, although dead-lettering costs the broker more per copy than a direct
   binding, because AMQP puts at most one copy of a publish into a queue and ``p!a``, ``p!b``
   share one: only a queue per membership gives each member its own copy, counted (and

@@ -15,48 +15,121 @@ Layout (names from names.py):
   The forwarding queue also carries the membership on the broker: ``x-expires`` =
   group_expiry ends it when no group_add renewed it, even after every process that added it
   died, and any process can add any channel.
+
+A send or group_send whose connection dropped under it is run again on the next connection,
+within the layer's ``timeout``, with the same message id (dedupe.py drops the second copy if
+the first had landed). Costs of that: the second copy holds a place in the queue until it is
+received and dropped, so a channel near its capacity can refuse a send one message early
+meanwhile; and if the second publish is refused as full, the send raises ChannelFull unless
+this layer object received the first copy already (AMQP cannot look for it without taking
+messages out of order).
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import pika
 
 from ..core.errors import ChannelFull
 from ..core.names import is_process_specific
 from .confirms import PublishOutcome
+from .errors import NOT_FOUND, BrokerRefused, BrokerUnavailable
 from .memberships import Memberships
 from .missed_copies import MissedCopies
 from .names import GROUPS_EXCHANGE
+from .process_groups import GroupFeed
 from .receiving import Receiver
 from .session import Session
 
 
 async def send(session: Session, receiver: Receiver, channel: str, data: bytes) -> None:
-    names = session.shared.names
-    queue = names.queue(channel)
-    properties = pika.BasicProperties(type=channel) if is_process_specific(channel) else None
+    queue = session.shared.names.queue(channel)
+    message_id = session.shared.ids.next()  # the same on every attempt: dedupe.py drops a second copy
+    if is_process_specific(channel):
+        properties = pika.BasicProperties(type=channel, message_id=message_id)
+    else:
+        properties = pika.BasicProperties(message_id=message_id)
+    attempts = _Attempts()
+    await _through_drops(session, lambda: _send_once(session, receiver, channel, queue, data, properties, attempts))
+
+
+@dataclass
+class _Attempts:
+    """What the earlier attempts of one send left unknown."""
+
+    may_have_landed: bool = False  # a publish went out and its confirm was lost with its connection
+
+
+async def _through_drops(session: Session, attempt: Callable[[], Awaitable[None]]) -> None:
+    """Run ``attempt`` again while connections drop under it (FAULT-5), within the layer's
+    timeout; connecting again is bounded by that timeout too, so a broker that is really gone
+    still makes the call raise BrokerUnavailable in time."""
+    deadline = session.loop.time() + session.shared.config.timeout
+    while True:
+        try:
+            await attempt()
+            return
+        except BrokerUnavailable:
+            if session.loop.time() >= deadline:
+                raise
+
+
+async def _send_once(session: Session, receiver: Receiver, channel: str, queue: str, data: bytes,
+                     properties: Any, attempts: _Attempts) -> None:
     await session.ensure_queue(queue, channel)
     await receiver.before_send(queue)
+    held = receiver.queues.get(queue)
+    if held is not None and held.parked:
+        await _count_what_this_loop_holds(session, queue, channel, len(held.parked))
     for _attempt in range(3):
         link = await session.get_link()
+        earlier = attempts.may_have_landed
+        attempts.may_have_landed = True
         outcome = await link.publish("", queue, data, properties, mandatory=True)
         if outcome is PublishOutcome.ACCEPTED:
             receiver.after_send(queue)
             return
         if outcome is PublishOutcome.REFUSED:
+            if earlier and session.shared.seen.has(channel, properties.message_id):
+                return  # full now, but the first publish landed: this object received it already
             raise ChannelFull(f"channel {channel!r} is full")
         # Returned: the queue is gone (a flush, a broker restart, x-expires). Make it again.
+        attempts.may_have_landed = earlier
         await session.ensure_queue(queue, channel, force=True)
     raise ChannelFull(f"channel {channel!r} could not be created on the broker")
 
 
-async def group_send(session: Session, missed: MissedCopies, group: str, data: bytes) -> None:
-    await missed.ensure(session)  # where copies a full member refuses are counted (CAP-5)
+async def _count_what_this_loop_holds(session: Session, queue: str, channel: str, held: int) -> None:
+    """Messages this loop took out of the queue (group copies fanned out, spilled siblings)
+    still count against its capacity: the broker alone would let the queue fill again."""
     link = await session.get_link()
-    await link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data, missed.properties)
+    try:
+        reply = await link.admin("queue_declare", queue, passive=True)
+    except BrokerRefused as exc:
+        if exc.reply_code != NOT_FOUND:
+            raise
+        return
+    if int(reply.message_count) + held >= session.shared.capacity_for(channel):
+        raise ChannelFull(f"channel {channel!r} is full")
 
 
-async def flush(session: Session, receiver: Receiver, memberships: Memberships) -> None:
+async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, group: str, data: bytes) -> None:
+    properties, placed = feed.properties_for(group, missed.headers, session.shared.ids.next())
+
+    async def once() -> None:
+        await missed.ensure(session)  # where copies a full member refuses are counted (CAP-5)
+        link = await session.get_link()
+        await link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data, properties)
+
+    await _through_drops(session, once)
+    if placed is not None:  # this object's own members: back once their copy is in place
+        await feed.placed(placed)
+
+
+async def flush(session: Session, receiver: Receiver, memberships: Memberships, feed: GroupFeed) -> None:
     """Delete every queue and membership of this prefix, whichever process made them.
 
     Consumers on deleted queues, in any process, are cancelled by the broker with them;
@@ -72,6 +145,7 @@ async def flush(session: Session, receiver: Receiver, memberships: Memberships) 
             break
         names.add(got.body.decode())
     memberships.forget_all()
+    feed.flushed()
     for name in sorted(names):
         await session.delete_queue(name)
     session.forget_all()

@@ -10,13 +10,15 @@ from ..core.config import reject_unknown_keys
 from ..core.errors import ChannelFull
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
-from ..core.names import non_local_name
+from ..core.names import is_process_specific, non_local_name
 from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import broker_ops
 from .config import parse_broker_config
+from .link import Link
 from .memberships import Memberships
 from .missed_copies import MissedCopies
 from .names import BrokerNames
+from .process_groups import GroupFeed, LocalBook
 from .receiving import Receiver
 from .session import Session, Shared
 from .statistics import read_statistics
@@ -28,8 +30,10 @@ class _OnLoop:
 
     session: Session
     receiver: Receiver
+    feed: GroupFeed
 
     async def close(self) -> None:
+        self.feed.close()
         await self.session.close()  # tells the receiver too
 
 
@@ -73,11 +77,24 @@ class RabbitMQChannelLayer(LayerCore):
         self._own_queues: set[str] = set()  # this instance's process queues, deleted by close()
         self._counters = Counters()
         self._missed = MissedCopies(self._names, f"{prefix}.{self.client_prefix}")
+        self._book = LocalBook()  # own members of groups, fed one copy per process (process_groups.py)
 
     def _on_loop(self, loop: asyncio.AbstractEventLoop) -> _OnLoop:
-        session = Session(self._shared, loop, on_connect=self._memberships.restore)
+        async def on_connect(session: Session, link: Link) -> None:
+            await self._memberships.restore(session, link)
+            await feed.restore(link)
+
+        session = Session(self._shared, loop, on_connect=on_connect)
         receiver = session.events = Receiver(session)
-        return _OnLoop(session, receiver)
+        feed = GroupFeed(session, receiver, self._book, f"{self.prefix}.{self.client_prefix}", self._count_missed)
+        return _OnLoop(session, receiver, feed)
+
+    def _count_missed(self, copies: int) -> None:
+        self._counters.group_deliveries_missed += copies
+
+    def _fed_here(self, channel: str) -> bool:
+        """One of this object's own ``p!x`` channels: its group copies come one per process."""
+        return is_process_specific(channel) and self._names.queue(channel) in self._own_queues
 
     @property
     def broker_url(self) -> str | None:
@@ -101,13 +118,22 @@ class RabbitMQChannelLayer(LayerCore):
         return await self._loops.current().receiver.receive(channel)
 
     async def _group_add(self, group: str, channel: str) -> None:
-        await self._memberships.add(self._loops.current().session, group, channel, self.group_expiry)
+        here = self._loops.current()
+        if self._fed_here(channel):
+            await here.feed.add(group, channel, self.group_expiry)
+        else:
+            await self._memberships.add(here.session, group, channel, self.group_expiry)
 
     async def _group_discard(self, group: str, channel: str) -> None:
-        await self._memberships.discard(self._loops.current().session, group, channel)
+        here = self._loops.current()
+        if self._fed_here(channel):
+            await here.feed.discard(group, channel)
+        else:
+            await self._memberships.discard(here.session, group, channel)
 
     async def _group_send(self, group: str, data: bytes) -> None:
-        await broker_ops.group_send(self._loops.current().session, self._missed, group, data)
+        here = self._loops.current()
+        await broker_ops.group_send(here.session, self._missed, here.feed, group, data)
 
     async def statistics(self, channels: list[str] | None = None) -> LayerStatistics:
         """Messages waiting per channel (``channels``, or every channel of this prefix), this
@@ -118,13 +144,16 @@ class RabbitMQChannelLayer(LayerCore):
 
     async def _flush(self) -> None:
         here = self._loops.current()
-        await broker_ops.flush(here.session, here.receiver, self._memberships)
+        await broker_ops.flush(here.session, here.receiver, self._memberships, here.feed)
 
     async def _close(self) -> None:
         """Delete this instance's process queues and memberships, close its connections."""
         here = self._loops.existing()
         mine = self._memberships.take_of_queues(self._own_queues, self._names)
         own = sorted(self._names.membership(group, channel) for group, channel in mine) + sorted(self._own_queues)
+        own += sorted(self._names.group_copies(queue) for queue in self._own_queues)
+        for queue in self._own_queues:
+            self._book.forget(queue)
         if self._missed.used:
             own.append(self._missed.queue)
         session = here.session if here is not None else None

@@ -13,8 +13,8 @@ another's state with it:
   only the command that caused it.
 
 A lost connection fails what is in flight with :class:`BrokerUnavailable` (a publish may or
-may not have reached the broker: repeating it could deliver twice) and tells the owner,
-which reconnects (session.py).
+may not have reached the broker: broker_ops.py publishes it again with the same message id,
+dedupe.py drops a second copy) and tells the owner, which reconnects (session.py).
 
 Every wait with a time limit goes through :func:`futures.within`, never ``asyncio.wait_for``
 (see futures.py).

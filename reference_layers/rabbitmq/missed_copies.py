@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pika
-
 from .link import Link
 from .names import NOTICES_EXCHANGE, BrokerNames
 from .session import Session
@@ -35,12 +33,12 @@ NOTICES_IDLE_MS = 10 * 60 * 1000  # x-expires: renewed by each group_send's (cac
 
 
 class MissedCopies:
-    """This layer object's notice queue, and the properties its group copies carry."""
+    """This layer object's notice queue, and the headers its group copies carry."""
 
     def __init__(self, names: BrokerNames, sender: str):
         self.queue = names.notices(sender)
         self._sender = sender
-        self.properties = pika.BasicProperties(headers={SENDER_HEADER: sender})
+        self.headers = {SENDER_HEADER: sender}  # on every group_send of this object
         self.used = False  # a group_send declared the notice queue (on some connection)
 
     async def ensure(self, session: Session) -> None:

@@ -26,6 +26,7 @@ class BrokerNames:
         self._queue_stem = f"{prefix}:q:"
         self._membership_stem = f"{prefix}:m:"
         self._notices_stem = f"{prefix}:n:"
+        self._copies_stem = f"{prefix}:g:"
 
     def queue(self, channel: str) -> str:
         """The queue holding ``channel``: its own, or its process's shared one for ``p!x``."""
@@ -38,6 +39,15 @@ class BrokerNames:
     def is_channel_queue(self, queue: str) -> bool:
         """A normal channel's queue or a process's, as opposed to a membership or the registry."""
         return queue.startswith(self._queue_stem)
+
+    def group_copies(self, process_queue: str) -> str:
+        """The queue where a process's own group memberships receive one copy per group_send,
+        fanned out to its member channels inside the process (process_groups.py)."""
+        return self._copies_stem + self.channel_of(process_queue)
+
+    def group_of(self, routing_key: str) -> str:
+        """The group a routing key on GROUPS_EXCHANGE names (see group_key)."""
+        return routing_key[len(self.prefix) + 1:]
 
     def notices(self, sender: str) -> str:
         """The queue where group copies sent by layer object ``sender`` land when a member

@@ -50,14 +50,16 @@ class Consumer:
 class Parked:
     """A delivery for a channel no receive waits on yet."""
 
-    __slots__ = ("channel", "body", "tag", "consumer", "arrived")
+    __slots__ = ("channel", "body", "tag", "consumer", "arrived", "message_id")
 
-    def __init__(self, channel: str, body: bytes, tag: int | None, consumer: Consumer | None, arrived: float):
+    def __init__(self, channel: str, body: bytes, tag: int | None, consumer: Consumer | None, arrived: float,
+                 message_id: str | None = None):
         self.channel = channel
         self.body = body
         self.tag = tag  # delivery tag while unacked, None once acked (local buffer)
         self.consumer = consumer  # the consumer whose window it holds shut (None once acked)
         self.arrived = arrived  # monotonic
+        self.message_id = message_id  # forgotten by dedupe.Seen if it goes back to the broker unacked
 
 
 class QueueState:

@@ -15,9 +15,9 @@ broker may push only what receives wait for:
   and pays no basic.consume/basic.cancel per receive, only the ack -> delivery round trip.
   After ``LINGER`` seconds with no receive on the queue the consumers are cancelled and what
   they held is acked only once the broker confirmed the cancel (an earlier ack would reopen
-  a window the broker could push into). Cost: if the connection drops in that short time,
-  the broker requeues a message a receive already returned, and it is delivered again;
-  close() acks them first;
+  a window the broker could push into). A connection dropped before the ack makes the
+  broker requeue a message a receive already returned: it comes back with an id this layer
+  object let in already, and is acked and dropped (dedupe.py); close() acks them first;
 - the deliveries nobody asked for are those in flight when a receive goes (pika rejects
   them back, requeued) and, on ``p!`` queues, messages for a sibling (``p!b`` while only
   ``p!a`` waits; the broker cannot tell them apart). Those are parked unacked with their
@@ -27,11 +27,14 @@ broker may push only what receives wait for:
   (then the broker is asked for a reply on that channel, so it counts them when it judges
   the send).
 
-Known limit: parked sibling deliveries are not counted by the broker when another process
+Known limits: parked sibling deliveries are not counted by the broker when another process
 sends, so a ``p!`` queue with a sibling waiting can hold its capacity plus the messages
 parked for channels nobody waits on; once ``SPILL_AT`` pile up they are acked into a local
 buffer (as channels_redis does) so the waiting sibling is not starved, and from then the
-capacity no longer bounds them. Normal channels (one queue each) never park.
+capacity no longer bounds them. Normal channels (one queue each) never park. A duplicate
+is dropped only by the layer object that let the first copy in: a normal channel received by
+several processes may hand a message requeued by a dropped connection to another of them,
+which delivers it again.
 
 Process-specific channels ``p!a``, ``p!b`` share the queue of ``p!``; a message says which
 of them it is for in its ``type`` property (direct sends) or, for a group copy, in the
@@ -48,6 +51,7 @@ import time
 from typing import Any
 
 from .errors import BrokerUnavailable
+from .feed_events import FeedEvents, NoFeed
 from .futures import settle, within
 from .link import PREFETCH, Link
 from .queue_state import Held, Parked, QueueState, usable
@@ -70,11 +74,19 @@ class Receiver:
         self.names = session.shared.names
         self.expiry = session.shared.expiry
         self.queues: dict[str, QueueState] = {}
-        self.windows = Windows(self.loop, self._on_message, self._forget_if_idle)
+        self.seen = session.shared.seen  # ids let in: what a dropped connection brings again (dedupe.py)
+        self.windows = Windows(self.loop, self._on_message, self._forget_if_idle, self._given_back)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.feed: FeedEvents = NoFeed()  # this loop's group copies (process_groups.py)
 
     def has_waiters(self) -> bool:
         return any(state.has_waiters() for state in self.queues.values())
+
+    def state_of(self, queue: str) -> QueueState:
+        state = self.queues.get(queue)
+        if state is None:
+            state = self.queues[queue] = QueueState(queue)
+        return state
 
     def parked_for(self, queue: str, channel: str) -> int:
         """Messages for ``channel`` this loop holds parked (the broker no longer counts them)."""
@@ -90,6 +102,7 @@ class Receiver:
         body = self._take_parked(state, channel)
         if body is not None:
             return body
+        self.feed.watch_soon(queue)  # its group copies may wait for a consumer on this loop
         future = self.loop.create_future()
         state.add_waiter(channel, future)
         if state.idle_timer is not None:
@@ -99,7 +112,7 @@ class Receiver:
             if usable(state.carrier):
                 self.windows.balance(state)
             else:
-                await self._start(state, channel)
+                await self._start_through_drops(state, channel)
             return await future
         except BaseException:
             self._drop_waiter(state, channel, future)
@@ -121,7 +134,8 @@ class Receiver:
                 del state.waiters[channel]
         self.windows.balance(state)
 
-    def _next_waiter(self, state: QueueState, channel: str) -> asyncio.Future[bytes] | None:
+    def take_waiter(self, state: QueueState, channel: str) -> asyncio.Future[bytes] | None:
+        """The next receive waiting on ``channel``, taken off the waiting list (or None)."""
         waiters = state.waiters.get(channel)
         while waiters:
             future = waiters.popleft()
@@ -138,10 +152,12 @@ class Receiver:
         if not state.parked:
             return None
         now = time.monotonic()
-        for entry in list(state.parked):
-            if entry.channel != channel:
-                continue
-            state.parked.remove(entry)
+        parked = state.parked
+        while True:  # no copy of the deque: a fan-out parks thousands, taken one by one
+            entry = next((each for each in parked if each.channel == channel), None)
+            if entry is None:
+                return None
+            parked.remove(entry)
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
                 state.unacked -= 1
@@ -150,7 +166,6 @@ class Receiver:
                 self.windows.balance_soon(state)
             if fresh:
                 return entry.body
-        return None
 
     def _serve(self, state: QueueState, channel: str) -> None:
         """Hand parked messages of ``channel`` to its waiting receives."""
@@ -158,7 +173,7 @@ class Receiver:
             body = self._take_parked(state, channel)
             if body is None:
                 return
-            future = self._next_waiter(state, channel)
+            future = self.take_waiter(state, channel)
             if future is None:
                 state.parked.appendleft(Parked(channel, body, None, None, time.monotonic()))
                 return
@@ -190,6 +205,18 @@ class Receiver:
             starting.set_result(None)
         self.windows.balance(state)
 
+    async def _start_through_drops(self, state: QueueState, channel: str) -> None:
+        """A connection dropped while the queue was being set up: set it up on the next one,
+        within the layer's timeout (connecting again is bounded by it too)."""
+        deadline = self.loop.time() + self.session.shared.config.timeout
+        while True:
+            try:
+                await self._start(state, channel)
+                return
+            except BrokerUnavailable:
+                if self.loop.time() >= deadline:
+                    raise
+
     def _restart(self, state: QueueState, force: bool) -> None:
         """Start consuming again in the background for receives already waiting."""
         async def restart():
@@ -215,25 +242,29 @@ class Receiver:
         if state is None or consumer is None:  # a consumer we have cancelled: back to the queue
             carrier.basic_nack(method.delivery_tag, requeue=True)
             return
-        channel = self._channel_of(state.name, properties)
+        channel = self.channel_of(state.name, properties)
         if channel is None:  # not something this layer sent: drop it rather than loop on it
             carrier.basic_ack(method.delivery_tag)
             return
+        if not self.seen.first_time(channel, properties.message_id):
+            carrier.basic_ack(method.delivery_tag)  # let in before a dropped connection: again
+            return
         consumer.delivery_tag = method.delivery_tag
-        future = self._next_waiter(state, channel)
+        future = self.take_waiter(state, channel)
         if future is not None:
             state.hold(consumer, Held.TAKEN)
             future.set_result(body)
             self.windows.balance_soon(state)  # after the receive's caller had its turn
             return
         state.hold(consumer, Held.PARKED)
-        state.parked.append(Parked(channel, body, method.delivery_tag, consumer, time.monotonic()))
+        state.parked.append(Parked(channel, body, method.delivery_tag, consumer, time.monotonic(),
+                                   properties.message_id))
         state.unacked += 1
         if state.waiters and state.unacked >= SPILL_AT:
             self.windows.spill(state)
         self.windows.balance(state)
 
-    def _channel_of(self, queue: str, properties: Any) -> str | None:
+    def channel_of(self, queue: str, properties: Any) -> str | None:
         if not queue.endswith("!"):
             return self.names.channel_of(queue)  # a normal channel's own queue
         if properties.type:
@@ -280,6 +311,8 @@ class Receiver:
     # --- events from the link and the session --------------------------------------------------
     def on_consumer_cancelled(self, tag: str) -> None:
         """The broker cancelled a consumer: its queue was deleted (a flush, x-expires)."""
+        if self.feed.on_cancelled(tag):
+            return
         state = self.windows.tags.pop(tag, None)
         if state is None:
             return
@@ -298,14 +331,18 @@ class Receiver:
     def on_consume_channel(self, link: Link) -> None:
         """The consume channel was reopened: the broker requeued everything unacked on it."""
         self._forget_consumers()
+        self.feed.on_link_lost()
+        self.feed.on_link()
         for state in list(self.queues.values()):
             if state.waiters:
                 self._restart(state, force=True)
 
     def on_link_lost(self) -> None:
         self._forget_consumers()
+        self.feed.on_link_lost()
 
     def on_link(self, link: Link) -> None:
+        self.feed.on_link()
         for state in list(self.queues.values()):
             if state.waiters and not usable(state.carrier):
                 self._restart(state, force=True)
@@ -315,8 +352,14 @@ class Receiver:
         for state in self.queues.values():
             state.clear_consumers()
             state.carrier = None
+            for entry in state.parked:
+                if entry.tag is not None:  # unacked: the broker requeued it with the connection
+                    self._given_back(entry)
             state.parked = collections.deque(entry for entry in state.parked if entry.tag is None)
             state.unacked = 0
+
+    def _given_back(self, entry: Parked) -> None:
+        self.seen.forget(entry.channel, entry.message_id)
 
     def flushed(self) -> None:
         """flush() in this loop: what we hold from before it is gone too."""

@@ -25,6 +25,7 @@ import pika
 from ..core.statistics import ConnectionState
 from .config import BrokerConfig
 from .confirms import PublishOutcome
+from .dedupe import MessageIds, Seen
 from .errors import NOT_FOUND, PRECONDITION_FAILED, BrokerRefused, BrokerUnavailable, safe_url
 from .link import Link
 from .names import NOTICES_EXCHANGE, BrokerNames
@@ -47,6 +48,8 @@ class Shared:
     url_index: int = 0
     active_url: str | None = None
     sessions_open: set[Session] = field(default_factory=set)
+    ids: MessageIds = field(default_factory=MessageIds)  # every publish's message_id (dedupe.py)
+    seen: Seen = field(default_factory=Seen)  # ids let in by this layer object, on any loop
 
 
 class LinkEvents(Protocol):

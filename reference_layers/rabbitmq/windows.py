@@ -14,19 +14,24 @@ import collections
 from typing import Any, Callable
 
 from .pika_compat import cancel_nowait, consume_nowait
-from .queue_state import AfterCancel, Consumer, Held, QueueState, Settlement, usable
+from .queue_state import AfterCancel, Consumer, Held, Parked, QueueState, Settlement, usable
 
 LINGER = 0.1  # seconds consumers (and what they hold unacked) outlive the last receive on a queue
+# Open windows per queue at most: fewer windows than waiting receives is always safe (the
+# broker keeps counting what it has not pushed); a fan-out to thousands of waiting members of
+# one process gets its copies through process_groups.py, not through a consumer per receive.
+MAX_WINDOWS = 32
 
 
 class Windows:
     """The consumers of one loop's queues, found by consumer tag."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_message: Callable[..., None],
-                 on_idle: Callable[[QueueState], None]):
+                 on_idle: Callable[[QueueState], None], on_given_back: Callable[[Parked], None]):
         self._loop = loop
         self._on_message = on_message
         self._on_idle = on_idle  # a queue's consumers were let go: its state may go too
+        self._on_given_back = on_given_back  # a parked delivery goes back to the broker unacked
         self.tags: dict[str, QueueState] = {}
         self._acks_due: dict[int, Any] = {}  # delivery tag -> carrier: taken, ack after a cancel
 
@@ -41,7 +46,7 @@ class Windows:
         carrier = state.carrier
         if not usable(carrier):
             return
-        wanted = state.count
+        wanted = min(state.count, MAX_WINDOWS)
         opened = state.open
         while state.taken and len(opened) < wanted:
             consumer = next(iter(state.taken.values()))
@@ -90,6 +95,8 @@ class Windows:
         finished: asyncio.Future[None] = self._loop.create_future()
         held = {entry.consumer.tag: entry for entry in state.parked
                 if entry.tag is not None and entry.consumer is not None}
+        for given_back in held.values():
+            self._on_given_back(given_back)
         state.parked = collections.deque(entry for entry in state.parked if entry.tag is None)
         state.unacked = 0
         consumers = list(state.consumers.values())

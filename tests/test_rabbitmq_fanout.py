@@ -1,0 +1,123 @@
+"""RabbitMQ group_send to a process's own members: one copy per process, fanned out inside it.
+
+Checks the broker holds no forwarding queue for such members, that members waiting and
+members receiving one after another all get every copy in order, that the process's shared
+capacity decides who misses (CAP-4, CAP-5, counted), and that a membership added by another
+layer object still goes through a forwarding queue (XP-2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pika
+import pika.exceptions
+import pytest
+
+from reference_layers.base import ChannelFull
+from reference_layers.rabbitmq import RabbitMQChannelLayer
+from tests.helpers import GENEROUS, fresh, run
+
+MEMBERS = 200
+
+
+def _queue_exists(url: str, queue: str) -> bool:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        connection.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def test_waiting_and_late_members_get_every_copy_in_order_through_one_copies_queue(rabbitmq_url):
+    """CAP-4/GRP-1: the members' queue gets one copy per group_send, no forwarding queue."""
+    async def scenario():
+        layer = RabbitMQChannelLayer(url=rabbitmq_url, capacity=3 * MEMBERS)
+        group = fresh("room")
+        channels = [await layer.new_channel() for _ in range(MEMBERS)]
+        for channel in channels:
+            await layer.group_add(group, channel)
+        waiting = [asyncio.ensure_future(layer.receive(channel)) for channel in channels]
+        await layer.group_send(group, {"type": "room.message", "n": 0})
+        got = await asyncio.wait_for(asyncio.gather(*waiting), GENEROUS)
+        assert [message["n"] for message in got] == [0] * MEMBERS
+        await layer.group_send(group, {"type": "room.message", "n": 1})
+        await layer.group_send(group, {"type": "room.message", "n": 2})
+        for channel in reversed(channels):  # late: one after another, after the sends
+            assert (await layer.receive(channel))["n"] == 1
+            assert (await layer.receive(channel))["n"] == 2
+        names = layer._names
+        forwarding = _queue_exists(rabbitmq_url, names.membership(group, channels[0]))
+        copies = _queue_exists(rabbitmq_url, names.group_copies(names.queue(channels[0])))
+        await layer.flush()
+        await layer.close()
+        return forwarding, copies
+
+    forwarding, copies = run(scenario())
+    assert not forwarding, "an own member still got a forwarding queue"
+    assert copies
+
+
+def test_the_process_capacity_decides_who_misses_and_the_miss_is_counted(rabbitmq_url):
+    """CAP-4/CAP-5: room for one of two members; the next send is refused; one miss counted."""
+    async def scenario():
+        layer = RabbitMQChannelLayer(url=rabbitmq_url, capacity=3)
+        group = fresh("full")
+        first = await layer.new_channel()
+        second = first[:first.index("!") + 1] + "sibling"
+        await layer.group_add(group, first)
+        await layer.group_add(group, second)
+        await layer.send(first, {"type": "direct", "n": 0})
+        await layer.send(second, {"type": "direct", "n": 1})
+        await layer.group_send(group, {"type": "group"})  # one slot left for two members
+        with pytest.raises(ChannelFull):
+            await layer.send(first, {"type": "direct", "n": 2})
+        got = [await layer.receive(first), await layer.receive(second)]
+        extra = []
+        for channel in (first, second):
+            try:
+                extra.append(await asyncio.wait_for(layer.receive(channel), 0.3))
+            except asyncio.TimeoutError:
+                pass
+        missed = (await layer.statistics([])).group_deliveries_missed
+        await layer.flush()
+        await layer.close()
+        return got, extra, missed
+
+    got, extra, missed = run(scenario())
+    assert [message["type"] for message in got] == ["direct", "direct"]
+    assert [message["type"] for message in extra] == ["group"]
+    assert missed == 1
+
+
+def test_a_member_added_by_another_layer_object_still_gets_its_copy(rabbitmq_url):
+    """XP-2: another object adds this object's channel; the owner's book does not know it."""
+    async def scenario():
+        owner = RabbitMQChannelLayer(url=rabbitmq_url)
+        other = RabbitMQChannelLayer(url=rabbitmq_url)
+        group = fresh("xp")
+        mine, theirs = await owner.new_channel(), await owner.new_channel()
+        await owner.group_add(group, mine)
+        await other.group_add(group, theirs)
+        await other.group_send(group, {"type": "from.other"})
+        got = await asyncio.wait_for(asyncio.gather(owner.receive(mine), owner.receive(theirs)), GENEROUS)
+        await owner.group_discard(group, mine)
+        await other.group_send(group, {"type": "second"})
+        second = await asyncio.wait_for(owner.receive(theirs), GENEROUS)
+        try:
+            stray = await asyncio.wait_for(owner.receive(mine), 0.3)
+        except asyncio.TimeoutError:
+            stray = None
+        await owner.flush()
+        await other.close()
+        await owner.close()
+        return got, second, stray
+
+    got, second, stray = run(scenario())
+    assert [message["type"] for message in got] == ["from.other", "from.other"]
+    assert second["type"] == "second"
+    assert stray is None
