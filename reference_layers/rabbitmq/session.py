@@ -135,7 +135,10 @@ class Session:
                 try:
                     await link.connect(remaining)
                 except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001 - try the next node
-                    last_error = exc
+                    # An attempt cut short by the deadline says less than a refusal seen
+                    # before it (a bad certificate, a wrong password): keep the refusal.
+                    if last_error is None or not isinstance(exc, asyncio.TimeoutError):
+                        last_error = exc
                     continue
                 self.shared.url_index = index
                 self.shared.active_url = config.urls[index]
