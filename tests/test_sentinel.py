@@ -208,15 +208,7 @@ def test_killing_the_master_mid_traffic_loses_a_counted_few_and_then_everything_
 
 # --- the suite on a Sentinel set -----------------------------------------------------------------
 
-def test_our_layer_passes_the_fault_area_on_sentinel_failover_included(pytester):
-    run = run_suite(pytester, OURS, SENTINEL, "--asgi-faults", "--asgi-requirement=FAULT",
-                    "--asgi-fault-timeout=10", timeout=300)
-    fault_ids = [rid for rid, requirement in REQUIREMENTS.items() if requirement.area == "FAULT"]
-    assert {rid: run.status(rid) for rid in fault_ids} == dict.fromkeys(fault_ids, "PASS"), \
-        "\n".join(run.result.outlines[-40:])
-
-
-@pytest.mark.extended
+# In the gate (about 55 s): issue 16's done-when is this suite from the README's test command.
 @pytest.mark.timeout(900)
 def test_our_layer_passes_the_whole_strict_suite_with_faults_on_sentinel(pytester):
     run = run_suite(pytester, OURS, SENTINEL, "--asgi-faults", timeout=800)
