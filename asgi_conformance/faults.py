@@ -146,10 +146,19 @@ async def within_fault_timeout(call: Awaitable[Result], what: str, phase: str) -
     ``what`` is the call as a user reads it ("receive()"), ``phase`` when it ran ("after the restart").
     """
     timeout = current_settings().fault_timeout
+    # Not wait_for: a TimeoutError the call itself raises (a layer's own, or the test's shorter
+    # wait_for inside ``call``) is the call's outcome, not a hang of the fault timeout's length.
+    task = asyncio.ensure_future(call)
     try:
-        return await asyncio.wait_for(call, timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"hung for {timeout:g} s in {what} {phase}") from None
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda ended: ended.cancelled() or ended.exception())
+        raise AssertionError(f"hung for {timeout:g} s in {what} {phase}")
+    return task.result()
 
 
 async def recovered_within(window: float, attempt: Any, what: str, phase: str) -> int:
