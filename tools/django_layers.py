@@ -83,7 +83,10 @@ def _configure(database: dict[str, Any], app: str) -> None:
 
     if settings.configured:
         return
-    settings.configure(DATABASES={"default": database}, INSTALLED_APPS=[app], USE_TZ=True,
+    # channels_postgres's README has it under its own alias too: group_discard uses that one.
+    databases = {"default": database, POSTGRES_APP: database} if app == POSTGRES_APP \
+        else {"default": database}
+    settings.configure(DATABASES=databases, INSTALLED_APPS=[app], USE_TZ=True,
                        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField")
     django.setup()
 
