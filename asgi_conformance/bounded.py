@@ -45,7 +45,11 @@ async def within(awaitable: Awaitable[T], seconds: float, grace: float = CANCEL_
     running rather than waited for.
     """
     task = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({task}, timeout=seconds)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:  # the caller gave up: so does what it waited for, as in wait_for
+        task.cancel()
+        raise
     if done:
         return task.result()
     task.cancel()

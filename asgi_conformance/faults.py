@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from .bounded import BoundExceeded, within
 from .settings import current_settings
 from .target import LayerTarget
 from .vocabulary import offers
@@ -148,17 +149,10 @@ async def within_fault_timeout(call: Awaitable[Result], what: str, phase: str) -
     timeout = current_settings().fault_timeout
     # Not wait_for: a TimeoutError the call itself raises (a layer's own, or the test's shorter
     # wait_for inside ``call``) is the call's outcome, not a hang of the fault timeout's length.
-    task = asyncio.ensure_future(call)
     try:
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    if not done:
-        task.cancel()
-        task.add_done_callback(lambda ended: ended.cancelled() or ended.exception())
-        raise AssertionError(f"hung for {timeout:g} s in {what} {phase}")
-    return task.result()
+        return await within(call, timeout)
+    except BoundExceeded:
+        raise AssertionError(f"hung for {timeout:g} s in {what} {phase}") from None
 
 
 async def recovered_within(window: float, attempt: Any, what: str, phase: str) -> int:
