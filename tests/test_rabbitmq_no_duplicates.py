@@ -19,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 
@@ -49,59 +52,72 @@ async def _nothing_more(layer: RabbitMQChannelLayer, channel: str) -> None:
     raise AssertionError(f"delivered again: {extra!r}")
 
 
+@dataclass
+class Proxied:
+    """A layer connected through a proxy the test cuts, and an observer straight to the broker."""
+
+    proxy: CuttableProxy
+    layer: RabbitMQChannelLayer
+    observer: RabbitMQChannelLayer
+
+
+def _broker_port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+@asynccontextmanager
+async def _through_a_proxy(broker_url: str) -> AsyncIterator[Proxied]:
+    async with CuttableProxy(_broker_port(broker_url)) as proxy:
+        layer = RabbitMQChannelLayer(url=proxy.url())
+        observer = RabbitMQChannelLayer(url=broker_url)
+        try:
+            yield Proxied(proxy, layer, observer)
+        finally:
+            await layer.close()
+            await observer.close()
+
+
 def test_a_delivery_returned_just_before_the_connection_drops_is_not_delivered_again(rabbitmq_broker):
     async def scenario():
-        port = int(rabbitmq_broker.url.rsplit(":", 1)[1].split("/")[0])
-        async with CuttableProxy(port) as proxy:
-            layer = RabbitMQChannelLayer(url=proxy.url())
-            observer = RabbitMQChannelLayer(url=rabbitmq_broker.url)
+        async with _through_a_proxy(rabbitmq_broker.url) as proxied:
+            proxy, layer, observer = proxied.proxy, proxied.layer, proxied.observer
             channel = fresh("dup-receive")
-            try:
-                for number in range(2):
-                    await layer.send(channel, {"type": "numbered", "n": number})
-                await _until_waiting(observer, channel, 2, "both messages sent")
-                assert (await layer.receive(channel))["n"] == 0
-                # At once, before the layer lets its idle consumer go (it acks then): message 0
-                # was returned but not acked, so the broker requeues it.
-                proxy.cut()
-                await _until_waiting(observer, channel, 2, "message 0 back in the queue after the cut")
-                assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 1, \
-                    "the message a receive returned before the cut came again"
-                await layer.send(channel, {"type": "numbered", "n": 2})
-                assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 2
-                await _nothing_more(layer, channel)
-                assert proxy.accepted == 2, "the layer did not connect again exactly once"
-            finally:
-                await layer.close()
-                await observer.close()
+            for number in range(2):
+                await layer.send(channel, {"type": "numbered", "n": number})
+            await _until_waiting(observer, channel, 2, "both messages sent")
+            assert (await layer.receive(channel))["n"] == 0
+            # At once, before the layer lets its idle consumer go (it acks then): message 0
+            # was returned but not acked, so the broker requeues it.
+            proxy.cut()
+            await _until_waiting(observer, channel, 2, "message 0 back in the queue after the cut")
+            assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 1, \
+                "the message a receive returned before the cut came again"
+            await layer.send(channel, {"type": "numbered", "n": 2})
+            assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 2
+            await _nothing_more(layer, channel)
+            assert proxy.accepted == 2, "the layer did not connect again exactly once"
 
     run(scenario())
 
 
 def test_a_send_whose_confirm_was_lost_with_the_connection_returns_and_arrives_once(rabbitmq_broker):
     async def scenario():
-        port = int(rabbitmq_broker.url.rsplit(":", 1)[1].split("/")[0])
-        async with CuttableProxy(port) as proxy:
-            layer = RabbitMQChannelLayer(url=proxy.url())
-            observer = RabbitMQChannelLayer(url=rabbitmq_broker.url)
+        async with _through_a_proxy(rabbitmq_broker.url) as proxied:
+            proxy, layer, observer = proxied.proxy, proxied.layer, proxied.observer
             channel = fresh("dup-send")
-            try:
-                await layer.send(channel, {"type": "numbered", "n": 0})  # queue declared on this connection
-                proxy.hold_replies()
-                sending = asyncio.ensure_future(layer.send(channel, {"type": "numbered", "n": 1}))
-                await _until_waiting(observer, channel, 2, "message 1 in the queue, its confirm held back")
-                assert not sending.done(), "the send returned without its confirm"
-                proxy.cut()
-                await asyncio.wait_for(sending, GENEROUS)  # raises if the layer gave up on it
-                got = [(await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] for _ in range(2)]
-                assert got == [0, 1]
-                await layer.send(channel, {"type": "numbered", "n": 2})
-                assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 2, \
-                    "message 1, sent again after the lost confirm, was delivered twice"
-                await _nothing_more(layer, channel)
-            finally:
-                await layer.close()
-                await observer.close()
+            await layer.send(channel, {"type": "numbered", "n": 0})  # queue declared on this connection
+            proxy.hold_replies()
+            sending = asyncio.ensure_future(layer.send(channel, {"type": "numbered", "n": 1}))
+            await _until_waiting(observer, channel, 2, "message 1 in the queue, its confirm held back")
+            assert not sending.done(), "the send returned without its confirm"
+            proxy.cut()
+            await asyncio.wait_for(sending, GENEROUS)  # raises if the layer gave up on it
+            got = [(await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] for _ in range(2)]
+            assert got == [0, 1]
+            await layer.send(channel, {"type": "numbered", "n": 2})
+            assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 2, \
+                "message 1, sent again after the lost confirm, was delivered twice"
+            await _nothing_more(layer, channel)
 
     run(scenario())
 
@@ -184,9 +200,8 @@ def _cuts_mid_traffic(rabbitmq_broker, kind: str, rounds: int) -> None:
     rng = random.Random()  # a failing round prints its problems; the cut points differ each run
 
     async def scenario():
-        port = int(rabbitmq_broker.url.rsplit(":", 1)[1].split("/")[0])
         problems: list[str] = []
-        async with CuttableProxy(port) as proxy:
+        async with CuttableProxy(_broker_port(rabbitmq_broker.url)) as proxy:
             for _ in range(rounds):
                 problems += await _round_of_cuts(proxy, rabbitmq_broker.url, kind, rng)
         return problems
