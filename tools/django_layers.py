@@ -43,7 +43,8 @@ def lite_aio_layer(path: str, **config: Any) -> Any:
 def postgres_layer(url: str, **config: Any) -> Any:
     """channels-postgres on the PostgreSQL at ``url`` (the layer takes Django's DATABASES entry)."""
     database = postgres_settings(url)
-    _ready(database, POSTGRES_APP, reachable_only=True)
+    # Its README has the database under the alias "channels_postgres" too: group_discard uses it.
+    _ready(database, POSTGRES_APP, reachable_only=True, also_as=(POSTGRES_APP,))
     from channels_postgres.core import PostgresChannelLayer  # its models need the settings first
 
     return PostgresChannelLayer(**config, **database)
@@ -63,12 +64,12 @@ def postgres_settings(url: str) -> dict[str, Any]:
             "HOST": parts.hostname, "PORT": str(parts.port or 5432), "TIME_ZONE": None}
 
 
-def _ready(database: dict[str, Any], app: str, reachable_only: bool = False) -> None:
+def _ready(database: dict[str, Any], app: str, reachable_only: bool = False, also_as: tuple[str, ...] = ()) -> None:
     """Settings for this process (the first database asked for is ``default``), and ``app``
     migrated there. A later, different database (the suite's unreachable address) is not
     migrated: the layer is built anyway, so what it does without its server is its own verdict."""
     with _lock:
-        _configure(database, app)
+        _configure(database, app, also_as)
         from django.conf import settings
 
         if settings.DATABASES["default"] != {**settings.DATABASES["default"], **database}:
@@ -77,16 +78,13 @@ def _ready(database: dict[str, Any], app: str, reachable_only: bool = False) -> 
             _migrated.add("default")
 
 
-def _configure(database: dict[str, Any], app: str) -> None:
+def _configure(database: dict[str, Any], app: str, also_as: tuple[str, ...]) -> None:
     import django
     from django.conf import settings
 
     if settings.configured:
         return
-    # channels_postgres's README has it under its own alias too: group_discard uses that one.
-    databases = {"default": database, POSTGRES_APP: database} if app == POSTGRES_APP \
-        else {"default": database}
-    settings.configure(DATABASES=databases, INSTALLED_APPS=[app], USE_TZ=True,
+    settings.configure(DATABASES={alias: database for alias in ("default", *also_as)}, INSTALLED_APPS=[app], USE_TZ=True,
                        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField")
     django.setup()
 
