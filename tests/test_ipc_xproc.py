@@ -150,3 +150,26 @@ def test_bench_ping_pong_completes(prefix):
 
     figures = asyncio.run(run())
     assert set(figures) == {"p50", "p99"} and 0 < figures["p50"] <= figures["p99"]
+
+
+@pytest.mark.parametrize("pattern", ["waiting", "late"])
+def test_bench_cross_process_fanout_past_the_default_capacity_completes(prefix, pattern):
+    """Regression: xfanout-1000 hung on ipc. Its 1,000 members (250 a process) were more than
+    the sender's default capacity of 100 a process, since only the receiving processes were
+    given a raised one; the sender judges a process's room, so 150 copies a process were
+    missed silently (CAP-5) and the bench waited for them. 120 a process is past 100."""
+    from bench import xfanout
+    from bench.layers import BY_NAME
+
+    contender = BY_NAME["ipc"]
+    config = {"prefix": prefix}
+
+    def make_layer(**overrides):
+        return IPCChannelLayer(**{**config, **contender.own_keys(overrides)})
+
+    async def run():
+        return await asyncio.wait_for(xfanout.cross_process_fanout(
+            make_layer, contender, config, 120 * xfanout.PROCESSES, 2, pattern), 200)
+
+    figures = asyncio.run(run())  # returns only once every member of every process had every copy
+    assert set(figures) == {"rate", "p50", "p99"} and figures["rate"] > 0
