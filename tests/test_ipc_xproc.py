@@ -173,3 +173,38 @@ def test_bench_cross_process_fanout_past_the_default_capacity_completes(prefix, 
 
     figures = asyncio.run(run())  # returns only once every member of every process had every copy
     assert set(figures) == {"rate", "p50", "p99"} and figures["rate"] > 0
+
+
+def test_a_group_send_wakes_hundreds_of_waiting_members_of_another_process(prefix):
+    """One group_send pokes each waker once, naming all its channels (wakeups.py): 600 members
+    waiting in one far process take more than one datagram of names; every copy arrives, for
+    each of two sends, and nothing is missed for lack of room."""
+    from bench.xproc import build  # the far side: bench.xmembers, every member waiting in receive()
+
+    members, sends = 600, 2
+    config = {"prefix": prefix, "capacity": members + 100}
+    group = "xproc-many"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    far = subprocess.Popen([sys.executable, "-m", "bench.xmembers", "reference_layers.ipc.IPCChannelLayer",
+                            json.dumps(config), group, str(members), str(sends), "waiting"],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    layer = build("reference_layers.ipc.IPCChannelLayer", config)
+
+    async def scenario():
+        reports = []
+        for n in range(sends):
+            await layer.group_send(group, {"type": "test.many", "n": n})
+            line = await asyncio.wait_for(asyncio.to_thread(far.stdout.readline), ROUND_TIMEOUT)
+            reports.append(json.loads(line)["n"])  # printed once all 600 members have copy n
+        return reports
+
+    try:
+        assert far.stdout.readline().strip() == "ready", far.stderr.read()
+        assert asyncio.run(scenario()) == list(range(sends))
+        assert asyncio.run(layer.statistics()).group_deliveries_missed == 0
+        assert far.wait(timeout=60) == 0, far.stderr.read()
+    finally:
+        if far.poll() is None:
+            far.kill()
+        far.communicate(timeout=30)
+        layer.close_sync()
