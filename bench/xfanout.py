@@ -39,14 +39,19 @@ async def cross_process_fanout(make_layer, contender, config: dict, members: int
     """deliveries/s over all sends, and the p50/p99 µs from a group_send to its last delivery.
 
     Each receiving process holds ``members / PROCESSES`` channels, which share that process's
-    capacity (CAP-4): it is raised to hold one copy for each, so nothing is dropped.
+    capacity (CAP-4): it is raised to hold one copy for each, so nothing is dropped. The sender
+    is built with it too, as every process of a deployment shares one config: a layer whose
+    sender judges a process's room (ipc queues every member's copy itself, and the spec counts
+    each copy against ``p!``) would, at the default 100, drop the copies past 100 members a
+    process (CAP-5, silently), and this workload would wait for them until it timed out.
     """
     group = f"bench-x{secrets.token_hex(4)}"
     per_process = members // PROCESSES
-    far_config = {**config, **contender.own_keys({"capacity": per_process + 100})}
+    room = {"capacity": per_process + 100}
+    far_config = {**config, **contender.own_keys(room)}
     processes = [await _start(contender.dotted_path, far_config, group, per_process, sends, pattern)
                  for _ in range(PROCESSES)]
-    layer = make_layer()
+    layer = make_layer(**room)  # make_layer renames it to the layer's own keys
     try:
         for process in processes:
             line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)

@@ -16,6 +16,7 @@ import pytest
 
 from reference_layers.ipc import IPCChannelLayer
 from reference_layers.ipc.spinning import PROBE_EVERY, SpinBudget
+from reference_layers.ipc.wakeups import MAX_POKE, NAME_SEPARATOR, poke_datagrams
 
 from .ipc_helpers import remove_segment, unique_prefix
 
@@ -148,3 +149,11 @@ def test_closing_the_layer_ends_a_spinning_receive_with_a_clear_error(prefix):
             await asyncio.wait_for(receive, 10)
 
     asyncio.run(scenario())
+
+
+def test_a_group_sends_pokes_name_every_channel_in_datagrams_of_bounded_size():
+    """A waker named in a group_send gets its channels in as few datagrams as fit MAX_POKE."""
+    names = [b"specific.%016x!%016x" % (n, n) for n in range(1000)]
+    datagrams = list(poke_datagrams(names))
+    assert len(datagrams) > 1 and all(len(d) <= MAX_POKE for d in datagrams)
+    assert [name for d in datagrams for name in d.split(NAME_SEPARATOR)] == names

@@ -150,3 +150,61 @@ def test_bench_ping_pong_completes(prefix):
 
     figures = asyncio.run(run())
     assert set(figures) == {"p50", "p99"} and 0 < figures["p50"] <= figures["p99"]
+
+
+@pytest.mark.parametrize("pattern", ["waiting", "late"])
+def test_bench_cross_process_fanout_past_the_default_capacity_completes(prefix, pattern):
+    """Regression: xfanout-1000 hung on ipc. Its 1,000 members (250 a process) were more than
+    the sender's default capacity of 100 a process, since only the receiving processes were
+    given a raised one; the sender judges a process's room, so 150 copies a process were
+    missed silently (CAP-5) and the bench waited for them. 120 a process is past 100."""
+    from bench import xfanout
+    from bench.layers import BY_NAME
+
+    contender = BY_NAME["ipc"]
+    config = {"prefix": prefix}
+
+    def make_layer(**overrides):
+        return IPCChannelLayer(**{**config, **contender.own_keys(overrides)})
+
+    async def run():
+        return await asyncio.wait_for(xfanout.cross_process_fanout(
+            make_layer, contender, config, 120 * xfanout.PROCESSES, 2, pattern), 200)
+
+    figures = asyncio.run(run())  # returns only once every member of every process had every copy
+    assert set(figures) == {"rate", "p50", "p99"} and figures["rate"] > 0
+
+
+def test_a_group_send_wakes_hundreds_of_waiting_members_of_another_process(prefix):
+    """One group_send pokes each waker once, naming all its channels (wakeups.py): 600 members
+    waiting in one far process take more than one datagram of names; every copy arrives, for
+    each of two sends, and nothing is missed for lack of room."""
+    from bench.xproc import build  # the far side: bench.xmembers, every member waiting in receive()
+
+    members, sends = 600, 2
+    config = {"prefix": prefix, "capacity": members + 100}
+    group = "xproc-many"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    far = subprocess.Popen([sys.executable, "-m", "bench.xmembers", "reference_layers.ipc.IPCChannelLayer",
+                            json.dumps(config), group, str(members), str(sends), "waiting"],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    layer = build("reference_layers.ipc.IPCChannelLayer", config)
+
+    async def scenario():
+        reports = []
+        for n in range(sends):
+            await layer.group_send(group, {"type": "test.many", "n": n})
+            line = await asyncio.wait_for(asyncio.to_thread(far.stdout.readline), ROUND_TIMEOUT)
+            reports.append(json.loads(line)["n"])  # printed once all 600 members have copy n
+        return reports
+
+    try:
+        assert far.stdout.readline().strip() == "ready", far.stderr.read()
+        assert asyncio.run(scenario()) == list(range(sends))
+        assert asyncio.run(layer.statistics()).group_deliveries_missed == 0
+        assert far.wait(timeout=60) == 0, far.stderr.read()
+    finally:
+        if far.poll() is None:
+            far.kill()
+        far.communicate(timeout=30)
+        layer.close_sync()

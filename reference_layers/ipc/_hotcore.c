@@ -1,5 +1,7 @@
-/* The two commonest locked steps of the IPC layer in C: a one-chunk send to a channel that
- * exists, and a receive that leaves its channel in place (hotpath.py says why they are hot).
+/* The commonest locked steps of the IPC layer in C: a one-chunk send to a channel that
+ * exists, a receive that leaves its channel in place (hotpath.py says why they are hot), and
+ * a one-chunk send that makes its channel's entry (each member of a group whose receivers
+ * are not waiting: a late reader's channel is gone once it read its last message).
  *
  * Why C: in Python these steps are a dozen struct unpacks and packs, about 2.5 µs each, and
  * the segment lock is held throughout; here they are a few hundred nanoseconds. Nothing else
@@ -50,6 +52,13 @@
 #define H_CHUNK_BUMP 32
 #define H_CHUNK_FREE 36
 #define H_CHUNKS_USED 40
+#define H_ENTRY_BUMP 24
+#define H_ENTRY_FREE 28
+#define E_NEXT 4
+#define E_D 20
+#define KIND_CHANNEL 1
+#define KIND_COUNTER 2
+#define MAX_CREATE_WRITES 10 /* u32 fields a creating send changes through the journal, at most */
 #define RECORD_SIZE 10 /* journal record header: u64 offset, u16 length (layout.JOURNAL_RECORD) */
 
 typedef struct {
@@ -404,6 +413,149 @@ static PyObject *Core_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     return pop_step(self, off, a.now, a.slot, a.token, a.disarm, a.arm, a.epoch);
 }
 
+/* The entry of kind and name first in the chain of bucket (an offset), or 0 (0 too if the chain
+ * is longer than the segment has entries: corrupt, and the Python path will say so). */
+static uint32_t find_entry(Core *self, uint64_t bucket, uint32_t kind, const char *name, Py_ssize_t length) {
+    uint8_t *mem = self->mem;
+    uint32_t word = kind | (uint32_t)length << 8, index = rd32(mem, bucket);
+    for (uint64_t steps = 0; index && steps <= self->n_entries; steps++) {
+        if (!entry_ok(self, index)) return 0;
+        uint64_t off = entry_at(self, index);
+        if ((rd32(mem, off) & 0xFFFF) == word && memcmp(mem + off + E_NAME, name, (size_t)length) == 0) return index;
+        index = rd32(mem, off + E_NEXT);
+    }
+    return 0;
+}
+
+/* The send step for a channel with no entry yet (the caller looked, the lock held): as
+ * HotPath._send_creating, the channel's entry (and its 'p!' counter's, if it has none yet)
+ * made and the message queued in one commit of u32 records, as journal.commit_u32s (the same
+ * records, commit point and pause points). bucket and counter_bucket are the byte offsets of
+ * the hash buckets of the channel and of its counter (counter_length bytes of the name, 0:
+ * none). Returns () (nobody waits on a new channel) or NOT_HANDLED (nothing written). */
+static PyObject *send_new_step(Core *self, const char *name, Py_ssize_t length, uint64_t bucket,
+                               Py_ssize_t counter_length, uint64_t counter_bucket, const char *bytes,
+                               Py_ssize_t size, double expires, long long capacity, const char *label) {
+    uint8_t *mem = self->mem;
+    uint64_t buckets_end = self->entries, buckets_start = self->wakers + WAKER_SLOTS * WAKER_SIZE;
+    if (size > FIRST_ROOM || length < 1 || length > MAX_NAME || counter_length < 0 || counter_length > length
+        || bucket < buckets_start || bucket + 4 > buckets_end || bucket % 4
+        || (counter_length && (counter_bucket < buckets_start || counter_bucket + 4 > buckets_end || counter_bucket % 4)))
+        return not_handled(self);
+    uint32_t counter = 0, held = 0;
+    if (counter_length) {
+        counter = find_entry(self, counter_bucket, KIND_COUNTER, name, counter_length);
+        if (counter) held = rd32(mem, entry_at(self, counter) + E_C);
+        else if (counter_bucket == bucket) return not_handled(self); /* two inserts into one bucket */
+    }
+    if ((long long)held >= capacity) return not_handled(self); /* Python prunes, then decides */
+
+    uint64_t writes[2 * MAX_CREATE_WRITES]; /* offset, value */
+    int n = 0;
+#define WRITE(off, value) (writes[2 * n] = (off), writes[2 * n + 1] = (value), n++)
+    /* entries: the channel's, then a new counter's; off the free list first, then fresh */
+    uint32_t need = counter_length && !counter ? 2 : 1, taken[2], got = 0;
+    uint32_t free_entry = rd32(mem, H_ENTRY_FREE);
+    while (free_entry && got < need) {
+        if (!entry_ok(self, free_entry)) return not_handled(self);
+        taken[got++] = free_entry;
+        free_entry = rd32(mem, entry_at(self, free_entry) + E_NEXT);
+    }
+    if (got) WRITE(H_ENTRY_FREE, free_entry);
+    if (got < need) {
+        uint32_t bump = rd32(mem, H_ENTRY_BUMP);
+        if (!bump || bump + (need - got) - 1 > self->n_entries) return not_handled(self); /* SegmentFull */
+        while (got < need) taken[got++] = bump++;
+        WRITE(H_ENTRY_BUMP, bump);
+    }
+    /* the message's chunk */
+    uint32_t chunk_bump = rd32(mem, H_CHUNK_BUMP), chunk_free = rd32(mem, H_CHUNK_FREE);
+    uint32_t first;
+    if (chunk_free) {
+        if (!chunk_ok(self, chunk_free)) return not_handled(self);
+        first = chunk_free;
+        WRITE(H_CHUNK_FREE, rd32(mem, chunk_at(self, first)));
+    } else if (chunk_bump && chunk_bump <= self->n_chunks) {
+        first = chunk_bump;
+        WRITE(H_CHUNK_BUMP, chunk_bump + 1);
+    } else {
+        return not_handled(self); /* the Python path raises SegmentFull with the details */
+    }
+    WRITE(H_CHUNKS_USED, rd32(mem, H_CHUNKS_USED) + 1);
+    PyObject *pokes = PyTuple_New(0);
+    if (!pokes) return NULL;
+
+    /* from here on nothing fails. Bytes nothing points at yet go straight in: the message,
+     * and each new entry's name and fields A..F (a free entry's belong to nobody). */
+    uint32_t index = taken[0], sibling = 0;
+    uint64_t first_off = chunk_at(self, first), off = entry_at(self, index);
+    memcpy(mem + first_off + FIRST_DATA, bytes, (size_t)size);
+    wr32(mem, first_off + M_NEXT, 0);
+    wr32(mem, first_off + M_NEXT + 4, (uint32_t)size);
+    wr32(mem, first_off + M_NEXT + 8, first);
+    wrf64(mem, first_off + M_NEXT + 12, expires);
+    if (counter) {
+        uint64_t counter_off = entry_at(self, counter);
+        sibling = rd32(mem, counter_off + E_D);
+        WRITE(counter_off + E_D, index);
+        WRITE(counter_off + E_C, held + 1);
+    } else if (counter_length) { /* a counter: C messages held, D first sibling (layout.KIND_COUNTER) */
+        counter = taken[1];
+        uint64_t counter_off = entry_at(self, counter);
+        uint32_t fields[6] = {0, 0, 1, index, 0, 0};
+        memcpy(mem + counter_off + E_NAME, name, (size_t)counter_length);
+        memcpy(mem + counter_off + E_A, fields, sizeof fields);
+        WRITE(counter_off, KIND_COUNTER | (uint32_t)counter_length << 8);
+        WRITE(counter_off + E_NEXT, rd32(mem, counter_bucket));
+        WRITE(counter_bucket, counter);
+    }
+    /* A head, B tail, C count, D next sibling, E waiters, F counter (layout.KIND_CHANNEL) */
+    uint32_t fields[6] = {first, first, 1, sibling, 0, counter};
+    memcpy(mem + off + E_NAME, name, (size_t)length);
+    memcpy(mem + off + E_A, fields, sizeof fields);
+    WRITE(off, KIND_CHANNEL | (uint32_t)length << 8);
+    WRITE(off + E_NEXT, rd32(mem, bucket));
+    WRITE(bucket, index);
+#undef WRITE
+    /* journal: as journal.commit_u32s */
+    uint64_t pos = self->journal + 4;
+    for (int i = 0; i < n; i++) {
+        pos = record(mem, pos, writes[2 * i], 4);
+        wr32(mem, pos, (uint32_t)writes[2 * i + 1]);
+        pos += 4;
+    }
+    wr32(mem, self->journal, (uint32_t)(pos - self->journal - 4));
+    pause_point(self, label, "before-commit");
+    set_flag(mem, 1); /* the commit point */
+    for (int i = 0; i < n / 2; i++) wr32(mem, writes[2 * i], (uint32_t)writes[2 * i + 1]);
+    pause_point(self, label, "mid-apply");
+    for (int i = n / 2; i < n; i++) wr32(mem, writes[2 * i], (uint32_t)writes[2 * i + 1]);
+    set_flag(mem, 0);
+    return pokes;
+}
+
+/* send_new(name, bucket, counter_length, counter_bucket, data, expires, capacity, label) -> ()
+ * or NOT_HANDLED. The caller holds the segment lock and found no entry for the channel. */
+static PyObject *Core_send_new(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    SendArgs a;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "send_new(name, bucket, counter_length, counter_bucket, data, expires, capacity, label)");
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "the channel name must be bytes");
+        return NULL;
+    }
+    uint64_t bucket = PyLong_AsUnsignedLongLong(args[1]);
+    Py_ssize_t counter_length = PyLong_AsSsize_t(args[2]);
+    uint64_t counter_bucket = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred() || parse_send(args + 4, &a) < 0) return NULL;
+    if (!self->has_view) return not_handled(self);
+    return send_new_step(self, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), bucket, counter_length,
+                         counter_bucket, a.bytes, a.length, a.expires, a.capacity, a.label);
+}
+
 /* --- whole locked steps: take the lock, check the cached entry, step, let go ------------ */
 
 /* 0: the lock is ours and the segment ready; BUSY: someone holds it (nothing taken);
@@ -505,6 +657,8 @@ static PyObject *Core_locked_pop(Core *self, PyObject *const *args, Py_ssize_t n
 static PyMethodDef Core_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Core_send, METH_FASTCALL, "A one-chunk send to a cached channel."},
     {"pop", (PyCFunction)(void (*)(void))Core_pop, METH_FASTCALL, "A receive that keeps its channel."},
+    {"send_new", (PyCFunction)(void (*)(void))Core_send_new, METH_FASTCALL,
+     "A one-chunk send that makes its channel's entry (and its counter's)."},
     {"locked_send", (PyCFunction)(void (*)(void))Core_locked_send, METH_FASTCALL,
      "send with the lock taken here: pokes, BUSY or HELD."},
     {"locked_pop", (PyCFunction)(void (*)(void))Core_locked_pop, METH_FASTCALL,
@@ -534,13 +688,15 @@ PyMODINIT_FUNC PyInit__hotcore(void) {
     Py_INCREF(&CoreType);
     if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) return NULL;
     PyObject *layout = Py_BuildValue(
-        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,"
+        "s:i,s:i,s:i,s:i,s:i,s:i}",
         "ENTRY_SIZE", ENTRY_SIZE, "E_A", E_A, "E_C", E_C, "E_E", E_E, "CHUNK_SIZE", CHUNK_SIZE,
         "M_NEXT", M_NEXT, "FIRST_DATA", FIRST_DATA, "FIRST_ROOM", FIRST_ROOM, "WAKER_SLOTS", WAKER_SLOTS,
         "WAKER_SIZE", WAKER_SIZE, "W_STATE", W_STATE, "W_TOKEN", W_TOKEN, "H_JOURNAL_FLAG", H_JOURNAL_FLAG,
         "H_CHUNK_BUMP", H_CHUNK_BUMP, "H_CHUNK_FREE", H_CHUNK_FREE, "H_CHUNKS_USED", H_CHUNKS_USED,
         "H_STATE", H_STATE, "STATE_READY", STATE_READY, "H_FLUSHES", H_FLUSHES, "H_MUTEX", H_MUTEX,
-        "E_NAME", E_NAME, "MAX_NAME", MAX_NAME);
+        "E_NAME", E_NAME, "MAX_NAME", MAX_NAME, "H_ENTRY_BUMP", H_ENTRY_BUMP, "H_ENTRY_FREE", H_ENTRY_FREE,
+        "E_NEXT", E_NEXT, "E_D", E_D, "KIND_CHANNEL", KIND_CHANNEL, "KIND_COUNTER", KIND_COUNTER);
     if (!layout || PyModule_AddObject(m, "LAYOUT", layout) < 0) return NULL;
     return m;
 }

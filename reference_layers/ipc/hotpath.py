@@ -18,8 +18,9 @@ index is trusted only if the entry still holds that channel's kind and name and 
 has not been re-formatted since (``H_FLUSHES`` counts flushes and crash re-formats).
 
 Where the C core is built (``native.py``, ``_hotcore.c``), the send and pop below hand the
-commonest case (a channel that exists and stays) to it first; anything it does not handle it
-answers NOT_HANDLED, having written nothing, and the Python code here goes on.
+commonest cases (a channel that exists and stays; a send that makes its channel) to it first;
+anything it does not handle it answers NOT_HANDLED, having written nothing, and the Python
+code here goes on.
 
 The *armed* epoch of a waiter (fields C and E, see ``layout.WAITER_IDLE``) is the exception
 to "everything through the journal": only its own process writes it, under the lock, and
@@ -212,6 +213,13 @@ class HotPath:
         """Send to a channel that has no entry yet: create it (and its ``p!`` counter if needed)."""
         hashed, words = self.hashed, self.words
         bang = name.find(b"!")
+        if self.core is not None:  # the same step in C; NOT_HANDLED: nothing written, go on here
+            counter_length = bang + 1  # 0: a normal channel, no counter
+            pokes = self.core.send_new(name, hashed.bucket(L.KIND_CHANNEL, name), counter_length,
+                                       hashed.bucket(L.KIND_COUNTER, name[:counter_length]) if counter_length else 0,
+                                       data, expires, capacity, label)
+            if pokes is not NOT_HANDLED:
+                return pokes
         counter = held = 0
         if bang >= 0:
             counter_name = name[:bang + 1]

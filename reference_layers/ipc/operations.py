@@ -172,9 +172,8 @@ class Operations:
                     pokes_by_channel.append((pokes, channel))
         finally:
             segment.release()
-        if self.poker is not None:
-            for pokes, channel in pokes_by_channel:
-                self.poker.poke(pokes, channel)
+        if self.poker is not None and pokes_by_channel:
+            self.poker.poke_each(pokes_by_channel)  # one datagram per waker, not per member
         return missed
 
     def _group_send_general(self, channel: bytes, data: bytes, expires: float, capacity: int, now: float):

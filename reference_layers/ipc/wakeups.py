@@ -30,6 +30,12 @@ waker whose socket buffer is full gets an *overflow* flag in its slot instead, a
 wakes all its receivers. flush() empties the registrations, so the flusher pokes every waker
 with ``*`` ("re-register everything"). Every registered waker of a channel is poked (not just
 one), so a receive cancelled after its poke cannot strand a message another process waits for.
+
+A group_send pokes each waker once, naming all of its channels the send reached in one
+datagram (names apart by a space, which no channel name holds): a process whose event loop
+waits on 250 members gets one datagram, not 250 that would overflow its socket's queue
+(``net.unix.max_dgram_qlen``, 10 by default) and cost the sender a failing system call and
+a locked overflow flag each.
 """
 
 from __future__ import annotations
@@ -39,11 +45,15 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Iterator
 
 from .segment import Segment
 from .spinning import SpinBudget, closed_while_receiving
 
 WAKE_ALL = b"*"  # not a valid channel name
+NAME_SEPARATOR = b" "  # between the channel names of one datagram; in no channel name
+MAX_POKE = 16384  # bytes of names in one datagram: far below a datagram socket's limit
+RECEIVE_SIZE = MAX_POKE + 256  # a datagram is read whole (a longer one would be cut)
 DROP_DELAY = 0.05  # seconds a loop stays registered on a channel after its last receive there
 
 
@@ -86,35 +96,74 @@ class Poker:
         Epoch 0 always pokes; a nonzero one is the arm found armed, and this process pokes each
         arm once: while a receiver wakes up, further sends do not poke it again.
         """
-        poked = self._poked
         for slot, token, epoch in waiters:
-            if epoch and poked.get(token) == epoch:
+            if epoch and self._poked.get(token) == epoch:
                 continue  # this arm was poked by us already: the receiver will look anyway
-            local = _LOCAL.get(token)
-            if local is not None and local.notify(payload):
+            if self._deliver(slot, token, payload):
+                self._remember(token, epoch)
+
+    def poke_each(self, pokes_by_channel) -> None:
+        """Poke the waiters of many channels [(waiters, channel)] (a group_send): one datagram
+        per waker, naming every channel of it that has a new message."""
+        poked = self._poked
+        names_by_waker: dict[tuple[int, int], list[bytes]] = {}
+        last_epoch: dict[int, int] = {}
+        for waiters, channel in pokes_by_channel:
+            for slot, token, epoch in waiters:
+                if epoch and poked.get(token) == epoch:
+                    continue  # this arm was poked by us already: the receiver will look anyway
+                names_by_waker.setdefault((slot, token), []).append(channel)
+                if epoch:
+                    last_epoch[token] = epoch
+        for (slot, token), names in names_by_waker.items():
+            if all(self._deliver(slot, token, payload) for payload in poke_datagrams(names)):
+                self._remember(token, last_epoch.get(token, 0))
+
+    def _deliver(self, slot: int, token: int, payload: bytes) -> bool:
+        """Wake the waker of ``slot``/``token`` for ``payload``; False if it is gone or unreachable."""
+        local = _LOCAL.get(token)
+        if local is not None and local.notify(payload):
+            return True
+        try:
+            self.sock.sendto(payload, self._address(token))
+        except BlockingIOError:
+            # its buffer is full of pokes: flag it, then poke again so it looks at the flag
+            self.segment.set_overflow(slot, token)
+            try:
+                self.sock.sendto(WAKE_ALL, self._address(token))
+            except OSError:
                 pass
-            else:
-                try:
-                    self.sock.sendto(payload, self._address(token))
-                except BlockingIOError:
-                    # its buffer is full of pokes: flag it, then poke again so it looks at the flag
-                    self.segment.set_overflow(slot, token)
-                    try:
-                        self.sock.sendto(WAKE_ALL, self._address(token))
-                    except OSError:
-                        pass
-                except (ConnectionRefusedError, FileNotFoundError):
-                    self.segment.free_waker(slot, token)  # its process is gone
-                    continue
-                except OSError:
-                    continue
-            if epoch:
-                if len(poked) >= 4096:
-                    poked.clear()
-                poked[token] = epoch
+        except (ConnectionRefusedError, FileNotFoundError):
+            self.segment.free_waker(slot, token)  # its process is gone
+            return False
+        except OSError:
+            return False
+        return True
+
+    def _remember(self, token: int, epoch: int) -> None:
+        """This process poked the arm ``epoch`` of waker ``token`` (0: an unconditional poke)."""
+        if epoch:
+            poked = self._poked
+            if len(poked) >= 4096:
+                poked.clear()
+            poked[token] = epoch
 
     def close(self) -> None:
         self.sock.close()
+
+
+def poke_datagrams(names: list[bytes]) -> Iterator[bytes]:
+    """``names`` joined by NAME_SEPARATOR, in datagrams of at most MAX_POKE bytes each."""
+    batch: list[bytes] = []
+    size = 0
+    for name in names:
+        if batch and size + len(name) + 1 > MAX_POKE:
+            yield NAME_SEPARATOR.join(batch)
+            batch, size = [], 0
+        batch.append(name)
+        size += len(name) + 1
+    if batch:
+        yield NAME_SEPARATOR.join(batch)
 
 
 class Listener:
@@ -165,10 +214,11 @@ class LoopWaker:
         if self.closed:
             return False
         try:
+            names = payload.split(NAME_SEPARATOR)
             if threading.get_ident() == self.thread:
-                self._wake((payload,))
+                self._wake(names)
             else:
-                self.loop.call_soon_threadsafe(self._wake, (payload,))
+                self.loop.call_soon_threadsafe(self._wake, names)
         except RuntimeError:  # its loop is closed
             return False
         return True
@@ -219,10 +269,10 @@ class LoopWaker:
         # Reading on until EAGAIN would add a failing system call (and an exception) to every
         # wake-up, and pokes rarely queue up: a sender pokes each arm once.
         try:
-            name = self.sock.recv(256)
+            payload = self.sock.recv(RECEIVE_SIZE)
         except OSError:  # nothing after all (BlockingIOError, InterruptedError), or closed
             return
-        self._wake((name,))
+        self._wake(payload.split(NAME_SEPARATOR))  # one name, or a group_send's several
 
     def _wake(self, names) -> None:
         if self.closed:
