@@ -62,11 +62,13 @@ class PopReply:
     held: list[Copy]  # for receives to come
 
 
-def read_pop(reply: list, channels: list[str], capacity_key: str, loop_now: float) -> PopReply:
-    """POP's reply (scripts.py) as a PopReply; ``loop_now``: the event loop's time at the reply."""
+def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: float) -> PopReply:
+    """POP's reply (scripts.py) as a PopReply. ``wanted``: what the pop asked for, per channel (an
+    entry without marks is read by it, as the server did); ``loop_now``: the loop's time at the reply."""
     now_ms, last_id, entries = int(reply[0]), int(reply[1]), int(reply[2])
     messages: list[tuple[str, bytes]] = []
     held: list[Copy] = []
+    left = {channel.encode(): count for channel, count in wanted.items()}
     place = 3
     for _ in range(entries):
         entry, marks = reply[place], reply[place + 1]
@@ -74,12 +76,15 @@ def read_pop(reply: list, channels: list[str], capacity_key: str, loop_now: floa
         expires, first, members, body = entry.split(b":", 3)
         deadline = loop_now + (int(expires) - now_ms) / 1000
         message_id = int(first)
-        for member, mark in zip(members.split(b","), marks):
+        for index, member in enumerate(members.split(b",")):
+            mark = marks[index] if marks else (_TAKEN if left.get(member) else _HELD)
             if mark == _HELD:
                 held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body))
             elif mark == _TAKEN:
+                left[member] -= 1
                 messages.append((member.decode(), b"%s:%d:%s" % (expires, message_id, body)))
             message_id += 1
+    channels = list(wanted)
     messages.extend((channels[reply[i] - 1], reply[i + 1]) for i in range(place, len(reply), 2))
     return PopReply(last_id, messages, held)
 
@@ -173,7 +178,7 @@ class CopyShelf:
                 del self._channels_of[copy.capacity_key]
 
 
-def shelved(raw: asyncio.Future, channels: list[str], capacity_key: str, shelf: CopyShelf) -> asyncio.Future:
+def shelved(raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf) -> asyncio.Future:
     """A pop's reply read as a PopReply, its held copies put on ``shelf`` as soon as it arrives.
 
     In a callback, not in the task awaiting the pop: pops of one connection reply in order, so
@@ -189,7 +194,7 @@ def shelved(raw: asyncio.Future, channels: list[str], capacity_key: str, shelf: 
         error = done.exception()
         if error is None:
             try:
-                reply = read_pop(done.result(), channels, capacity_key, loop.time())
+                reply = read_pop(done.result(), wanted, capacity_key, loop.time())
             except Exception as exc:  # noqa: BLE001 - an unreadable reply: the pop's awaiter hears of it
                 error = exc
             else:

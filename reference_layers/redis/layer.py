@@ -135,8 +135,9 @@ class RedisChannelLayer(LayerCore):
         shard = state.shards[self.ring.index_for(key)]
         state.taking.add(key)
         try:
-            raw, channels = await shard.start_pop(key, {channel: 1})
-            future = shelved(raw, channels, key, state.shelf)
+            wanted = {channel: 1}
+            raw, _ = await shard.start_pop(key, wanted)
+            future = shelved(raw, wanted, key, state.shelf)
             try:
                 messages = (await asyncio.shield(future)).messages
             except asyncio.CancelledError:  # the pop is on the wire: what it takes goes on

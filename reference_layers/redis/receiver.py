@@ -99,7 +99,7 @@ class Receiver:
                 if wanted:
                     queued = self.shard.pop_now(self.capacity_key, wanted)
                     if queued is not None:
-                        self._early = shelved(*queued, self.capacity_key, self._shelf), queued[1]
+                        self._early = shelved(queued[0], wanted, self.capacity_key, self._shelf), queued[1]
             self._wake.set_result(None)
 
     def look_at_shelf(self) -> None:
@@ -226,7 +226,7 @@ class Receiver:
                         if not wanted:
                             continue
                         raw, channels = await self.shard.start_pop(self.capacity_key, wanted)
-                        pending = shelved(raw, channels, self.capacity_key, self._shelf), channels
+                        pending = shelved(raw, wanted, self.capacity_key, self._shelf), channels
                     reply = await self._popped(pending[0])
                 except ResponseError as exc:
                     if not is_noscript(exc):

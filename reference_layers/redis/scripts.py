@@ -11,7 +11,10 @@ non-local part ``p!`` of a process-specific channel, shared by all ``p!*``):
   at the server's time in µs, so ids keep growing across a flush or an expired counter
 - ``P:i:K``  K's inbox: group copies for a process's ``p!*`` members (one entry per group_send
   and process, ``<expires_ms>:<first id>:<member>,<member>...:<body>``; member i's copy has id
-  first + i and counts in ``P:n:K`` on its own). A pop drains it (see copies.py)
+  first + i). A pop drains it (see copies.py)
+- ``P:n:K|g`` sorted set of the inbox entries' ``<first id>+<copies>``, scored by expiry, and
+  ``P:n:K|t`` their copies in all: what the inbox holds counts against capacity by entry, one
+  command per group_send, not one per member
 - ``P:g:G``  sorted set of group G's members on this shard, scored by membership expiry
 - ``P:gc:G`` hash: each member's capacity, recorded by group_add
 
@@ -57,22 +60,38 @@ local function next_ids(bell, now, n)
   return last - n + 1, last, false
 end
 
--- Call `command key a_1 .. a_n` in chunks (Lua's unpack has a stack limit).
-local function chunked(command, key, args)
-  for start = 1, #args, 2000 do
-    redis.call(command, key, unpack(args, start, math.min(start + 1999, #args)))
-  end
-end
-
 local function ring(bell, id, ttl, fresh)
   extend(bell, ttl, fresh)
   redis.call('PUBLISH', bell, id)
 end
 
+-- Copies in a capacity key's inbox, counted by entry (count .. '|g', count .. '|t'); drops the
+-- expired entries' copies from the total first. Both keys go when the total is 0.
+local function uncount_copies(count, total)
+  if total <= 0 then
+    redis.call('DEL', count .. '|g', count .. '|t')
+  else
+    redis.call('SET', count .. '|t', total, 'KEEPTTL')
+  end
+end
+
+local function copies_held(count, now)
+  local total = tonumber(redis.call('GET', count .. '|t') or '0')
+  if total == 0 then return 0 end
+  local gone = redis.call('ZRANGEBYSCORE', count .. '|g', '-inf', now)
+  if #gone > 0 then
+    for _, entry in ipairs(gone) do total = total - tonumber(string.match(entry, '%+(%d+)$')) end
+    redis.call('ZREMRANGEBYSCORE', count .. '|g', '-inf', now)
+    uncount_copies(count, total)
+  end
+  return total
+end
+
 -- Queue one message unless its capacity key holds `capacity` unexpired messages already.
 local function push(queue, count, bell, now, expiry_ms, capacity, body)
   redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
-  local held = redis.call('ZCARD', count)
+  local singles = redis.call('ZCARD', count)
+  local held = singles + copies_held(count, now)
   if held >= capacity then return 0 end
   local expires = now + expiry_ms
   local id, fresh_bell = next_id(bell, now)
@@ -80,7 +99,7 @@ local function push(queue, count, bell, now, expiry_ms, capacity, body)
   local length = redis.call('RPUSH', queue, string.format('%.0f', expires) .. ':' .. id .. ':' .. body)
   local ttl = expiry_ms + 1000
   extend(queue, ttl, length == 1)
-  extend(count, ttl, held == 0)
+  extend(count, ttl, singles == 0)
   ring(bell, id, ttl, fresh_bell)
   return 1
 end
@@ -91,22 +110,20 @@ _COPIES = r"""
 -- copy counted on its own; returns how many members got a copy.
 local function push_copies(inbox, count, bell, now, expiry_ms, capacity, members, body)
   redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
-  local held = redis.call('ZCARD', count)
-  local n = math.min(capacity - held, #members)
+  local copies = copies_held(count, now)
+  local n = math.min(capacity - redis.call('ZCARD', count) - copies, #members)
   if n <= 0 then return 0 end
   local expires = now + expiry_ms
   local first, last, fresh_bell = next_ids(bell, now, n)
-  local counted = {}
-  for i = 0, n - 1 do
-    counted[#counted + 1] = expires
-    counted[#counted + 1] = string.format('%.0f', first + i)
-  end
-  chunked('ZADD', count, counted)
-  local length = redis.call('RPUSH', inbox, string.format('%.0f', expires) .. ':' .. string.format('%.0f', first)
-                            .. ':' .. table.concat(members, ',', 1, n) .. ':' .. body)
+  first = string.format('%.0f', first)
   local ttl = expiry_ms + 1000
+  redis.call('ZADD', count .. '|g', expires, first .. '+' .. n)
+  redis.call('INCRBY', count .. '|t', n)
+  extend(count .. '|g', ttl, copies == 0)
+  extend(count .. '|t', ttl, copies == 0)
+  local length = redis.call('RPUSH', inbox, string.format('%.0f', expires) .. ':' .. first .. ':'
+                            .. table.concat(members, ',', 1, n) .. ':' .. body)
   extend(inbox, ttl, length == 1)
-  extend(count, ttl, held == 0)
   ring(bell, string.format('%.0f', last), ttl, fresh_bell)
   return n
 end
@@ -119,11 +136,14 @@ return push(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARG
 
 # KEYS: count, bell, inbox, queue_1..queue_n. ARGV: the queue key of a member without its name
 # (``P:q:``), then how many messages each queue's receivers want.
-# First drains the inbox: each unexpired entry's copies are marked, one letter per member:
-# 't' taken for a receiver waiting here, 'h' held by the receiving process for a receive to come
-# (both uncounted here: the process counts what it holds, copies.py), 'q' put in the member's
-# queue in id order because older messages wait there (so the copy cannot overtake them). Then pops
-# up to the rest of what each queue's receivers want (dropping expired messages on the way).
+# First drains the inbox, uncounting its copies (the process counts what it holds, copies.py).
+# Each unexpired entry's copies are marked, one letter per member: 't' taken for a receiver
+# waiting here, 'h' held by the receiving process for a receive to come, 'q' put in the member's
+# queue in id order (counted there) because older messages wait there, so the copy cannot
+# overtake them. When no message of the capacity key waits in any queue, no copy can be 'q' and
+# the marks are left out (''): a member is 't' while its queue's receivers want more, in entry
+# order, else 'h'; the client reads them the same way. Then pops up to the rest of what each
+# queue's receivers want (dropping expired messages on the way).
 # Returns {now_ms, last_id, entries, entry, marks, ..., i, message, i, message, ...}: the bell's
 # last id, read in the same atomic step, so the receiver can tell rings of later pushes from
 # rings it already saw.
@@ -132,9 +152,14 @@ local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local out = {now, redis.call('GET', KEYS[2]) or '0', 0}
 local queues = ARGV[1]
-local wanted = {}
-for i = 4, #KEYS do wanted[KEYS[i]] = tonumber(ARGV[i - 2]) end
-local taken = {}
+local wanted, wanted_members = {}, {}
+for i = 4, #KEYS do
+  wanted[KEYS[i]] = tonumber(ARGV[i - 2])
+  wanted_members[#wanted_members + 1] = string.sub(KEYS[i], #queues + 1)
+end
+local draining = redis.call('LLEN', KEYS[3]) > 0
+local total = draining and copies_held(KEYS[1], now) or 0
+local checked = redis.call('ZCARD', KEYS[1]) > 0  -- messages wait in queues: look at each member's
 while true do
   local entry = redis.call('LPOP', KEYS[3])
   if not entry then break end
@@ -142,38 +167,53 @@ while true do
   local c2 = string.find(entry, ':', c1 + 1, true)
   local c3 = string.find(entry, ':', c2 + 1, true)
   local expires = tonumber(string.sub(entry, 1, c1 - 1))
+  local first = string.sub(entry, c1 + 1, c2 - 1)
+  local members = string.sub(entry, c2 + 1, c3 - 1)
+  local n = select(2, string.gsub(members, ',', ',')) + 1
+  if redis.call('ZREM', KEYS[1] .. '|g', first .. '+' .. n) == 1 then total = total - n end
   if expires > now then
-    local id = tonumber(string.sub(entry, c1 + 1, c2 - 1))
-    local marks = {}
-    for member in string.gmatch(string.sub(entry, c2 + 1, c3 - 1), '[^,]+') do
-      local queue = queues .. member
-      local head = redis.call('LINDEX', queue, 0)
-      local head_id = head and tonumber(string.match(head, '^[^:]*:([^:]*):'))
-      if head_id and head_id < id then
-        local copy = string.sub(entry, 1, c1) .. string.format('%.0f', id) .. ':' .. string.sub(entry, c3 + 1)
-        local newer = nil
-        for _, waiting in ipairs(redis.call('LRANGE', queue, 0, -1)) do
-          if tonumber(string.match(waiting, '^[^:]*:([^:]*):')) > id then newer = waiting break end
+    local marks = ''
+    if checked then
+      local id = tonumber(first)
+      local letters = {}
+      for member in string.gmatch(members, '[^,]+') do
+        local queue = queues .. member
+        local head = redis.call('LINDEX', queue, 0)
+        local head_id = head and tonumber(string.match(head, '^[^:]*:([^:]*):'))
+        if head_id and head_id < id then
+          local copy = string.sub(entry, 1, c1) .. string.format('%.0f', id) .. ':' .. string.sub(entry, c3 + 1)
+          local newer = nil
+          for _, waiting in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+            if tonumber(string.match(waiting, '^[^:]*:([^:]*):')) > id then newer = waiting break end
+          end
+          if newer then redis.call('LINSERT', queue, 'BEFORE', newer, copy) else redis.call('RPUSH', queue, copy) end
+          redis.call('ZADD', KEYS[1], expires, string.format('%.0f', id))
+          extend(queue, expires - now + 1000, false)
+          letters[#letters + 1] = 'q'
+        elseif (wanted[queue] or 0) > 0 then
+          wanted[queue] = wanted[queue] - 1
+          letters[#letters + 1] = 't'
+        else
+          letters[#letters + 1] = 'h'
         end
-        if newer then redis.call('LINSERT', queue, 'BEFORE', newer, copy) else redis.call('RPUSH', queue, copy) end
-        extend(queue, expires - now + 1000, false)
-        marks[#marks + 1] = 'q'
-      elseif (wanted[queue] or 0) > 0 then
-        wanted[queue] = wanted[queue] - 1
-        taken[#taken + 1] = string.format('%.0f', id)
-        marks[#marks + 1] = 't'
-      else
-        taken[#taken + 1] = string.format('%.0f', id)
-        marks[#marks + 1] = 'h'
+        id = id + 1
       end
-      id = id + 1
+      marks = table.concat(letters)
+    else
+      local listed = ',' .. members .. ','
+      for _, member in ipairs(wanted_members) do
+        local queue = queues .. member
+        if wanted[queue] > 0 and string.find(listed, ',' .. member .. ',', 1, true) then
+          wanted[queue] = wanted[queue] - 1
+        end
+      end
     end
     out[#out + 1] = entry
-    out[#out + 1] = table.concat(marks)
+    out[#out + 1] = marks
     out[3] = out[3] + 1
   end
 end
-if #taken > 0 then chunked('ZREM', KEYS[1], taken) end
+if draining then uncount_copies(KEYS[1], total) end
 for i = 4, #KEYS do
   local left = wanted[KEYS[i]]
   while left > 0 do
