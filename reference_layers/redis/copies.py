@@ -178,33 +178,51 @@ class CopyShelf:
                 del self._channels_of[copy.capacity_key]
 
 
-def shelved(raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf) -> asyncio.Future:
-    """A pop's reply read as a PopReply, its held copies put on ``shelf`` as soon as it arrives.
+class Pop:
+    """A pop on the wire. Its reply is read, and its held copies shelved, as soon as it arrives:
+    in a callback, not in the task awaiting it, because pops of one connection reply in order,
+    so copies are shelved in the order the server drained them, before a later pop's messages
+    are handed to anyone. ``ready`` is that read reply; awaiting it (not the reply itself) lets a
+    cancelled awaiter still collect what the pop took, with ``collect``."""
 
-    In a callback, not in the task awaiting the pop: pops of one connection reply in order, so
-    copies are shelved in the order the server drained them, before a later pop's messages
-    are handed to anyone."""
-    loop = asyncio.get_running_loop()
-    result = loop.create_future()
+    def __init__(self, raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf):
+        self._raw = raw
+        self._wanted = wanted
+        self._capacity_key = capacity_key
+        self._shelf = shelf
+        self._loop = asyncio.get_running_loop()
+        self._read: PopReply | BaseException | None = None
+        self.ready: asyncio.Future = self._loop.create_future()
+        raw.add_done_callback(self._settle)
 
-    def settle(done: asyncio.Future) -> None:
-        if done.cancelled():
-            result.cancel()
-            return
-        error = done.exception()
-        if error is None:
-            try:
-                reply = read_pop(done.result(), wanted, capacity_key, loop.time())
-            except Exception as exc:  # noqa: BLE001 - an unreadable reply: the pop's awaiter hears of it
-                error = exc
+    def _settle(self, raw: asyncio.Future) -> None:
+        if self._read is None:
+            if raw.cancelled():
+                self._read = asyncio.CancelledError()
+            elif (error := raw.exception()) is not None:
+                self._read = error
             else:
-                shelf.put(reply.held)
-        if result.done():
-            return
-        if error is None:
-            result.set_result(reply)
-        else:
-            result.set_exception(error)
+                try:
+                    self._read = read_pop(raw.result(), self._wanted, self._capacity_key, self._loop.time())
+                except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
+                    self._read = exc
+                else:
+                    self._shelf.put(self._read.held)
+        if not self.ready.done():
+            if isinstance(self._read, BaseException):
+                self.ready.set_exception(self._read)
+            else:
+                self.ready.set_result(self._read)
 
-    raw.add_done_callback(settle)
-    return result
+    async def collect(self) -> PopReply:
+        """The read reply, for an awaiter of ``ready`` that was cancelled: what the pop took must
+        not be lost with it."""
+        try:
+            await self._raw
+        except BaseException:  # noqa: BLE001 - the error is the read reply's, raised below
+            pass
+        self._settle(self._raw)
+        if isinstance(self._read, BaseException):
+            raise self._read
+        assert self._read is not None
+        return self._read

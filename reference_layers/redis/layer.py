@@ -26,7 +26,7 @@ from ..core.names import check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
-from .copies import CopyShelf, shelved
+from .copies import CopyShelf, Pop
 from .hashring import HashRing
 from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
@@ -137,12 +137,12 @@ class RedisChannelLayer(LayerCore):
         try:
             wanted = {channel: 1}
             raw, _ = await shard.start_pop(key, wanted)
-            future = shelved(raw, wanted, key, state.shelf)
+            pop = Pop(raw, wanted, key, state.shelf)
             try:
-                messages = (await asyncio.shield(future)).messages
+                messages = (await pop.ready).messages
             except asyncio.CancelledError:  # the pop is on the wire: what it takes goes on
                 try:
-                    messages = (await future).messages
+                    messages = (await pop.collect()).messages
                 except Exception:  # noqa: BLE001 - no reply: it took nothing
                     raise asyncio.CancelledError from None
                 for popped_channel, entry in messages:

@@ -24,7 +24,7 @@ from typing import Callable
 from redis.exceptions import ResponseError
 
 from .cluster import ClusterShard
-from .copies import CopyShelf, PopReply, shelved
+from .copies import CopyShelf, Pop, PopReply
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient, is_noscript
 
@@ -52,7 +52,7 @@ class Receiver:
         self._bell = shard.keys.bell(capacity_key).encode()
         self._last_id = 0  # the bell's last id when the latest pop ran
         self._subscribed = False  # a push to our key surely rings us (so a sleeping loop may trust its pops)
-        self._early: tuple[asyncio.Future, list[str]] | None = None  # a pop a poke already sent
+        self._early: Pop | None = None  # a pop a poke already sent
         shard.bells.listen(self._bell, self._on_ring)
 
     # --- called by receive() -----------------------------------------------------------------
@@ -99,7 +99,7 @@ class Receiver:
                 if wanted:
                     queued = self.shard.pop_now(self.capacity_key, wanted)
                     if queued is not None:
-                        self._early = shelved(queued[0], wanted, self.capacity_key, self._shelf), queued[1]
+                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf)
             self._wake.set_result(None)
 
     def look_at_shelf(self) -> None:
@@ -147,14 +147,14 @@ class Receiver:
                 return True
         return False
 
-    async def _popped(self, future: asyncio.Future) -> PopReply:
+    async def _popped(self, pop: Pop) -> PopReply:
         """The pop's reply. If this task is cancelled meanwhile (its event loop shutting down),
         what the pop took still goes back to Redis before the cancellation goes on."""
         try:
-            return await asyncio.shield(future)
+            return await pop.ready
         except asyncio.CancelledError:
             try:
-                reply = await future
+                reply = await pop.collect()
             except Exception:  # noqa: BLE001 - no reply: the pop took nothing we could lose
                 raise asyncio.CancelledError from None
             self._returns.extend(reply.messages)
@@ -225,9 +225,9 @@ class Receiver:
                         wanted = self._wanted()  # after any wait: a receiver may have left meanwhile
                         if not wanted:
                             continue
-                        raw, channels = await self.shard.start_pop(self.capacity_key, wanted)
-                        pending = shelved(raw, wanted, self.capacity_key, self._shelf), channels
-                    reply = await self._popped(pending[0])
+                        raw, _ = await self.shard.start_pop(self.capacity_key, wanted)
+                        pending = Pop(raw, wanted, self.capacity_key, self._shelf)
+                    reply = await self._popped(pending)
                 except ResponseError as exc:
                     if not is_noscript(exc):
                         raise
