@@ -83,12 +83,44 @@ async def redis_push_pop_rate(url: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
+async def handoff_rate(members: int = 1000, sends: int = 20) -> float:
+    """The waiting fan-out with no layer and no server: ``members`` tasks each wait on a future
+    of their own; each send sets them all, and each task waits again: deliveries/s. A layer's
+    waiting fan-out in one process cannot beat this (it hands every copy to a waiting task too)."""
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future] = []
+    armed = loop.create_future()
+
+    async def member() -> None:
+        nonlocal armed
+        for _ in range(sends):
+            future = loop.create_future()
+            waiting.append(future)
+            if len(waiting) == members and not armed.done():
+                armed.set_result(None)
+            await future
+
+    tasks = [asyncio.ensure_future(member()) for _ in range(members)]
+    start = time.perf_counter()
+    for _ in range(sends):
+        await armed
+        armed = loop.create_future()
+        ready, waiting[:] = list(waiting), []
+        for future in ready:
+            future.set_result(None)
+    await asyncio.gather(*tasks)
+    return members * sends / (time.perf_counter() - start)
+
+
 def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
     """{what: median} for the servers this run started, and for waking another process."""
     floors = {}
     pings = max(20, n // 10)
     latencies = [asyncio.run(datagram_floor.one_way_latency(pings))["p50"] for _ in range(repeat)]
     floors["unix datagram one-way p50 µs, process to process (no layer)"] = round(statistics.median(latencies))
+    rates = [asyncio.run(handoff_rate()) for _ in range(repeat)]
+    floors["waiting fan-out deliveries/s in one process, 1000 tasks woken by futures (no layer)"] = \
+        round(statistics.median(rates))
     urls = addresses.get("redis")
     if urls:
         rates = [asyncio.run(redis_ping_rate(urls[0], n)) for _ in range(repeat)]

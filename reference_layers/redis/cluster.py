@@ -40,7 +40,7 @@ from .cluster_node import ClusterNode
 from .cluster_slots import NodeName, SlotMap, key_slot, parse_redirect
 from .hosts import ClusterAddress
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
-from .shard import Script, ShardClient
+from .shard import Script
 
 T = TypeVar("T")
 
@@ -66,7 +66,6 @@ def _cluster_error(error: BaseException) -> bool:
 class ClusterShard:
     """The operations of :class:`~.shard.ShardClient` on a Redis Cluster, for one event loop."""
 
-    popped = staticmethod(ShardClient.popped)
 
     def __init__(self, address: ClusterAddress, prefix: str, reconnect_timeout: float):
         self.address = address
@@ -173,11 +172,17 @@ class ClusterShard:
                                        [expiry_ms, capacity, body], after_write))
 
     def _pop_keys(self, capacity_key: str, channels: list[str]) -> list[str]:
-        return [self.keys.count(capacity_key), self.keys.bell(capacity_key), *map(self.keys.queue, channels)]
+        keys = self.keys
+        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key),
+                *map(keys.queue, channels)]
+
+    def _pop_args(self, capacity_key: str, wanted: dict[str, int]) -> list:
+        return [self.keys.queues_of(capacity_key), *wanted.values()]
+
 
     async def start_pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]]:
         channels = list(wanted)
-        keys, counts = self._pop_keys(capacity_key, channels), list(wanted.values())
+        keys, counts = self._pop_keys(capacity_key, channels), self._pop_args(capacity_key, wanted)
 
         async def attempt(node: ClusterNode, asking: bool) -> asyncio.Future:
             return node.queue_script(await node.connected(), POP, keys, counts, asking)
@@ -191,7 +196,7 @@ class ClusterShard:
         wire = self._nodes[owner].open_wire() if owner in self._nodes else None
         if owner is None or wire is None:
             return None
-        future = self._nodes[owner].queue_script(wire, POP, keys, list(wanted.values()))
+        future = self._nodes[owner].queue_script(wire, POP, keys, self._pop_args(capacity_key, wanted))
         return self._refusal_as_transient(future), list(wanted)
 
     def _refusal_as_transient(self, future: asyncio.Future) -> asyncio.Future:
@@ -237,10 +242,11 @@ class ClusterShard:
         await self._run_on(key_slot(keys[0]), GROUP_DISCARD, keys, [channel])
 
     async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int,
-                         after_write: Callable[[], None] | None = None) -> int:
+                         after_write: Callable[[], None] | None = None, held: dict[str, int] | None = None) -> int:
         """Push to every member; returns how many missed it, being full. One round trip per node
         holding members: GROUP_SEND on the group's node pushes to the members there and returns
-        the others, then one PUSH_MANY on each other node, all at once (so two in a row)."""
+        the others, then one PUSH_MANY on each other node, all at once (so two in a row). No copy is
+        ever held in a cluster (its group_send pushes to each member), so ``held`` is empty."""
         keys = self._group_keys(group)
         reply = await self._run_on(key_slot(keys[0]), GROUP_SEND, keys,
                                    [self.keys.prefix, expiry_ms, capacity, body])
@@ -310,7 +316,8 @@ class ClusterShard:
         for index, channel in enumerate(channels):
             by_slot.setdefault(key_slot(self.keys.queue(channel)), []).append(index)
         replies = await asyncio.gather(*(
-            self._run_on(slot, STATS, [self.keys.queue(channels[i]) for i in indexes], [])
+            self._run_on(slot, STATS, [self.keys.queue(channels[i]) for i in indexes],
+                         [arg for i in indexes for arg in self.keys.inbox_of(channels[i])])
             for slot, indexes in by_slot.items()))
         rows: list[tuple[int, int]] = [(0, 0)] * len(channels)
         now_ms = 0

@@ -2,7 +2,8 @@
 
 For prefix P, channel C, its capacity key K and group G:
 
-- ``P:{K}:q:C`` C's messages, ``P:{K}:n`` K's count, ``P:{K}:b`` K's bell (and its shard channel):
+- ``P:{K}:q:C`` C's messages, ``P:{K}:n`` K's count, ``P:{K}:b`` K's bell (and its shard channel),
+  ``P:{K}:i`` K's inbox of group copies (empty: a cluster's group_send pushes to each member):
   all of a send, a pop and a push-back in K's slot, so each stays one script on one node;
 - ``P:{g:G}:g`` and ``P:{g:G}:gc`` group G's members and their capacities, in G's slot.
 
@@ -27,6 +28,12 @@ class ClusterKeySpace(KeySpace):
 
     def queue(self, channel: str) -> str:
         return f"{self.prefix}{{{self.capacity_key(channel)}{QUEUE_MARK}{channel}"
+
+    def queues_of(self, capacity_key: str) -> str:
+        return f"{self.prefix}{{{capacity_key}{QUEUE_MARK}"
+
+    def inbox(self, capacity_key: str) -> str:
+        return f"{self.prefix}{{{capacity_key}}}:i"
 
     def count(self, capacity_key: str) -> str:
         return f"{self.prefix}{{{capacity_key}}}:n"

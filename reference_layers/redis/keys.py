@@ -22,6 +22,18 @@ class KeySpace:
     def queue(self, channel: str) -> str:
         return f"{self.prefix}q:{channel}"
 
+    def queues_of(self, capacity_key: str) -> str:
+        """A queue's key without its channel: the queue of a member of ``capacity_key`` is this + its name."""
+        return f"{self.prefix}q:"
+
+    def inbox(self, capacity_key: str) -> str:
+        return f"{self.prefix}i:{capacity_key}"
+
+    def inbox_of(self, channel: str) -> tuple[str, str]:
+        """(the inbox that may hold group copies for ``channel``, the channel); ('', '') if none."""
+        key = self.capacity_key(channel)
+        return (self.inbox(key), channel) if key != channel else ("", "")
+
     def count(self, capacity_key: str) -> str:
         return f"{self.prefix}n:{capacity_key}"
 

@@ -26,6 +26,7 @@ from ..core.names import check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
+from .copies import CopyShelf, Pop
 from .hashring import HashRing
 from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
@@ -46,6 +47,7 @@ class _LoopState:
     shards: list[ShardClient | ClusterShard]
     receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
     taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
+    shelf: CopyShelf = field(default_factory=CopyShelf)  # group copies held for this loop's receives
 
 
 class RedisChannelLayer(LayerCore):
@@ -93,9 +95,11 @@ class RedisChannelLayer(LayerCore):
         state = self._loops.current()
         key = self.keys.capacity_key(channel)
         receiver = state.receivers.get(key)
+        capacity = self.capacities.for_channel(channel)
+        if state.shelf:  # group copies held here count against the key, as if still queued
+            capacity -= state.shelf.held_for(key, asyncio.get_running_loop().time())
         queued = await state.shards[self.ring.index_for(key)].send(
-            channel, data, self._expiry_ms, self.capacities.for_channel(channel),
-            receiver.poke if receiver is not None else None)
+            channel, data, self._expiry_ms, capacity, receiver.poke if receiver is not None else None)
         if not queued:
             self._counters.channel_full_raised += 1
             raise ChannelFull(f"channel {channel!r} is full")
@@ -103,6 +107,10 @@ class RedisChannelLayer(LayerCore):
     async def _receive(self, channel: str) -> bytes:
         state = self._loops.current()
         key = self.keys.capacity_key(channel)
+        if state.shelf:
+            copy = state.shelf.take(channel, asyncio.get_running_loop().time())
+            if copy is not None:
+                return copy.body
         if key not in state.receivers and key not in state.taking:
             entry = await self._take_at_once(state, key, channel)
             if entry is not None:
@@ -127,15 +135,17 @@ class RedisChannelLayer(LayerCore):
         shard = state.shards[self.ring.index_for(key)]
         state.taking.add(key)
         try:
-            future, channels = await shard.start_pop(key, {channel: 1})
+            wanted = {channel: 1}
+            raw, _ = await shard.start_pop(key, wanted)
+            pop = Pop(raw, wanted, key, state.shelf)
             try:
-                _, entries = shard.popped(await asyncio.shield(future), channels)
+                messages = (await pop.ready).messages
             except asyncio.CancelledError:  # the pop is on the wire: what it takes goes on
                 try:
-                    _, entries = shard.popped(await future, channels)
+                    messages = (await pop.collect()).messages
                 except Exception:  # noqa: BLE001 - no reply: it took nothing
                     raise asyncio.CancelledError from None
-                for popped_channel, entry in entries:
+                for popped_channel, entry in messages:
                     self._receiver(popped_channel).give_back(popped_channel, entry)
                 raise
         except ShardUnreachable:
@@ -144,7 +154,10 @@ class RedisChannelLayer(LayerCore):
             return None
         finally:
             state.taking.discard(key)
-        return entries[0][1] if entries else None
+            receiver = state.receivers.get(key)
+            if receiver is not None and state.shelf:
+                receiver.look_at_shelf()  # a receive that came meanwhile may have a copy here
+        return messages[0][1] if messages else None
 
     def _receiver(self, channel: str) -> Receiver:
         state = self._loops.current()
@@ -156,7 +169,7 @@ class RedisChannelLayer(LayerCore):
                     del receivers[key]
 
             shard = state.shards[self.ring.index_for(key)]
-            receiver = state.receivers[key] = Receiver(shard, key, self._expiry_ms + 1000, forget)
+            receiver = state.receivers[key] = Receiver(shard, key, self._expiry_ms + 1000, forget, state.shelf)
         return receiver
 
     # --- groups ----------------------------------------------------------------------------
@@ -174,8 +187,9 @@ class RedisChannelLayer(LayerCore):
     async def _group_send(self, group: str, data: bytes) -> None:
         """One script per shard, all at once; each pushes to the members that live on it."""
         state = self._loops.current()
+        held = state.shelf.held_keys(asyncio.get_running_loop().time()) if state.shelf else {}
         results = await asyncio.gather(
-            *(shard.group_send(group, data, self._expiry_ms, self.capacity, self._poker(state, shard))
+            *(shard.group_send(group, data, self._expiry_ms, self.capacity, self._poker(state, shard), held)
               for shard in state.shards),
             return_exceptions=True)
         missed = 0
@@ -207,15 +221,22 @@ class RedisChannelLayer(LayerCore):
         state = self._loops.current()
         if channels is None:
             found = await asyncio.gather(*(shard.channels() for shard in state.shards))
-            wanted = [sorted(names) for names in found]
+            for channel in state.shelf.channels():
+                found[self.shard_index(channel)].append(channel)
+            wanted = [sorted(set(names)) for names in found]
         else:
             wanted = [[] for _ in state.shards]
             for channel in channels:
                 wanted[self.shard_index(check_channel_name(channel))].append(channel)
         replies = await asyncio.gather(*(shard.waiting(names) for shard, names in zip(state.shards, wanted)))
         table = {}
+        now = asyncio.get_running_loop().time()
         for names, (now_ms, rows) in zip(wanted, replies):
             for name, (waiting, expires_ms) in zip(names, rows):
+                held, deadline = state.shelf.waiting(name, now)
+                if held and deadline is not None:  # copies of group_sends this loop holds for the channel are older
+                    waiting += held
+                    expires_ms = now_ms + round((deadline - now) * 1000)
                 age = max(0.0, (now_ms - expires_ms + self._expiry_ms) / 1000) if waiting else None
                 table[name] = ChannelStatistics(waiting, age)
         return LayerStatistics(
@@ -227,7 +248,9 @@ class RedisChannelLayer(LayerCore):
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:
         self._memberships.forget_all()
-        await asyncio.gather(*(shard.flush() for shard in self._loops.current().shards))
+        state = self._loops.current()
+        state.shelf.clear()
+        await asyncio.gather(*(shard.flush() for shard in state.shards))
 
     async def _close(self) -> None:
         state = self._loops.pop_current()

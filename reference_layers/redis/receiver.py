@@ -10,7 +10,8 @@ receivers unserved, the loop sleeps until a ring with an id newer than the pop s
 from anywhere), a push from this process (``poke``), a new receiver, or ``LOOK_AGAIN``
 seconds, and pops again. Pops are never cancelled by a receiver; a message popped for a
 receiver that was cancelled meanwhile goes to the next receiver of that channel here, or
-back to the head of its Redis list.
+back to the head of its Redis list. Group copies a pop drained for channels nobody waits on
+yet are held on the loop's shelf (copies.py); waiters are served from it before any pop.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Callable
 from redis.exceptions import ResponseError
 
 from .cluster import ClusterShard
+from .copies import CopyShelf, Pop, PopReply
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient, is_noscript
 
@@ -35,8 +37,9 @@ LOOK_AGAIN = 10.0  # seconds: a waiting loop pops this often even if no bell ran
 
 class Receiver:
     def __init__(self, shard: ShardClient | ClusterShard, capacity_key: str, ttl_ms: int,
-                 on_idle: Callable[["Receiver"], None]):
+                 on_idle: Callable[["Receiver"], None], shelf: CopyShelf):
         self.shard = shard
+        self._shelf = shelf
         self.capacity_key = capacity_key
         self._ttl_ms = ttl_ms
         self._on_idle = on_idle
@@ -49,7 +52,7 @@ class Receiver:
         self._bell = shard.keys.bell(capacity_key).encode()
         self._last_id = 0  # the bell's last id when the latest pop ran
         self._subscribed = False  # a push to our key surely rings us (so a sleeping loop may trust its pops)
-        self._early: tuple[asyncio.Future, list[str]] | None = None  # a pop a poke already sent
+        self._early: Pop | None = None  # a pop a poke already sent
         shard.bells.listen(self._bell, self._on_ring)
 
     # --- called by receive() -----------------------------------------------------------------
@@ -94,8 +97,15 @@ class Receiver:
             if self._early is None and self._subscribed and not self._closing:
                 wanted = self._wanted()
                 if wanted:
-                    self._early = self.shard.pop_now(self.capacity_key, wanted)
+                    queued = self.shard.pop_now(self.capacity_key, wanted)
+                    if queued is not None:
+                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf)
             self._wake.set_result(None)
+
+    def look_at_shelf(self) -> None:
+        """Copies were shelved by a pop of another task: serve the waiters they are for."""
+        if self._waiters:
+            self._kick()
 
     def give_back(self, channel: str, entry: bytes) -> None:
         """A receive was cancelled holding ``entry``: the next receiver gets it, or Redis does."""
@@ -137,19 +147,34 @@ class Receiver:
                 return True
         return False
 
-    async def _popped(self, future: asyncio.Future, channels: list[str]):
+    async def _popped(self, pop: Pop) -> PopReply:
         """The pop's reply. If this task is cancelled meanwhile (its event loop shutting down),
         what the pop took still goes back to Redis before the cancellation goes on."""
         try:
-            return self.shard.popped(await asyncio.shield(future), channels)
+            return await pop.ready
         except asyncio.CancelledError:
             try:
-                _, entries = self.shard.popped(await future, channels)
+                reply = await pop.collect()
             except Exception:  # noqa: BLE001 - no reply: the pop took nothing we could lose
                 raise asyncio.CancelledError from None
-            self._returns.extend(entries)
+            self._returns.extend(reply.messages)
             await self._return_undelivered()
             raise
+
+    def _serve_held(self) -> None:
+        """Hand waiters the copies held for their channels, oldest first."""
+        shelf = self._shelf
+        if not shelf or not self._waiters:
+            return
+        now = asyncio.get_running_loop().time()
+        for channel in [channel for channel in self._waiters if shelf.holds(channel)]:
+            while channel in self._waiters:
+                copy = shelf.take(channel, now)
+                if copy is None:
+                    break
+                if not self._hand(channel, copy.entry):
+                    shelf.restore(copy)
+                    break
 
     def _wanted(self) -> dict[str, int]:
         """How many messages each channel's live waiters want."""
@@ -176,6 +201,7 @@ class Receiver:
         delay = _BACKOFF_FIRST
         try:
             while True:
+                self._serve_held()
                 if self._returns:
                     await self._return_undelivered()
                     continue
@@ -199,8 +225,9 @@ class Receiver:
                         wanted = self._wanted()  # after any wait: a receiver may have left meanwhile
                         if not wanted:
                             continue
-                        pending = await self.shard.start_pop(self.capacity_key, wanted)
-                    last_id, entries = await self._popped(*pending)
+                        raw, _ = await self.shard.start_pop(self.capacity_key, wanted)
+                        pending = Pop(raw, wanted, self.capacity_key, self._shelf)
+                    reply = await self._popped(pending)
                 except ResponseError as exc:
                     if not is_noscript(exc):
                         raise
@@ -216,8 +243,8 @@ class Receiver:
                     delay = min(delay * 2, _BACKOFF_MAX)
                     continue
                 delay = _BACKOFF_FIRST
-                self._last_id = max(self._last_id, last_id)
-                for channel, entry in entries:
+                self._last_id = max(self._last_id, reply.last_id)
+                for channel, entry in reply.messages:
                     if not self._hand(channel, entry):
                         self._returns.append((channel, entry))
         except asyncio.CancelledError:
@@ -238,6 +265,9 @@ class Receiver:
             if by_channel.get(channel) or not self._hand(channel, entry):
                 by_channel.setdefault(channel, []).append(entry)
         for channel, entries in by_channel.items():
+            held = self._shelf.take_all(channel)
+            if held:  # copies held for the channel may be younger: all go back, in id order
+                entries = sorted([*entries, *(copy.entry for copy in held)], key=_message_id)
             for attempt in range(_PUSH_BACK_ATTEMPTS):
                 try:
                     await self.shard.push_back(self.capacity_key, channel, entries, self._ttl_ms)
@@ -246,6 +276,10 @@ class Receiver:
                     await asyncio.sleep(min(_BACKOFF_FIRST * 2 ** attempt, _BACKOFF_MAX))
             else:
                 log.warning("lost %d message(s) of %s: the server stayed unreachable", len(entries), channel)
+
+
+def _message_id(entry: bytes) -> int:
+    return int(entry.split(b":", 2)[1])
 
 
 def _settle(future: asyncio.Future) -> None:

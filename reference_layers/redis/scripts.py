@@ -9,6 +9,12 @@ non-local part ``p!`` of a process-specific channel, shared by all ``p!*``):
 - ``P:b:K``  K's message id counter; every push takes the next id and PUBLISHes it on the
   pub/sub channel of the same name (the "bell", see bells.py). A counter made anew starts
   at the server's time in µs, so ids keep growing across a flush or an expired counter
+- ``P:i:K``  K's inbox: group copies for a process's ``p!*`` members (one entry per group_send
+  and process, ``<expires_ms>:<first id>:<member>,<member>...:<body>``; member i's copy has id
+  first + i). A pop drains it (see copies.py)
+- ``P:n:K|g`` sorted set of the inbox entries' ``<first id>+<copies>``, scored by expiry, and
+  ``P:n:K|t`` their copies in all: what the inbox holds counts against capacity by entry, one
+  command per group_send, not one per member
 - ``P:g:G``  sorted set of group G's members on this shard, scored by membership expiry
 - ``P:gc:G`` hash: each member's capacity, recorded by group_add
 
@@ -43,15 +49,49 @@ local function next_id(bell, now)
   return string.format('%.0f', id), false
 end
 
+-- n consecutive message ids of a bell: (the first, the last, whether the counter is new).
+local function next_ids(bell, now, n)
+  local last = redis.call('INCRBY', bell, n)
+  if last == n then
+    local first = now * 1000
+    redis.call('SET', bell, string.format('%.0f', first + n - 1))
+    return first, first + n - 1, true
+  end
+  return last - n + 1, last, false
+end
+
 local function ring(bell, id, ttl, fresh)
   extend(bell, ttl, fresh)
   redis.call('PUBLISH', bell, id)
 end
 
+-- Copies in a capacity key's inbox, counted by entry (count .. '|g', count .. '|t'); drops the
+-- expired entries' copies from the total first. Both keys go when the total is 0.
+local function uncount_copies(count, total)
+  if total <= 0 then
+    redis.call('DEL', count .. '|g', count .. '|t')
+  else
+    redis.call('SET', count .. '|t', total, 'KEEPTTL')
+  end
+end
+
+local function copies_held(count, now)
+  local total = tonumber(redis.call('GET', count .. '|t') or '0')
+  if total == 0 then return 0 end
+  local gone = redis.call('ZRANGEBYSCORE', count .. '|g', '-inf', now)
+  if #gone > 0 then
+    for _, entry in ipairs(gone) do total = total - tonumber(string.match(entry, '%+(%d+)$')) end
+    redis.call('ZREMRANGEBYSCORE', count .. '|g', '-inf', now)
+    uncount_copies(count, total)
+  end
+  return total
+end
+
 -- Queue one message unless its capacity key holds `capacity` unexpired messages already.
 local function push(queue, count, bell, now, expiry_ms, capacity, body)
   redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
-  local held = redis.call('ZCARD', count)
+  local singles = redis.call('ZCARD', count)
+  local held = singles + copies_held(count, now)
   if held >= capacity then return 0 end
   local expires = now + expiry_ms
   local id, fresh_bell = next_id(bell, now)
@@ -59,9 +99,33 @@ local function push(queue, count, bell, now, expiry_ms, capacity, body)
   local length = redis.call('RPUSH', queue, string.format('%.0f', expires) .. ':' .. id .. ':' .. body)
   local ttl = expiry_ms + 1000
   extend(queue, ttl, length == 1)
-  extend(count, ttl, held == 0)
+  extend(count, ttl, singles == 0)
   ring(bell, id, ttl, fresh_bell)
   return 1
+end
+"""
+
+_COPIES = r"""
+-- One inbox entry for the first members of a process that its capacity has room for, each
+-- copy counted on its own; returns how many members got a copy.
+local function push_copies(inbox, count, bell, now, expiry_ms, capacity, members, body)
+  redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
+  local copies = copies_held(count, now)
+  local n = math.min(capacity - redis.call('ZCARD', count) - copies, #members)
+  if n <= 0 then return 0 end
+  local expires = now + expiry_ms
+  local first, last, fresh_bell = next_ids(bell, now, n)
+  first = string.format('%.0f', first)
+  local ttl = expiry_ms + 1000
+  redis.call('ZADD', count .. '|g', expires, first .. '+' .. n)
+  redis.call('INCRBY', count .. '|t', n)
+  extend(count .. '|g', ttl, copies == 0)
+  extend(count .. '|t', ttl, copies == 0)
+  local length = redis.call('RPUSH', inbox, string.format('%.0f', expires) .. ':' .. first .. ':'
+                            .. table.concat(members, ',', 1, n) .. ':' .. body)
+  extend(inbox, ttl, length == 1)
+  ring(bell, string.format('%.0f', last), ttl, fresh_bell)
+  return n
 end
 """
 
@@ -70,26 +134,98 @@ SEND = _COMMON + r"""
 return push(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
 """
 
-# KEYS: count, bell, queue_1..queue_n. ARGV: how many messages each queue's receivers want.
-# Pops up to that many unexpired messages per queue (dropping expired ones on the way) and
-# returns {now_ms, last_id, i, entry, i, entry, ...}: the bell's last id, read in the same
-# atomic step, so the receiver can tell rings of later pushes from rings it already saw.
+# KEYS: count, bell, inbox, queue_1..queue_n. ARGV: the queue key of a member without its name
+# (``P:q:``), then how many messages each queue's receivers want.
+# First drains the inbox, uncounting its copies (the process counts what it holds, copies.py).
+# Each unexpired entry's copies are marked, one letter per member: 't' taken for a receiver
+# waiting here, 'h' held by the receiving process for a receive to come, 'q' put in the member's
+# queue in id order (counted there) because older messages wait there, so the copy cannot
+# overtake them. When no message of the capacity key waits in any queue, no copy can be 'q' and
+# the marks are left out (''): a member is 't' while its queue's receivers want more, in entry
+# order, else 'h'; the client reads them the same way. Then pops up to the rest of what each
+# queue's receivers want (dropping expired messages on the way).
+# Returns {now_ms, last_id, entries, entry, marks, ..., i, message, i, message, ...}: the bell's
+# last id, read in the same atomic step, so the receiver can tell rings of later pushes from
+# rings it already saw.
 POP = _COMMON + r"""
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local out = {now, redis.call('GET', KEYS[2]) or '0'}
-for i = 3, #KEYS do
-  local wanted = tonumber(ARGV[i - 2])
-  while wanted > 0 do
+local out = {now, redis.call('GET', KEYS[2]) or '0', 0}
+local queues = ARGV[1]
+local wanted, wanted_members = {}, {}
+for i = 4, #KEYS do
+  wanted[KEYS[i]] = tonumber(ARGV[i - 2])
+  wanted_members[#wanted_members + 1] = string.sub(KEYS[i], #queues + 1)
+end
+local draining = redis.call('LLEN', KEYS[3]) > 0
+local total = draining and copies_held(KEYS[1], now) or 0
+local checked = redis.call('ZCARD', KEYS[1]) > 0  -- messages wait in queues: look at each member's
+while true do
+  local entry = redis.call('LPOP', KEYS[3])
+  if not entry then break end
+  local c1 = string.find(entry, ':', 1, true)
+  local c2 = string.find(entry, ':', c1 + 1, true)
+  local c3 = string.find(entry, ':', c2 + 1, true)
+  local expires = tonumber(string.sub(entry, 1, c1 - 1))
+  local first = string.sub(entry, c1 + 1, c2 - 1)
+  local members = string.sub(entry, c2 + 1, c3 - 1)
+  local n = select(2, string.gsub(members, ',', ',')) + 1
+  if redis.call('ZREM', KEYS[1] .. '|g', first .. '+' .. n) == 1 then total = total - n end
+  if expires > now then
+    local marks = ''
+    if checked then
+      local id = tonumber(first)
+      local letters = {}
+      for member in string.gmatch(members, '[^,]+') do
+        local queue = queues .. member
+        local head = redis.call('LINDEX', queue, 0)
+        local head_id = head and tonumber(string.match(head, '^[^:]*:([^:]*):'))
+        if head_id and head_id < id then
+          local copy = string.sub(entry, 1, c1) .. string.format('%.0f', id) .. ':' .. string.sub(entry, c3 + 1)
+          local newer = nil
+          for _, waiting in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+            if tonumber(string.match(waiting, '^[^:]*:([^:]*):')) > id then newer = waiting break end
+          end
+          if newer then redis.call('LINSERT', queue, 'BEFORE', newer, copy) else redis.call('RPUSH', queue, copy) end
+          redis.call('ZADD', KEYS[1], expires, string.format('%.0f', id))
+          extend(queue, expires - now + 1000, false)
+          letters[#letters + 1] = 'q'
+        elseif (wanted[queue] or 0) > 0 then
+          wanted[queue] = wanted[queue] - 1
+          letters[#letters + 1] = 't'
+        else
+          letters[#letters + 1] = 'h'
+        end
+        id = id + 1
+      end
+      marks = table.concat(letters)
+    else
+      local listed = ',' .. members .. ','
+      for _, member in ipairs(wanted_members) do
+        local queue = queues .. member
+        if wanted[queue] > 0 and string.find(listed, ',' .. member .. ',', 1, true) then
+          wanted[queue] = wanted[queue] - 1
+        end
+      end
+    end
+    out[#out + 1] = entry
+    out[#out + 1] = marks
+    out[3] = out[3] + 1
+  end
+end
+if draining then uncount_copies(KEYS[1], total) end
+for i = 4, #KEYS do
+  local left = wanted[KEYS[i]]
+  while left > 0 do
     local entry = redis.call('LPOP', KEYS[i])
     if not entry then break end
     local first = string.find(entry, ':', 1, true)
     if tonumber(string.sub(entry, 1, first - 1)) > now then
       local second = string.find(entry, ':', first + 1, true)
       redis.call('ZREM', KEYS[1], string.sub(entry, first + 1, second - 1))
-      out[#out + 1] = i - 2
+      out[#out + 1] = i - 3
       out[#out + 1] = entry
-      wanted = wanted - 1
+      left = left - 1
     end
   end
 end
@@ -145,27 +281,49 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: members, capacities. ARGV: key prefix ('P:'), expiry_ms, default capacity, body.
-# Pushes to every unexpired member on this shard (their queues live here too); a full
-# member silently misses the message. Returns how many members missed it (for statistics()).
-GROUP_SEND = _COMMON + _PRUNE_GROUP + r"""
+# KEYS: members, capacities. ARGV: key prefix ('P:'), expiry_ms, default capacity, body, then
+# capacity key, count, ... of the copies the calling process holds (they take room there too).
+# Pushes to every unexpired member on this shard (their queues live here too): a normal channel
+# gets its own copy, a process's ``p!*`` members one inbox entry together; a full member silently
+# misses the message. Returns how many members missed it (for statistics()).
+GROUP_SEND = _COMMON + _COPIES + _PRUNE_GROUP + r"""
 local now = now_ms()
 prune_group(KEYS[1], KEYS[2], now)
 local prefix, expiry_ms, default = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local missed = 0
+local held_here = {}
+for i = 5, #ARGV, 2 do held_here[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local processes, order = {}, {}
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local bang = string.find(member, '!', 1, true)
-  local key = bang and string.sub(member, 1, bang) or member
-  local capacity = tonumber(redis.call('HGET', KEYS[2], member)) or default
-  missed = missed + 1 - push(prefix .. 'q:' .. member, prefix .. 'n:' .. key, prefix .. 'b:' .. key,
-                             now, expiry_ms, capacity, ARGV[4])
+  if bang then
+    local key = string.sub(member, 1, bang)
+    local members = processes[key]
+    if not members then
+      members = {}
+      processes[key] = members
+      order[#order + 1] = key
+    end
+    members[#members + 1] = member
+  else
+    local capacity = tonumber(redis.call('HGET', KEYS[2], member)) or default
+    missed = missed + 1 - push(prefix .. 'q:' .. member, prefix .. 'n:' .. member, prefix .. 'b:' .. member,
+                               now, expiry_ms, capacity, ARGV[4])
+  end
+end
+for _, key in ipairs(order) do
+  local members = processes[key]
+  local capacity = (tonumber(redis.call('HGET', KEYS[2], members[1])) or default) - (held_here[key] or 0)
+  missed = missed + #members - push_copies(prefix .. 'i:' .. key, prefix .. 'n:' .. key, prefix .. 'b:' .. key,
+                                           now, expiry_ms, capacity, members, ARGV[4])
 end
 return missed
 """
 
-# KEYS: queue_1..queue_n. Read only. Returns {now_ms, waiting_1, expires_1, ...}: per queue
-# the messages after its expired head (expired ones are dropped by the next pop) and the
-# expiry stamp of the oldest of them (0 when none waits).
+# KEYS: queue_1..queue_n. ARGV: for each queue, its process's inbox and its channel ('' and '' for
+# a normal channel). Read only. Returns {now_ms, waiting_1, expires_1, ...}: per queue the
+# messages after its expired head (expired ones are dropped by the next pop) and the unexpired
+# inbox copies for its channel, and the expiry stamp of the oldest of them (0 when none waits).
 STATS = _COMMON + r"""
 local out = {now_ms()}
 for i = 1, #KEYS do
@@ -177,7 +335,19 @@ for i = 1, #KEYS do
     if stamp > out[1] then expires = stamp break end
     skipped = skipped + 1
   end
-  out[#out + 1] = length - skipped
+  local waiting = length - skipped
+  local inbox, member = ARGV[2 * i - 1], ARGV[2 * i]
+  if inbox ~= '' then
+    for _, entry in ipairs(redis.call('LRANGE', inbox, 0, -1)) do
+      local stamp, members = string.match(entry, '^([^:]*):[^:]*:([^:]*):')
+      stamp = tonumber(stamp)
+      if stamp > out[1] and string.find(',' .. members .. ',', ',' .. member .. ',', 1, true) then
+        waiting = waiting + 1
+        if expires == 0 or stamp < expires then expires = stamp end
+      end
+    end
+  end
+  out[#out + 1] = waiting
   out[#out + 1] = expires
 end
 return out

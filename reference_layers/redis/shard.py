@@ -156,7 +156,7 @@ class ShardClient:
 
     async def start_pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]]:
         """Queue a pop of up to ``wanted[channel]`` unexpired messages of each channel:
-        (its reply's future, the channels), to read with ``popped``."""
+        (its reply's future, the channels), to read with ``copies.read_pop``."""
         wire = self._commands
         if wire is None or wire.closed:
             wire = await self._connect()
@@ -172,20 +172,18 @@ class ShardClient:
     def _queue_pop(self, wire: Wire, capacity_key: str, wanted: dict[str, int]):
         channels = list(wanted)
         keys = self._pop_keys(capacity_key, channels)
-        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, *wanted.values())), channels
+        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, self.keys.queues_of(capacity_key),
+                              *wanted.values())), channels
 
     async def load_scripts(self) -> None:
         """Load every script again: the one recovery from NOSCRIPT, for sends and pops alike."""
         for script in SCRIPTS:
             await self.call(b"SCRIPT", b"LOAD", script.source)
 
-    @staticmethod
-    def popped(reply: list, channels: list[str]) -> tuple[int, list[tuple[str, bytes]]]:
-        """POP's reply as (the bell's last id, [(channel, entry), ...])."""
-        return int(reply[1]), [(channels[reply[i] - 1], reply[i + 1]) for i in range(2, len(reply), 2)]
-
     def _pop_keys(self, capacity_key: str, channels: list[str]) -> list[str]:
-        return [self.keys.count(capacity_key), self.keys.bell(capacity_key), *map(self.keys.queue, channels)]
+        keys = self.keys
+        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key),
+                *map(keys.queue, channels)]
 
     async def push_back(self, capacity_key: str, channel: str, entries: list[bytes], ttl_ms: int) -> None:
         await self.run(PUSH_BACK, [self.keys.count(capacity_key), self.keys.bell(capacity_key),
@@ -201,10 +199,12 @@ class ShardClient:
                        [channel])
 
     async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int,
-                         after_write: Callable[[], None] | None = None) -> int:
-        """Push to every member on this shard; returns how many missed it, being full."""
+                         after_write: Callable[[], None] | None = None, held: dict[str, int] | None = None) -> int:
+        """Push to every member on this shard; returns how many missed it, being full. ``held``:
+        capacity key -> group copies this loop holds for it (copies.py), which count against it."""
         return await self.run(GROUP_SEND, [self.keys.group_members(group), self.keys.group_capacities(group)],
-                              [self.keys.prefix, expiry_ms, capacity, body], after_write)
+                              [self.keys.prefix, expiry_ms, capacity, body,
+                               *(arg for key, count in (held or {}).items() for arg in (key, count))], after_write)
 
     # --- statistics -------------------------------------------------------------------------
     async def channels(self) -> list[str]:
@@ -222,7 +222,8 @@ class ShardClient:
         """(the server's time in ms, [(messages waiting, expiry stamp of the oldest), ...])."""
         if not channels:
             return 0, []
-        reply = await self.run(STATS, [self.keys.queue(channel) for channel in channels], [])
+        reply = await self.run(STATS, [self.keys.queue(channel) for channel in channels],
+                               [arg for channel in channels for arg in self.keys.inbox_of(channel)])
         return int(reply[0]), [(int(reply[i]), int(reply[i + 1])) for i in range(1, len(reply), 2)]
 
     def connection_state(self) -> ConnectionState:

@@ -83,13 +83,16 @@ class Wire(asyncio.Protocol):
         if self.closed:
             future.set_exception(RedisConnectionError("connection to Redis lost"))
             return future
-        if not self._pending:
+        idle = not self._pending
+        if idle:
             self._heard_at = self._loop.time()
             if self._watchdog is None and self._timeout is not None:
                 self._watchdog = self._loop.call_later(self._timeout, self._check)
         self._pending.append(future)
         if self._corked:
             self._corked.append(packed)
+        elif idle and self._corked is None:  # a lone command (a sequential caller): no need to wait
+            self._transport.write(packed)
         else:  # commands of this loop iteration go out together
             self._corked = [packed]
             self._loop.call_soon(self._write)

@@ -1,0 +1,228 @@
+"""Group copies for a process's own members: one inbox entry per group_send, fanned out here.
+
+A group_send puts one entry in a process's inbox (``P:i:K``, scripts.py) for all of its
+``p!*`` members that have room, each copy counted on its own against the process's shared
+capacity (CAP-4). A pop drains the whole inbox in the same atomic step and marks each copy:
+taken for a receiver waiting now, held here for a receive to come, or put in the member's own
+queue because older messages wait there. This module reads a pop's reply and keeps the held
+copies, per event loop (a :class:`CopyShelf`), oldest first per channel.
+
+Why hold them here: members that call receive() one after another (a consumer busy with the
+previous message) then read their copies without a round trip each. The pop uncounts every
+copy it drains on the server; the copies held here count against capacity in what this
+process asks the server (a send or group_send passes the room left after them, so the owner's
+own calls see exactly the room the spec says); each is dropped when it expires. Ordering holds
+because a copy is held only when its member's queue has nothing older, and a receive looks
+here first.
+
+Limits, like any process-local buffer (channels_redis's included): a sender in another process
+is judged by the server without the copies held here; held copies belong to the event loop
+whose pop drained them; a flush from another process does not reach them; a process that dies
+holding them loses them, like any message a receive had taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+
+class Mark(bytes, enum.Enum):
+    """What a pop did with one member's copy (one letter per member in the reply)."""
+
+    TAKEN = b"t"  # for a receiver waiting now
+    HELD = b"h"  # for a receive to come, held by the process
+    QUEUED = b"q"  # put in the member's queue behind older messages; popped from there
+
+
+_HELD, _TAKEN = Mark.HELD.value[0], Mark.TAKEN.value[0]
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, and a fan-out makes thousands
+class Copy:
+    channel: str
+    capacity_key: str
+    message_id: int  # ids of one capacity key grow with time: the order to put copies back in
+    deadline: float  # event loop time when it expires
+    expires: bytes  # the server's expiry stamp (ms)
+    body: bytes
+
+    @property
+    def entry(self) -> bytes:
+        """``<expires>:<id>:<body>``, like a popped message."""
+        return b"%s:%d:%s" % (self.expires, self.message_id, self.body)
+
+
+@dataclass(frozen=True)
+class PopReply:
+    last_id: int  # the bell's last id when the pop ran
+    messages: list[tuple[str, bytes]]  # (channel, entry) for waiting receivers, oldest first per channel
+    held: list[Copy]  # for receives to come
+
+
+def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: float) -> PopReply:
+    """POP's reply (scripts.py) as a PopReply. ``wanted``: what the pop asked for, per channel (an
+    entry without marks is read by it, as the server did); ``loop_now``: the loop's time at the reply."""
+    now_ms, last_id, entries = int(reply[0]), int(reply[1]), int(reply[2])
+    messages: list[tuple[str, bytes]] = []
+    held: list[Copy] = []
+    left = {channel.encode(): count for channel, count in wanted.items()}
+    place = 3
+    for _ in range(entries):
+        entry, marks = reply[place], reply[place + 1]
+        place += 2
+        expires, first, members, body = entry.split(b":", 3)
+        deadline = loop_now + (int(expires) - now_ms) / 1000
+        message_id = int(first)
+        for index, member in enumerate(members.split(b",")):
+            mark = marks[index] if marks else (_TAKEN if left.get(member) else _HELD)
+            if mark == _HELD:
+                held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body))
+            elif mark == _TAKEN:
+                left[member] -= 1
+                messages.append((member.decode(), b"%s:%d:%s" % (expires, message_id, body)))
+            message_id += 1
+    channels = list(wanted)
+    messages.extend((channels[reply[i] - 1], reply[i + 1]) for i in range(place, len(reply), 2))
+    return PopReply(last_id, messages, held)
+
+
+class CopyShelf:
+    """The copies one event loop holds for its channels, oldest first per channel."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, deque[Copy]] = {}
+        self._channels_of: dict[str, set[str]] = {}  # capacity key -> its channels with copies here
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def holds(self, channel: str) -> bool:
+        return channel in self._held
+
+    def put(self, copies: list[Copy]) -> None:
+        for copy in copies:
+            queue = self._held.get(copy.channel)
+            if queue is None:
+                queue = self._held[copy.channel] = deque()
+                self._channels_of.setdefault(copy.capacity_key, set()).add(copy.channel)
+            queue.append(copy)
+
+    def take(self, channel: str, now: float) -> Copy | None:
+        """The oldest unexpired copy for ``channel`` (dropping expired ones), or None."""
+        queue = self._held.get(channel)
+        while queue:
+            copy = queue.popleft()
+            if not queue:
+                self._forget(copy)
+            if copy.deadline > now:
+                return copy
+        return None
+
+    def restore(self, copy: Copy) -> None:
+        """Put back a copy ``take`` gave that found no taker, at the head again."""
+        queue = self._held.get(copy.channel)
+        if queue is None:
+            self.put([copy])
+        else:
+            queue.appendleft(copy)
+
+    def take_all(self, channel: str) -> list[Copy]:
+        queue = self._held.get(channel)
+        if not queue:
+            return []
+        self._forget(queue[0])
+        return list(queue)
+
+    def held_for(self, capacity_key: str, now: float) -> int:
+        """Unexpired copies held for the channels of ``capacity_key`` (they count against it)."""
+        channels = self._channels_of.get(capacity_key)
+        if not channels:
+            return 0
+        count = 0
+        for channel in list(channels):
+            queue = self._held[channel]
+            while queue and queue[0].deadline <= now:  # deadlines grow along a queue
+                expired = queue.popleft()
+                if not queue:
+                    self._forget(expired)
+            count += len(queue)
+        return count
+
+    def held_keys(self, now: float) -> dict[str, int]:
+        """Capacity key -> its unexpired copies held here, for the keys with any."""
+        counts = {key: self.held_for(key, now) for key in list(self._channels_of)}
+        return {key: count for key, count in counts.items() if count}
+
+    def waiting(self, channel: str, now: float) -> tuple[int, float | None]:
+        """(unexpired copies held for ``channel``, the oldest one's deadline)."""
+        live = [copy.deadline for copy in self._held.get(channel, ()) if copy.deadline > now]
+        return len(live), (live[0] if live else None)
+
+    def channels(self) -> list[str]:
+        return list(self._held)
+
+    def clear(self) -> None:
+        self._held.clear()
+        self._channels_of.clear()
+
+    def _forget(self, copy: Copy) -> None:
+        """``copy``'s channel holds nothing more here."""
+        self._held.pop(copy.channel, None)
+        channels = self._channels_of.get(copy.capacity_key)
+        if channels is not None:
+            channels.discard(copy.channel)
+            if not channels:
+                del self._channels_of[copy.capacity_key]
+
+
+class Pop:
+    """A pop on the wire. Its reply is read, and its held copies shelved, as soon as it arrives:
+    in a callback, not in the task awaiting it, because pops of one connection reply in order,
+    so copies are shelved in the order the server drained them, before a later pop's messages
+    are handed to anyone. ``ready`` is that read reply; awaiting it (not the reply itself) lets a
+    cancelled awaiter still collect what the pop took, with ``collect``."""
+
+    def __init__(self, raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf):
+        self._raw = raw
+        self._wanted = wanted
+        self._capacity_key = capacity_key
+        self._shelf = shelf
+        self._loop = asyncio.get_running_loop()
+        self._read: PopReply | BaseException | None = None
+        self.ready: asyncio.Future = self._loop.create_future()
+        raw.add_done_callback(self._settle)
+
+    def _settle(self, raw: asyncio.Future) -> None:
+        if self._read is None:
+            if raw.cancelled():
+                self._read = asyncio.CancelledError()
+            elif (error := raw.exception()) is not None:
+                self._read = error
+            else:
+                try:
+                    self._read = read_pop(raw.result(), self._wanted, self._capacity_key, self._loop.time())
+                except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
+                    self._read = exc
+                else:
+                    self._shelf.put(self._read.held)
+        if not self.ready.done():
+            if isinstance(self._read, BaseException):
+                self.ready.set_exception(self._read)
+            else:
+                self.ready.set_result(self._read)
+
+    async def collect(self) -> PopReply:
+        """The read reply, for an awaiter of ``ready`` that was cancelled: what the pop took must
+        not be lost with it."""
+        try:
+            await self._raw
+        except BaseException:  # noqa: BLE001 - the error is the read reply's, raised below
+            pass
+        self._settle(self._raw)
+        if isinstance(self._read, BaseException):
+            raise self._read
+        assert self._read is not None
+        return self._read

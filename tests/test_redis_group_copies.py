@@ -1,0 +1,171 @@
+"""Our Redis layer's group copies (copies.py): one per receiving process, fanned out inside it.
+
+A group_send to a process's ``p!*`` members is one inbox entry for all of them; the process's
+first pop takes it whole, and members reading after it find their copies without a round trip.
+The spec must hold all the same: capacity shared by the process and counting the copies it
+holds, no copy overtaking an older message of its member, expiry, statistics, and members in
+other processes reached whatever their number. Checked on a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from reference_layers.base import ChannelFull
+from tests.helpers import CALL_LIMIT, fresh, run
+from tests.test_redis_layer import ClientCommands, closing, layer_on, raw
+
+QUIET = 0.3  # seconds a receive is given to show that nothing is there
+
+
+async def members_of(layer, group: str, count: int) -> list[str]:
+    channels = [await layer.new_channel() for _ in range(count)]
+    for channel in channels:
+        await layer.group_add(group, channel)
+    return channels
+
+
+def test_a_group_send_to_a_processs_members_is_one_inbox_entry_whatever_their_number(redis_urls):
+    layer = layer_on(redis_urls)
+    group = fresh("group")
+
+    async def body():
+        members = await members_of(layer, group, 50)
+        await layer.group_send(group, {"n": 1})
+        server = raw(redis_urls[0])
+        inbox = layer.keys.inbox(layer.keys.capacity_key(members[0]))
+        assert server.llen(inbox) == 1
+        assert not any(server.exists(layer.keys.queue(member)) for member in members)
+        for member in members:
+            assert (await layer.receive(member))["n"] == 1
+
+    run(closing(layer, body()))
+
+
+def test_members_reading_after_the_first_find_their_copies_without_a_round_trip(redis_urls):
+    layer = layer_on(redis_urls)
+    group = fresh("group")
+
+    async def body():
+        first, *others = await members_of(layer, group, 20)
+        await layer.group_send(group, {"n": 1})
+        assert (await layer.receive(first))["n"] == 1  # its pop drains the process's inbox
+        with ClientCommands(redis_urls) as seen:
+            assert [(await layer.receive(member))["n"] for member in others] == [1] * len(others)
+        assert seen.commands == [[]], seen.commands
+
+    run(closing(layer, body()))
+
+
+def test_copies_held_by_the_process_count_against_its_capacity_until_received(redis_urls):
+    layer = layer_on(redis_urls, capacity=3)
+    group = fresh("group")
+
+    async def body():
+        first, second = await members_of(layer, group, 2)
+        sibling = await layer.new_channel()
+        await layer.group_send(group, {"n": "copy"})
+        await layer.receive(first)  # the second's copy is now held by this process
+        await layer.send(sibling, {"n": 1})
+        await layer.send(sibling, {"n": 2})
+        with pytest.raises(ChannelFull):
+            await layer.send(sibling, {"n": 3})
+        await layer.group_send(group, {"n": "missed"})  # no room: both miss it (CAP-5)
+        assert (await layer.statistics()).group_deliveries_missed == 2
+        assert (await layer.receive(second))["n"] == "copy"
+        await layer.send(sibling, {"n": 3})  # the copy received freed its room
+        assert [(await layer.receive(sibling))["n"] for _ in range(3)] == [1, 2, 3]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(second), QUIET)
+
+    run(closing(layer, body()))
+
+
+def test_a_copy_never_overtakes_an_older_message_of_its_member(redis_urls):
+    layer = layer_on(redis_urls)
+    group = fresh("group")
+
+    async def body():
+        first, second = await members_of(layer, group, 2)
+        await layer.send(second, {"n": "older"})
+        await layer.group_send(group, {"n": "copy"})
+        await layer.send(second, {"n": "younger"})
+        assert (await layer.receive(first))["n"] == "copy"  # drains the inbox, second's copy included
+        assert [(await layer.receive(second))["n"] for _ in range(3)] == ["older", "copy", "younger"]
+
+        await layer.group_send(group, {"n": "held"})
+        await layer.send(second, {"n": "after"})
+        assert (await layer.receive(first))["n"] == "held"  # second's copy is held here now
+        assert [(await layer.receive(second))["n"] for _ in range(2)] == ["held", "after"]
+
+    run(closing(layer, body()))
+
+
+def test_statistics_count_copies_in_the_inbox_and_held_by_the_process(redis_urls):
+    layer = layer_on(redis_urls)
+    group = fresh("group")
+
+    async def body():
+        first, second = await members_of(layer, group, 2)
+        await layer.group_send(group, {"n": 1})
+        waiting = (await layer.statistics([first, second])).channels
+        assert [waiting[first].waiting, waiting[second].waiting] == [1, 1]
+        await layer.receive(first)
+        waiting = (await layer.statistics([first, second])).channels
+        assert [waiting[first].waiting, waiting[second].waiting] == [0, 1]
+        assert waiting[second].oldest_age is not None
+        assert second in (await layer.statistics()).channels
+
+    run(closing(layer, body()))
+
+
+def test_a_held_copy_expires_like_any_message(redis_urls):
+    layer = layer_on(redis_urls, expiry=1)
+    group = fresh("group")
+
+    async def body():
+        first, second = await members_of(layer, group, 2)
+        await layer.group_send(group, {"n": 1})
+        await layer.receive(first)
+        await asyncio.sleep(1.2)  # waiting out expiry is the behaviour under test: no event to await
+        assert (await layer.statistics([second])).channels[second].waiting == 0
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(second), QUIET)
+        await layer.send(second, {"n": 2})
+        assert (await asyncio.wait_for(layer.receive(second), CALL_LIMIT))["n"] == 2
+
+    run(closing(layer, body()))
+
+
+def test_a_flush_drops_the_copies_this_process_holds(redis_urls):
+    layer = layer_on(redis_urls)
+    group = fresh("group")
+
+    async def body():
+        first, second = await members_of(layer, group, 2)
+        await layer.group_send(group, {"n": "stale"})
+        await layer.receive(first)
+        await layer.flush()
+        await layer.send(second, {"n": "fresh"})
+        assert (await layer.receive(second))["n"] == "fresh"
+
+    run(closing(layer, body()))
+
+
+@pytest.mark.parametrize("pattern", ["waiting", "late"])
+def test_members_in_other_processes_past_the_default_capacity_get_every_copy(redis_urls, pattern):
+    """The bench's cross-process fan-out, small: 4 processes of 120 members, 3 group_sends."""
+    from bench.layers import BY_NAME
+    from bench.xfanout import cross_process_fanout
+
+    contender = BY_NAME["redis"]
+    config = {"hosts": list(redis_urls), "prefix": f"x{fresh('p')[-10:]}"}
+
+    def make_layer(**overrides):
+        return layer_on(redis_urls, prefix=config["prefix"], **overrides)
+
+    # It raises unless every process reports every copy delivered to each of its members in time.
+    figures = run(cross_process_fanout(make_layer, contender, config, 480, 3, pattern))
+    assert figures["rate"] > 0 and figures["p50"] <= figures["p99"]
