@@ -46,7 +46,7 @@ def test_a_quick_run_measures_every_layer_in_every_workload(tmp_path, redis_shar
     assert results["meta"]["cores"] == os.cpu_count() and results["meta"]["versions"]
     floors = results["meta"]["floors"]
     assert sum("rabbitmq" in what for what in floors) == 5, floors  # confirm, roundtrip, pipelined, 2 fan-outs
-    assert len(floors) == 8 and all(value > 0 and f"{what}: {value:,}" in markdown.read_text()
+    assert len(floors) == 9 and all(value > 0 and f"{what}: {value:,}" in markdown.read_text()
                                     for what, value in floors.items()), floors
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "| roundtrip | redis |" in markdown.read_text()
