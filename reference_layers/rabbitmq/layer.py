@@ -119,6 +119,9 @@ class RabbitMQChannelLayer(LayerCore):
 
     async def _group_add(self, group: str, channel: str) -> None:
         here = self._loops.current()
+        # An object that adds members usually sends to their groups: its notice queue is made
+        # now, so the first group_send does not wait for a queue to be created on the broker.
+        await self._missed.ensure(here.session)
         if self._fed_here(channel):
             await here.feed.add(group, channel, self.group_expiry)
         else:

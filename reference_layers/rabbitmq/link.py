@@ -36,7 +36,7 @@ from .config import BrokerConfig
 from .confirms import Confirms, PublishOutcome
 from .errors import BrokerRefused, BrokerUnavailable, safe_url
 from .futures import settle, within
-from .pika_compat import coalesce_writes, drop_stream
+from .pika_compat import coalesce_writes, drop_stream, write_soon
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class Link:
         try:
             await within(opened, timeout)
             coalesce_writes(self.connection)
+            write_soon(self.connection, self.loop)
             self.publish_channel = await self._open_channel()
             confirmed = self.loop.create_future()
             self.publish_channel.confirm_delivery(self._confirms.on_confirm,

@@ -29,7 +29,7 @@ from .session import Session
 SENDER_HEADER = "asgi-group-sender"
 NOTICES_LIMIT = 10_000
 NOTICES_BYTES = 16 * 1024 * 1024
-NOTICES_IDLE_MS = 10 * 60 * 1000  # x-expires: renewed by each group_send's (cached) declare
+NOTICES_IDLE_MS = 10 * 60 * 1000  # x-expires: renewed by group_send's and group_add's (cached) declare
 
 
 class MissedCopies:

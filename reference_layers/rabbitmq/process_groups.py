@@ -29,7 +29,6 @@ from typing import Any, Callable
 
 import pika
 
-from .futures import within
 from .link import Link
 from .missed_copies import SENDER_HEADER
 from .names import GROUPS_EXCHANGE
@@ -169,10 +168,14 @@ class GroupFeed:
         return pika.BasicProperties(headers={**headers, SEQUENCE_HEADER: sequence}, message_id=message_id), future
 
     async def placed(self, future: asyncio.Future[None]) -> None:
+        """Wait for this loop's copies to be fanned out; past the timeout its copy went astray
+        (a flush raced it): nothing more to wait for. The future is awaited as it is, with no
+        wrapper, so the sender wakes up in the very turn its copy is placed."""
+        timer = self.session.loop.call_later(self.session.shared.config.timeout, _give_up, future)
         try:
-            await within(asyncio.shield(future), self.session.shared.config.timeout)
-        except asyncio.TimeoutError:
-            pass  # its copy went astray (a flush raced it): nothing more to wait for
+            await future
+        finally:
+            timer.cancel()
 
     # --- fan-out -------------------------------------------------------------------------------
     def _on_copy(self, carrier: Any, method: Any, properties: Any, body: bytes) -> None:
@@ -196,11 +199,12 @@ class GroupFeed:
                 carrier.basic_ack(method.delivery_tag)  # fanned out before a dropped connection
                 return
             members = self.book.members(queue, self.names.group_of(method.routing_key))
+            # The sender is told first, so it runs (its next publish goes out) before the members.
+            self._done(properties.headers or {})
             missed = self._place(queue, members, body)
             carrier.basic_ack(method.delivery_tag)
         if missed:
             self._on_missed(missed)
-        self._done((properties.headers or {}))
 
     async def _take_waiting(self, queue: str) -> None:
         """Take what waits in the process queue into this loop, so the copy's room is exact."""
@@ -322,3 +326,8 @@ class GroupFeed:
             if not future.done():
                 future.set_result(None)
         self._expected.clear()
+
+
+def _give_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
