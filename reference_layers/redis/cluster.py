@@ -66,7 +66,6 @@ def _cluster_error(error: BaseException) -> bool:
 class ClusterShard:
     """The operations of :class:`~.shard.ShardClient` on a Redis Cluster, for one event loop."""
 
-
     def __init__(self, address: ClusterAddress, prefix: str, reconnect_timeout: float):
         self.address = address
         self.keys = ClusterKeySpace(prefix)
@@ -178,7 +177,6 @@ class ClusterShard:
 
     def _pop_args(self, capacity_key: str, wanted: dict[str, int]) -> list:
         return [self.keys.queues_of(capacity_key), *wanted.values()]
-
 
     async def start_pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]]:
         channels = list(wanted)

@@ -1,8 +1,8 @@
 """Group copies for a process's own members: one inbox entry per group_send, fanned out here.
 
 A group_send puts one entry in a process's inbox (``P:i:K``, scripts.py) for all of its
-``p!*`` members that have room, each copy counted on its own against the process's shared
-capacity (CAP-4). A pop drains the whole inbox in the same atomic step and marks each copy:
+``p!*`` members that have room; each copy counts against the process's shared capacity
+(CAP-4), the entry's copies counted together. A pop drains the whole inbox in the same atomic step and marks each copy:
 taken for a receiver waiting now, held here for a receive to come, or put in the member's own
 queue because older messages wait there. This module reads a pop's reply and keeps the held
 copies, per event loop (a :class:`CopyShelf`), oldest first per channel.
@@ -51,8 +51,12 @@ class Copy:
 
     @property
     def entry(self) -> bytes:
-        """``<expires>:<id>:<body>``, like a popped message."""
-        return b"%s:%d:%s" % (self.expires, self.message_id, self.body)
+        return queued_entry(self.expires, self.message_id, self.body)
+
+
+def queued_entry(expires: bytes, message_id: int, body: bytes) -> bytes:
+    """``<expires>:<id>:<body>``, a message as a member's queue holds it (and a pop returns it)."""
+    return b"%s:%d:%s" % (expires, message_id, body)
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
                 held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body))
             elif mark == _TAKEN:
                 left[member] -= 1
-                messages.append((member.decode(), b"%s:%d:%s" % (expires, message_id, body)))
+                messages.append((member.decode(), queued_entry(expires, message_id, body)))
             message_id += 1
     channels = list(wanted)
     messages.extend((channels[reply[i] - 1], reply[i + 1]) for i in range(place, len(reply), 2))

@@ -38,18 +38,8 @@ local function extend(key, ttl, fresh)
   elseif redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 end
 
--- The next message id of a bell: its counter, started at the server's time in µs.
-local function next_id(bell, now)
-  local id = redis.call('INCR', bell)
-  if id == 1 then
-    id = string.format('%.0f', now * 1000)
-    redis.call('SET', bell, id)
-    return id, true
-  end
-  return string.format('%.0f', id), false
-end
-
--- n consecutive message ids of a bell: (the first, the last, whether the counter is new).
+-- n consecutive message ids of a bell: (the first, the last, whether the counter is new). A
+-- counter made anew starts at the server's time in µs.
 local function next_ids(bell, now, n)
   local last = redis.call('INCRBY', bell, n)
   if last == n then
@@ -58,6 +48,17 @@ local function next_ids(bell, now, n)
     return first, first + n - 1, true
   end
   return last - n + 1, last, false
+end
+
+-- The next message id of a bell, as a string, and whether the counter is new.
+local function next_id(bell, now)
+  local id, _, fresh = next_ids(bell, now, 1)
+  return string.format('%.0f', id), fresh
+end
+
+-- A queued message's id: ``<expires>:<id>:<body>``.
+local function entry_id(entry)
+  return tonumber(string.match(entry, '^[^:]*:([^:]*):'))
 end
 
 local function ring(bell, id, ttl, fresh)
@@ -106,8 +107,8 @@ end
 """
 
 _COPIES = r"""
--- One inbox entry for the first members of a process that its capacity has room for, each
--- copy counted on its own; returns how many members got a copy.
+-- One inbox entry for the first members of a process that its capacity has room for, its n
+-- copies counted together by the entry; returns how many members got a copy.
 local function push_copies(inbox, count, bell, now, expiry_ms, capacity, members, body)
   redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
   local copies = copies_held(count, now)
@@ -179,12 +180,12 @@ while true do
       for member in string.gmatch(members, '[^,]+') do
         local queue = queues .. member
         local head = redis.call('LINDEX', queue, 0)
-        local head_id = head and tonumber(string.match(head, '^[^:]*:([^:]*):'))
+        local head_id = head and entry_id(head)
         if head_id and head_id < id then
           local copy = string.sub(entry, 1, c1) .. string.format('%.0f', id) .. ':' .. string.sub(entry, c3 + 1)
           local newer = nil
           for _, waiting in ipairs(redis.call('LRANGE', queue, 0, -1)) do
-            if tonumber(string.match(waiting, '^[^:]*:([^:]*):')) > id then newer = waiting break end
+            if entry_id(waiting) > id then newer = waiting break end
           end
           if newer then redis.call('LINSERT', queue, 'BEFORE', newer, copy) else redis.call('RPUSH', queue, copy) end
           redis.call('ZADD', KEYS[1], expires, string.format('%.0f', id))
