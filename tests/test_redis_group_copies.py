@@ -27,11 +27,23 @@ async def members_of(layer, group: str, count: int) -> list[str]:
     return channels
 
 
-def test_a_group_send_to_a_processs_members_is_one_inbox_entry_whatever_their_number(redis_urls):
-    layer = layer_on(redis_urls)
-    group = fresh("group")
+async def holding_a_copy(layer, group: str, message: dict) -> tuple[str, str]:
+    """Two members; ``message`` group_sent and received by the first, whose pop drained the
+    inbox: the second's copy is now held by this process. Returns (first, second)."""
+    first, second = await members_of(layer, group, 2)
+    await layer.group_send(group, message)
+    assert await layer.receive(first) == message
+    return first, second
 
-    async def body():
+
+def run_scenario(redis_urls, scenario, **config) -> None:
+    """``scenario(layer, group)`` on a layer of its own (``config``) and a fresh group."""
+    layer = layer_on(redis_urls, **config)
+    run(closing(layer, scenario(layer, fresh("group"))))
+
+
+def test_a_group_send_to_a_processs_members_is_one_inbox_entry_whatever_their_number(redis_urls):
+    async def scenario(layer, group):
         members = await members_of(layer, group, 50)
         await layer.group_send(group, {"n": 1})
         server = raw(redis_urls[0])
@@ -41,14 +53,11 @@ def test_a_group_send_to_a_processs_members_is_one_inbox_entry_whatever_their_nu
         for member in members:
             assert (await layer.receive(member))["n"] == 1
 
-    run(closing(layer, body()))
+    run_scenario(redis_urls, scenario)
 
 
 def test_members_reading_after_the_first_find_their_copies_without_a_round_trip(redis_urls):
-    layer = layer_on(redis_urls)
-    group = fresh("group")
-
-    async def body():
+    async def scenario(layer, group):
         first, *others = await members_of(layer, group, 20)
         await layer.group_send(group, {"n": 1})
         assert (await layer.receive(first))["n"] == 1  # its pop drains the process's inbox
@@ -56,18 +65,13 @@ def test_members_reading_after_the_first_find_their_copies_without_a_round_trip(
             assert [(await layer.receive(member))["n"] for member in others] == [1] * len(others)
         assert seen.commands == [[]], seen.commands
 
-    run(closing(layer, body()))
+    run_scenario(redis_urls, scenario)
 
 
 def test_copies_held_by_the_process_count_against_its_capacity_until_received(redis_urls):
-    layer = layer_on(redis_urls, capacity=3)
-    group = fresh("group")
-
-    async def body():
-        first, second = await members_of(layer, group, 2)
+    async def scenario(layer, group):
+        first, second = await holding_a_copy(layer, group, {"n": "copy"})
         sibling = await layer.new_channel()
-        await layer.group_send(group, {"n": "copy"})
-        await layer.receive(first)  # the second's copy is now held by this process
         await layer.send(sibling, {"n": 1})
         await layer.send(sibling, {"n": 2})
         with pytest.raises(ChannelFull):
@@ -80,14 +84,11 @@ def test_copies_held_by_the_process_count_against_its_capacity_until_received(re
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(layer.receive(second), QUIET)
 
-    run(closing(layer, body()))
+    run_scenario(redis_urls, scenario, capacity=3)
 
 
 def test_a_copy_never_overtakes_an_older_message_of_its_member(redis_urls):
-    layer = layer_on(redis_urls)
-    group = fresh("group")
-
-    async def body():
+    async def scenario(layer, group):
         first, second = await members_of(layer, group, 2)
         await layer.send(second, {"n": "older"})
         await layer.group_send(group, {"n": "copy"})
@@ -100,14 +101,11 @@ def test_a_copy_never_overtakes_an_older_message_of_its_member(redis_urls):
         assert (await layer.receive(first))["n"] == "held"  # second's copy is held here now
         assert [(await layer.receive(second))["n"] for _ in range(2)] == ["held", "after"]
 
-    run(closing(layer, body()))
+    run_scenario(redis_urls, scenario)
 
 
 def test_statistics_count_copies_in_the_inbox_and_held_by_the_process(redis_urls):
-    layer = layer_on(redis_urls)
-    group = fresh("group")
-
-    async def body():
+    async def scenario(layer, group):
         first, second = await members_of(layer, group, 2)
         await layer.group_send(group, {"n": 1})
         waiting = (await layer.statistics([first, second])).channels
@@ -118,17 +116,12 @@ def test_statistics_count_copies_in_the_inbox_and_held_by_the_process(redis_urls
         assert waiting[second].oldest_age is not None
         assert second in (await layer.statistics()).channels
 
-    run(closing(layer, body()))
+    run_scenario(redis_urls, scenario)
 
 
 def test_a_held_copy_expires_like_any_message(redis_urls):
-    layer = layer_on(redis_urls, expiry=1)
-    group = fresh("group")
-
-    async def body():
-        first, second = await members_of(layer, group, 2)
-        await layer.group_send(group, {"n": 1})
-        await layer.receive(first)
+    async def scenario(layer, group):
+        _, second = await holding_a_copy(layer, group, {"n": 1})
         await asyncio.sleep(1.2)  # waiting out expiry is the behaviour under test: no event to await
         assert (await layer.statistics([second])).channels[second].waiting == 0
         with pytest.raises(asyncio.TimeoutError):
@@ -136,22 +129,17 @@ def test_a_held_copy_expires_like_any_message(redis_urls):
         await layer.send(second, {"n": 2})
         assert (await asyncio.wait_for(layer.receive(second), CALL_LIMIT))["n"] == 2
 
-    run(closing(layer, body()))
+    run_scenario(redis_urls, scenario, expiry=1)
 
 
 def test_a_flush_drops_the_copies_this_process_holds(redis_urls):
-    layer = layer_on(redis_urls)
-    group = fresh("group")
-
-    async def body():
-        first, second = await members_of(layer, group, 2)
-        await layer.group_send(group, {"n": "stale"})
-        await layer.receive(first)
+    async def scenario(layer, group):
+        _, second = await holding_a_copy(layer, group, {"n": "stale"})
         await layer.flush()
         await layer.send(second, {"n": "fresh"})
         assert (await layer.receive(second))["n"] == "fresh"
 
-    run(closing(layer, body()))
+    run_scenario(redis_urls, scenario)
 
 
 @pytest.mark.parametrize("pattern", ["waiting", "late"])
