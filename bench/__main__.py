@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import os
 import platform
@@ -104,28 +105,50 @@ def servers_for(contenders):
         yield addresses
 
 
-def measure(scenario, contender, config, size, repeat, progress, label) -> dict:
-    figures = {key: [] for key, _ in scenario.figures}
-    factory = contender.factory()
-    for rep in range(repeat):
-        progress.step(f"{label} {contender.name} #{rep + 1}")
+@dataclasses.dataclass
+class Job:
+    """One (workload, layer) pair of the run and the figures its repetitions gave so far."""
+
+    scenario: object
+    contender: object
+    config: dict
+    size: object
+    label: str
+    figures: dict = dataclasses.field(default_factory=dict)
+    error: str | None = None
+
+    def run_once(self, progress, rep: int) -> None:
+        """One repetition; a broken layer becomes an error row, never the end of the whole run."""
+        progress.step(f"{self.label} {self.contender.name} #{rep + 1}")
+        if self.error:
+            return
+        factory = self.contender.factory()
 
         def make_layer(**overrides):
-            return factory(**{**config, **contender.own_keys(overrides)})
+            return factory(**{**self.config, **self.contender.own_keys(overrides)})
 
-        result = asyncio.run(asyncio.wait_for(scenario.run(make_layer, contender, config, size), SCENARIO_TIMEOUT))
-        for key in figures:
-            figures[key].append(result[key])
-    return figures
+        try:
+            result = asyncio.run(asyncio.wait_for(
+                self.scenario.run(make_layer, self.contender, self.config, self.size), SCENARIO_TIMEOUT))
+        except Exception as exc:  # noqa: BLE001
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        for key, _ in self.scenario.figures:
+            self.figures.setdefault(key, []).append(result[key])
+
+    def rows(self) -> list[Row]:
+        return [Row(self.label, key, unit, self.contender.name, error=self.error) if self.error
+                else Row(self.label, key, unit, self.contender.name, samples=self.figures[key])
+                for key, unit in self.scenario.figures]
 
 
-def run_scenario(scenario, contender, config, size, repeat, progress, label) -> list[Row]:
-    try:
-        figures = measure(scenario, contender, config, size, repeat, progress, label)
-    except Exception as exc:  # noqa: BLE001 - one broken layer must not end the whole run
-        return [Row(label, key, unit, contender.name, error=f"{type(exc).__name__}: {exc}")
-                for key, unit in scenario.figures]
-    return [Row(label, key, unit, contender.name, samples=figures[key]) for key, unit in scenario.figures]
+def run_interleaved(jobs: list[Job], repeat: int, progress) -> list[Row]:
+    """Repetition 1 of every job, then repetition 2 of every job...: a machine that slows down
+    or speeds up during the run then weighs on a layer and its peer alike, not on whichever ran last."""
+    for rep in range(repeat):
+        for job in jobs:
+            job.run_once(progress, rep)
+    return [row for job in jobs for row in job.rows()]
 
 
 def plan(contenders, workloads=None):
@@ -180,17 +203,16 @@ def main(argv=None) -> int:
     for name, why in missing.items():
         print(f"skipping {name}: {why}", file=sys.stderr)
     run_id = secrets.token_hex(3)
-    rows = []
     with servers_for(contenders) as addresses:
         floors = measure_floor(addresses, n=200 if args.quick else 3000, repeat=repeat)
-        jobs = plan(contenders, args.workloads)
-        progress = Progress(len(jobs) * repeat)
-        for scenario, contender, shards, label in jobs:
+        jobs = []
+        for scenario, contender, shards, label in plan(contenders, args.workloads):
             config = contender.config(addresses, shards)
             if "prefix" in config:
                 config["prefix"] = f"{config['prefix']}{run_id}"
-            size = scenario.quick if args.quick else scenario.full
-            rows.extend(run_scenario(scenario, contender, config, size, repeat, progress, label))
+            jobs.append(Job(scenario, contender, config, scenario.quick if args.quick else scenario.full, label))
+        progress = Progress(len(jobs) * repeat)
+        rows = run_interleaved(jobs, repeat, progress)
         progress.close()
     meta = {
         "date": datetime.date.today().isoformat(),

@@ -70,3 +70,30 @@ def test_workloads_picks_a_subset_and_refuses_an_unknown_name(tmp_path):
 def test_channels_redis_gets_a_pool_for_100_senders():
     hosts = BY_NAME["channels_redis"].config({"redis": ["redis://127.0.0.1:1"]})["hosts"]
     assert hosts == [{"address": "redis://127.0.0.1:1", "max_connections": 1000}]
+
+
+def test_repetitions_take_turns_and_a_broken_layer_stays_an_error_row():
+    from bench.__main__ import Job, run_interleaved
+    from bench.plan import Scenario
+
+    order = []
+
+    def recording(name, fails=False):
+        async def run(make_layer, contender, config, size):
+            order.append(name)
+            if fails:
+                raise RuntimeError("layer broke")
+            return {"rate": float(len(order))}
+        return Scenario(name, run, full=1, quick=1)
+
+    class Quiet:
+        def step(self, text):
+            pass
+
+    inmemory = BY_NAME["inmemory"]
+    jobs = [Job(recording("a"), inmemory, {}, 1, "a"), Job(recording("b", fails=True), inmemory, {}, 1, "b"),
+            Job(recording("c"), inmemory, {}, 1, "c")]
+    rows = run_interleaved(jobs, 2, Quiet())
+    assert order == ["a", "b", "c", "a", "c"]  # turns; the broken one is not run again
+    assert [(r.scenario, r.samples, r.error) for r in rows] == [
+        ("a", [1.0, 4.0], None), ("b", [], "RuntimeError: layer broke"), ("c", [3.0, 5.0], None)]
