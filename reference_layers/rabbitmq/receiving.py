@@ -110,7 +110,7 @@ class Receiver:
             state.idle_timer = None
         try:
             if usable(state.carrier):
-                self.windows.balance(state)
+                self.windows.on_waiter(state)
             else:
                 await self._start_through_drops(state, channel)
             return await future

@@ -40,6 +40,19 @@ class Windows:
             state.balance_due = True
             self._loop.call_soon(self.balance, state)
 
+    def on_waiter(self, state: QueueState) -> None:
+        """A receive began waiting: open its window now, but shrink only a turn later.
+
+        A fan-out wakes many receives at once and each calls receive() again in the next
+        turn; shrinking at once would cancel windows the next receive opens again (a
+        basic.cancel and a basic.consume per member per group_send). A window left open
+        for that turn is no wider a gap than a delivery in flight when a receive goes.
+        """
+        if len(state.open) < min(state.count, MAX_WINDOWS):
+            self.balance(state)
+        else:
+            self.balance_soon(state)
+
     def balance(self, state: QueueState) -> None:
         """Settle taken deliveries and make open windows match waiting receives exactly."""
         state.balance_due = False
