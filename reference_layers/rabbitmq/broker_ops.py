@@ -122,7 +122,11 @@ async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, gr
     async def once() -> None:
         await missed.ensure(session)  # where copies a full member refuses are counted (CAP-5)
         link = await session.get_link()
-        await link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data, properties)
+        published = link.publish(GROUPS_EXCHANGE, session.shared.names.group_key(group), data, properties)
+        # The members a group_send's copy feeds often wake in this very turn (its sender is
+        # woken first): the broker routes the next copy meanwhile instead of after them.
+        link.send_now()
+        await published
 
     await _through_drops(session, once)
     if placed is not None:  # this object's own members: back once their copy is in place

@@ -75,6 +75,9 @@ class Link:
         self._get_future: asyncio.Future[Got | None] | None = None
         self.admin_ready = asyncio.Event()
         self.consume_ready = asyncio.Event()
+        # Sends what this turn buffered at once, not at the start of the next turn: for a frame
+        # the broker should act on while this turn's other callbacks (woken receives) run.
+        self.send_now: Callable[[], None] = lambda: None
 
     # --- opening -------------------------------------------------------------------------------
     async def connect(self, timeout: float) -> None:
@@ -93,7 +96,7 @@ class Link:
         try:
             await within(opened, timeout)
             coalesce_writes(self.connection)
-            write_soon(self.connection, self.loop)
+            self.send_now = write_soon(self.connection, self.loop)
             self.publish_channel = await self._open_channel()
             confirmed = self.loop.create_future()
             self.publish_channel.confirm_delivery(self._confirms.on_confirm,

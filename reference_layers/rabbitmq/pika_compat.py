@@ -38,8 +38,9 @@ def coalesce_writes(connection: Any) -> None:
     transport._produce = produce  # noqa: SLF001 - pika internals
 
 
-def write_soon(connection: Any, loop: Any) -> None:
+def write_soon(connection: Any, loop: Any) -> Callable[[], None]:
     """Send what pika buffers in a turn at the start of the next one, without a writability watch.
+    Returns a call that sends the buffer at once instead (a no-op where this shim is not used).
 
     Checked on pika 1.4.4 (the plain transport's ``write``, ``_buffer_tx_data``, ``_tx_buffers``,
     ``_on_socket_writable`` and ``_nbio.set_writer``). pika turns a write into an epoll watch
@@ -50,10 +51,10 @@ def write_soon(connection: Any, loop: Any) -> None:
     """
     transport: Any = getattr(connection, "_transport", None)
     if type(transport).__name__ != "_AsyncPlaintextTransport":
-        return
+        return _nothing
     needed = ("write", "_buffer_tx_data", "_tx_buffers", "_on_socket_writable", "_nbio", "_sock")
     if not all(hasattr(transport, name) for name in needed):
-        return
+        return _nothing
 
     def flush() -> None:
         if not transport._tx_buffers or transport._sock is None:  # noqa: SLF001 - pika internals
@@ -69,6 +70,11 @@ def write_soon(connection: Any, loop: Any) -> None:
             loop.call_soon(flush)
 
     transport.write = write
+    return flush
+
+
+def _nothing() -> None:
+    """pika writes its buffer itself: nothing to send early."""
 
 
 def drop_stream(connection: Any) -> None:

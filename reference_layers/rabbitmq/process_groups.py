@@ -38,6 +38,7 @@ from .session import Session
 
 SEQUENCE_HEADER = "asgi-group-send"  # sender-unique number: the owner waits for its copy
 COPIES_LIMIT = 100_000
+DRAINED_LIMIT = 1000  # drain-ahead marks kept at most (each used by its copy's fan-out)
 
 
 class LocalBook:
@@ -106,6 +107,7 @@ class GroupFeed:
         self._tags: dict[str, str] = {}  # consumer tag -> process queue
         self._watched: dict[str, str] = {}  # process queue -> consumer tag ("" while starting)
         self._expected: dict[int, list[Any]] = {}  # sequence -> [future, copies still to come]
+        self._drained: set[tuple[str, int]] = set()  # (process queue, sequence) taken in ahead of its copy
         self._sequence = itertools.count(1)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,7 +167,28 @@ class GroupFeed:
         sequence = next(self._sequence)
         future: asyncio.Future[None] = self.session.loop.create_future()
         self._expected[sequence] = [future, len(watched)]
+        self._drain_ahead(sequence, watched)
         return pika.BasicProperties(headers={**headers, SEQUENCE_HEADER: sequence}, message_id=message_id), future
+
+    def _drain_ahead(self, sequence: int, queues: list[str]) -> None:
+        """Take what waits in the process queues in while the copy is on its way, not after it
+        came (a round trip less per group_send). Done after the group_send was called, so it
+        sees everything that happened before it; what comes in between is concurrent with it
+        and may follow its copy. If it fails, the copy's fan-out takes them in itself."""
+        async def drain() -> None:
+            async with self._lock:
+                for queue in queues:
+                    try:
+                        await self._take_waiting(queue)
+                    except Exception:  # noqa: BLE001 - the link broke: the fan-out takes them in
+                        return
+                    if len(self._drained) >= DRAINED_LIMIT:
+                        self._drained.clear()  # copies that never came (flushed): a get each, no harm
+                    self._drained.add((queue, sequence))
+
+        task = self.session.loop.create_task(drain())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def placed(self, future: asyncio.Future[None]) -> None:
         """Wait for this loop's copies to be fanned out; past the timeout its copy went astray
@@ -189,10 +212,14 @@ class GroupFeed:
 
     async def _fan_out(self, carrier: Any, queue: str, method: Any, properties: Any, body: bytes) -> None:
         async with self._lock:
-            try:
-                await self._take_waiting(queue)
-            except Exception:  # noqa: BLE001 - the link broke: the copy comes back (unacked)
-                return
+            drained = (queue, self._sequence_of(properties.headers or {}))
+            if drained in self._drained:
+                self._drained.discard(drained)  # taken in ahead, after its group_send was called
+            else:
+                try:
+                    await self._take_waiting(queue)
+                except Exception:  # noqa: BLE001 - the link broke: the copy comes back (unacked)
+                    return
             if self._tags.get(method.consumer_tag) != queue or not usable(carrier):
                 return  # flushed or lost meanwhile
             if not self.receiver.seen.first_time(self.names.group_copies(queue), properties.message_id):
@@ -247,15 +274,21 @@ class GroupFeed:
         self.receiver.windows.balance_soon(state)
         return missed
 
-    def _done(self, headers: dict[str, Any]) -> None:
+    def _sequence_of(self, headers: dict[str, Any]) -> int | None:
+        """The sequence of a copy of this object's own group_send (None for anyone else's)."""
         if headers.get(SENDER_HEADER) not in (self.sender, self.sender.encode()):
-            return
-        expected = self._expected.get(headers.get(SEQUENCE_HEADER))  # type: ignore[arg-type]
+            return None
+        sequence = headers.get(SEQUENCE_HEADER)
+        return sequence if isinstance(sequence, int) else None
+
+    def _done(self, headers: dict[str, Any]) -> None:
+        sequence = self._sequence_of(headers)
+        expected = None if sequence is None else self._expected.get(sequence)
         if expected is None:
             return
         expected[1] -= 1
         if expected[1] <= 0:
-            del self._expected[headers[SEQUENCE_HEADER]]
+            del self._expected[sequence]
             if not expected[0].done():
                 expected[0].set_result(None)
 
@@ -276,6 +309,7 @@ class GroupFeed:
     def on_link_lost(self) -> None:
         self._tags.clear()
         self._watched.clear()
+        self._drained.clear()
 
     def on_link(self) -> None:
         for queue in self.book.queues():
@@ -318,6 +352,7 @@ class GroupFeed:
         self.book.forget_all()
         self._tags.clear()
         self._watched.clear()
+        self._drained.clear()
 
     def close(self) -> None:
         for task in self._tasks:
