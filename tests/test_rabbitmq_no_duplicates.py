@@ -219,3 +219,36 @@ def test_connections_cut_mid_traffic_lose_double_and_fail_nothing(rabbitmq_broke
 @pytest.mark.parametrize("kind", KINDS)
 def test_many_connections_cut_mid_traffic_lose_double_and_fail_nothing(rabbitmq_broker, kind):
     _cuts_mid_traffic(rabbitmq_broker, kind, rounds=25)
+
+
+def test_a_connection_cut_while_its_channels_open_is_tried_again_at_once(rabbitmq_broker, monkeypatch):
+    """A cut between the AMQP handshake and its channels' open-ok must fail that attempt at
+    once, not leave it waiting for open-ok until the layer's timeout (the traffic test above
+    saw a send give up after 15 s so, now and then)."""
+    from reference_layers.rabbitmq import link as link_module
+
+    opening = link_module.Link._open_channel
+    cuts: list[int] = []
+
+    async def scenario():
+        async with CuttableProxy(_broker_port(rabbitmq_broker.url)) as proxy:
+            async def cut_the_first_time(self):
+                if not cuts:
+                    cuts.append(1)
+                    proxy.cut()  # the channel.open about to go out meets a closed connection
+                return await opening(self)
+
+            monkeypatch.setattr(link_module.Link, "_open_channel", cut_the_first_time)
+            layer = RabbitMQChannelLayer(url=proxy.url(), timeout=5)
+            try:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                channel = fresh("cut-at-open")
+                await layer.send(channel, {"type": "numbered", "n": 0})
+                assert cuts, "the handshake was not cut: this test tested nothing"
+                assert loop.time() - started < 2.5, "the cut attempt waited for its timeout"
+                assert (await asyncio.wait_for(layer.receive(channel), GENEROUS))["n"] == 0
+            finally:
+                await layer.close()
+
+    run(scenario())

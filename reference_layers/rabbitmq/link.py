@@ -73,6 +73,7 @@ class Link:
         self._admin_queue: collections.deque[asyncio.Future[Any]] = collections.deque()  # in send order
         self._get_lock = asyncio.Lock()
         self._get_future: asyncio.Future[Got | None] | None = None
+        self._opening: set[asyncio.Future[Any]] = set()  # replies connect() waits for (channel.open-ok...)
         self.admin_ready = asyncio.Event()
         self.consume_ready = asyncio.Event()
         # Sends what this turn buffered at once, not at the start of the next turn: for a frame
@@ -102,7 +103,7 @@ class Link:
             self.publish_channel.confirm_delivery(self._confirms.on_confirm,
                                                   callback=lambda frame: settle(confirmed, result=None))
             self.publish_channel.add_on_return_callback(self._confirms.on_return)
-            await within(confirmed, timeout)
+            await self._opened(confirmed)
             await self._open_admin()
             await self.open_consume_channel()
         except BaseException:
@@ -128,8 +129,16 @@ class Link:
         opened = self.loop.create_future()
         channel = self.connection.channel(on_open_callback=lambda ch: settle(opened, result=ch))
         channel.add_on_close_callback(self._on_channel_closed)
-        await within(opened, self.config.timeout)
-        return channel
+        return await self._opened(opened)
+
+    async def _opened(self, reply: asyncio.Future[Any]) -> Any:
+        """Wait for a reply while channels open: a connection lost meanwhile fails it at once
+        (``_fail_all``) rather than at the timeout, so the next attempt starts now."""
+        self._opening.add(reply)
+        try:
+            return await within(reply, self.config.timeout)
+        finally:
+            self._opening.discard(reply)
 
     async def _open_admin(self) -> None:
         self.admin_channel = await self._open_channel()
@@ -141,7 +150,7 @@ class Link:
         channel.add_on_cancel_callback(lambda frame: self.on_consumer_cancelled(frame.method.consumer_tag))
         done = self.loop.create_future()
         channel.basic_qos(prefetch_count=PREFETCH, callback=lambda frame: settle(done, result=None))
-        await within(done, self.config.timeout)
+        await self._opened(done)
         self.consume_channel = channel
         self.consume_ready.set()
 
@@ -294,6 +303,8 @@ class Link:
         self.admin_ready.set()  # wake anyone waiting for a channel: they see the link is closed
         self.consume_ready.set()
         self._confirms.fail_all(failure)
+        for reply in list(self._opening):
+            settle(reply, exc=failure)
         admin, self._admin_queue = self._admin_queue, collections.deque()
         for entry in admin:
             settle(entry, exc=failure)
