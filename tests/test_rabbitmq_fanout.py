@@ -121,3 +121,43 @@ def test_a_member_added_by_another_layer_object_still_gets_its_copy(rabbitmq_url
     assert [message["type"] for message in got] == ["from.other", "from.other"]
     assert second["type"] == "second"
     assert stray is None
+
+
+def test_members_waiting_for_copies_start_no_consumer_each_on_their_process_queue(rabbitmq_url, monkeypatch):
+    """Receives waiting for group copies, which come through the copies queue, must not make
+    the layer consume its process queue once per receive, nor cancel and start those
+    consumers again each time a copy wakes the members: the broker works through every such
+    command before it delivers the next copy (32 of each per group_send, before)."""
+    import pika.channel
+
+    sent: list[str] = []
+    send_method = pika.channel.Channel._send_method
+
+    def counting(self, method, content=None):
+        sent.append(method.NAME)
+        return send_method(self, method, content)
+
+    async def scenario():
+        layer = RabbitMQChannelLayer(url=rabbitmq_url, capacity=10 * MEMBERS)
+        group = fresh("room")
+        channels = [await layer.new_channel() for _ in range(MEMBERS)]
+        for channel in channels:
+            await layer.group_add(group, channel)
+
+        async def member(channel):
+            return [(await layer.receive(channel))["n"] for _ in range(5)]
+
+        monkeypatch.setattr(pika.channel.Channel, "_send_method", counting)
+        members = [asyncio.ensure_future(member(channel)) for channel in channels]
+        for n in range(5):
+            await layer.group_send(group, {"type": "room.message", "n": n})
+        got = await asyncio.wait_for(asyncio.gather(*members), GENEROUS)
+        monkeypatch.undo()
+        await layer.flush()
+        await layer.close()
+        return got
+
+    got = run(scenario())
+    assert got == [[0, 1, 2, 3, 4]] * MEMBERS
+    assert sent.count("Basic.Consume") <= 2, sent.count("Basic.Consume")
+    assert sent.count("Basic.Cancel") <= 2, sent.count("Basic.Cancel")

@@ -66,7 +66,7 @@ class QueueState:
     """Receive-side state of one broker queue on this loop."""
 
     __slots__ = ("name", "waiters", "count", "parked", "unacked", "consumers", "open", "taken",
-                 "carrier", "starting", "idle_timer", "balance_due")
+                 "carrier", "starting", "idle_timer", "balance_due", "allowed")
 
     def __init__(self, name: str):
         self.name = name
@@ -81,6 +81,7 @@ class QueueState:
         self.starting: asyncio.Future[None] | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.balance_due = False
+        self.allowed = 1  # open windows its traffic has shown it needs (windows.py), doubled per delivery
 
     def has_waiters(self) -> bool:
         return bool(self.waiters)

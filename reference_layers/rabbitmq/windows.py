@@ -48,7 +48,7 @@ class Windows:
         basic.cancel and a basic.consume per member per group_send). A window left open
         for that turn is no wider a gap than a delivery in flight when a receive goes.
         """
-        if len(state.open) < min(state.count, MAX_WINDOWS):
+        if len(state.open) < _wanted(state):
             self.balance(state)
         else:
             self.balance_soon(state)
@@ -59,7 +59,7 @@ class Windows:
         carrier = state.carrier
         if not usable(carrier):
             return
-        wanted = min(state.count, MAX_WINDOWS)
+        wanted = _wanted(state)
         opened = state.open
         while state.taken and len(opened) < wanted:
             consumer = next(iter(state.taken.values()))
@@ -106,6 +106,7 @@ class Windows:
         """Cancel every consumer of the queue and put parked, unacked messages back in their
         places; the future is done once the broker has them back."""
         finished: asyncio.Future[None] = self._loop.create_future()
+        state.allowed = 1  # demand is proven again, from one window
         held = {entry.consumer.tag: entry for entry in state.parked
                 if entry.tag is not None and entry.consumer is not None}
         for given_back in held.values():
@@ -154,6 +155,12 @@ class Windows:
         self.stop(state)
         self._on_idle(state)
 
+    @staticmethod
+    def delivered(state: QueueState) -> None:
+        """A delivery came: the queue has traffic, so it may use twice the windows."""
+        if state.allowed < MAX_WINDOWS:
+            state.allowed = min(MAX_WINDOWS, 2 * state.allowed)
+
     def forget_all(self) -> None:
         """The consume channel is gone, and with it every consumer and unacked delivery."""
         self.tags.clear()
@@ -165,3 +172,11 @@ class Windows:
             if usable(carrier):
                 carrier.basic_ack(tag)
         self._acks_due.clear()
+
+
+def _wanted(state: QueueState) -> int:
+    """Open windows the queue should have: one per waiting receive, up to MAX_WINDOWS, and
+    up to what its traffic has shown it needs (``allowed``). Receives waiting for group
+    copies (process_groups.py), not for the queue itself, would otherwise start a consumer
+    each for nothing: 32 basic.consume the broker works through before the first copy."""
+    return min(state.count, MAX_WINDOWS, state.allowed)
