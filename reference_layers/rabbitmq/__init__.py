@@ -19,8 +19,8 @@ Design choices, and why:
 - Capacity: ``x-max-length`` + ``x-overflow=reject-publish-dlx`` + publisher confirms matched by
   delivery tag, so the broker refuses the publish whichever process sends (nack ->
   ChannelFull; a returned publish means the queue is gone and is made again).
-- Receive: consumers with a window of one delivery each, as many open windows per queue as
-  receives wait on it. The broker counts only ready messages, so it must push nothing a
+- Receive: consumers with a window of one delivery each, at most as many open windows per
+  queue as receives wait on it (and as its traffic has shown it needs). The broker counts only ready messages, so it must push nothing a
   receive has not asked for: a taken delivery stays unacked, keeping its window shut, until
   a receive waits again (a busy receive loop keeps its consumer, no consume/cancel per
   receive); after ``LINGER`` idle the consumers are cancelled. Capacity then holds against

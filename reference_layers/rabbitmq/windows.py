@@ -1,10 +1,12 @@
-"""Consumer windows: as many open windows on a queue as receives wait on it, no more.
+"""Consumer windows: no more open windows on a queue than receives wait on it.
 
 RabbitMQ counts only *ready* messages against ``x-max-length``, so the broker may push only
 what receives wait for (receiving.py says why and how). Here: starting and cancelling
-consumers so their open windows match the waiting receives, settling what a cancelled
+consumers so their open windows match the waiting receives (up to what the queue's traffic
+has shown it needs: receives waiting for group copies need none), settling what a cancelled
 consumer held only after its cancel is on the wire, and letting a queue's consumers go
-``LINGER`` seconds after its last receive.
+``LINGER`` seconds after its last receive. A window is opened as soon as a receive waits;
+one no longer needed is closed a loop turn later (see ``on_waiter``).
 """
 
 from __future__ import annotations
