@@ -33,14 +33,20 @@ def _queue_exists(url: str, queue: str) -> bool:
             connection.close()
 
 
+async def _room(layer: RabbitMQChannelLayer) -> tuple[str, list[str]]:
+    """A fresh group and MEMBERS new channels of ``layer``, each added to it."""
+    group = fresh("room")
+    channels = [await layer.new_channel() for _ in range(MEMBERS)]
+    for channel in channels:
+        await layer.group_add(group, channel)
+    return group, channels
+
+
 def test_waiting_and_late_members_get_every_copy_in_order_through_one_copies_queue(rabbitmq_url):
     """CAP-4/GRP-1: the members' queue gets one copy per group_send, no forwarding queue."""
     async def scenario():
         layer = RabbitMQChannelLayer(url=rabbitmq_url, capacity=3 * MEMBERS)
-        group = fresh("room")
-        channels = [await layer.new_channel() for _ in range(MEMBERS)]
-        for channel in channels:
-            await layer.group_add(group, channel)
+        group, channels = await _room(layer)
         waiting = [asyncio.ensure_future(layer.receive(channel)) for channel in channels]
         await layer.group_send(group, {"type": "room.message", "n": 0})
         got = await asyncio.wait_for(asyncio.gather(*waiting), GENEROUS)
@@ -139,10 +145,7 @@ def test_members_waiting_for_copies_start_no_consumer_each_on_their_process_queu
 
     async def scenario():
         layer = RabbitMQChannelLayer(url=rabbitmq_url, capacity=10 * MEMBERS)
-        group = fresh("room")
-        channels = [await layer.new_channel() for _ in range(MEMBERS)]
-        for channel in channels:
-            await layer.group_add(group, channel)
+        group, channels = await _room(layer)
 
         async def member(channel):
             return [(await layer.receive(channel))["n"] for _ in range(5)]

@@ -20,8 +20,9 @@ Design choices, and why:
   delivery tag, so the broker refuses the publish whichever process sends (nack ->
   ChannelFull; a returned publish means the queue is gone and is made again).
 - Receive: consumers with a window of one delivery each, at most as many open windows per
-  queue as receives wait on it (and as its traffic has shown it needs). The broker counts only ready messages, so it must push nothing a
-  receive has not asked for: a taken delivery stays unacked, keeping its window shut, until
+  queue as receives wait on it (and as its traffic has shown it needs). The broker counts
+  only ready messages, so it must push nothing a receive has not asked for: a taken
+  delivery stays unacked, keeping its window shut, until
   a receive waits again (a busy receive loop keeps its consumer, no consume/cancel per
   receive); after ``LINGER`` idle the consumers are cancelled. Capacity then holds against
   senders in any process, except for ``p!`` messages parked for a sibling nobody waits on

@@ -283,7 +283,9 @@ class GroupFeed:
 
     def _done(self, headers: dict[str, Any]) -> None:
         sequence = self._sequence_of(headers)
-        expected = None if sequence is None else self._expected.get(sequence)
+        if sequence is None:
+            return
+        expected = self._expected.get(sequence)
         if expected is None:
             return
         expected[1] -= 1
