@@ -20,7 +20,7 @@ import zlib
 from . import layout as L
 
 _HEAD = struct.Struct("<II")  # kind | namelen << 8 (one u32 word), next
-_FIELDS = struct.Struct("<6I")  # A..F
+_FIELDS = struct.Struct("<7I")  # A..G
 
 
 class EntryWrites:
@@ -70,10 +70,10 @@ class EntryWrites:
         return taken
 
     def fill(self, index: int, kind: int, name: bytes, bucket: int, fields: tuple, writes: list) -> None:
-        """Make ``index`` (just taken) a ``kind`` entry named ``name`` with fields A..F, first in
+        """Make ``index`` (just taken) a ``kind`` entry named ``name`` with fields A..G, first in
         ``bucket``.
 
-        The name and fields A..F go straight into the entry: a free entry uses only its kind
+        The name and fields A..G go straight into the entry: a free entry uses only its kind
         and link (the free list), so until the commit they belong to nobody. The kind and the
         link go through the journal.
         """

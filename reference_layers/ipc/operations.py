@@ -101,9 +101,15 @@ class Operations:
         """A plain pop (``slot`` 0) or a pop-or-arm of waker ``slot``: in C if it can, else in Python."""
         segment, hot = self.segment, self.hot
         core = hot.core
-        if core is not None and (cached := hot.cache.get(channel)) is not None:  # a whole locked step in C
-            answer = core.locked_pop(cached.offset, cached.kind_word, channel, hot.generation, now, slot, token,
-                                     disarm, epoch)
+        if core is not None:  # a whole locked step in C: at the cached entry, else looked up by name
+            where = hot.buckets(channel)
+            cached = hot.cache.get(channel)
+            if cached is not None:
+                answer = core.locked_pop(cached.offset, cached.kind_word, channel, hot.generation, where.bucket,
+                                         where.counter_bucket, now, slot, token, disarm, epoch)
+            else:
+                answer = core.locked_pop(0, 0, channel, 0, where.bucket, where.counter_bucket, now, slot, token,
+                                         disarm, epoch)
             if answer is not BUSY and answer is not HELD:
                 return answer
         else:
