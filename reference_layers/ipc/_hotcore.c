@@ -727,21 +727,28 @@ static PyObject *begin(Core *self, PyObject *const *args, uint64_t bucket, uint6
     return NULL;
 }
 
-/* locked_send(entry_off, kind_word, name, generation, data, expires, capacity, label)
- * -> pokes tuple (the lock taken and let go), BUSY (not taken) or HELD (taken, still held). */
+/* locked_send(entry_off, kind_word, name, generation, bucket, counter_length, counter_bucket, data,
+ * expires, capacity, label) -> pokes tuple (the lock taken and let go), BUSY (not taken) or HELD
+ * (taken, still held). The channel is found as by locked_pop, and made if it has no entry (the
+ * buckets are send_named's). */
 static PyObject *Core_locked_send(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     SendArgs a;
     int failed;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError,
-                        "locked_send(entry_off, kind_word, name, generation, data, expires, capacity, label)");
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "locked_send(entry_off, kind_word, name, generation, bucket, counter_length, "
+                                         "counter_bucket, data, expires, capacity, label)");
         return NULL;
     }
-    if (parse_send(args + 4, &a) < 0) return NULL;
+    uint64_t bucket = PyLong_AsUnsignedLongLong(args[4]), counter_bucket = PyLong_AsUnsignedLongLong(args[6]);
+    Py_ssize_t counter_length = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred() || parse_send(args + 7, &a) < 0) return NULL;
     uint64_t off;
-    PyObject *early = begin(self, args, 0, &off, &failed);
+    PyObject *early = begin(self, args, bucket, &off, &failed);
     if (early || failed) return early;
-    return finish(self, send_step(self, off, a.bytes, a.length, a.expires, a.capacity, a.label));
+    if (off) return finish(self, send_step(self, off, a.bytes, a.length, a.expires, a.capacity, a.label));
+    return finish(self, send_new_step(self, PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2]), bucket,
+                                      counter_length, counter_bucket, a.bytes, a.length, a.expires, a.capacity,
+                                      a.label));
 }
 
 /* locked_pop(entry_off, kind_word, name, generation, bucket, counter_bucket, now, slot, token, disarm,
@@ -777,7 +784,7 @@ static PyMethodDef Core_methods[] = {
     {"send_named", (PyCFunction)(void (*)(void))Core_send_named, METH_FASTCALL,
      "A one-chunk send to a channel looked up by name: sent to, or made."},
     {"locked_send", (PyCFunction)(void (*)(void))Core_locked_send, METH_FASTCALL,
-     "send with the lock taken here: pokes, BUSY or HELD."},
+     "send or send_named with the lock taken here: pokes, BUSY or HELD."},
     {"locked_pop", (PyCFunction)(void (*)(void))Core_locked_pop, METH_FASTCALL,
      "pop with the lock taken here: bytes, None, BUSY or HELD."},
     {"release", (PyCFunction)Core_release, METH_NOARGS, "Let go of the buffer (so the map can close)."},

@@ -55,9 +55,15 @@ class Operations:
         messages) or SegmentFull."""
         segment, hot = self.segment, self.hot
         core = hot.core
-        if core is not None and (cached := hot.cache.get(channel)) is not None:  # a whole locked step in C
-            pokes = core.locked_send(cached.offset, cached.kind_word, channel, hot.generation, data, expires,
-                                     capacity, "send")
+        if core is not None:  # a whole locked step in C: at the cached entry, else looked up by name
+            where = hot.buckets(channel)
+            cached = hot.cache.get(channel)
+            if cached is not None:
+                pokes = core.locked_send(cached.offset, cached.kind_word, channel, hot.generation, where.bucket,
+                                         where.counter_length, where.counter_bucket, data, expires, capacity, "send")
+            else:
+                pokes = core.locked_send(0, 0, channel, 0, where.bucket, where.counter_length, where.counter_bucket,
+                                         data, expires, capacity, "send")
         else:
             pokes = BUSY
         if pokes is BUSY or pokes is HELD:  # then the step in Python, the lock ours
