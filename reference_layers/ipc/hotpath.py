@@ -46,6 +46,7 @@ _WAITER = struct.Struct("<5I").unpack_from  # waiter: A slot, B token (low 32 bi
 _MESSAGE = struct.Struct("<IIId")  # M_NEXT, M_LENGTH, M_LAST, M_EXPIRES (bytes 4..24 of a chunk)
 _MESSAGE_AT, _WRITE_MESSAGE = _MESSAGE.unpack_from, _MESSAGE.pack_into
 _CHUNK_HEADER = struct.Struct("<III").unpack_from  # H_CHUNK_BUMP, H_CHUNK_FREE, H_CHUNKS_USED
+_MEMBER = struct.Struct("<BBxxId4xI").unpack_from  # member: kind, name length, next, A+B expiry, D next member
 _CACHE_LIMIT = 4096
 _CHANNEL_WORD = L.KIND_CHANNEL
 _ENTRY_SIZE, _CHUNK_SIZE, _FIRST_ROOM, _FIRST_DATA = L.ENTRY_SIZE, L.CHUNK_SIZE, L.FIRST_ROOM, L.FIRST_DATA
@@ -147,6 +148,29 @@ class HotPath:
                 hashed.bucket(L.KIND_CHANNEL, name), counter_length,
                 hashed.bucket(L.KIND_COUNTER, name[:counter_length]) if counter_length else 0)
         return found
+
+    def live_members(self, group: bytes, now: float) -> list[bytes] | None:
+        """The channels of ``group``'s members, read without a journal; None if one has expired
+        (the general path, ``Store.group_members``, removes it) or the list looks corrupt.
+
+        Why: a group_send reads every membership under the lock; through a Transaction that
+        cost about 0.9 µs a member, most of a group_send of one-chunk copies made in C.
+        """
+        index = self.hashed.find(L.KIND_GROUP, group)
+        if not index:
+            return []
+        mem, entries = self.mem, self.entries
+        names: list[bytes] = []
+        member = self.words[(entries + index * _ENTRY_SIZE + _E_A) >> 2]
+        for _ in range(self.hashed.n_entries):
+            if not member:
+                return names
+            off = entries + member * _ENTRY_SIZE
+            kind, length, _next, expiry, member = _MEMBER(mem, off)
+            if kind != L.KIND_MEMBER or expiry <= now:
+                return None
+            names.append(mem[off + _E_NAME:off + _E_NAME + length])
+        return None
 
     def _chunk(self, data: bytes, expires: float, writes: list) -> int:
         """Take a chunk and copy a one-chunk message into it; 0 if the segment is full.

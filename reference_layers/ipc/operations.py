@@ -169,9 +169,11 @@ class Operations:
         missed, pokes_by_channel = 0, []
         segment.acquire()
         try:
-            tx = segment.transaction("group_send")
-            members = store.group_members(tx, group, now)
-            segment.commit(tx)
+            members = self.hot.live_members(group, now)
+            if members is None:  # an expired membership to remove (or a corrupt list to report)
+                tx = segment.transaction("group_send")
+                members = store.group_members(tx, group, now)
+                segment.commit(tx)
             for channel in members:
                 capacity = capacity_of(channel)
                 pokes = self.hot.send(channel, data, expires, capacity, "group_send")
