@@ -69,9 +69,9 @@ class EntryWrites:
             writes += (L.H_ENTRY_BUMP, 4, bump + need)
         return taken
 
-    def fill(self, index: int, kind: int, name: bytes, bucket: int, fields: tuple, writes: list) -> None:
+    def fill(self, index: int, kind: int, name: bytes, bucket: int | None, fields: tuple, writes: list) -> None:
         """Make ``index`` (just taken) a ``kind`` entry named ``name`` with fields A..G, first in
-        ``bucket``.
+        ``bucket`` (None: in no bucket, as a waiter, which is found through its channel).
 
         The name and fields A..G go straight into the entry: a free entry uses only its kind
         and link (the free list), so until the commit they belong to nobody. The kind and the
@@ -81,7 +81,10 @@ class EntryWrites:
         mem = self.mem
         mem[off + L.E_NAME:off + L.E_NAME + len(name)] = name
         _FIELDS.pack_into(mem, off + L.E_A, *fields)
-        writes += (off, 4, kind | len(name) << 8, off + L.E_NEXT, 4, self.words[bucket >> 2], bucket, 4, index)
+        if bucket is None:
+            writes += (off, 4, kind | len(name) << 8, off + L.E_NEXT, 4, L.NIL)
+        else:
+            writes += (off, 4, kind | len(name) << 8, off + L.E_NEXT, 4, self.words[bucket >> 2], bucket, 4, index)
 
     def unlink(self, bucket: int, index: int, writes: list) -> bool:
         """Take ``index`` out of its bucket chain; False if it is not there (corrupt: give up)."""

@@ -123,6 +123,8 @@ class Operations:
         self._take_over(answer)
         try:
             data = hot.pop(channel, now, slot=slot, token=token, disarm=disarm, epoch=epoch)
+            if data is NOT_HANDLED and slot and hot.register(channel, slot, token):  # its first wait there
+                data = hot.pop(channel, now, slot=slot, token=token, disarm=disarm, epoch=epoch)
             if data is NOT_HANDLED:
                 tx = segment.transaction("receive")
                 if slot:
