@@ -432,7 +432,7 @@ static int unlink_hashed(Core *self, uint64_t bucket, uint32_t index, uint64_t *
 #define MAX_DELETE_WRITES 12 /* u32 fields a receive deleting its channel changes, at most */
 
 /* A pop that takes the last message of a channel nobody waits on (the lock held, the head
- * message at head_off checked): as HotPath.pop and HotPath._delete, the message's chunk freed
+ * message at head_off checked): as HotPath.pop and EntryWrites.delete_channel, the message's chunk freed
  * and the channel's entry deleted (and its 'p!' counter's, if it was the process's last
  * channel) in one commit of u32 records, as journal.commit_u32s (the same records in the same
  * order, commit point and pause points). bucket and counter_bucket are the hash buckets of

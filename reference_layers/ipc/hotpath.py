@@ -46,7 +46,6 @@ _WAITER = struct.Struct("<5I").unpack_from  # waiter: A slot, B token (low 32 bi
 _MESSAGE = struct.Struct("<IIId")  # M_NEXT, M_LENGTH, M_LAST, M_EXPIRES (bytes 4..24 of a chunk)
 _MESSAGE_AT, _WRITE_MESSAGE = _MESSAGE.unpack_from, _MESSAGE.pack_into
 _CHUNK_HEADER = struct.Struct("<III").unpack_from  # H_CHUNK_BUMP, H_CHUNK_FREE, H_CHUNKS_USED
-_MEMBER = struct.Struct("<BBxxId4xI").unpack_from  # member: kind, name length, next, A+B expiry, D next member
 _CACHE_LIMIT = 4096
 _CHANNEL_WORD = L.KIND_CHANNEL
 _ENTRY_SIZE, _CHUNK_SIZE, _FIRST_ROOM, _FIRST_DATA = L.ENTRY_SIZE, L.CHUNK_SIZE, L.FIRST_ROOM, L.FIRST_DATA
@@ -148,29 +147,6 @@ class HotPath:
                 hashed.bucket(L.KIND_CHANNEL, name), counter_length,
                 hashed.bucket(L.KIND_COUNTER, name[:counter_length]) if counter_length else 0)
         return found
-
-    def live_members(self, group: bytes, now: float) -> list[bytes] | None:
-        """The channels of ``group``'s members, read without a journal; None if one has expired
-        (the general path, ``Store.group_members``, removes it) or the list looks corrupt.
-
-        Why: a group_send reads every membership under the lock; through a Transaction that
-        cost about 0.9 µs a member, most of a group_send of one-chunk copies made in C.
-        """
-        index = self.hashed.find(L.KIND_GROUP, group)
-        if not index:
-            return []
-        mem, entries = self.mem, self.entries
-        names: list[bytes] = []
-        member = self.words[(entries + index * _ENTRY_SIZE + _E_A) >> 2]
-        for _ in range(self.hashed.n_entries):
-            if not member:
-                return names
-            off = entries + member * _ENTRY_SIZE
-            kind, length, _next, expiry, member = _MEMBER(mem, off)
-            if kind != L.KIND_MEMBER or expiry <= now:
-                return None
-            names.append(mem[off + _E_NAME:off + _E_NAME + length])
-        return None
 
     def _chunk(self, data: bytes, expires: float, writes: list) -> int:
         """Take a chunk and copy a one-chunk message into it; 0 if the segment is full.
@@ -309,62 +285,13 @@ class HotPath:
         return ()
 
     def register(self, name: bytes, slot: int, token: int) -> bool:
-        """Register waker ``slot`` (its token's low 32 bits) on channel ``name``, idle, making the
-        channel's entry (and its ``p!`` counter's) if it has none: True, or False having written
-        nothing (already registered, or an unusual case: ``Store.pop_or_arm`` does it all).
-
-        Why: each receive that first waits on a channel registers there; through a Transaction
-        that cost about 40 µs, and a process whose 250 members of a group all start waiting at
-        once paid 10 ms before the first group_send could reach them. The pop (and the arm)
-        that follow are the usual hot ones.
-        """
-        hashed, words, entries = self.hashed, self.words, self.entries
-        index = self.channel(name)
+        """Register waker ``slot`` (its token's low 32 bits) on channel ``name``, idle, in one
+        commit of its own (``EntryWrites.register`` says why): True, or False having written
+        nothing (already registered, or an unusual case: ``Store.pop_or_arm`` does it all)."""
         writes: list[int] = []
-        if index:
-            off = entries + index * _ENTRY_SIZE
-            first = waiter = words[(off + L.E_E) >> 2]
-            while waiter:
-                woff = entries + waiter * _ENTRY_SIZE + _E_A
-                w_slot, w_token, _armed, waiter, _high = _WAITER(self.mem, woff)
-                if w_slot == slot and w_token == token:
-                    return False
-            taken = hashed.take(1, writes)
-            if taken is None:
-                return False
-            hashed.fill(taken[0], L.KIND_WAITER, b"", None, (slot, token, L.WAITER_IDLE, first, 0, 0, 0), writes)
-            writes += (off + L.E_E, 4, taken[0])
-            commit_u32s(self.mem, words, self.journal, "register", writes)
-            return True
-        bang = name.find(b"!")
-        counter = 0
-        bucket = hashed.bucket(L.KIND_CHANNEL, name)
-        if bang >= 0:
-            counter_name = name[:bang + 1]
-            counter = hashed.find(L.KIND_COUNTER, counter_name)
-            if not counter:
-                counter_bucket = hashed.bucket(L.KIND_COUNTER, counter_name)
-                if counter_bucket == bucket:
-                    return False  # two inserts into one bucket: the general path orders them
-        taken = hashed.take(2 if counter or bang < 0 else 3, writes)
-        if taken is None:
+        if not self.hashed.register(self.channel(name), name, slot, token, writes):
             return False
-        index, waiter = taken[0], taken[1]
-        sibling = 0
-        if bang >= 0:
-            if counter:
-                counter_off = entries + counter * _ENTRY_SIZE
-                sibling = words[(counter_off + _E_D) >> 2]
-                writes += (counter_off + _E_D, 4, index)
-                if sibling:
-                    writes += (entries + sibling * _ENTRY_SIZE + _E_G, 4, index)
-            else:  # a counter holding nothing yet, its first sibling this channel
-                counter = taken[2]
-                hashed.fill(counter, L.KIND_COUNTER, counter_name, counter_bucket, (0, 0, 0, index, 0, 0, 0), writes)
-        # an empty channel: A head, B tail, C count 0, D next sibling, E its one waiter, F counter, G previous
-        hashed.fill(index, L.KIND_CHANNEL, name, bucket, (0, 0, 0, sibling, waiter, counter, 0), writes)
-        hashed.fill(waiter, L.KIND_WAITER, b"", None, (slot, token, L.WAITER_IDLE, 0, 0, 0, 0), writes)
-        commit_u32s(self.mem, words, self.journal, "register", writes)
+        commit_u32s(self.mem, self.words, self.journal, "register", writes)
         return True
 
     def _armed_waiters(self, waiter: int):
@@ -440,39 +367,9 @@ class HotPath:
         else:
             writes = [head_off, 4, words[_W_CHUNK_FREE], _H_CHUNK_FREE, 4, head,
                       _H_CHUNKS_USED, 4, words[_W_CHUNKS_USED] - 1]
-            if not self._delete(name, index, counter, writes):
+            if not self.hashed.delete_channel(name, index, counter, writes):
                 return NOT_HANDLED
             commit_u32s(mem, words, self.journal, "receive", writes)
         if state and disarm and armed:
             words[state] = L.WAITER_IDLE
         return data
-
-    def _delete(self, name: bytes, index: int, counter: int, writes: list) -> bool:
-        """Writes deleting the emptied channel ``index`` (and its counter if it was the last sibling)."""
-        hashed, words, entries = self.hashed, self.words, self.entries
-        bucket = hashed.bucket(L.KIND_CHANNEL, name)
-        if not hashed.unlink(bucket, index, writes):
-            return False
-        doomed = [index]  # freed last, so first to be taken again: the next send's channel (cached)
-        if counter:
-            counter_off = entries + counter * _ENTRY_SIZE
-            off = entries + index * _ENTRY_SIZE
-            following, previous = words[(off + _E_D) >> 2], words[(off + _E_G) >> 2]
-            if not previous and not following:  # the last of this process's channels
-                counter_bucket = hashed.bucket(L.KIND_COUNTER, name[:name.find(b"!") + 1])
-                if counter_bucket == bucket or not hashed.unlink(counter_bucket, counter, writes):
-                    return False
-                doomed.insert(0, counter)
-            else:
-                writes += (counter_off + _E_C, 4, words[(counter_off + _E_C) >> 2] - 1)
-                _unlink_sibling(entries, counter_off, previous, following, writes)
-        hashed.free(doomed, writes)
-        return True
-
-
-def _unlink_sibling(entries: int, counter_off: int, previous: int, following: int, writes: list) -> None:
-    """Writes taking a channel out of its counter's sibling list, between ``previous`` and
-    ``following`` (its back and forward links, G and D): O(1), no walk."""
-    writes += (entries + previous * _ENTRY_SIZE + _E_D if previous else counter_off + _E_D, 4, following)
-    if following:
-        writes += (entries + following * _ENTRY_SIZE + _E_G, 4, previous)

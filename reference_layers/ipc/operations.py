@@ -171,7 +171,7 @@ class Operations:
         missed, pokes_by_channel = 0, []
         segment.acquire()
         try:
-            members = self.hot.live_members(group, now)
+            members = self.hot.hashed.live_members(group, now)
             if members is None:  # an expired membership to remove (or a corrupt list to report)
                 tx = segment.transaction("group_send")
                 members = store.group_members(tx, group, now)
