@@ -177,6 +177,22 @@ def test_killed_mid_receive_of_the_last_message(survivor, point, channel):
     assert check(survivor._current().segment) == []
 
 
+@pytest.mark.parametrize("channel", CREATED_OR_DELETED)
+@pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
+def test_killed_mid_registering_a_first_wait_that_creates_the_channel(survivor, point, channel):
+    """A receive's first wait on a channel registers its loop there, making the channel's entry
+    (and its counter's, and the waiter's) in one commit of its own (HotPath.register)."""
+    run(_send_all(survivor, "crash.kept", 3, "before"))
+    child = Child(survivor.prefix, "wait", channel, pause_at=f"register:{point}")
+    assert child.wait_paused() == f"ASGI_IPC_PAUSED register:{point}"  # not the wait after it
+    child.kill()
+    assert check(survivor._current().segment) == []
+    _assert_survivor_carries_on(survivor, "crash.kept", 3)
+    run(_send_all(survivor, channel, 2, "after"))  # a waiter the dead child left is dropped
+    assert run(_receive_all(survivor, channel, 2)) == [0, 1]
+    assert check(survivor._current().segment) == []
+
+
 def test_killed_mid_receive_of_one_of_several_process_channels(survivor):
     """Deleting one 'p!x' of several unlinks it from the middle of the counter's sibling list."""
     names = ["crash.proc!a", "crash.proc!b", "crash.proc!c"]

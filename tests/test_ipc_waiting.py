@@ -30,6 +30,13 @@ def prefix():
     remove_segment(name)
 
 
+async def _started_receive(layer, channel: str):
+    """A receive on ``channel`` run up to its first wait, and its loop's waker."""
+    receive = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    return receive, layer._wakers[asyncio.get_running_loop()]
+
+
 def test_a_message_sent_while_a_receive_spins_is_taken_without_arming_it(prefix):
     """Other tasks of the loop run during the spin; a send from one of them is found by the
     spin itself: the receive never armed (no sender made a system call for it)."""
@@ -52,6 +59,31 @@ def test_a_message_sent_while_a_receive_spins_is_taken_without_arming_it(prefix)
         layer.close_sync()
     assert message == {"type": "test.spun"}
     assert arms == 0
+
+
+def test_while_one_receive_of_a_loop_spins_another_arms_at_once(prefix):
+    """Many receives of one loop waiting together (a group_send to the channels of one process)
+    only take turns from each other by spinning: one spins, the others arm and sleep."""
+    layer = IPCChannelLayer(prefix=prefix, receive_spin=0.5)
+
+    async def scenario():
+        first, waker = await _started_receive(layer, "wait.spinning")
+        epoch_before = waker._epoch
+        second = asyncio.ensure_future(layer.receive("wait.armed"))
+        for _ in range(3):
+            await asyncio.sleep(0)  # turns of the loop: the first still spins
+        assert not first.done() and not second.done()
+        arms = (waker._epoch - epoch_before) // 2  # each arm takes the next odd epoch
+        await layer.send("wait.spinning", {"type": "test.first"})
+        await layer.send("wait.armed", {"type": "test.second"})
+        return await asyncio.wait_for(asyncio.gather(first, second), 10), arms
+
+    try:
+        messages, arms = asyncio.run(scenario())
+    finally:
+        layer.close_sync()
+    assert [message["type"] for message in messages] == ["test.first", "test.second"]
+    assert arms == 1  # the second receive's; the first spun and never armed
 
 
 def test_a_receive_that_waits_past_its_spin_sleeps_without_using_cpu(prefix):
@@ -79,9 +111,7 @@ def test_a_receive_without_spin_arms_at_once(prefix):
     layer = IPCChannelLayer(prefix=prefix, receive_spin=0)
 
     async def scenario():
-        receive = asyncio.ensure_future(layer.receive("wait.nospin"))
-        await asyncio.sleep(0)
-        waker = layer._wakers[asyncio.get_running_loop()]
+        receive, waker = await _started_receive(layer, "wait.nospin")
         epoch_after_arming = waker._epoch
         await layer.send("wait.nospin", {"type": "test.woken"})
         return await asyncio.wait_for(receive, 10), epoch_after_arming

@@ -1,7 +1,9 @@
 /* The commonest locked steps of the IPC layer in C: a one-chunk send to a channel that
- * exists, a receive that leaves its channel in place (hotpath.py says why they are hot), and
- * a one-chunk send that makes its channel's entry (each member of a group whose receivers
- * are not waiting: a late reader's channel is gone once it read its last message).
+ * exists, a receive of a one-chunk message (hotpath.py says why they are hot), a one-chunk
+ * send that makes its channel's entry and a receive that deletes it (each member of a group
+ * whose receivers are not waiting: a late reader's channel is gone once it read its last
+ * message, and made again by the next group_send, rarely in the same entry, so these steps
+ * also look a channel up by its name's hash bucket instead of a cached entry).
  *
  * Why C: in Python these steps are a dozen struct unpacks and packs, about 2.5 µs each, and
  * the segment lock is held throughout; here they are a few hundred nanoseconds. Nothing else
@@ -56,9 +58,10 @@
 #define H_ENTRY_FREE 28
 #define E_NEXT 4
 #define E_D 20
+#define E_G 32
 #define KIND_CHANNEL 1
 #define KIND_COUNTER 2
-#define MAX_CREATE_WRITES 10 /* u32 fields a creating send changes through the journal, at most */
+#define MAX_CREATE_WRITES 11 /* u32 fields a creating send changes through the journal, at most */
 #define RECORD_SIZE 10 /* journal record header: u64 offset, u16 length (layout.JOURNAL_RECORD) */
 
 typedef struct {
@@ -104,11 +107,35 @@ static inline int chunk_ok(Core *self, uint64_t index) { return index && index <
 static inline uint64_t entry_at(Core *self, uint64_t index) { return self->entries + index * ENTRY_SIZE; }
 static inline uint64_t chunk_at(Core *self, uint64_t index) { return self->chunks + index * CHUNK_SIZE; }
 
+/* A hash bucket's byte offset, as the caller computed it (hotentries.EntryWrites.bucket). */
+static inline int bucket_ok(Core *self, uint64_t bucket) {
+    return bucket >= self->wakers + WAKER_SLOTS * WAKER_SIZE && bucket + 4 <= self->entries && bucket % 4 == 0;
+}
+
 /* Journal record: offset, length, then the new bytes. Returns the position after it. */
 static inline uint64_t record(uint8_t *mem, uint64_t pos, uint64_t off, uint16_t length) {
     wr64(mem, pos, off);
     wr16(mem, pos + 8, length);
     return pos + RECORD_SIZE;
+}
+
+/* Commit n u32 writes (offset, value pairs) as journal.commit_u32s: the same records, commit
+ * point and pause points (the first half applied before "mid-apply"). */
+static void commit_writes(Core *self, const char *label, const uint64_t *writes, int n) {
+    uint8_t *mem = self->mem;
+    uint64_t pos = self->journal + 4;
+    for (int i = 0; i < n; i++) {
+        pos = record(mem, pos, writes[2 * i], 4);
+        wr32(mem, pos, (uint32_t)writes[2 * i + 1]);
+        pos += 4;
+    }
+    wr32(mem, self->journal, (uint32_t)(pos - self->journal - 4));
+    pause_point(self, label, "before-commit");
+    set_flag(mem, 1); /* the commit point */
+    for (int i = 0; i < n / 2; i++) wr32(mem, writes[2 * i], (uint32_t)writes[2 * i + 1]);
+    pause_point(self, label, "mid-apply");
+    for (int i = n / 2; i < n; i++) wr32(mem, writes[2 * i], (uint32_t)writes[2 * i + 1]);
+    set_flag(mem, 0);
 }
 
 static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
@@ -305,8 +332,11 @@ static PyObject *Core_send(Core *self, PyObject *const *args, Py_ssize_t nargs) 
 /* The pop step: as HotPath.pop for a channel found at off that keeps its entry (it has more
  * messages, or waiters); slot 0: a plain pop; arm 0: a spinning receive, no arm. The caller
  * holds the segment lock. Returns bytes, None (empty), NOT_HANDLED (nothing written), or NULL. */
-static PyObject *pop_step(Core *self, uint64_t off, double now, unsigned long slot, unsigned long long token,
-                          int disarm, int arm, unsigned long long epoch) {
+static PyObject *delete_step(Core *self, uint64_t off, uint64_t bucket, uint64_t counter_bucket, uint32_t head,
+                             uint64_t head_off, uint32_t length);
+
+static PyObject *pop_step(Core *self, uint64_t off, uint64_t bucket, uint64_t counter_bucket, double now,
+                          unsigned long slot, unsigned long long token, int disarm, int arm, unsigned long long epoch) {
     uint8_t *mem = self->mem;
     if (off < self->entries || off + ENTRY_SIZE > self->size) return not_handled(self);
 
@@ -340,7 +370,7 @@ static PyObject *pop_step(Core *self, uint64_t off, double now, unsigned long sl
     uint32_t following = rd32(mem, head_off + M_NEXT), length = rd32(mem, head_off + M_NEXT + 4);
     double expires = rdf64(mem, head_off + M_NEXT + 12);
     if (expires <= now || length > FIRST_ROOM) return not_handled(self); /* expired, or long */
-    if (!following && !waiter) return not_handled(self); /* the channel goes: the Python path deletes it */
+    if (!following && !waiter) return delete_step(self, off, bucket, counter_bucket, head, head_off, length);
     if (following && !chunk_ok(self, following)) return not_handled(self);
     uint64_t held_at;
     uint32_t held;
@@ -381,6 +411,79 @@ static PyObject *pop_step(Core *self, uint64_t off, double now, unsigned long sl
     return data;
 }
 
+/* Appends to writes (offset, value pairs) the one taking index out of the hash chain of bucket;
+ * 0 if it is not there (corrupt: the Python path says so). */
+static int unlink_hashed(Core *self, uint64_t bucket, uint32_t index, uint64_t *writes, int *n) {
+    uint8_t *mem = self->mem;
+    uint32_t following = rd32(mem, entry_at(self, index) + E_NEXT), current = rd32(mem, bucket);
+    uint64_t link = bucket;
+    for (uint64_t steps = 0; current && steps <= self->n_entries; steps++) {
+        if (current == index) {
+            writes[2 * *n] = link, writes[2 * *n + 1] = following, (*n)++;
+            return 1;
+        }
+        if (!entry_ok(self, current)) return 0;
+        link = entry_at(self, current) + E_NEXT;
+        current = rd32(mem, link);
+    }
+    return 0;
+}
+
+#define MAX_DELETE_WRITES 12 /* u32 fields a receive deleting its channel changes, at most */
+
+/* A pop that takes the last message of a channel nobody waits on (the lock held, the head
+ * message at head_off checked): as HotPath.pop and EntryWrites.delete_channel, the message's chunk freed
+ * and the channel's entry deleted (and its 'p!' counter's, if it was the process's last
+ * channel) in one commit of u32 records, as journal.commit_u32s (the same records in the same
+ * order, commit point and pause points). bucket and counter_bucket are the hash buckets of
+ * the channel's name and of its 'p!' part (0: not known, NOT_HANDLED). A channel leaves its
+ * counter's sibling list through its own links (D next, G previous): no walk. */
+static PyObject *delete_step(Core *self, uint64_t off, uint64_t bucket, uint64_t counter_bucket, uint32_t head,
+                             uint64_t head_off, uint32_t length) {
+    uint8_t *mem = self->mem;
+    if (!bucket_ok(self, bucket)) return not_handled(self);
+    uint32_t index = (uint32_t)((off - self->entries) / ENTRY_SIZE), counter = rd32(mem, off + 28);
+    if ((off - self->entries) % ENTRY_SIZE || !entry_ok(self, index)) return not_handled(self);
+    uint64_t writes[2 * MAX_DELETE_WRITES];
+    int n = 0;
+#define WRITE(off_, value) (writes[2 * n] = (off_), writes[2 * n + 1] = (value), n++)
+    WRITE(head_off, rd32(mem, H_CHUNK_FREE));
+    WRITE(H_CHUNK_FREE, head);
+    WRITE(H_CHUNKS_USED, rd32(mem, H_CHUNKS_USED) - 1);
+    if (!unlink_hashed(self, bucket, index, writes, &n)) return not_handled(self);
+    uint32_t doomed[2] = {index, 0}, n_doomed = 1;
+    if (counter) {
+        if (!entry_ok(self, counter)) return not_handled(self);
+        uint64_t counter_off = entry_at(self, counter);
+        uint32_t following = rd32(mem, off + E_D), previous = rd32(mem, off + E_G);
+        if ((following && !entry_ok(self, following)) || (previous && !entry_ok(self, previous)))
+            return not_handled(self);
+        if (!previous && !following) { /* the last of this process's channels: the counter goes too */
+            if (!bucket_ok(self, counter_bucket) || counter_bucket == bucket
+                || !unlink_hashed(self, counter_bucket, counter, writes, &n))
+                return not_handled(self);
+            doomed[0] = counter, doomed[1] = index, n_doomed = 2;
+        } else {
+            WRITE(counter_off + E_C, rd32(mem, counter_off + E_C) - 1);
+            WRITE(previous ? entry_at(self, previous) + E_D : counter_off + E_D, following);
+            if (following) WRITE(entry_at(self, following) + E_G, previous);
+        }
+    }
+    uint32_t free_head = rd32(mem, H_ENTRY_FREE); /* as EntryWrites.free: the last freed ends up first */
+    for (uint32_t i = 0; i < n_doomed; i++) {
+        uint64_t doomed_off = entry_at(self, doomed[i]);
+        WRITE(doomed_off, 0); /* KIND_FREE */
+        WRITE(doomed_off + E_NEXT, free_head);
+        free_head = doomed[i];
+    }
+    WRITE(H_ENTRY_FREE, free_head);
+#undef WRITE
+    PyObject *data = PyBytes_FromStringAndSize((const char *)mem + head_off + FIRST_DATA, length);
+    if (!data) return NULL;
+    commit_writes(self, "receive", writes, n);
+    return data;
+}
+
 /* The arguments of a pop step, parsed from now, slot, token, disarm, epoch (None: no arm). */
 typedef struct {
     double now;
@@ -399,18 +502,20 @@ static int parse_pop(PyObject *const *args, PopArgs *out) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* pop(entry_off, now, slot, token, disarm, epoch) -> bytes, None (empty), or NOT_HANDLED.
- * The caller holds the segment lock. */
+/* pop(entry_off, bucket, counter_bucket, now, slot, token, disarm, epoch) -> bytes, None (empty),
+ * or NOT_HANDLED. The caller holds the segment lock; the buckets are those of the channel's
+ * name and of its 'p!' part (0: none), for deleting a channel its last message leaves. */
 static PyObject *Core_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     PopArgs a;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "pop(entry_off, now, slot, token, disarm, epoch)");
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "pop(entry_off, bucket, counter_bucket, now, slot, token, disarm, epoch)");
         return NULL;
     }
     uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
-    if (PyErr_Occurred() || parse_pop(args + 1, &a) < 0) return NULL;
+    uint64_t bucket = PyLong_AsUnsignedLongLong(args[1]), counter_bucket = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred() || parse_pop(args + 3, &a) < 0) return NULL;
     if (!self->has_view) return not_handled(self);
-    return pop_step(self, off, a.now, a.slot, a.token, a.disarm, a.arm, a.epoch);
+    return pop_step(self, off, bucket, counter_bucket, a.now, a.slot, a.token, a.disarm, a.arm, a.epoch);
 }
 
 /* The entry of kind and name first in the chain of bucket (an offset), or 0 (0 too if the chain
@@ -445,8 +550,11 @@ static PyObject *send_new_step(Core *self, const char *name, Py_ssize_t length, 
     uint32_t counter = 0, held = 0;
     if (counter_length) {
         counter = find_entry(self, counter_bucket, KIND_COUNTER, name, counter_length);
-        if (counter) held = rd32(mem, entry_at(self, counter) + E_C);
-        else if (counter_bucket == bucket) return not_handled(self); /* two inserts into one bucket */
+        if (counter) {
+            held = rd32(mem, entry_at(self, counter) + E_C);
+            uint32_t sibling = rd32(mem, entry_at(self, counter) + E_D);
+            if (sibling && !entry_ok(self, sibling)) return not_handled(self); /* it gets a back link */
+        } else if (counter_bucket == bucket) return not_handled(self); /* two inserts into one bucket */
     }
     if ((long long)held >= capacity) return not_handled(self); /* Python prunes, then decides */
 
@@ -499,48 +607,37 @@ static PyObject *send_new_step(Core *self, const char *name, Py_ssize_t length, 
         sibling = rd32(mem, counter_off + E_D);
         WRITE(counter_off + E_D, index);
         WRITE(counter_off + E_C, held + 1);
+        if (sibling) WRITE(entry_at(self, sibling) + E_G, index);
     } else if (counter_length) { /* a counter: C messages held, D first sibling (layout.KIND_COUNTER) */
         counter = taken[1];
         uint64_t counter_off = entry_at(self, counter);
-        uint32_t fields[6] = {0, 0, 1, index, 0, 0};
+        uint32_t fields[7] = {0, 0, 1, index, 0, 0, 0};
         memcpy(mem + counter_off + E_NAME, name, (size_t)counter_length);
         memcpy(mem + counter_off + E_A, fields, sizeof fields);
         WRITE(counter_off, KIND_COUNTER | (uint32_t)counter_length << 8);
         WRITE(counter_off + E_NEXT, rd32(mem, counter_bucket));
         WRITE(counter_bucket, counter);
     }
-    /* A head, B tail, C count, D next sibling, E waiters, F counter (layout.KIND_CHANNEL) */
-    uint32_t fields[6] = {first, first, 1, sibling, 0, counter};
+    /* A head, B tail, C count, D next sibling, E waiters, F counter, G previous sibling (layout.KIND_CHANNEL) */
+    uint32_t fields[7] = {first, first, 1, sibling, 0, counter, 0};
     memcpy(mem + off + E_NAME, name, (size_t)length);
     memcpy(mem + off + E_A, fields, sizeof fields);
     WRITE(off, KIND_CHANNEL | (uint32_t)length << 8);
     WRITE(off + E_NEXT, rd32(mem, bucket));
     WRITE(bucket, index);
 #undef WRITE
-    /* journal: as journal.commit_u32s */
-    uint64_t pos = self->journal + 4;
-    for (int i = 0; i < n; i++) {
-        pos = record(mem, pos, writes[2 * i], 4);
-        wr32(mem, pos, (uint32_t)writes[2 * i + 1]);
-        pos += 4;
-    }
-    wr32(mem, self->journal, (uint32_t)(pos - self->journal - 4));
-    pause_point(self, label, "before-commit");
-    set_flag(mem, 1); /* the commit point */
-    for (int i = 0; i < n / 2; i++) wr32(mem, writes[2 * i], (uint32_t)writes[2 * i + 1]);
-    pause_point(self, label, "mid-apply");
-    for (int i = n / 2; i < n; i++) wr32(mem, writes[2 * i], (uint32_t)writes[2 * i + 1]);
-    set_flag(mem, 0);
+    commit_writes(self, label, writes, n);
     return pokes;
 }
 
-/* send_new(name, bucket, counter_length, counter_bucket, data, expires, capacity, label) -> ()
- * or NOT_HANDLED. The caller holds the segment lock and found no entry for the channel. */
-static PyObject *Core_send_new(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+/* send_named(name, bucket, counter_length, counter_bucket, data, expires, capacity, label) -> pokes
+ * tuple, or NOT_HANDLED. The caller holds the segment lock and has no cached entry for the
+ * channel: it is looked up in bucket, and sent to (as send) or made (as HotPath._send_creating). */
+static PyObject *Core_send_named(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     SendArgs a;
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
-                        "send_new(name, bucket, counter_length, counter_bucket, data, expires, capacity, label)");
+                        "send_named(name, bucket, counter_length, counter_bucket, data, expires, capacity, label)");
         return NULL;
     }
     if (!PyBytes_CheckExact(args[0])) {
@@ -551,9 +648,13 @@ static PyObject *Core_send_new(Core *self, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t counter_length = PyLong_AsSsize_t(args[2]);
     uint64_t counter_bucket = PyLong_AsUnsignedLongLong(args[3]);
     if (PyErr_Occurred() || parse_send(args + 4, &a) < 0) return NULL;
-    if (!self->has_view) return not_handled(self);
-    return send_new_step(self, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), bucket, counter_length,
-                         counter_bucket, a.bytes, a.length, a.expires, a.capacity, a.label);
+    const char *name = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t length = PyBytes_GET_SIZE(args[0]);
+    if (!self->has_view || !bucket_ok(self, bucket) || length < 1 || length > MAX_NAME) return not_handled(self);
+    uint32_t index = find_entry(self, bucket, KIND_CHANNEL, name, length);
+    if (index) return send_step(self, entry_at(self, index), a.bytes, a.length, a.expires, a.capacity, a.label);
+    return send_new_step(self, name, length, bucket, counter_length, counter_bucket, a.bytes, a.length, a.expires,
+                         a.capacity, a.label);
 }
 
 /* --- whole locked steps: take the lock, check the cached entry, step, let go ------------ */
@@ -598,16 +699,18 @@ static PyObject *finish(Core *self, PyObject *result) {
     return result; /* NULL (an exception) included: the lock is let go all the same */
 }
 
-/* The cached entry a locked step is for, parsed from entry_off, kind_word, name, generation;
- * then the lock taken: NULL when the step may run, else the answer to give (BUSY or HELD). */
-static PyObject *begin(Core *self, PyObject *const *args, int *failed) {
+/* The entry a locked step is for, parsed from entry_off, kind_word, name, generation: the cached
+ * one if it still holds the channel, else (bucket nonzero) the one found in bucket. Then the lock
+ * is taken. NULL when the step may run, the lock ours and *off the entry (0: there is none, only
+ * with a bucket); else the answer to give (BUSY or HELD), or NULL with *failed set. */
+static PyObject *begin(Core *self, PyObject *const *args, uint64_t bucket, uint64_t *off, int *failed) {
     *failed = 0;
     if (!PyBytes_CheckExact(args[2])) {
         PyErr_SetString(PyExc_TypeError, "the channel name must be bytes");
         *failed = 1;
         return NULL;
     }
-    uint64_t off = PyLong_AsUnsignedLongLong(args[0]);
+    *off = PyLong_AsUnsignedLongLong(args[0]);
     uint32_t kind_word = (uint32_t)PyLong_AsUnsignedLong(args[1]);
     uint32_t generation = (uint32_t)PyLong_AsUnsignedLong(args[3]);
     if (PyErr_Occurred()) {
@@ -616,51 +719,72 @@ static PyObject *begin(Core *self, PyObject *const *args, int *failed) {
     }
     int state = take(self);
     if (state != TAKEN) return answer(self, state);
-    if (!still_cached(self, off, kind_word, args[2], generation)) return answer(self, HELD);
+    if (*off && still_cached(self, *off, kind_word, args[2], generation)) return NULL;
+    Py_ssize_t length = PyBytes_GET_SIZE(args[2]);
+    if (!bucket || !bucket_ok(self, bucket) || length < 1 || length > MAX_NAME) return answer(self, HELD);
+    uint32_t index = find_entry(self, bucket, KIND_CHANNEL, PyBytes_AS_STRING(args[2]), length);
+    *off = index ? entry_at(self, index) : 0;
     return NULL;
 }
 
-/* locked_send(entry_off, kind_word, name, generation, data, expires, capacity, label)
- * -> pokes tuple (the lock taken and let go), BUSY (not taken) or HELD (taken, still held). */
+/* locked_send(entry_off, kind_word, name, generation, bucket, counter_length, counter_bucket, data,
+ * expires, capacity, label) -> pokes tuple (the lock taken and let go), BUSY (not taken) or HELD
+ * (taken, still held). The channel is found as by locked_pop, and made if it has no entry (the
+ * buckets are send_named's). */
 static PyObject *Core_locked_send(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     SendArgs a;
     int failed;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError,
-                        "locked_send(entry_off, kind_word, name, generation, data, expires, capacity, label)");
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "locked_send(entry_off, kind_word, name, generation, bucket, counter_length, "
+                                         "counter_bucket, data, expires, capacity, label)");
         return NULL;
     }
-    if (parse_send(args + 4, &a) < 0) return NULL;
-    PyObject *early = begin(self, args, &failed);
+    uint64_t bucket = PyLong_AsUnsignedLongLong(args[4]), counter_bucket = PyLong_AsUnsignedLongLong(args[6]);
+    Py_ssize_t counter_length = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred() || parse_send(args + 7, &a) < 0) return NULL;
+    uint64_t off;
+    PyObject *early = begin(self, args, bucket, &off, &failed);
     if (early || failed) return early;
-    return finish(self, send_step(self, PyLong_AsUnsignedLongLong(args[0]), a.bytes, a.length, a.expires,
-                                  a.capacity, a.label));
+    if (off) return finish(self, send_step(self, off, a.bytes, a.length, a.expires, a.capacity, a.label));
+    return finish(self, send_new_step(self, PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2]), bucket,
+                                      counter_length, counter_bucket, a.bytes, a.length, a.expires, a.capacity,
+                                      a.label));
 }
 
-/* locked_pop(entry_off, kind_word, name, generation, now, slot, token, disarm, epoch)
- * -> bytes or None (the lock taken and let go), BUSY (not taken) or HELD (taken, still held). */
+/* locked_pop(entry_off, kind_word, name, generation, bucket, counter_bucket, now, slot, token, disarm,
+ * epoch) -> bytes or None (the lock taken and let go), BUSY (not taken) or HELD (taken, still held).
+ * The cached entry (entry_off 0: none) is used if it still holds the channel; else the channel is
+ * looked up in bucket (a late reader's channel is made anew for each message, rarely in the
+ * same entry). The buckets are pop's. */
 static PyObject *Core_locked_pop(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     PopArgs a;
-    int failed;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError,
-                        "locked_pop(entry_off, kind_word, name, generation, now, slot, token, disarm, epoch)");
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "locked_pop(entry_off, kind_word, name, generation, bucket, counter_bucket, "
+                                         "now, slot, token, disarm, epoch)");
         return NULL;
     }
-    if (parse_pop(args + 4, &a) < 0) return NULL;
-    PyObject *early = begin(self, args, &failed);
+    uint64_t bucket = PyLong_AsUnsignedLongLong(args[4]), counter_bucket = PyLong_AsUnsignedLongLong(args[5]);
+    if (PyErr_Occurred() || parse_pop(args + 6, &a) < 0) return NULL;
+    uint64_t off;
+    int failed;
+    PyObject *early = begin(self, args, bucket, &off, &failed);
     if (early || failed) return early;
-    return finish(self, pop_step(self, PyLong_AsUnsignedLongLong(args[0]), a.now, a.slot, a.token, a.disarm, a.arm,
+    if (!off) { /* no such channel: nothing to take; a receive that registers goes on in Python */
+        if (a.slot) return answer(self, HELD);
+        pthread_mutex_unlock(self->mutex);
+        Py_RETURN_NONE;
+    }
+    return finish(self, pop_step(self, off, bucket, counter_bucket, a.now, a.slot, a.token, a.disarm, a.arm,
                                  a.epoch));
 }
 
 static PyMethodDef Core_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Core_send, METH_FASTCALL, "A one-chunk send to a cached channel."},
-    {"pop", (PyCFunction)(void (*)(void))Core_pop, METH_FASTCALL, "A receive that keeps its channel."},
-    {"send_new", (PyCFunction)(void (*)(void))Core_send_new, METH_FASTCALL,
-     "A one-chunk send that makes its channel's entry (and its counter's)."},
+    {"pop", (PyCFunction)(void (*)(void))Core_pop, METH_FASTCALL, "A receive of a one-chunk message."},
+    {"send_named", (PyCFunction)(void (*)(void))Core_send_named, METH_FASTCALL,
+     "A one-chunk send to a channel looked up by name: sent to, or made."},
     {"locked_send", (PyCFunction)(void (*)(void))Core_locked_send, METH_FASTCALL,
-     "send with the lock taken here: pokes, BUSY or HELD."},
+     "send or send_named with the lock taken here: pokes, BUSY or HELD."},
     {"locked_pop", (PyCFunction)(void (*)(void))Core_locked_pop, METH_FASTCALL,
      "pop with the lock taken here: bytes, None, BUSY or HELD."},
     {"release", (PyCFunction)Core_release, METH_NOARGS, "Let go of the buffer (so the map can close)."},
@@ -689,14 +813,14 @@ PyMODINIT_FUNC PyInit__hotcore(void) {
     if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) return NULL;
     PyObject *layout = Py_BuildValue(
         "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,"
-        "s:i,s:i,s:i,s:i,s:i,s:i}",
+        "s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
         "ENTRY_SIZE", ENTRY_SIZE, "E_A", E_A, "E_C", E_C, "E_E", E_E, "CHUNK_SIZE", CHUNK_SIZE,
         "M_NEXT", M_NEXT, "FIRST_DATA", FIRST_DATA, "FIRST_ROOM", FIRST_ROOM, "WAKER_SLOTS", WAKER_SLOTS,
         "WAKER_SIZE", WAKER_SIZE, "W_STATE", W_STATE, "W_TOKEN", W_TOKEN, "H_JOURNAL_FLAG", H_JOURNAL_FLAG,
         "H_CHUNK_BUMP", H_CHUNK_BUMP, "H_CHUNK_FREE", H_CHUNK_FREE, "H_CHUNKS_USED", H_CHUNKS_USED,
         "H_STATE", H_STATE, "STATE_READY", STATE_READY, "H_FLUSHES", H_FLUSHES, "H_MUTEX", H_MUTEX,
         "E_NAME", E_NAME, "MAX_NAME", MAX_NAME, "H_ENTRY_BUMP", H_ENTRY_BUMP, "H_ENTRY_FREE", H_ENTRY_FREE,
-        "E_NEXT", E_NEXT, "E_D", E_D, "KIND_CHANNEL", KIND_CHANNEL, "KIND_COUNTER", KIND_COUNTER);
+        "E_NEXT", E_NEXT, "E_D", E_D, "E_G", E_G, "KIND_CHANNEL", KIND_CHANNEL, "KIND_COUNTER", KIND_COUNTER);
     if (!layout || PyModule_AddObject(m, "LAYOUT", layout) < 0) return NULL;
     return m;
 }

@@ -156,6 +156,9 @@ class _Checker:
                 sibling = self.field(sibling, L.E_D)
             if sibling != index:
                 self.problems.append(f"channel {name!r} missing from the sibling list of {self.name(counter)!r}")
+            previous = self.field(index, L.E_G)
+            if (self.field(previous, L.E_D) if previous else self.field(counter, L.E_D)) != index:
+                self.problems.append(f"channel {name!r} links back to {previous}, which is not before it")
         return used
 
     def _group(self, index, name):

@@ -18,7 +18,8 @@ index is trusted only if the entry still holds that channel's kind and name and 
 has not been re-formatted since (``H_FLUSHES`` counts flushes and crash re-formats).
 
 Where the C core is built (``native.py``, ``_hotcore.c``), the send and pop below hand the
-commonest cases (a channel that exists and stays; a send that makes its channel) to it first;
+commonest cases (a one-chunk message to a channel that exists or is made for it; a receive of
+one, keeping its channel or deleting it) to it first;
 anything it does not handle it answers NOT_HANDLED, having written nothing, and the Python
 code here goes on.
 
@@ -48,7 +49,7 @@ _CHUNK_HEADER = struct.Struct("<III").unpack_from  # H_CHUNK_BUMP, H_CHUNK_FREE,
 _CACHE_LIMIT = 4096
 _CHANNEL_WORD = L.KIND_CHANNEL
 _ENTRY_SIZE, _CHUNK_SIZE, _FIRST_ROOM, _FIRST_DATA = L.ENTRY_SIZE, L.CHUNK_SIZE, L.FIRST_ROOM, L.FIRST_DATA
-_E_A, _E_B, _E_C, _E_D, _E_NAME, _M_NEXT = L.E_A, L.E_B, L.E_C, L.E_D, L.E_NAME, L.M_NEXT
+_E_A, _E_B, _E_C, _E_D, _E_G, _E_NAME, _M_NEXT = L.E_A, L.E_B, L.E_C, L.E_D, L.E_G, L.E_NAME, L.M_NEXT
 _WAKER_SIZE, _WAKER_SLOTS, _W_TOKEN = L.WAKER_SIZE, L.WAKER_SLOTS, L.W_TOKEN
 _H_CHUNK_BUMP, _H_CHUNK_FREE, _H_CHUNKS_USED = L.H_CHUNK_BUMP, L.H_CHUNK_FREE, L.H_CHUNKS_USED
 # word (u32) indices of header fields, for the segment's u32 view
@@ -82,6 +83,18 @@ class CachedChannel:
         return words[self.kind_at] & 0xFFFF == self.kind_word and mem[self.name_start:self.name_end] == name
 
 
+@dataclass(slots=True, frozen=True)
+class NameBuckets:
+    """The hash buckets a channel's name and its ``p!`` part fall in (``HotPath.buckets``): what
+    the C steps look the channel up by when no entry of it is cached, and what a receive that
+    empties the channel unlinks it from. They depend on the name alone, so they never go stale.
+    """
+
+    bucket: int  # byte offset of the channel's bucket
+    counter_length: int  # length of the 'p!' part, 0 for a normal channel
+    counter_bucket: int  # byte offset of the 'p!' counter's bucket, 0 for a normal channel
+
+
 class HotPath:
     """Fast versions of send / pop / pop_or_arm; call only with the segment lock held."""
 
@@ -99,6 +112,7 @@ class HotPath:
         # send and pop check a hit inline (CachedChannel.holds, unrolled: the check under the
         # lock on every message)
         self.cache: dict[bytes, CachedChannel] = {}
+        self.named: dict[bytes, NameBuckets] = {}
         self.generation = -1
         self.core = segment.core  # the C steps (native.py), or None
 
@@ -120,6 +134,19 @@ class HotPath:
             cache[name] = CachedChannel(index, off, off >> 2, _CHANNEL_WORD | len(name) << 8, off + _E_NAME,
                                         off + _E_NAME + len(name))
         return index
+
+    def buckets(self, name: bytes) -> NameBuckets:
+        """Where ``name`` (and its 'p!' counter) hash to, computed once per name."""
+        found = self.named.get(name)
+        if found is None:
+            if len(self.named) >= _CACHE_LIMIT:
+                self.named.clear()
+            counter_length = name.find(b"!") + 1
+            hashed = self.hashed
+            found = self.named[name] = NameBuckets(
+                hashed.bucket(L.KIND_CHANNEL, name), counter_length,
+                hashed.bucket(L.KIND_COUNTER, name[:counter_length]) if counter_length else 0)
+        return found
 
     def _chunk(self, data: bytes, expires: float, writes: list) -> int:
         """Take a chunk and copy a one-chunk message into it; 0 if the segment is full.
@@ -156,6 +183,12 @@ class HotPath:
                 and mem[cached.name_start:cached.name_end] == name):
             off = cached.offset
         else:
+            if self.core is not None:  # looked up (and made if need be) in C; NOT_HANDLED: go on here
+                where = self.buckets(name)
+                pokes = self.core.send_named(name, where.bucket, where.counter_length, where.counter_bucket, data,
+                                             expires, capacity, label)
+                if pokes is not NOT_HANDLED:
+                    return pokes
             index = self.channel(name)
             if not index:
                 return self._send_creating(name, data, expires, capacity, label)
@@ -213,13 +246,6 @@ class HotPath:
         """Send to a channel that has no entry yet: create it (and its ``p!`` counter if needed)."""
         hashed, words = self.hashed, self.words
         bang = name.find(b"!")
-        if self.core is not None:  # the same step in C; NOT_HANDLED: nothing written, go on here
-            counter_length = bang + 1  # 0: a normal channel, no counter
-            pokes = self.core.send_new(name, hashed.bucket(L.KIND_CHANNEL, name), counter_length,
-                                       hashed.bucket(L.KIND_COUNTER, name[:counter_length]) if counter_length else 0,
-                                       data, expires, capacity, label)
-            if pokes is not NOT_HANDLED:
-                return pokes
         counter = held = 0
         if bang >= 0:
             counter_name = name[:bang + 1]
@@ -248,13 +274,25 @@ class HotPath:
                 counter_off = self.entries + counter * _ENTRY_SIZE
                 sibling = words[(counter_off + _E_D) >> 2]
                 writes += (counter_off + _E_D, 4, index, held_off, 4, held + 1)
-            else:  # fields A..F of a counter: C messages held, D first sibling (layout.KIND_COUNTER)
+                if sibling:
+                    writes += (self.entries + sibling * _ENTRY_SIZE + _E_G, 4, index)
+            else:  # fields A..G of a counter: C messages held, D first sibling (layout.KIND_COUNTER)
                 counter = taken[1]
-                hashed.fill(counter, L.KIND_COUNTER, counter_name, counter_bucket, (0, 0, 1, index, 0, 0), writes)
-        # A head, B tail, C count, D next sibling, E waiters, F counter (layout.KIND_CHANNEL)
-        hashed.fill(index, L.KIND_CHANNEL, name, bucket, (first, first, 1, sibling, 0, counter), writes)
+                hashed.fill(counter, L.KIND_COUNTER, counter_name, counter_bucket, (0, 0, 1, index, 0, 0, 0), writes)
+        # A head, B tail, C count, D next sibling, E waiters, F counter, G previous sibling (layout.KIND_CHANNEL)
+        hashed.fill(index, L.KIND_CHANNEL, name, bucket, (first, first, 1, sibling, 0, counter, 0), writes)
         commit_u32s(self.mem, words, self.journal, label, writes)
         return ()
+
+    def register(self, name: bytes, slot: int, token: int) -> bool:
+        """Register waker ``slot`` (its token's low 32 bits) on channel ``name``, idle, in one
+        commit of its own (``EntryWrites.register`` says why): True, or False having written
+        nothing (already registered, or an unusual case: ``Store.pop_or_arm`` does it all)."""
+        writes: list[int] = []
+        if not self.hashed.register(self.channel(name), name, slot, token, writes):
+            return False
+        commit_u32s(self.mem, self.words, self.journal, "register", writes)
+        return True
 
     def _armed_waiters(self, waiter: int):
         """(slot, token, epoch) of the armed waiters; None if one is stale (the general path drops it)."""
@@ -289,8 +327,9 @@ class HotPath:
             if not index:
                 return NOT_HANDLED if slot else None
             off = entries + index * _ENTRY_SIZE
-        if self.core is not None:  # the same step in C, for a channel that stays
-            data = self.core.pop(off, now, slot, token, disarm, epoch)
+        if self.core is not None:  # the same step in C
+            where = self.buckets(name)
+            data = self.core.pop(off, where.bucket, where.counter_bucket, now, slot, token, disarm, epoch)
             if data is not NOT_HANDLED:
                 return data
         _word, _next, head, tail, count, _sibling, waiter, counter = _ENTRY(mem, off)
@@ -328,45 +367,9 @@ class HotPath:
         else:
             writes = [head_off, 4, words[_W_CHUNK_FREE], _H_CHUNK_FREE, 4, head,
                       _H_CHUNKS_USED, 4, words[_W_CHUNKS_USED] - 1]
-            if not self._delete(name, index, counter, writes):
+            if not self.hashed.delete_channel(name, index, counter, writes):
                 return NOT_HANDLED
             commit_u32s(mem, words, self.journal, "receive", writes)
         if state and disarm and armed:
             words[state] = L.WAITER_IDLE
         return data
-
-    def _delete(self, name: bytes, index: int, counter: int, writes: list) -> bool:
-        """Writes deleting the emptied channel ``index`` (and its counter if it was the last sibling)."""
-        hashed, words, entries = self.hashed, self.words, self.entries
-        bucket = hashed.bucket(L.KIND_CHANNEL, name)
-        if not hashed.unlink(bucket, index, writes):
-            return False
-        doomed = [index]  # freed last, so first to be taken again: the next send's channel (cached)
-        if counter:
-            counter_off = entries + counter * _ENTRY_SIZE
-            sibling = words[(entries + index * _ENTRY_SIZE + _E_D) >> 2]
-            first_sibling = words[(counter_off + _E_D) >> 2]
-            if first_sibling == index and not sibling:  # the last of this process's channels
-                counter_bucket = hashed.bucket(L.KIND_COUNTER, name[:name.find(b"!") + 1])
-                if counter_bucket == bucket or not hashed.unlink(counter_bucket, counter, writes):
-                    return False
-                doomed.insert(0, counter)
-            else:
-                writes += (counter_off + _E_C, 4, words[(counter_off + _E_C) >> 2] - 1)
-                if first_sibling == index:
-                    writes += (counter_off + _E_D, 4, sibling)
-                elif not _unlink_sibling(words, entries, first_sibling, index, sibling, writes):
-                    return False
-        hashed.free(doomed, writes)
-        return True
-
-
-def _unlink_sibling(words, entries: int, current: int, index: int, following: int, writes: list) -> bool:
-    """Take ``index`` out of a counter's sibling list (linked through field D)."""
-    while current:
-        link = entries + current * _ENTRY_SIZE + _E_D
-        current = words[link >> 2]
-        if current == index:
-            writes += (link, 4, following)
-            return True
-    return False

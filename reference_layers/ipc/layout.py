@@ -26,7 +26,7 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = b"ASGIIPC\x01"
-VERSION = 2  # 2: the segment lock lives in the header (H_LOCK_KIND, H_MUTEX)
+VERSION = 3  # 2: the segment lock lives in the header (H_LOCK_KIND, H_MUTEX); 3: siblings link back (E_G)
 NIL = 0
 
 # header fields (offsets)
@@ -64,12 +64,14 @@ ENTRY_SIZE = 144
 E_KIND = 0  # u8
 E_NAMELEN = 1  # u8
 E_NEXT = 4  # u32: next entry in the hash bucket, or in the free list
-E_A, E_B, E_C, E_D, E_E, E_F = 8, 12, 16, 20, 24, 28  # u32 fields, meaning per kind (below)
+E_A, E_B, E_C, E_D, E_E, E_F, E_G = 8, 12, 16, 20, 24, 28, 32  # u32 fields, meaning per kind (below)
 E_NAME = 36  # up to 100 bytes
 MAX_NAME = 100
 
 KIND_FREE = 0
-KIND_CHANNEL = 1  # A head message, B tail message, C count, D next sibling ('p!x'), E waiters, F counter
+# A channel 'p!x' is in its counter's sibling list both ways (D, G), so it leaves it in O(1) whatever
+# the order its process's channels go in.
+KIND_CHANNEL = 1  # A head message, B tail message, C count, D next sibling ('p!x'), E waiters, F counter, G previous sibling
 KIND_COUNTER = 2  # 'p!': C messages held by all 'p!*', D first sibling channel
 KIND_GROUP = 3  # A first member, C member count
 KIND_MEMBER = 4  # A+B expiry (f64), D next member; name = the channel

@@ -55,9 +55,15 @@ class Operations:
         messages) or SegmentFull."""
         segment, hot = self.segment, self.hot
         core = hot.core
-        if core is not None and (cached := hot.cache.get(channel)) is not None:  # a whole locked step in C
-            pokes = core.locked_send(cached.offset, cached.kind_word, channel, hot.generation, data, expires,
-                                     capacity, "send")
+        if core is not None:  # a whole locked step in C: at the cached entry, else looked up by name
+            where = hot.buckets(channel)
+            cached = hot.cache.get(channel)
+            if cached is not None:
+                pokes = core.locked_send(cached.offset, cached.kind_word, channel, hot.generation, where.bucket,
+                                         where.counter_length, where.counter_bucket, data, expires, capacity, "send")
+            else:
+                pokes = core.locked_send(0, 0, channel, 0, where.bucket, where.counter_length, where.counter_bucket,
+                                         data, expires, capacity, "send")
         else:
             pokes = BUSY
         if pokes is BUSY or pokes is HELD:  # then the step in Python, the lock ours
@@ -101,9 +107,15 @@ class Operations:
         """A plain pop (``slot`` 0) or a pop-or-arm of waker ``slot``: in C if it can, else in Python."""
         segment, hot = self.segment, self.hot
         core = hot.core
-        if core is not None and (cached := hot.cache.get(channel)) is not None:  # a whole locked step in C
-            answer = core.locked_pop(cached.offset, cached.kind_word, channel, hot.generation, now, slot, token,
-                                     disarm, epoch)
+        if core is not None:  # a whole locked step in C: at the cached entry, else looked up by name
+            where = hot.buckets(channel)
+            cached = hot.cache.get(channel)
+            if cached is not None:
+                answer = core.locked_pop(cached.offset, cached.kind_word, channel, hot.generation, where.bucket,
+                                         where.counter_bucket, now, slot, token, disarm, epoch)
+            else:
+                answer = core.locked_pop(0, 0, channel, 0, where.bucket, where.counter_bucket, now, slot, token,
+                                         disarm, epoch)
             if answer is not BUSY and answer is not HELD:
                 return answer
         else:
@@ -111,6 +123,8 @@ class Operations:
         self._take_over(answer)
         try:
             data = hot.pop(channel, now, slot=slot, token=token, disarm=disarm, epoch=epoch)
+            if data is NOT_HANDLED and slot and hot.register(channel, slot, token):  # its first wait there
+                data = hot.pop(channel, now, slot=slot, token=token, disarm=disarm, epoch=epoch)
             if data is NOT_HANDLED:
                 tx = segment.transaction("receive")
                 if slot:
@@ -157,9 +171,11 @@ class Operations:
         missed, pokes_by_channel = 0, []
         segment.acquire()
         try:
-            tx = segment.transaction("group_send")
-            members = store.group_members(tx, group, now)
-            segment.commit(tx)
+            members = self.hot.hashed.live_members(group, now)
+            if members is None:  # an expired membership to remove (or a corrupt list to report)
+                tx = segment.transaction("group_send")
+                members = store.group_members(tx, group, now)
+                segment.commit(tx)
             for channel in members:
                 capacity = capacity_of(channel)
                 pokes = self.hot.send(channel, data, expires, capacity, "group_send")

@@ -21,8 +21,8 @@ from .journal import F64, U32, U64, Transaction
 from .messages import alloc_chunks, chunks_for, free_message, read_message, write_message
 from .segment import SegmentFull
 
-_ALL_FIELDS = (L.E_NEXT, L.E_A, L.E_B, L.E_C, L.E_D, L.E_E, L.E_F)
-_MEMBER_FIELDS = (L.E_NEXT, L.E_C, L.E_D, L.E_E, L.E_F)
+_ALL_FIELDS = (L.E_NEXT, L.E_A, L.E_B, L.E_C, L.E_D, L.E_E, L.E_F, L.E_G)
+_MEMBER_FIELDS = (L.E_NEXT, L.E_C, L.E_D, L.E_E, L.E_F, L.E_G)
 
 
 class Full(Exception):
@@ -171,7 +171,10 @@ class Store:
         if counter is not None:
             counter_index = self.find(tx, L.KIND_COUNTER, counter) or self._create_hashed(tx, L.KIND_COUNTER, counter)
             self._set(tx, index, L.E_F, counter_index)
-            self._set(tx, index, L.E_D, self._field(tx, counter_index, L.E_D))
+            sibling = self._field(tx, counter_index, L.E_D)
+            self._set(tx, index, L.E_D, sibling)
+            if sibling:
+                self._set(tx, sibling, L.E_G, index)
             self._set(tx, counter_index, L.E_D, index)
         return index
 
@@ -255,9 +258,19 @@ class Store:
         counter_index = self._field(tx, index, L.E_F)
         self._delete_hashed(tx, index)
         if counter_index:
-            _unlink(tx, self.layout.entry(counter_index) + L.E_D, index, self.layout.entry, L.E_D)
+            self._unlink_sibling(tx, counter_index, index)
             if not self._field(tx, counter_index, L.E_D):
                 self._delete_hashed(tx, counter_index)
+
+    def _unlink_sibling(self, tx: Transaction, counter_index: int, index: int) -> None:
+        """Take channel ``index`` out of its counter's sibling list: O(1), through its back link."""
+        previous, following = self._field(tx, index, L.E_G), self._field(tx, index, L.E_D)
+        if previous:
+            self._set(tx, previous, L.E_D, following)
+        else:
+            self._set(tx, counter_index, L.E_D, following)
+        if following:
+            self._set(tx, following, L.E_G, previous)
 
     def prune(self, tx: Transaction, channel: bytes, now: float) -> None:
         """Drop expired messages at the head of ``channel`` (of every ``p!*`` sibling for 'p!x')."""
