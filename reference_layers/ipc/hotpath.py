@@ -148,6 +148,12 @@ class HotPath:
                 hashed.bucket(L.KIND_COUNTER, name[:counter_length]) if counter_length else 0)
         return found
 
+    def cached_entry(self, name: bytes) -> tuple[int, int, int]:
+        """(offset, kind word, generation) of ``name``'s cached entry for the C steps to check,
+        or zeros: no entry cached, the C step looks the channel up by its buckets."""
+        cached = self.cache.get(name)
+        return (0, 0, 0) if cached is None else (cached.offset, cached.kind_word, self.generation)
+
     def _chunk(self, data: bytes, expires: float, writes: list) -> int:
         """Take a chunk and copy a one-chunk message into it; 0 if the segment is full.
 

@@ -57,13 +57,9 @@ class Operations:
         core = hot.core
         if core is not None:  # a whole locked step in C: at the cached entry, else looked up by name
             where = hot.buckets(channel)
-            cached = hot.cache.get(channel)
-            if cached is not None:
-                pokes = core.locked_send(cached.offset, cached.kind_word, channel, hot.generation, where.bucket,
-                                         where.counter_length, where.counter_bucket, data, expires, capacity, "send")
-            else:
-                pokes = core.locked_send(0, 0, channel, 0, where.bucket, where.counter_length, where.counter_bucket,
-                                         data, expires, capacity, "send")
+            offset, kind_word, generation = hot.cached_entry(channel)
+            pokes = core.locked_send(offset, kind_word, channel, generation, where.bucket, where.counter_length,
+                                     where.counter_bucket, data, expires, capacity, "send")
         else:
             pokes = BUSY
         if pokes is BUSY or pokes is HELD:  # then the step in Python, the lock ours
@@ -109,13 +105,9 @@ class Operations:
         core = hot.core
         if core is not None:  # a whole locked step in C: at the cached entry, else looked up by name
             where = hot.buckets(channel)
-            cached = hot.cache.get(channel)
-            if cached is not None:
-                answer = core.locked_pop(cached.offset, cached.kind_word, channel, hot.generation, where.bucket,
-                                         where.counter_bucket, now, slot, token, disarm, epoch)
-            else:
-                answer = core.locked_pop(0, 0, channel, 0, where.bucket, where.counter_bucket, now, slot, token,
-                                         disarm, epoch)
+            offset, kind_word, generation = hot.cached_entry(channel)
+            answer = core.locked_pop(offset, kind_word, channel, generation, where.bucket, where.counter_bucket, now,
+                                     slot, token, disarm, epoch)
             if answer is not BUSY and answer is not HELD:
                 return answer
         else:
