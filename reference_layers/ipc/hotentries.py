@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Callable
 
 from . import layout as L
 
@@ -156,48 +157,77 @@ class EntryWrites:
         that cost about 40 µs, and a process whose 250 members of a group all start waiting at
         once paid 10 ms before the first group_send could reach them.
         """
+        if not index:
+            return self.create_channel(name, writes, waiter=(slot, token))
         words, entries = self.words, self.entries
-        if index:
-            off = entries + index * L.ENTRY_SIZE
-            first = waiter = words[(off + L.E_E) >> 2]
-            while waiter:
-                w_slot, w_token, waiter = _WAITER_LINK(self.mem, entries + waiter * L.ENTRY_SIZE + L.E_A)
-                if w_slot == slot and w_token == token:
-                    return False
-            taken = self.take(1, writes)
-            if taken is None:
+        off = entries + index * L.ENTRY_SIZE
+        first = waiter = words[(off + L.E_E) >> 2]
+        while waiter:
+            w_slot, w_token, waiter = _WAITER_LINK(self.mem, entries + waiter * L.ENTRY_SIZE + L.E_A)
+            if w_slot == slot and w_token == token:
                 return False
-            self.fill(taken[0], L.KIND_WAITER, b"", None, (slot, token, L.WAITER_IDLE, first, 0, 0, 0), writes)
-            writes += (off + L.E_E, 4, taken[0])
-            return True
-        bang = name.find(b"!")
-        counter = 0
+        taken = self.take(1, writes)
+        if taken is None:
+            return False
+        self.fill(taken[0], L.KIND_WAITER, b"", None, (slot, token, L.WAITER_IDLE, first, 0, 0, 0), writes)
+        writes += (off + L.E_E, 4, taken[0])
+        return True
+
+    def create_channel(self, name: bytes, writes: list, *, message: Callable[[list], int] | None = None,
+                       capacity: int = 0, waiter: tuple[int, int] | None = None) -> bool:
+        """Writes making the entry of channel ``name`` (which has none), with its ``p!`` counter's
+        if need be, first in the counter's sibling list: holding one message, whose first chunk
+        ``message(writes)`` takes once the entries are (the C step's order, so both leave the same
+        journal), its process's channels holding fewer than ``capacity``; or empty, with waker
+        ``waiter`` (slot, token's low 32 bits) registered idle. False, having changed nothing,
+        if the process's channels are full, the segment is, or two inserts would share a bucket.
+
+        Why one helper: a first send and a first wait both make a channel; the sibling links
+        (D forward, G back) and the counter's held count must come out the same either way.
+        """
+        words, entries = self.words, self.entries
+        count = 1 if message is not None else 0
         bucket = self.bucket(L.KIND_CHANNEL, name)
+        bang = name.find(b"!")
+        counter = held = 0
         if bang >= 0:
             counter_name = name[:bang + 1]
             counter = self.find(L.KIND_COUNTER, counter_name)
-            if not counter:
+            if counter:
+                held_at = entries + counter * L.ENTRY_SIZE + L.E_C
+                held = words[held_at >> 2]
+            else:
                 counter_bucket = self.bucket(L.KIND_COUNTER, counter_name)
                 if counter_bucket == bucket:
                     return False  # two inserts into one bucket: the general path orders them
-        taken = self.take(2 if counter or bang < 0 else 3, writes)
+        if count and held >= capacity:
+            return False  # the general path prunes expired messages, then decides
+        taken = self.take(1 + (waiter is not None) + (bang >= 0 and not counter), writes)
         if taken is None:
             return False
-        index, waiter = taken[0], taken[1]
+        first = message(writes) if message is not None else 0
+        if count and not first:
+            return False
+        index = taken[0]
+        waiter_index = taken[1] if waiter is not None else 0
         sibling = 0
         if bang >= 0:
             if counter:
                 counter_off = entries + counter * L.ENTRY_SIZE
                 sibling = words[(counter_off + L.E_D) >> 2]
                 writes += (counter_off + L.E_D, 4, index)
+                if count:
+                    writes += (held_at, 4, held + count)
                 if sibling:
                     writes += (entries + sibling * L.ENTRY_SIZE + L.E_G, 4, index)
-            else:  # a counter holding nothing yet, its first sibling this channel
-                counter = taken[2]
-                self.fill(counter, L.KIND_COUNTER, counter_name, counter_bucket, (0, 0, 0, index, 0, 0, 0), writes)
-        # an empty channel: A head, B tail, C count 0, D next sibling, E its one waiter, F counter, G previous
-        self.fill(index, L.KIND_CHANNEL, name, bucket, (0, 0, 0, sibling, waiter, counter, 0), writes)
-        self.fill(waiter, L.KIND_WAITER, b"", None, (slot, token, L.WAITER_IDLE, 0, 0, 0, 0), writes)
+            else:  # fields A..G of a counter: C messages held, D first sibling (layout.KIND_COUNTER)
+                counter = taken[-1]
+                self.fill(counter, L.KIND_COUNTER, counter_name, counter_bucket, (0, 0, count, index, 0, 0, 0), writes)
+        # A head, B tail, C count, D next sibling, E waiters, F counter, G previous sibling (layout.KIND_CHANNEL)
+        self.fill(index, L.KIND_CHANNEL, name, bucket, (first, first, count, sibling, waiter_index, counter, 0),
+                  writes)
+        if waiter is not None:
+            self.fill(waiter_index, L.KIND_WAITER, b"", None, (*waiter, L.WAITER_IDLE, 0, 0, 0, 0), writes)
         return True
 
     def live_members(self, group: bytes, now: float) -> list[bytes] | None:

@@ -250,44 +250,11 @@ class HotPath:
 
     def _send_creating(self, name: bytes, data: bytes, expires: float, capacity: int, label: str):
         """Send to a channel that has no entry yet: create it (and its ``p!`` counter if needed)."""
-        hashed, words = self.hashed, self.words
-        bang = name.find(b"!")
-        counter = held = 0
-        if bang >= 0:
-            counter_name = name[:bang + 1]
-            counter = hashed.find(L.KIND_COUNTER, counter_name)
-            if counter:
-                held_off = self.entries + counter * _ENTRY_SIZE + _E_C
-                held = words[held_off >> 2]
-        if held >= capacity:
-            return NOT_HANDLED
-        bucket = hashed.bucket(L.KIND_CHANNEL, name)
-        if bang >= 0 and not counter:
-            counter_bucket = hashed.bucket(L.KIND_COUNTER, counter_name)
-            if counter_bucket == bucket:
-                return NOT_HANDLED  # two inserts into one bucket: the general path orders them
         writes: list[int] = []
-        taken = hashed.take(1 if counter or bang < 0 else 2, writes)
-        if taken is None:
-            return NOT_HANDLED
-        first = self._chunk(data, expires, writes)
-        if not first:
-            return NOT_HANDLED
-        index = taken[0]
-        sibling = 0
-        if bang >= 0:
-            if counter:
-                counter_off = self.entries + counter * _ENTRY_SIZE
-                sibling = words[(counter_off + _E_D) >> 2]
-                writes += (counter_off + _E_D, 4, index, held_off, 4, held + 1)
-                if sibling:
-                    writes += (self.entries + sibling * _ENTRY_SIZE + _E_G, 4, index)
-            else:  # fields A..G of a counter: C messages held, D first sibling (layout.KIND_COUNTER)
-                counter = taken[1]
-                hashed.fill(counter, L.KIND_COUNTER, counter_name, counter_bucket, (0, 0, 1, index, 0, 0, 0), writes)
-        # A head, B tail, C count, D next sibling, E waiters, F counter, G previous sibling (layout.KIND_CHANNEL)
-        hashed.fill(index, L.KIND_CHANNEL, name, bucket, (first, first, 1, sibling, 0, counter, 0), writes)
-        commit_u32s(self.mem, words, self.journal, label, writes)
+        if not self.hashed.create_channel(name, writes, message=lambda writes: self._chunk(data, expires, writes),
+                                          capacity=capacity):
+            return NOT_HANDLED  # nothing committed
+        commit_u32s(self.mem, self.words, self.journal, label, writes)
         return ()
 
     def register(self, name: bytes, slot: int, token: int) -> bool:
