@@ -176,7 +176,7 @@ class ClusterShard:
                 *map(keys.queue, channels)]
 
     def _pop_args(self, capacity_key: str, wanted: dict[str, int]) -> list:
-        return [self.keys.queues_of(capacity_key), *wanted.values()]
+        return [self.keys.queues_of(capacity_key), 0, *wanted.values()]  # no read-ahead: see copies.py
 
     async def start_pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]]:
         channels = list(wanted)

@@ -15,6 +15,14 @@ own calls see exactly the room the spec says); each is dropped when it expires. 
 because a copy is held only when its member's queue has nothing older, and a receive looks
 here first.
 
+Messages read ahead: a pop for a process's own channels (``p!*``, which only this process
+receives) also takes up to ``READ_AHEAD`` more messages waiting in a wanted queue, so receives one
+after another read them here instead of one round trip each. Unlike group copies these stay
+counted on the server (``Counted.BY_SERVER``): every sender, in any process, sees exact room;
+the receive that takes one uncounts it there (``ZREM``, written at once on this loop's
+connection, so a send that follows finds the room). A taking receive whose uncount is lost with
+the connection leaves the id counted until the message's expiry.
+
 Limits, like any process-local buffer (channels_redis's included): a sender in another process
 is judged by the server without the copies held here; held copies belong to the event loop
 whose pop drained them; a flush from another process does not reach them; a process that dies
@@ -27,6 +35,17 @@ import asyncio
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
+
+
+READ_AHEAD = 64  # messages a pop takes beyond what waiting receivers want, for process channels
+
+
+class Counted(enum.Enum):
+    """Who counts a held copy against its capacity key."""
+
+    HERE = enum.auto()  # the server uncounted it: this loop's calls pass the room left after it
+    BY_SERVER = enum.auto()  # a message read ahead, still counted there: taking it uncounts it
 
 
 class Mark(bytes, enum.Enum):
@@ -37,7 +56,7 @@ class Mark(bytes, enum.Enum):
     QUEUED = b"q"  # put in the member's queue behind older messages; popped from there
 
 
-_HELD, _TAKEN = Mark.HELD.value[0], Mark.TAKEN.value[0]
+_HELD, _TAKEN, _QUEUED = Mark.HELD.value[0], Mark.TAKEN.value[0], Mark.QUEUED.value[0]
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, and a fan-out makes thousands
@@ -48,6 +67,7 @@ class Copy:
     deadline: float  # event loop time when it expires
     expires: bytes  # the server's expiry stamp (ms)
     body: bytes
+    counted: Counted = Counted.HERE
 
     @property
     def entry(self) -> bytes:
@@ -66,9 +86,12 @@ class PopReply:
     held: list[Copy]  # for receives to come
 
 
-def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: float) -> PopReply:
+def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: float,
+             shelved: Callable[[str], bool] = lambda channel: False) -> PopReply:
     """POP's reply (scripts.py) as a PopReply. ``wanted``: what the pop asked for, per channel (an
-    entry without marks is read by it, as the server did); ``loop_now``: the loop's time at the reply."""
+    entry without marks is read by it, as the server did); ``loop_now``: the loop's time at the
+    reply; ``shelved(channel)``: copies are held here for it already, so what the pop took for
+    it is held behind them (older first), not handed past them."""
     now_ms, last_id, entries = int(reply[0]), int(reply[1]), int(reply[2])
     messages: list[tuple[str, bytes]] = []
     held: list[Copy] = []
@@ -82,23 +105,39 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
         message_id = int(first)
         for index, member in enumerate(members.split(b",")):
             mark = marks[index] if marks else (_TAKEN if left.get(member) else _HELD)
-            if mark == _HELD:
-                held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body))
-            elif mark == _TAKEN:
+            if mark == _TAKEN:
                 left[member] -= 1
-                messages.append((member.decode(), queued_entry(expires, message_id, body)))
+                channel = member.decode()
+                if not shelved(channel):
+                    messages.append((channel, queued_entry(expires, message_id, body)))
+                    message_id += 1
+                    continue
+            if mark != _QUEUED:
+                held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body))
             message_id += 1
     channels = list(wanted)
-    messages.extend((channels[reply[i] - 1], reply[i + 1]) for i in range(place, len(reply), 2))
+    for i in range(place, len(reply), 2):
+        index, entry = reply[i], reply[i + 1]
+        channel = channels[abs(index) - 1]
+        if index > 0 and not shelved(channel):
+            messages.append((channel, entry))
+            continue
+        expires, message_id, body = entry.split(b":", 2)
+        held.append(Copy(channel, capacity_key, int(message_id), loop_now + (int(expires) - now_ms) / 1000,
+                         expires, body, Counted.HERE if index > 0 else Counted.BY_SERVER))
     return PopReply(last_id, messages, held)
 
 
 class CopyShelf:
-    """The copies one event loop holds for its channels, oldest first per channel."""
+    """The copies one event loop holds for its channels, oldest first per channel.
 
-    def __init__(self) -> None:
+    ``uncount(copy)`` is called for each copy counted by the server that ``take`` gives out."""
+
+    def __init__(self, uncount: Callable[[Copy], None] = lambda copy: None) -> None:
         self._held: dict[str, deque[Copy]] = {}
         self._channels_of: dict[str, set[str]] = {}  # capacity key -> its channels with copies here
+        self._uncount = uncount
+        self._counted_here = 0  # copies of Counted.HERE held: none, and no send needs to look
 
     def __bool__(self) -> bool:
         return bool(self._held)
@@ -113,50 +152,71 @@ class CopyShelf:
                 queue = self._held[copy.channel] = deque()
                 self._channels_of.setdefault(copy.capacity_key, set()).add(copy.channel)
             queue.append(copy)
+            if copy.counted is Counted.HERE:
+                self._counted_here += 1
 
     def take(self, channel: str, now: float) -> Copy | None:
-        """The oldest unexpired copy for ``channel`` (dropping expired ones), or None."""
+        """The oldest unexpired copy for ``channel`` (dropping expired ones), or None. It is
+        uncounted on the server now if the server counted it."""
         queue = self._held.get(channel)
         while queue:
             copy = queue.popleft()
             if not queue:
                 self._forget(copy)
+            if copy.counted is Counted.HERE:
+                self._counted_here -= 1
             if copy.deadline > now:
+                if copy.counted is Counted.BY_SERVER:
+                    self._uncount(copy)
                 return copy
         return None
 
     def restore(self, copy: Copy) -> None:
-        """Put back a copy ``take`` gave that found no taker, at the head again."""
+        """Put back a copy ``take`` gave that found no taker, at the head again (uncounted on
+        the server by then: this loop counts it)."""
+        copy.counted = Counted.HERE
+        self._counted_here += 1
         queue = self._held.get(copy.channel)
         if queue is None:
-            self.put([copy])
-        else:
-            queue.appendleft(copy)
+            queue = self._held[copy.channel] = deque()
+            self._channels_of.setdefault(copy.capacity_key, set()).add(copy.channel)
+        queue.appendleft(copy)
 
     def take_all(self, channel: str) -> list[Copy]:
+        """Every copy for ``channel``, to push back to its queue (which counts them all again)."""
         queue = self._held.get(channel)
         if not queue:
             return []
         self._forget(queue[0])
+        self._counted_here -= sum(1 for copy in queue if copy.counted is Counted.HERE)
         return list(queue)
 
+    def take_everything(self) -> list[Copy]:
+        """Every copy held, oldest first per channel: for a closing loop to push back."""
+        return [copy for channel in list(self._held) for copy in self.take_all(channel)]
+
     def held_for(self, capacity_key: str, now: float) -> int:
-        """Unexpired copies held for the channels of ``capacity_key`` (they count against it)."""
+        """Unexpired copies held for the channels of ``capacity_key`` that the server does not
+        count (they count against it)."""
         channels = self._channels_of.get(capacity_key)
-        if not channels:
+        if not channels or not self._counted_here:
             return 0
         count = 0
         for channel in list(channels):
             queue = self._held[channel]
             while queue and queue[0].deadline <= now:  # deadlines grow along a queue
                 expired = queue.popleft()
+                if expired.counted is Counted.HERE:
+                    self._counted_here -= 1
                 if not queue:
                     self._forget(expired)
-            count += len(queue)
+            count += sum(1 for copy in queue if copy.counted is Counted.HERE)
         return count
 
     def held_keys(self, now: float) -> dict[str, int]:
-        """Capacity key -> its unexpired copies held here, for the keys with any."""
+        """Capacity key -> its unexpired copies held here and counted here, for the keys with any."""
+        if not self._counted_here:
+            return {}
         counts = {key: self.held_for(key, now) for key in list(self._channels_of)}
         return {key: count for key, count in counts.items() if count}
 
@@ -171,6 +231,7 @@ class CopyShelf:
     def clear(self) -> None:
         self._held.clear()
         self._channels_of.clear()
+        self._counted_here = 0
 
     def _forget(self, copy: Copy) -> None:
         """``copy``'s channel holds nothing more here."""
@@ -207,7 +268,8 @@ class Pop:
                 self._read = error
             else:
                 try:
-                    self._read = read_pop(raw.result(), self._wanted, self._capacity_key, self._loop.time())
+                    self._read = read_pop(raw.result(), self._wanted, self._capacity_key, self._loop.time(),
+                                          self._shelf.holds)
                 except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
                     self._read = exc
                 else:

@@ -23,10 +23,10 @@ from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, Unseri
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
 from ..core.names import check_channel_name
-from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
+from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, ConnectionState, Counters, LayerStatistics
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
-from .copies import CopyShelf, Pop
+from .copies import Copy, CopyShelf, Counted, Pop
 from .hashring import HashRing
 from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
@@ -47,7 +47,7 @@ class _LoopState:
     shards: list[ShardClient | ClusterShard]
     receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
     taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
-    shelf: CopyShelf = field(default_factory=CopyShelf)  # group copies held for this loop's receives
+    shelf: CopyShelf = field(default_factory=CopyShelf)  # group copies and messages read ahead, for this loop's receives
 
 
 class RedisChannelLayer(LayerCore):
@@ -115,6 +115,9 @@ class RedisChannelLayer(LayerCore):
             entry = await self._take_at_once(state, key, channel)
             if entry is not None:
                 return entry.split(b":", 2)[2]
+            copy = state.shelf.take(channel, asyncio.get_running_loop().time()) if state.shelf else None
+            if copy is not None:  # the pop found older messages read ahead meanwhile
+                return copy.body
         receiver = self._receiver(channel)
         future = asyncio.get_running_loop().create_future()
         receiver.add_waiter(channel, future)
@@ -257,22 +260,44 @@ class RedisChannelLayer(LayerCore):
         if state is not None:
             await self._close_loop_state(state)
 
+    async def _return_read_ahead(self, state: _LoopState) -> None:
+        """Messages read ahead and still held go back to the head of their queues: only this
+        loop could receive them. (Group copies held here are lost with it, see copies.py.)"""
+        returns: dict[str, list[Copy]] = {}
+        for copy in state.shelf.take_everything():
+            if copy.counted is Counted.BY_SERVER:
+                returns.setdefault(copy.channel, []).append(copy)
+        pushes = []
+        for channel, copies in returns.items():
+            shard = state.shards[self.shard_index(channel)]
+            if shard.connection_state() is ConnectionState.CONNECTED:  # a gone server has the ids still counted
+                pushes.append(shard.push_back(copies[0].capacity_key, channel, [copy.entry for copy in copies],
+                                              self._expiry_ms + 1000))
+        await asyncio.gather(*pushes, return_exceptions=True)
+
     async def close_pools(self) -> None:
         """channels_redis's name for ``close()``, so code moved from it (tests, task runners) runs."""
         await self.close()
 
     def _new_loop_state(self) -> _LoopState:
-        return _LoopState([
+        shards = [
             ClusterShard(address, self.prefix, self.reconnect_timeout) if isinstance(address, ClusterAddress) else
             ShardClient(address, self.keys, self.reconnect_timeout, self._memberships, index,
                         self.capacities.for_channel)
-            for index, address in enumerate(self.addresses)])
+            for index, address in enumerate(self.addresses)]
 
-    @staticmethod
-    async def _close_loop_state(state: _LoopState) -> None:
+        def uncount(copy: Copy) -> None:  # only a ShardClient reads ahead (copies.py)
+            shard = shards[self.ring.index_for(copy.capacity_key)]
+            if isinstance(shard, ShardClient):
+                shard.uncount(copy)
+
+        return _LoopState(shards, shelf=CopyShelf(uncount))
+
+    async def _close_loop_state(self, state: _LoopState) -> None:
         receivers = list(state.receivers.values())
         await asyncio.gather(*(receiver.stop() for receiver in receivers), return_exceptions=True)
         for receiver in receivers:
             receiver.fail_waiters(RuntimeError("the channel layer was closed while this receive waited"))
         state.receivers.clear()
+        await self._return_read_ahead(state)
         await asyncio.gather(*(shard.aclose() for shard in state.shards), return_exceptions=True)

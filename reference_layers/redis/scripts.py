@@ -136,7 +136,8 @@ return push(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARG
 """
 
 # KEYS: count, bell, inbox, queue_1..queue_n. ARGV: the queue key of a member without its name
-# (``P:q:``), then how many messages each queue's receivers want.
+# (``P:q:``), how many messages to read ahead per queue, then how many messages each queue's
+# receivers want.
 # First drains the inbox, uncounting its copies (the process counts what it holds, copies.py).
 # Each unexpired entry's copies are marked, one letter per member: 't' taken for a receiver
 # waiting here, 'h' held by the receiving process for a receive to come, 'q' put in the member's
@@ -144,8 +145,10 @@ return push(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARG
 # overtake them. When no message of the capacity key waits in any queue, no copy can be 'q' and
 # the marks are left out (''): a member is 't' while its queue's receivers want more, in entry
 # order, else 'h'; the client reads them the same way. Then pops up to the rest of what each
-# queue's receivers want (dropping expired messages on the way).
-# Returns {now_ms, last_id, entries, entry, marks, ..., i, message, i, message, ...}: the bell's
+# queue's receivers want (dropping expired messages on the way), and up to the read-ahead more,
+# left counted (the process uncounts each as a receive takes it, copies.py).
+# Returns {now_ms, last_id, entries, entry, marks, ..., i, message, i, message, ...} (-i for a
+# message read ahead): the bell's
 # last id, read in the same atomic step, so the receiver can tell rings of later pushes from
 # rings it already saw.
 POP = _COMMON + r"""
@@ -153,10 +156,9 @@ local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local out = {now, redis.call('GET', KEYS[2]) or '0', 0}
 local queues = ARGV[1]
-local wanted, wanted_members = {}, {}
+local wanted = {}
 for i = 4, #KEYS do
-  wanted[KEYS[i]] = tonumber(ARGV[i - 2])
-  wanted_members[#wanted_members + 1] = string.sub(KEYS[i], #queues + 1)
+  wanted[KEYS[i]] = tonumber(ARGV[i - 1])
 end
 local draining = redis.call('LLEN', KEYS[3]) > 0
 local total = draining and copies_held(KEYS[1], now) or 0
@@ -201,12 +203,10 @@ while true do
       end
       marks = table.concat(letters)
     else
-      local listed = ',' .. members .. ','
-      for _, member in ipairs(wanted_members) do
+      for member in string.gmatch(members, '[^,]+') do
         local queue = queues .. member
-        if wanted[queue] > 0 and string.find(listed, ',' .. member .. ',', 1, true) then
-          wanted[queue] = wanted[queue] - 1
-        end
+        local left = wanted[queue]
+        if left and left > 0 then wanted[queue] = left - 1 end
       end
     end
     out[#out + 1] = entry
@@ -215,18 +215,24 @@ while true do
   end
 end
 if draining then uncount_copies(KEYS[1], total) end
-for i = 4, #KEYS do
-  local left = wanted[KEYS[i]]
-  while left > 0 do
+local ahead = tonumber(ARGV[2])
+for i = 4, checked and #KEYS or 0 do  -- no message counted: no queue of the key holds one
+  local left, extra = wanted[KEYS[i]], ahead
+  while left > 0 or extra > 0 do
     local entry = redis.call('LPOP', KEYS[i])
     if not entry then break end
     local first = string.find(entry, ':', 1, true)
     if tonumber(string.sub(entry, 1, first - 1)) > now then
-      local second = string.find(entry, ':', first + 1, true)
-      redis.call('ZREM', KEYS[1], string.sub(entry, first + 1, second - 1))
-      out[#out + 1] = i - 3
+      if left > 0 then
+        local second = string.find(entry, ':', first + 1, true)
+        redis.call('ZREM', KEYS[1], string.sub(entry, first + 1, second - 1))
+        out[#out + 1] = i - 3
+        left = left - 1
+      else
+        out[#out + 1] = 3 - i
+        extra = extra - 1
+      end
       out[#out + 1] = entry
-      left = left - 1
     end
   end
 end

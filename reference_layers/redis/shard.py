@@ -18,9 +18,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
+from ..core.names import is_process_specific
 from ..core.statistics import ConnectionState
 from . import scripts
 from .bells import Bells
+from .copies import READ_AHEAD, Copy
 from .hosts import ShardAddress
 from .keys import KeySpace
 from .memberships import MembershipBook
@@ -43,6 +45,12 @@ class Script:
 SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS = tuple(
     Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, scripts.GROUP_ADD,
                                   scripts.GROUP_DISCARD, scripts.GROUP_SEND, scripts.STATS))
+
+
+def _unheard(reply: asyncio.Future) -> None:
+    """An uncount nobody awaits: its failure is the connection's, seen by the next command."""
+    if not reply.cancelled():
+        reply.exception()
 
 
 def is_noscript(error: ResponseError) -> bool:
@@ -172,8 +180,17 @@ class ShardClient:
     def _queue_pop(self, wire: Wire, capacity_key: str, wanted: dict[str, int]):
         channels = list(wanted)
         keys = self._pop_keys(capacity_key, channels)
-        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, self.keys.queues_of(capacity_key),
+        ahead = READ_AHEAD if is_process_specific(capacity_key) else 0  # only this process receives those
+        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, self.keys.queues_of(capacity_key), ahead,
                               *wanted.values())), channels
+
+    def uncount(self, copy: Copy) -> None:
+        """A receive took ``copy``, read ahead and still counted here: uncount it, written at once
+        (a send queued after it on this connection finds the room). Not awaited; with the
+        connection lost, the id stays counted until the message's expiry."""
+        wire = self._commands
+        if wire is not None and not wire.closed:
+            wire.call(pack(b"ZREM", self.keys.count(copy.capacity_key), copy.message_id)).add_done_callback(_unheard)
 
     async def load_scripts(self) -> None:
         """Load every script again: the one recovery from NOSCRIPT, for sends and pops alike."""
