@@ -118,7 +118,7 @@ class RedisChannelLayer(LayerCore):
             copy = state.shelf.take(channel, asyncio.get_running_loop().time()) if state.shelf else None
             if copy is not None:  # the pop found older messages read ahead meanwhile
                 return copy.body
-        receiver = self._receiver(channel)
+        receiver = state.receivers.get(key) or self._receiver(channel)
         future = asyncio.get_running_loop().create_future()
         receiver.add_waiter(channel, future)
         try:

@@ -65,6 +65,8 @@ class Receiver:
         self._kick()
 
     def remove_waiter(self, channel: str, future: asyncio.Future) -> None:
+        if future.done() and not future.cancelled():
+            return  # handed its message (or failed with the rest): no longer waiting here
         waiters = self._waiters.get(channel)
         if waiters is not None:
             try:
