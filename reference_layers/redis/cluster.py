@@ -176,7 +176,12 @@ class ClusterShard:
                 *map(keys.queue, channels)]
 
     def _pop_args(self, capacity_key: str, wanted: dict[str, int]) -> list:
-        return [self.keys.queues_of(capacity_key), 0, *wanted.values()]  # no read-ahead: see copies.py
+        return [self.keys.queues_of(capacity_key), self.read_ahead(capacity_key), *wanted.values()]
+
+    @staticmethod
+    def read_ahead(capacity_key: str) -> int:
+        """None here: taking a read-ahead message would need its uncount routed by slot (copies.py)."""
+        return 0
 
     async def start_pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]]:
         channels = list(wanted)

@@ -252,7 +252,7 @@ class Pop:
 
     def __init__(self, raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf):
         self._raw = raw
-        self._wanted = wanted
+        self.wanted = wanted
         self._capacity_key = capacity_key
         self._shelf = shelf
         self._loop = asyncio.get_running_loop()
@@ -268,7 +268,7 @@ class Pop:
                 self._read = error
             else:
                 try:
-                    self._read = read_pop(raw.result(), self._wanted, self._capacity_key, self._loop.time(),
+                    self._read = read_pop(raw.result(), self.wanted, self._capacity_key, self._loop.time(),
                                           self._shelf.holds)
                 except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
                     self._read = exc

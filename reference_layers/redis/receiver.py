@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from .cluster import ClusterShard
 from .copies import CopyShelf, Pop, PopReply
+from .emptied import EmptiedQueues
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient, is_noscript
 
@@ -53,6 +54,7 @@ class Receiver:
         self._last_id = 0  # the bell's last id when the latest pop ran
         self._subscribed = False  # a push to our key surely rings us (so a sleeping loop may trust its pops)
         self._early: Pop | None = None  # a pop a poke already sent
+        self._emptied = EmptiedQueues(shard.read_ahead(capacity_key))  # waiters there need no pop
         shard.bells.listen(self._bell, self._on_ring)
 
     # --- called by receive() -----------------------------------------------------------------
@@ -61,7 +63,8 @@ class Receiver:
         if waiters is None:
             waiters = self._waiters[channel] = deque()
         waiters.append(future)
-        self._dirty = True
+        if channel not in self._emptied:
+            self._dirty = True
         self._kick()
 
     def remove_waiter(self, channel: str, future: asyncio.Future) -> None:
@@ -82,8 +85,10 @@ class Receiver:
         """A push rang the bell (or, with -1, the bell connection was lost): look again."""
         if message_id < 0:
             self._subscribed = False
-        if (message_id < 0 or message_id > self._last_id) and self._waiters:
-            self.poke()
+        if message_id < 0 or message_id > self._last_id:
+            self._emptied.heard(message_id)
+            if self._waiters:
+                self.poke()
 
     def poke(self) -> None:
         """A push for our key was rung, or written by this process: pop again.
@@ -92,6 +97,7 @@ class Receiver:
         push of this process on the same connection (so it finds the message; no bell needed),
         and without waiting for the loop's task to be scheduled first.
         """
+        self._emptied.heard()
         if not self._waiters:
             return
         self._dirty = True
@@ -101,6 +107,7 @@ class Receiver:
                 if wanted:
                     queued = self.shard.pop_now(self.capacity_key, wanted)
                     if queued is not None:
+                        self._emptied.popping()
                         self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf)
             self._wake.set_result(None)
 
@@ -187,13 +194,13 @@ class Receiver:
                 wanted[channel] = live
         return wanted
 
-    async def _sleep(self, timeout: float | None = None) -> None:
-        """Wait until kicked or poked (or ``timeout`` passes)."""
+    async def _sleep(self, timeout: float | None = None) -> bool:
+        """Wait until kicked or poked (or ``timeout`` passes: True)."""
         loop = asyncio.get_running_loop()
         self._wake = wake = loop.create_future()
-        timer = loop.call_later(timeout, _settle, wake) if timeout is not None else None
+        timer = loop.call_later(timeout, _settle, wake, True) if timeout is not None else None
         try:
-            await wake
+            return bool(await wake)
         finally:
             self._wake = None
             if timer is not None:
@@ -215,8 +222,9 @@ class Receiver:
                         continue
                     break  # no await between this check and leaving: no waiter is missed
                 if not self._dirty:
-                    await self._sleep(LOOK_AGAIN)
-                    self._dirty = True  # rung, poked, a new receiver, or time to look anyway
+                    if await self._sleep(LOOK_AGAIN):
+                        self._dirty = True  # time to look anyway (rings, pokes, new receivers set it)
+                        self._emptied.forget()
                     continue
                 self._dirty = False
                 try:
@@ -227,9 +235,11 @@ class Receiver:
                         wanted = self._wanted()  # after any wait: a receiver may have left meanwhile
                         if not wanted:
                             continue
+                        self._emptied.popping()
                         raw, _ = await self.shard.start_pop(self.capacity_key, wanted)
                         pending = Pop(raw, wanted, self.capacity_key, self._shelf)
                     reply = await self._popped(pending)
+                    self._emptied.popped(pending.wanted, reply)
                 except ResponseError as exc:
                     if not is_noscript(exc):
                         raise
@@ -284,6 +294,6 @@ def _message_id(entry: bytes) -> int:
     return int(entry.split(b":", 2)[1])
 
 
-def _settle(future: asyncio.Future) -> None:
+def _settle(future: asyncio.Future, timed_out: bool = False) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(timed_out)

@@ -180,9 +180,14 @@ class ShardClient:
     def _queue_pop(self, wire: Wire, capacity_key: str, wanted: dict[str, int]):
         channels = list(wanted)
         keys = self._pop_keys(capacity_key, channels)
-        ahead = READ_AHEAD if is_process_specific(capacity_key) else 0  # only this process receives those
-        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, self.keys.queues_of(capacity_key), ahead,
+        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, self.keys.queues_of(capacity_key),
+                              self.read_ahead(capacity_key),
                               *wanted.values())), channels
+
+    @staticmethod
+    def read_ahead(capacity_key: str) -> int:
+        """Messages a pop takes beyond what is wanted: for a process's channels, which only it receives."""
+        return READ_AHEAD if is_process_specific(capacity_key) else 0
 
     def uncount(self, copy: Copy) -> None:
         """A receive took ``copy``, read ahead and still counted here: uncount it, written at once
