@@ -202,13 +202,7 @@ while true do
         id = id + 1
       end
       marks = table.concat(letters)
-    else
-      for member in string.gmatch(members, '[^,]+') do
-        local queue = queues .. member
-        local left = wanted[queue]
-        if left and left > 0 then wanted[queue] = left - 1 end
-      end
-    end
+    end  -- unchecked, what copies the waiters take is left to the client: the queues are not popped
     out[#out + 1] = entry
     out[#out + 1] = marks
     out[3] = out[3] + 1
