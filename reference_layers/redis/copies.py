@@ -37,7 +37,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-
 READ_AHEAD = 64  # messages a pop takes beyond what waiting receivers want, for process channels
 
 
