@@ -24,9 +24,11 @@ connection, so a send that follows finds the room). A taking receive whose uncou
 the connection leaves the id counted until the message's expiry.
 
 Limits, like any process-local buffer (channels_redis's included): a sender in another process
-is judged by the server without the copies held here; held copies belong to the event loop
-whose pop drained them; a flush from another process does not reach them; a process that dies
-holding them loses them, like any message a receive had taken.
+is judged by the server without the group copies held here (not so for messages read ahead);
+held copies and messages read ahead belong to the event loop whose pop took them, and another
+process's statistics() does not see them; a flush from another process does not reach them
+(XP-4 is kept only for what the server still holds); a process that dies holding them loses
+them, like any message a receive had taken (a closing loop pushes messages read ahead back).
 """
 
 from __future__ import annotations
