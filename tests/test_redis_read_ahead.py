@@ -16,7 +16,7 @@ import pytest
 from reference_layers.base import ChannelFull
 from reference_layers.redis.copies import READ_AHEAD
 from reference_layers.redis.receiver import LOOK_AGAIN
-from tests.helpers import CALL_LIMIT, run
+from tests.helpers import CALL_LIMIT, fresh, run
 from tests.test_redis_layer import closing, layer_on
 
 PREFIX = "t-read-ahead"
@@ -107,3 +107,50 @@ def test_a_member_waiting_again_on_a_queue_the_last_pop_emptied_gets_what_came_m
         await other.close()
 
     run(closing(layer, body()))
+
+
+async def _hold_some(owner, other, capacity: int) -> tuple[str, str]:
+    """Leaves ``owner`` holding two messages read ahead on one channel and a group copy for a
+    second member: (the channel, the second member)."""
+    channel, first, second = [await owner.new_channel() for _ in range(3)]
+    for n in range(3):
+        await other.send(channel, {"n": n})
+    assert await owner.receive(channel) == {"n": 0}  # 1 and 2 read ahead
+    group = fresh("flushed")
+    for member in (first, second):
+        await owner.group_add(group, member)
+    await other.group_send(group, {"n": "copy"})
+    assert await owner.receive(first) == {"n": "copy"}  # second's copy held
+    assert (await owner.statistics([channel, second])).channels[channel].waiting == 2
+    return channel, second
+
+
+async def _nothing_from_before_the_flush(owner, other, channel: str, second: str, capacity: int) -> None:
+    for reader in (channel, second):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(owner.receive(reader), 0.3)
+    for n in range(capacity):  # room is whole again: nothing held counts against it
+        await owner.send(channel, {"n": f"fresh {n}"})
+    with pytest.raises(ChannelFull):
+        await other.send(channel, {"n": "one too many"})
+    assert [await owner.receive(channel) for _ in range(capacity)] == [{"n": f"fresh {n}"} for n in range(capacity)]
+
+
+def test_a_flush_by_another_layer_drops_what_this_one_read_ahead_or_held(redis_urls):
+    """Whether the holding loop already listens for flushes (the flush waits for its answer) or
+    not yet (its next receive reads the epoch first): nothing from before the flush comes out."""
+    capacity = 5
+    owner = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)
+    other = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)  # another process's layer
+
+    async def body():
+        channel, second = await _hold_some(owner, other, capacity)
+        await other.flush()  # owner does not listen yet: it reads the epoch before serving
+        await _nothing_from_before_the_flush(owner, other, channel, second, capacity)
+        channel, second = await _hold_some(owner, other, capacity)
+        assert await owner.receive(channel) == {"n": 1}  # served from what is held: owner listens
+        await other.flush()  # returns once owner answered that it dropped what it held
+        await _nothing_from_before_the_flush(owner, other, channel, second, capacity)
+        await other.close()
+
+    run(closing(owner, body()))

@@ -23,12 +23,14 @@ the receive that takes one uncounts it there (``ZREM``, written at once on this 
 connection, so a send that follows finds the room). A taking receive whose uncount is lost with
 the connection leaves the id counted until the message's expiry.
 
+A flush in any process reaches them: each copy carries the flush epoch its pop ran in, and the
+loop drops those of an older one when it hears of a flush (flushes.py).
+
 Limits, like any process-local buffer (channels_redis's included): a sender in another process
 is judged by the server without the group copies held here (not so for messages read ahead);
 held copies and messages read ahead belong to the event loop whose pop took them, and another
-process's statistics() does not see them; a flush from another process does not reach them
-(XP-4 is kept only for what the server still holds); a process that dies holding them loses
-them, like any message a receive had taken (a closing loop pushes messages read ahead back).
+process's statistics() does not see them; a process that dies holding them loses them, like any
+message a receive had taken (a closing loop pushes messages read ahead back).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Copy:
     expires: bytes  # the server's expiry stamp (ms)
     body: bytes
     counted: Counted = Counted.HERE
+    epoch: int = 0  # the shard's flush epoch when the pop took it (flushes.py)
 
     @property
     def entry(self) -> bytes:
@@ -83,6 +86,7 @@ def queued_entry(expires: bytes, message_id: int, body: bytes) -> bytes:
 @dataclass(frozen=True)
 class PopReply:
     last_id: int  # the bell's last id when the pop ran
+    epoch: int  # the shard's flush epoch when it ran (flushes.py)
     messages: list[tuple[str, bytes]]  # (channel, entry) for waiting receivers, oldest first per channel
     held: list[Copy]  # for receives to come
 
@@ -93,11 +97,11 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
     entry without marks is read by it, as the server did); ``loop_now``: the loop's time at the
     reply; ``shelved(channel)``: copies are held here for it already, so what the pop took for
     it is held behind them (older first), not handed past them."""
-    now_ms, last_id, entries = int(reply[0]), int(reply[1]), int(reply[2])
+    now_ms, last_id, epoch, entries = int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3])
     messages: list[tuple[str, bytes]] = []
     held: list[Copy] = []
     left = {channel.encode(): count for channel, count in wanted.items()}
-    place = 3
+    place = 4
     for _ in range(entries):
         entry, marks = reply[place], reply[place + 1]
         place += 2
@@ -114,7 +118,7 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
                     message_id += 1
                     continue
             if mark != _QUEUED:
-                held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body))
+                held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body, epoch=epoch))
             message_id += 1
     channels = list(wanted)
     for i in range(place, len(reply), 2):
@@ -125,8 +129,8 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
             continue
         expires, message_id, body = entry.split(b":", 2)
         held.append(Copy(channel, capacity_key, int(message_id), loop_now + (int(expires) - now_ms) / 1000,
-                         expires, body, Counted.HERE if index > 0 else Counted.BY_SERVER))
-    return PopReply(last_id, messages, held)
+                         expires, body, Counted.HERE if index > 0 else Counted.BY_SERVER, epoch))
+    return PopReply(last_id, epoch, messages, held)
 
 
 class CopyShelf:
@@ -192,6 +196,19 @@ class CopyShelf:
         self._counted_here -= sum(1 for copy in queue if copy.counted is Counted.HERE)
         return list(queue)
 
+    def drop(self, doomed: Callable[[Copy], bool]) -> None:
+        """Forget every copy ``doomed`` names (a flush reached them: no count to give back)."""
+        for channel, queue in list(self._held.items()):
+            kept = deque(copy for copy in queue if not doomed(copy))
+            if len(kept) == len(queue):
+                continue
+            self._counted_here -= sum(1 for copy in queue if copy.counted is Counted.HERE) \
+                - sum(1 for copy in kept if copy.counted is Counted.HERE)
+            if kept:
+                self._held[channel] = kept
+            else:
+                self._forget(queue[0])
+
     def take_everything(self) -> list[Copy]:
         """Every copy held, oldest first per channel: for a closing loop to push back."""
         return [copy for channel in list(self._held) for copy in self.take_all(channel)]
@@ -251,8 +268,10 @@ class Pop:
     are handed to anyone. ``ready`` is that read reply; awaiting it (not the reply itself) lets a
     cancelled awaiter still collect what the pop took, with ``collect``."""
 
-    def __init__(self, raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf):
+    def __init__(self, raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf,
+                 admits: Callable[[int], bool]):
         self._raw = raw
+        self._admits = admits  # may what a pop of this flush epoch left held be kept (flushes.py)
         self.wanted = wanted
         self._capacity_key = capacity_key
         self._shelf = shelf
@@ -274,7 +293,8 @@ class Pop:
                 except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
                     self._read = exc
                 else:
-                    self._shelf.put(self._read.held)
+                    if self._admits(self._read.epoch):
+                        self._shelf.put(self._read.held)  # else a flush came after the pop: dropped
         if not self.ready.done():
             if isinstance(self._read, BaseException):
                 self.ready.set_exception(self._read)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 
 from redis.exceptions import ResponseError
 
@@ -107,15 +108,14 @@ class RedisChannelLayer(LayerCore):
     async def _receive(self, channel: str) -> bytes:
         state = self._loops.current()
         key = self.keys.capacity_key(channel)
-        if state.shelf:
-            copy = state.shelf.take(channel, asyncio.get_running_loop().time())
-            if copy is not None:
-                return copy.body
+        copy = await self._take_held(state, channel)
+        if copy is not None:
+            return copy.body
         if key not in state.receivers and key not in state.taking:
             entry = await self._take_at_once(state, key, channel)
             if entry is not None:
                 return entry.split(b":", 2)[2]
-            copy = state.shelf.take(channel, asyncio.get_running_loop().time()) if state.shelf else None
+            copy = await self._take_held(state, channel)
             if copy is not None:  # the pop found older messages read ahead meanwhile
                 return copy.body
         receiver = state.receivers.get(key) or self._receiver(channel)
@@ -131,6 +131,16 @@ class RedisChannelLayer(LayerCore):
             receiver.remove_waiter(channel, future)
         return entry.split(b":", 2)[2]
 
+    async def _take_held(self, state: _LoopState, channel: str) -> Copy | None:
+        """The oldest copy this loop holds for ``channel``, once sure no flush came since its pop
+        (flushes.py: a round trip only while the shard's flushes are not heard)."""
+        if not state.shelf.holds(channel):
+            return None
+        flushes = state.shards[self.shard_index(channel)].flushes
+        if not flushes.listening:
+            await flushes.listen()
+        return state.shelf.take(channel, asyncio.get_running_loop().time())
+
     async def _take_at_once(self, state: _LoopState, key: str, channel: str) -> bytes | None:
         """Nobody here waits on ``key``: pop one message of ``channel`` from this task, without
         the receiver loop (the common case: a message is already there). None if none was,
@@ -140,7 +150,7 @@ class RedisChannelLayer(LayerCore):
         try:
             wanted = {channel: 1}
             raw, _ = await shard.start_pop(key, wanted)
-            pop = Pop(raw, wanted, key, state.shelf)
+            pop = Pop(raw, wanted, key, state.shelf, shard.flushes.admits)
             try:
                 messages = (await pop.ready).messages
             except asyncio.CancelledError:  # the pop is on the wire: what it takes goes on
@@ -262,7 +272,11 @@ class RedisChannelLayer(LayerCore):
 
     async def _return_read_ahead(self, state: _LoopState) -> None:
         """Messages read ahead and still held go back to the head of their queues: only this
-        loop could receive them. (Group copies held here are lost with it, see copies.py.)"""
+        loop could receive them. (Group copies held here are lost with it, see copies.py.) Not
+        before this loop is sure no flush came since (flushes.py), which would make them anew."""
+        if state.shelf:
+            await asyncio.gather(*(shard.flushes.listen() for shard in state.shards if not shard.flushes.listening),
+                                 return_exceptions=True)
         returns: dict[str, list[Copy]] = {}
         for copy in state.shelf.take_everything():
             if copy.counted is Counted.BY_SERVER:
@@ -270,7 +284,7 @@ class RedisChannelLayer(LayerCore):
         pushes = []
         for channel, copies in returns.items():
             shard = state.shards[self.shard_index(channel)]
-            if shard.connection_state() is ConnectionState.CONNECTED:  # a gone server has the ids still counted
+            if shard.flushes.listening and shard.connection_state() is ConnectionState.CONNECTED:
                 pushes.append(shard.push_back(copies[0].capacity_key, channel, [copy.entry for copy in copies],
                                               self._expiry_ms + 1000))
         await asyncio.gather(*pushes, return_exceptions=True)
@@ -291,7 +305,15 @@ class RedisChannelLayer(LayerCore):
             if isinstance(shard, ShardClient):
                 shard.uncount(copy)
 
-        return _LoopState(shards, shelf=CopyShelf(uncount))
+        shelf = CopyShelf(uncount)
+        for index, shard in enumerate(shards):
+            if isinstance(shard, ShardClient):
+                shard.flushes.on_flush = partial(self._drop_flushed, shelf, index)
+        return _LoopState(shards, shelf=shelf)
+
+    def _drop_flushed(self, shelf: CopyShelf, index: int, epoch: int) -> None:
+        """Shard ``index`` is in flush epoch ``epoch`` now: what was held of another is gone (flushes.py)."""
+        shelf.drop(lambda copy: copy.epoch != epoch and self.ring.index_for(copy.capacity_key) == index)
 
     async def _close_loop_state(self, state: _LoopState) -> None:
         receivers = list(state.receivers.values())

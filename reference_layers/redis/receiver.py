@@ -1,9 +1,9 @@
 """Receiving: one task per capacity key and event loop takes messages for all of its waiters.
 
 A process's channels ``p!a``, ``p!b``, ... share one capacity key ``p!``, so one loop serves
-them all, popping from exactly the channels someone waits on, exactly as many messages as
-there are receivers waiting (a flood on ``p!a`` never delays ``p!b``, and nothing is taken
-from Redis before a receiver wants it, so capacity, expiry and flush stay exact).
+them all, popping from exactly the channels someone waits on, as many messages as there are
+receivers waiting (a flood on ``p!a`` never delays ``p!b``), and for those channels a few more
+read ahead, still counted on the server so capacity stays exact (copies.py).
 
 Before its first pop the loop subscribes to the key's bell (bells.py); when a pop leaves
 receivers unserved, the loop sleeps until a ring with an id newer than the pop saw (a push
@@ -11,7 +11,8 @@ from anywhere), a push from this process (``poke``), a new receiver, or ``LOOK_A
 seconds, and pops again. Pops are never cancelled by a receiver; a message popped for a
 receiver that was cancelled meanwhile goes to the next receiver of that channel here, or
 back to the head of its Redis list. Group copies a pop drained for channels nobody waits on
-yet are held on the loop's shelf (copies.py); waiters are served from it before any pop.
+yet, and messages read ahead, are held on the loop's shelf (copies.py); waiters are served from
+it before any pop, while the shard's flushes are heard (flushes.py).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class Receiver:
                     queued = self.shard.pop_now(self.capacity_key, wanted)
                     if queued is not None:
                         self._emptied.popping()
-                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf)
+                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf, self.shard.flushes.admits)
             self._wake.set_result(None)
 
     def look_at_shelf(self) -> None:
@@ -175,6 +176,9 @@ class Receiver:
         shelf = self._shelf
         if not shelf or not self._waiters:
             return
+        if not self.shard.flushes.listening:  # a flush may have been missed: the loop listens first
+            self._dirty = True
+            return
         now = asyncio.get_running_loop().time()
         for channel in [channel for channel in self._waiters if shelf.holds(channel)]:
             while channel in self._waiters:
@@ -230,6 +234,8 @@ class Receiver:
                 try:
                     pending, self._early = self._early, None
                     if pending is None:
+                        if self._shelf and not self.shard.flushes.listening:
+                            await self.shard.flushes.listen()  # before serving what is held (flushes.py)
                         await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
                         self._subscribed = True
                         wanted = self._wanted()  # after any wait: a receiver may have left meanwhile
@@ -237,7 +243,7 @@ class Receiver:
                             continue
                         self._emptied.popping()
                         raw, _ = await self.shard.start_pop(self.capacity_key, wanted)
-                        pending = Pop(raw, wanted, self.capacity_key, self._shelf)
+                        pending = Pop(raw, wanted, self.capacity_key, self._shelf, self.shard.flushes.admits)
                     reply = await self._popped(pending)
                     self._emptied.popped(pending.wanted, reply)
                 except ResponseError as exc:

@@ -23,6 +23,7 @@ from ..core.statistics import ConnectionState
 from . import scripts
 from .bells import Bells
 from .copies import READ_AHEAD, Copy
+from .flushes import FlushWatch
 from .hosts import ShardAddress
 from .keys import KeySpace
 from .memberships import MembershipBook
@@ -42,13 +43,13 @@ class Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
 
 
-SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS = tuple(
+SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS, FLUSHED = tuple(
     Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, scripts.GROUP_ADD,
-                                  scripts.GROUP_DISCARD, scripts.GROUP_SEND, scripts.STATS))
+                                  scripts.GROUP_DISCARD, scripts.GROUP_SEND, scripts.STATS, scripts.FLUSHED))
 
 
 def _unheard(reply: asyncio.Future) -> None:
-    """An uncount nobody awaits: its failure is the connection's, seen by the next command."""
+    """A command nobody awaits (an uncount, a flush answer): its failure is the connection's, seen by the next command."""
     if not reply.cancelled():
         reply.exception()
 
@@ -84,6 +85,8 @@ class ShardClient:
         self._commands: Wire | None = None
         self._connecting = asyncio.Lock()
         self.bells = Bells(self._pool, self.reconnector)
+        self.flushes = FlushWatch(self.bells, keys.flush_epoch, lambda: self.call(b"GET", keys.flush_epoch),
+                                  lambda channel, epoch: self._tell(b"PUBLISH", channel, epoch))
         self._closed = False
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -193,9 +196,13 @@ class ShardClient:
         """A receive took ``copy``, read ahead and still counted here: uncount it, written at once
         (a send queued after it on this connection finds the room). Not awaited; with the
         connection lost, the id stays counted until the message's expiry."""
+        self._tell(b"ZREM", self.keys.count(copy.capacity_key), copy.message_id)
+
+    def _tell(self, *command) -> None:
+        """Write ``command`` at once if the connection is open, not waiting for its reply."""
         wire = self._commands
         if wire is not None and not wire.closed:
-            wire.call(pack(b"ZREM", self.keys.count(copy.capacity_key), copy.message_id)).add_done_callback(_unheard)
+            wire.call(pack(*command)).add_done_callback(_unheard)
 
     async def load_scripts(self) -> None:
         """Load every script again: the one recovery from NOSCRIPT, for sends and pops alike."""
@@ -204,7 +211,7 @@ class ShardClient:
 
     def _pop_keys(self, capacity_key: str, channels: list[str]) -> list[str]:
         keys = self.keys
-        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key),
+        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key), keys.epoch(capacity_key),
                 *map(keys.queue, channels)]
 
     async def push_back(self, capacity_key: str, channel: str, entries: list[bytes], ttl_ms: int) -> None:
@@ -259,7 +266,8 @@ class ShardClient:
         """Delete this prefix's messages and groups, and nothing else.
 
         Bell counters go too: one made anew starts at the server's time in µs, above any id
-        a receiver saw before.
+        a receiver saw before. Then a new flush epoch is set and told to every process, which
+        drops what it holds from pops before it (flushes.py); this loop at once.
         """
         cursor = b"0"
         while True:
@@ -268,7 +276,8 @@ class ShardClient:
             if doomed:
                 await self.call(b"UNLINK", *doomed)
             if cursor == b"0":
-                return
+                break
+        await self.flushes.announce(lambda: self.run(FLUSHED, [self.keys.flush_epoch], []))
 
     async def aclose(self) -> None:
         self._closed = True
