@@ -10,14 +10,16 @@ Checked on a real server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from reference_layers.base import ChannelFull
 from reference_layers.redis.copies import READ_AHEAD
 from reference_layers.redis.receiver import LOOK_AGAIN
 from tests.helpers import CALL_LIMIT, fresh, run
-from tests.test_redis_layer import closing, layer_on
+from tests.test_redis_layer import closing, layer_on, raw
 
 PREFIX = "t-read-ahead"
 
@@ -151,6 +153,30 @@ def test_a_flush_by_another_layer_drops_what_this_one_read_ahead_or_held(redis_u
         assert await owner.receive(channel) == {"n": 1}  # served from what is held: owner listens
         await other.flush()  # returns once owner answered that it dropped what it held
         await _nothing_from_before_the_flush(owner, other, channel, second, capacity)
+        await other.close()
+
+    run(closing(owner, body()))
+
+
+def test_an_uncount_lost_with_the_connection_is_made_on_the_next_one(redis_urls):
+    owner = layer_on(redis_urls, capacity=4, prefix=PREFIX)
+    other = layer_on(redis_urls, capacity=4, prefix=PREFIX)  # another process's layer
+
+    async def body():
+        channel = await owner.new_channel()
+        for n in range(4):
+            await other.send(channel, {"n": n})
+        assert await owner.receive(channel) == {"n": 0}  # 1, 2 and 3 read ahead, counted on the server
+        assert await owner.receive(channel) == {"n": 1}  # from what is held: the loop listens for flushes
+        raw(redis_urls[0]).client_kill_filter(_type="normal")  # command connections, not the bells
+        assert await owner.receive(channel) == {"n": 2}  # its uncount is lost with the connection
+        with contextlib.suppress(RedisConnectionError):  # the first command may meet the dead connection
+            await owner.statistics([channel])
+        await owner.statistics([channel])  # on a new connection: the uncount was made first
+        for n in range(3):  # only n 3 counts
+            await other.send(channel, {"n": f"fresh {n}"})
+        with pytest.raises(ChannelFull):
+            await other.send(channel, {"n": "one too many"})
         await other.close()
 
     run(closing(owner, body()))

@@ -20,8 +20,8 @@ receives) also takes up to ``READ_AHEAD`` more messages waiting in a wanted queu
 after another read them here instead of one round trip each. Unlike group copies these stay
 counted on the server (``Counted.BY_SERVER``): every sender, in any process, sees exact room;
 the receive that takes one uncounts it there (``ZREM``, written at once on this loop's
-connection, so a send that follows finds the room). A taking receive whose uncount is lost with
-the connection leaves the id counted until the message's expiry.
+connection, so a send that follows finds the room). An uncount lost with the connection is made
+first on the next one (shard.py); until then the id stays counted.
 
 A flush in any process reaches them: each copy carries the flush epoch its pop ran in, and the
 loop drops those of an older one when it hears of a flush (flushes.py).

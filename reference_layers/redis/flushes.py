@@ -26,9 +26,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from .bells import Bells
+from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT = 2.0  # seconds a flush waits for the loops that heard it to answer
+_LISTEN_ATTEMPTS, _LISTEN_PAUSE = 5, 0.05  # a connection dropped while subscribing: try again
 
 
 class FlushWatch:
@@ -56,12 +58,24 @@ class FlushWatch:
         return epoch == self.epoch
 
     async def listen(self) -> None:
-        """Subscribe, then learn the epoch (copies of another one are dropped)."""
-        losses = self._losses
-        await self._bells.subscribe(self._channel)
-        current = await self._read_epoch()
-        self._move_to(int(current) if current is not None else 0)
-        self.listening = self._losses == losses
+        """Subscribe, then learn the epoch (copies of another one are dropped). A connection lost
+        meanwhile is tried again a few times (ShardUnreachable at once)."""
+        for attempt in range(_LISTEN_ATTEMPTS):
+            losses = self._losses
+            try:
+                await self._bells.subscribe(self._channel)
+                current = await self._read_epoch()
+            except ShardUnreachable:
+                raise
+            except TRANSIENT_ERRORS:
+                if attempt == _LISTEN_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(_LISTEN_PAUSE)
+                continue
+            self._move_to(int(current) if current is not None else 0)
+            self.listening = self._losses == losses
+            if self.listening:
+                return
 
     async def announce(self, flushed: Callable[[], Awaitable[list]]) -> None:
         """Run scripts.FLUSHED (``flushed``), then wait for the answers of the loops that heard it."""

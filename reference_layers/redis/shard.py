@@ -27,7 +27,7 @@ from .flushes import FlushWatch
 from .hosts import ShardAddress
 from .keys import KeySpace
 from .memberships import MembershipBook
-from .reconnect import Reconnector
+from .reconnect import TRANSIENT_ERRORS, Reconnector
 from .sentinel import close_pool, make_pool
 from .wire import ReadOnlyReplica, Wire, open_wire, pack
 
@@ -85,6 +85,7 @@ class ShardClient:
         self._commands: Wire | None = None
         self._connecting = asyncio.Lock()
         self.bells = Bells(self._pool, self.reconnector)
+        self._owed_uncounts: list[tuple[str, int]] = []  # uncounts lost with a connection (uncount)
         self.flushes = FlushWatch(self.bells, keys.flush_epoch, lambda: self.call(b"GET", keys.flush_epoch),
                                   lambda channel, epoch: self._tell(b"PUBLISH", channel, epoch))
         self._closed = False
@@ -109,6 +110,9 @@ class ShardClient:
                     wire.close()
                     raise
                 self._commands = wire
+                owed, self._owed_uncounts = self._owed_uncounts, []
+                for count_key, message_id in owed:
+                    self._uncount(count_key, message_id)
             return wire
 
     async def _restore_memberships(self, wire: Wire) -> None:
@@ -194,9 +198,22 @@ class ShardClient:
 
     def uncount(self, copy: Copy) -> None:
         """A receive took ``copy``, read ahead and still counted here: uncount it, written at once
-        (a send queued after it on this connection finds the room). Not awaited; with the
-        connection lost, the id stays counted until the message's expiry."""
-        self._tell(b"ZREM", self.keys.count(copy.capacity_key), copy.message_id)
+        (a send queued after it on this connection finds the room). Not awaited; lost with the
+        connection, it is owed, and written first on the next one (ids are never reused, so
+        uncounting one twice is harmless)."""
+        self._uncount(self.keys.count(copy.capacity_key), copy.message_id)
+
+    def _uncount(self, count_key: str, message_id: int) -> None:
+        wire = self._commands
+        if wire is None or wire.closed:
+            self._owed_uncounts.append((count_key, message_id))
+            return
+        wire.call(pack(b"ZREM", count_key, message_id)).add_done_callback(
+            lambda reply: self._uncounted(reply, count_key, message_id))
+
+    def _uncounted(self, reply: asyncio.Future, count_key: str, message_id: int) -> None:
+        if not reply.cancelled() and isinstance(reply.exception(), TRANSIENT_ERRORS):
+            self._owed_uncounts.append((count_key, message_id))
 
     def _tell(self, *command) -> None:
         """Write ``command`` at once if the connection is open, not waiting for its reply."""
