@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -177,6 +178,30 @@ def test_an_uncount_lost_with_the_connection_is_made_on_the_next_one(redis_urls)
             await other.send(channel, {"n": f"fresh {n}"})
         with pytest.raises(ChannelFull):
             await other.send(channel, {"n": "one too many"})
+        await other.close()
+
+    run(closing(owner, body()))
+
+
+def test_a_loop_that_was_not_running_during_a_flush_reads_the_epoch_before_serving(redis_urls):
+    """A flush waits at most ACK_TIMEOUT for the answer of a loop that is not running, then
+    returns; running again, that loop must not serve what it held before it knows the epoch."""
+    capacity = 5
+    owner = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)
+    other = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)
+    flusher = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)  # in a thread with a loop of its own
+
+    async def flush():
+        await flusher.flush()
+        await flusher.close()
+
+    async def body():
+        channel, second = await _hold_some(owner, other, capacity)
+        assert await owner.receive(channel) == {"n": 1}  # from what is held: owner listens
+        thread = threading.Thread(target=asyncio.run, args=(flush(),))
+        thread.start()
+        thread.join()  # owner's loop is blocked until the flush returned: it could not answer
+        await _nothing_from_before_the_flush(owner, other, channel, second, capacity)
         await other.close()
 
     run(closing(owner, body()))

@@ -9,9 +9,11 @@ copies listens on that channel; hearing a greater epoch, it drops every copy pop
 ring of a flush that ran after the pop: ``admits`` then refuses what that pop left held.
 
 A flush returns once every loop that heard its ring has answered (on ``P:e:acks``) that it dropped
-what it held from before, or after ``ACK_TIMEOUT`` (a loop that is not running cannot answer; it
-may serve what it held until it reads the ring): so a receive that begins after a flush returned,
-in any process, gets nothing sent before it.
+what it held from before, or after ``ACK_TIMEOUT``: so a receive that begins after a flush returned,
+in any process, gets nothing sent before it. A loop that could not answer was not running (stopped
+between ``run_until_complete`` calls, or blocked): the ring may lie unread in its socket when it
+serves again. So a listening loop marks that it runs (a timer, ``HEARTBEAT``); with no mark for
+``AWAY`` (well under ``ACK_TIMEOUT``), it reads the epoch before serving anything held.
 
 While the subscription is not confirmed (first use, or its connection lost, when a ring may have
 been missed), nothing held is served: ``listen()`` subscribes, then reads the epoch. The epoch
@@ -30,6 +32,7 @@ from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT = 2.0  # seconds a flush waits for the loops that heard it to answer
+HEARTBEAT, AWAY = ACK_TIMEOUT / 8, ACK_TIMEOUT / 4  # seconds between marks; no mark for longer: it was away
 _LISTEN_ATTEMPTS, _LISTEN_PAUSE = 5, 0.05  # a connection dropped while subscribing: try again
 
 
@@ -48,8 +51,22 @@ class FlushWatch:
         self._answer = answer  # publish (channel, epoch) without waiting
         self._losses = 0  # subscriptions lost so far
         self._awaited: dict[int, tuple[int, asyncio.Future]] = {}  # epoch -> (answers missing, all in)
+        self._marked_at = 0.0  # loop time of the latest mark that the loop runs
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._listening: asyncio.Future | None = None  # the one listen() under way, for every caller
         bells.listen(self._channel, self._heard)
         bells.listen(self._acks, self._acked)
+
+    @property
+    def current(self) -> bool:
+        """``epoch`` is the shard's now: listening, and the loop has run lately (so it read the ring
+        of any flush that returned, which waited for its answer first)."""
+        return self.listening and asyncio.get_running_loop().time() - self._marked_at < AWAY
+
+    def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
 
     def admits(self, epoch: int) -> bool:
         """A pop ran in ``epoch``: may what it left held be kept?"""
@@ -59,7 +76,14 @@ class FlushWatch:
 
     async def listen(self) -> None:
         """Subscribe, then learn the epoch (copies of another one are dropped). A connection lost
-        meanwhile is tried again a few times (ShardUnreachable at once)."""
+        meanwhile is tried again a few times (ShardUnreachable at once). Receives that ask at the
+        same time share one attempt (a fan-out's members would each make one)."""
+        if self._listening is None or self._listening.done():
+            self._listening = asyncio.ensure_future(self._listen())
+            self._listening.add_done_callback(_seen)
+        await asyncio.shield(self._listening)
+
+    async def _listen(self) -> None:
         for attempt in range(_LISTEN_ATTEMPTS):
             losses = self._losses
             try:
@@ -75,6 +99,10 @@ class FlushWatch:
             self._move_to(int(current) if current is not None else 0)
             self.listening = self._losses == losses
             if self.listening:
+                if self._heartbeat is None:
+                    self._mark()
+                else:
+                    self._marked_at = asyncio.get_running_loop().time()
                 return
 
     async def announce(self, flushed: Callable[[], Awaitable[list]]) -> None:
@@ -99,6 +127,7 @@ class FlushWatch:
         if epoch < 0:  # the subscription went with its connection
             self._losses += 1
             self.listening = False
+            self.close()
             return
         if epoch > self.epoch:
             self._move_to(epoch)
@@ -112,21 +141,35 @@ class FlushWatch:
             if missing <= 1 and not all_in.done():
                 all_in.set_result(None)
 
+    def _mark(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._marked_at = loop.time()
+        self._heartbeat = loop.call_later(HEARTBEAT, self._mark)
+
     def _move_to(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch = epoch
             self.on_flush(epoch)
 
 
+def _seen(attempt: asyncio.Future) -> None:
+    """Its callers hear of its error; none may be left to (all cancelled): no warning then."""
+    if not attempt.cancelled():
+        attempt.exception()
+
+
 class Unwatched:
     """A Redis Cluster's pops hold nothing (no read-ahead, no inbox copies): nothing to watch."""
 
     epoch = 0
-    listening = True
+    listening = current = True
 
     @staticmethod
     def admits(epoch: int) -> bool:
         return True
 
     async def listen(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass

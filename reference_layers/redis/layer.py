@@ -108,14 +108,14 @@ class RedisChannelLayer(LayerCore):
     async def _receive(self, channel: str) -> bytes:
         state = self._loops.current()
         key = self.keys.capacity_key(channel)
-        copy = await self._take_held(state, channel)
+        copy = await self._take_held(state, channel) if state.shelf.holds(channel) else None
         if copy is not None:
             return copy.body
         if key not in state.receivers and key not in state.taking:
             entry = await self._take_at_once(state, key, channel)
             if entry is not None:
                 return entry.split(b":", 2)[2]
-            copy = await self._take_held(state, channel)
+            copy = await self._take_held(state, channel) if state.shelf.holds(channel) else None
             if copy is not None:  # the pop found older messages read ahead meanwhile
                 return copy.body
         receiver = state.receivers.get(key) or self._receiver(channel)
@@ -134,10 +134,8 @@ class RedisChannelLayer(LayerCore):
     async def _take_held(self, state: _LoopState, channel: str) -> Copy | None:
         """The oldest copy this loop holds for ``channel``, once sure no flush came since its pop
         (flushes.py: a round trip only while the shard's flushes are not heard)."""
-        if not state.shelf.holds(channel):
-            return None
         flushes = state.shards[self.shard_index(channel)].flushes
-        if not flushes.listening:
+        if not flushes.current:
             await flushes.listen()
         return state.shelf.take(channel, asyncio.get_running_loop().time())
 
@@ -275,7 +273,7 @@ class RedisChannelLayer(LayerCore):
         loop could receive them. (Group copies held here are lost with it, see copies.py.) Not
         before this loop is sure no flush came since (flushes.py), which would make them anew."""
         if state.shelf:
-            await asyncio.gather(*(shard.flushes.listen() for shard in state.shards if not shard.flushes.listening),
+            await asyncio.gather(*(shard.flushes.listen() for shard in state.shards if not shard.flushes.current),
                                  return_exceptions=True)
         returns: dict[str, list[Copy]] = {}
         for copy in state.shelf.take_everything():
@@ -284,7 +282,7 @@ class RedisChannelLayer(LayerCore):
         pushes = []
         for channel, copies in returns.items():
             shard = state.shards[self.shard_index(channel)]
-            if shard.flushes.listening and shard.connection_state() is ConnectionState.CONNECTED:
+            if shard.flushes.current and shard.connection_state() is ConnectionState.CONNECTED:
                 pushes.append(shard.push_back(copies[0].capacity_key, channel, [copy.entry for copy in copies],
                                               self._expiry_ms + 1000))
         await asyncio.gather(*pushes, return_exceptions=True)

@@ -176,7 +176,7 @@ class Receiver:
         shelf = self._shelf
         if not shelf or not self._waiters:
             return
-        if not self.shard.flushes.listening:  # a flush may have been missed: the loop listens first
+        if not self.shard.flushes.current:  # a flush may have been missed: the loop listens first
             self._dirty = True
             return
         now = asyncio.get_running_loop().time()
@@ -234,8 +234,8 @@ class Receiver:
                 try:
                     pending, self._early = self._early, None
                     if pending is None:
-                        if self._shelf and not self.shard.flushes.listening:
-                            await self.shard.flushes.listen()  # before serving what is held (flushes.py)
+                        if not self.shard.flushes.current:  # before the pop: what it holds is served at once
+                            await self.shard.flushes.listen()  # (flushes.py; once per loop, unless it was away)
                         await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
                         self._subscribed = True
                         wanted = self._wanted()  # after any wait: a receiver may have left meanwhile

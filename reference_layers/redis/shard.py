@@ -49,7 +49,7 @@ SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS, FLU
 
 
 def _unheard(reply: asyncio.Future) -> None:
-    """A command nobody awaits (an uncount, a flush answer): its failure is the connection's, seen by the next command."""
+    """A command nobody awaits (a flush's answer): its failure is the connection's, seen by the next command."""
     if not reply.cancelled():
         reply.exception()
 
@@ -298,6 +298,7 @@ class ShardClient:
 
     async def aclose(self) -> None:
         self._closed = True
+        self.flushes.close()
         if self._commands is not None:
             self._commands.close()
         self._commands = None
