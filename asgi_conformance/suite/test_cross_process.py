@@ -205,8 +205,9 @@ async def test_a_flush_here_empties_what_another_process_fetched_ahead_on_the_ch
     layer = layers.make()
     peer = await asgi_peers.astart()
     # The peer receives the first of two messages on one channel (and, with groups, one member's
-    # copy of a group_send that reached two of its members): the one receive may fetch the rest
-    # into the peer's memory, for receives to come. A flush must drop them there all the same.
+    # copy of its own group_send to two of its members, so that only the flush crosses processes):
+    # the one receive may fetch the rest into the peer's memory, for receives to come. A flush
+    # must drop them there all the same.
     channel = await peer.anew_channel()
     prompt = _note("prompt")
     for message in (prompt, _note("stale")):
@@ -217,7 +218,7 @@ async def test_a_flush_here_empties_what_another_process_fetched_ahead_on_the_ch
         group, member, sibling = fresh_group("xp4"), await peer.anew_channel(), await peer.anew_channel()
         await peer.agroup_add(group, member)
         await peer.agroup_add(group, sibling)
-        await layer.group_send(group, _note("stale-group-copy"))
+        await peer.agroup_send(group, _note("stale-group-copy"))
         assert (await _expect_in_peer(peer, member))["type"] == "xp.stale-group-copy"
 
     await layer.flush()
