@@ -63,6 +63,12 @@ def test_members_reading_after_the_first_find_their_copies_without_a_round_trip(
         assert (await layer.receive(first))["n"] == 1  # its pop drains the process's inbox
         with ClientCommands(redis_urls) as seen:
             assert [(await layer.receive(member))["n"] for member in others] == [1] * len(others)
+        # Once per loop and shard: listen for flushes, then read the flush epoch (flushes.py).
+        assert seen.commands == [["SUBSCRIBE", "GET"]], seen.commands
+        await layer.group_send(group, {"n": 2})
+        assert (await layer.receive(first))["n"] == 2
+        with ClientCommands(redis_urls) as seen:
+            assert [(await layer.receive(member))["n"] for member in others] == [2] * len(others)
         assert seen.commands == [[]], seen.commands
 
     run_scenario(redis_urls, scenario)

@@ -200,6 +200,37 @@ async def test_a_flush_here_empties_what_another_process_has_not_received_yet(
 
 
 @requirement("XP-4", needs=["cross-process", "flush"])
+async def test_a_flush_here_empties_what_another_process_fetched_ahead_on_the_channel_it_reads(
+        layers: LayerPool, asgi_peers: PeerGroup, asgi_target: LayerTarget) -> None:
+    layer = layers.make()
+    peer = await asgi_peers.astart()
+    # The peer receives the first of two messages on one channel (and, with groups, one member's
+    # copy of its own group_send to two of its members, so that only the flush crosses processes):
+    # the one receive may fetch the rest into the peer's memory, for receives to come. A flush
+    # must drop them there all the same.
+    channel = await peer.anew_channel()
+    prompt = _note("prompt")
+    for message in (prompt, _note("stale")):
+        await layer.send(channel, message)
+    assert await _expect_in_peer(peer, channel) == prompt
+    sibling = None
+    if offers(asgi_target, "groups"):
+        group, member, sibling = fresh_group("xp4"), await peer.anew_channel(), await peer.anew_channel()
+        await peer.agroup_add(group, member)
+        await peer.agroup_add(group, sibling)
+        await peer.agroup_send(group, _note("stale-group-copy"))
+        assert (await _expect_in_peer(peer, member))["type"] == "xp.stale-group-copy"
+
+    await layer.flush()
+
+    for reader in filter(None, [channel, sibling]):
+        fresh = _note("after-flush")
+        await layer.send(reader, fresh)
+        got = await _expect_in_peer(peer, reader)
+        assert got == fresh, f"{peer.name} received {got!r} on {reader!r}: it was sent before the flush"
+
+
+@requirement("XP-4", needs=["cross-process", "flush"])
 async def test_a_receive_waiting_in_another_process_during_a_flush_gets_later_messages(
         layers: LayerPool, asgi_peers: PeerGroup) -> None:
     layer = layers.make()

@@ -38,6 +38,7 @@ from .bells import Listener
 from .cluster_keys import ClusterKeySpace
 from .cluster_node import ClusterNode
 from .cluster_slots import NodeName, SlotMap, key_slot, parse_redirect
+from .flushes import Unwatched
 from .hosts import ClusterAddress
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import Script
@@ -76,6 +77,7 @@ class ClusterShard:
         self._stale = True  # read the map before the next command
         self._reading: asyncio.Task[None] | None = None
         self.bells = ClusterBells(self)
+        self.flushes = Unwatched()
 
     # --- the slot map ------------------------------------------------------------------------
     def node(self, name: NodeName) -> ClusterNode:
@@ -172,11 +174,16 @@ class ClusterShard:
 
     def _pop_keys(self, capacity_key: str, channels: list[str]) -> list[str]:
         keys = self.keys
-        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key),
+        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key), keys.epoch(capacity_key),
                 *map(keys.queue, channels)]
 
     def _pop_args(self, capacity_key: str, wanted: dict[str, int]) -> list:
-        return [self.keys.queues_of(capacity_key), *wanted.values()]
+        return [self.keys.queues_of(capacity_key), self.read_ahead(capacity_key), *wanted.values()]
+
+    @staticmethod
+    def read_ahead(capacity_key: str) -> int:
+        """None here: taking a read-ahead message would need its uncount routed by slot (copies.py)."""
+        return 0
 
     async def start_pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]]:
         channels = list(wanted)

@@ -35,6 +35,10 @@ class ClusterKeySpace(KeySpace):
     def inbox(self, capacity_key: str) -> str:
         return f"{self.prefix}{{{capacity_key}}}:i"
 
+    def epoch(self, capacity_key: str) -> str:
+        """In K's slot (a pop reads it); never moved on: a cluster's pops hold nothing (flushes.py)."""
+        return f"{self.prefix}{{{capacity_key}}}:e"
+
     def count(self, capacity_key: str) -> str:
         return f"{self.prefix}{{{capacity_key}}}:n"
 

@@ -15,10 +15,22 @@ own calls see exactly the room the spec says); each is dropped when it expires. 
 because a copy is held only when its member's queue has nothing older, and a receive looks
 here first.
 
+Messages read ahead: a pop for a process's own channels (``p!*``, which only this process
+receives) also takes up to ``READ_AHEAD`` more messages waiting in a wanted queue, so receives one
+after another read them here instead of one round trip each. Unlike group copies these stay
+counted on the server (``Counted.BY_SERVER``): every sender, in any process, sees exact room;
+the receive that takes one uncounts it there (``ZREM``, written at once on this loop's
+connection, so a send that follows finds the room). An uncount lost with the connection is made
+first on the next one (shard.py); until then the id stays counted.
+
+A flush in any process reaches them: each copy carries the flush epoch its pop ran in, and the
+loop drops those of an older one when it hears of a flush (flushes.py).
+
 Limits, like any process-local buffer (channels_redis's included): a sender in another process
-is judged by the server without the copies held here; held copies belong to the event loop
-whose pop drained them; a flush from another process does not reach them; a process that dies
-holding them loses them, like any message a receive had taken.
+is judged by the server without the group copies held here (not so for messages read ahead);
+held copies and messages read ahead belong to the event loop whose pop took them, and another
+process's statistics() does not see them; a process that dies holding them loses them, like any
+message a receive had taken (a closing loop pushes messages read ahead back).
 """
 
 from __future__ import annotations
@@ -27,6 +39,16 @@ import asyncio
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
+
+READ_AHEAD = 64  # messages a pop takes beyond what waiting receivers want, for process channels
+
+
+class Counted(enum.Enum):
+    """Who counts a held copy against its capacity key."""
+
+    HERE = enum.auto()  # the server uncounted it: this loop's calls pass the room left after it
+    BY_SERVER = enum.auto()  # a message read ahead, still counted there: taking it uncounts it
 
 
 class Mark(bytes, enum.Enum):
@@ -37,7 +59,7 @@ class Mark(bytes, enum.Enum):
     QUEUED = b"q"  # put in the member's queue behind older messages; popped from there
 
 
-_HELD, _TAKEN = Mark.HELD.value[0], Mark.TAKEN.value[0]
+_HELD, _TAKEN, _QUEUED = Mark.HELD.value[0], Mark.TAKEN.value[0], Mark.QUEUED.value[0]
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, and a fan-out makes thousands
@@ -48,6 +70,8 @@ class Copy:
     deadline: float  # event loop time when it expires
     expires: bytes  # the server's expiry stamp (ms)
     body: bytes
+    counted: Counted = Counted.HERE
+    epoch: int = 0  # the shard's flush epoch when the pop took it (flushes.py)
 
     @property
     def entry(self) -> bytes:
@@ -62,18 +86,22 @@ def queued_entry(expires: bytes, message_id: int, body: bytes) -> bytes:
 @dataclass(frozen=True)
 class PopReply:
     last_id: int  # the bell's last id when the pop ran
+    epoch: int  # the shard's flush epoch when it ran (flushes.py)
     messages: list[tuple[str, bytes]]  # (channel, entry) for waiting receivers, oldest first per channel
     held: list[Copy]  # for receives to come
 
 
-def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: float) -> PopReply:
+def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: float,
+             shelved: Callable[[str], bool] = lambda channel: False) -> PopReply:
     """POP's reply (scripts.py) as a PopReply. ``wanted``: what the pop asked for, per channel (an
-    entry without marks is read by it, as the server did); ``loop_now``: the loop's time at the reply."""
-    now_ms, last_id, entries = int(reply[0]), int(reply[1]), int(reply[2])
+    entry without marks is read by it, as the server did); ``loop_now``: the loop's time at the
+    reply; ``shelved(channel)``: copies are held here for it already, so what the pop took for
+    it is held behind them (older first), not handed past them."""
+    now_ms, last_id, epoch, entries = int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3])
     messages: list[tuple[str, bytes]] = []
     held: list[Copy] = []
     left = {channel.encode(): count for channel, count in wanted.items()}
-    place = 3
+    place = 4
     for _ in range(entries):
         entry, marks = reply[place], reply[place + 1]
         place += 2
@@ -82,23 +110,39 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
         message_id = int(first)
         for index, member in enumerate(members.split(b",")):
             mark = marks[index] if marks else (_TAKEN if left.get(member) else _HELD)
-            if mark == _HELD:
-                held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body))
-            elif mark == _TAKEN:
+            if mark == _TAKEN:
                 left[member] -= 1
-                messages.append((member.decode(), queued_entry(expires, message_id, body)))
+                channel = member.decode()
+                if not shelved(channel):
+                    messages.append((channel, queued_entry(expires, message_id, body)))
+                    message_id += 1
+                    continue
+            if mark != _QUEUED:
+                held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body, epoch=epoch))
             message_id += 1
     channels = list(wanted)
-    messages.extend((channels[reply[i] - 1], reply[i + 1]) for i in range(place, len(reply), 2))
-    return PopReply(last_id, messages, held)
+    for i in range(place, len(reply), 2):
+        index, entry = reply[i], reply[i + 1]
+        channel = channels[abs(index) - 1]
+        if index > 0 and not shelved(channel):
+            messages.append((channel, entry))
+            continue
+        expires, message_id, body = entry.split(b":", 2)
+        held.append(Copy(channel, capacity_key, int(message_id), loop_now + (int(expires) - now_ms) / 1000,
+                         expires, body, Counted.HERE if index > 0 else Counted.BY_SERVER, epoch))
+    return PopReply(last_id, epoch, messages, held)
 
 
 class CopyShelf:
-    """The copies one event loop holds for its channels, oldest first per channel."""
+    """The copies one event loop holds for its channels, oldest first per channel.
 
-    def __init__(self) -> None:
+    ``uncount(copy)`` is called for each copy counted by the server that ``take`` gives out."""
+
+    def __init__(self, uncount: Callable[[Copy], None] = lambda copy: None) -> None:
         self._held: dict[str, deque[Copy]] = {}
         self._channels_of: dict[str, set[str]] = {}  # capacity key -> its channels with copies here
+        self._uncount = uncount
+        self._counted_here = 0  # copies of Counted.HERE held: none, and no send needs to look
 
     def __bool__(self) -> bool:
         return bool(self._held)
@@ -113,50 +157,84 @@ class CopyShelf:
                 queue = self._held[copy.channel] = deque()
                 self._channels_of.setdefault(copy.capacity_key, set()).add(copy.channel)
             queue.append(copy)
+            if copy.counted is Counted.HERE:
+                self._counted_here += 1
 
     def take(self, channel: str, now: float) -> Copy | None:
-        """The oldest unexpired copy for ``channel`` (dropping expired ones), or None."""
+        """The oldest unexpired copy for ``channel`` (dropping expired ones), or None. It is
+        uncounted on the server now if the server counted it."""
         queue = self._held.get(channel)
         while queue:
             copy = queue.popleft()
             if not queue:
                 self._forget(copy)
+            if copy.counted is Counted.HERE:
+                self._counted_here -= 1
             if copy.deadline > now:
+                if copy.counted is Counted.BY_SERVER:
+                    self._uncount(copy)
                 return copy
         return None
 
     def restore(self, copy: Copy) -> None:
-        """Put back a copy ``take`` gave that found no taker, at the head again."""
+        """Put back a copy ``take`` gave that found no taker, at the head again (uncounted on
+        the server by then: this loop counts it)."""
+        copy.counted = Counted.HERE
+        self._counted_here += 1
         queue = self._held.get(copy.channel)
         if queue is None:
-            self.put([copy])
-        else:
-            queue.appendleft(copy)
+            queue = self._held[copy.channel] = deque()
+            self._channels_of.setdefault(copy.capacity_key, set()).add(copy.channel)
+        queue.appendleft(copy)
 
     def take_all(self, channel: str) -> list[Copy]:
+        """Every copy for ``channel``, to push back to its queue (which counts them all again)."""
         queue = self._held.get(channel)
         if not queue:
             return []
         self._forget(queue[0])
+        self._counted_here -= sum(1 for copy in queue if copy.counted is Counted.HERE)
         return list(queue)
 
+    def drop(self, doomed: Callable[[Copy], bool]) -> None:
+        """Forget every copy ``doomed`` names (a flush reached them: no count to give back)."""
+        for channel, queue in list(self._held.items()):
+            kept = deque(copy for copy in queue if not doomed(copy))
+            if len(kept) == len(queue):
+                continue
+            self._counted_here -= sum(1 for copy in queue if copy.counted is Counted.HERE) \
+                - sum(1 for copy in kept if copy.counted is Counted.HERE)
+            if kept:
+                self._held[channel] = kept
+            else:
+                self._forget(queue[0])
+
+    def take_everything(self) -> list[Copy]:
+        """Every copy held, oldest first per channel: for a closing loop to push back."""
+        return [copy for channel in list(self._held) for copy in self.take_all(channel)]
+
     def held_for(self, capacity_key: str, now: float) -> int:
-        """Unexpired copies held for the channels of ``capacity_key`` (they count against it)."""
+        """Unexpired copies held for the channels of ``capacity_key`` that the server does not
+        count (they count against it)."""
         channels = self._channels_of.get(capacity_key)
-        if not channels:
+        if not channels or not self._counted_here:
             return 0
         count = 0
         for channel in list(channels):
             queue = self._held[channel]
             while queue and queue[0].deadline <= now:  # deadlines grow along a queue
                 expired = queue.popleft()
+                if expired.counted is Counted.HERE:
+                    self._counted_here -= 1
                 if not queue:
                     self._forget(expired)
-            count += len(queue)
+            count += sum(1 for copy in queue if copy.counted is Counted.HERE)
         return count
 
     def held_keys(self, now: float) -> dict[str, int]:
-        """Capacity key -> its unexpired copies held here, for the keys with any."""
+        """Capacity key -> its unexpired copies held here and counted here, for the keys with any."""
+        if not self._counted_here:
+            return {}
         counts = {key: self.held_for(key, now) for key in list(self._channels_of)}
         return {key: count for key, count in counts.items() if count}
 
@@ -171,6 +249,7 @@ class CopyShelf:
     def clear(self) -> None:
         self._held.clear()
         self._channels_of.clear()
+        self._counted_here = 0
 
     def _forget(self, copy: Copy) -> None:
         """``copy``'s channel holds nothing more here."""
@@ -189,9 +268,11 @@ class Pop:
     are handed to anyone. ``ready`` is that read reply; awaiting it (not the reply itself) lets a
     cancelled awaiter still collect what the pop took, with ``collect``."""
 
-    def __init__(self, raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf):
+    def __init__(self, raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf,
+                 admits: Callable[[int], bool]):
         self._raw = raw
-        self._wanted = wanted
+        self._admits = admits  # may what a pop of this flush epoch left held be kept (flushes.py)
+        self.wanted = wanted
         self._capacity_key = capacity_key
         self._shelf = shelf
         self._loop = asyncio.get_running_loop()
@@ -207,11 +288,13 @@ class Pop:
                 self._read = error
             else:
                 try:
-                    self._read = read_pop(raw.result(), self._wanted, self._capacity_key, self._loop.time())
+                    self._read = read_pop(raw.result(), self.wanted, self._capacity_key, self._loop.time(),
+                                          self._shelf.holds)
                 except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
                     self._read = exc
                 else:
-                    self._shelf.put(self._read.held)
+                    if self._admits(self._read.epoch):
+                        self._shelf.put(self._read.held)  # else a flush came after the pop: dropped
         if not self.ready.done():
             if isinstance(self._read, BaseException):
                 self.ready.set_exception(self._read)

@@ -34,6 +34,15 @@ class KeySpace:
         key = self.capacity_key(channel)
         return (self.inbox(key), channel) if key != channel else ("", "")
 
+    @property
+    def flush_epoch(self) -> str:
+        """The shard's flush epoch (and the pub/sub channel its flushes are told on, flushes.py)."""
+        return f"{self.prefix}e"
+
+    def epoch(self, capacity_key: str) -> str:
+        """The flush epoch a pop of ``capacity_key`` reads: the shard's, the same for every key."""
+        return self.flush_epoch
+
     def count(self, capacity_key: str) -> str:
         return f"{self.prefix}n:{capacity_key}"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 
 from redis.exceptions import ResponseError
 
@@ -23,10 +24,10 @@ from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, Unseri
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
 from ..core.names import check_channel_name
-from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
+from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, ConnectionState, Counters, LayerStatistics
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
-from .copies import CopyShelf, Pop
+from .copies import Copy, CopyShelf, Counted, Pop
 from .hashring import HashRing
 from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
@@ -47,7 +48,7 @@ class _LoopState:
     shards: list[ShardClient | ClusterShard]
     receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
     taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
-    shelf: CopyShelf = field(default_factory=CopyShelf)  # group copies held for this loop's receives
+    shelf: CopyShelf = field(default_factory=CopyShelf)  # group copies and messages read ahead, for this loop's receives
 
 
 class RedisChannelLayer(LayerCore):
@@ -107,15 +108,17 @@ class RedisChannelLayer(LayerCore):
     async def _receive(self, channel: str) -> bytes:
         state = self._loops.current()
         key = self.keys.capacity_key(channel)
-        if state.shelf:
-            copy = state.shelf.take(channel, asyncio.get_running_loop().time())
-            if copy is not None:
-                return copy.body
+        copy = await self._take_held(state, channel) if state.shelf.holds(channel) else None
+        if copy is not None:
+            return copy.body
         if key not in state.receivers and key not in state.taking:
             entry = await self._take_at_once(state, key, channel)
             if entry is not None:
                 return entry.split(b":", 2)[2]
-        receiver = self._receiver(channel)
+            copy = await self._take_held(state, channel) if state.shelf.holds(channel) else None
+            if copy is not None:  # the pop found older messages read ahead meanwhile
+                return copy.body
+        receiver = state.receivers.get(key) or self._receiver(channel)
         future = asyncio.get_running_loop().create_future()
         receiver.add_waiter(channel, future)
         try:
@@ -128,6 +131,14 @@ class RedisChannelLayer(LayerCore):
             receiver.remove_waiter(channel, future)
         return entry.split(b":", 2)[2]
 
+    async def _take_held(self, state: _LoopState, channel: str) -> Copy | None:
+        """The oldest copy this loop holds for ``channel``, once sure no flush came since its pop
+        (flushes.py: a round trip only while the shard's flushes are not heard)."""
+        flushes = state.shards[self.shard_index(channel)].flushes
+        if not flushes.current:
+            await flushes.listen()
+        return state.shelf.take(channel, asyncio.get_running_loop().time())
+
     async def _take_at_once(self, state: _LoopState, key: str, channel: str) -> bytes | None:
         """Nobody here waits on ``key``: pop one message of ``channel`` from this task, without
         the receiver loop (the common case: a message is already there). None if none was,
@@ -137,7 +148,7 @@ class RedisChannelLayer(LayerCore):
         try:
             wanted = {channel: 1}
             raw, _ = await shard.start_pop(key, wanted)
-            pop = Pop(raw, wanted, key, state.shelf)
+            pop = Pop(raw, wanted, key, state.shelf, shard.flushes.admits)
             try:
                 messages = (await pop.ready).messages
             except asyncio.CancelledError:  # the pop is on the wire: what it takes goes on
@@ -257,22 +268,56 @@ class RedisChannelLayer(LayerCore):
         if state is not None:
             await self._close_loop_state(state)
 
+    async def _return_read_ahead(self, state: _LoopState) -> None:
+        """Messages read ahead and still held go back to the head of their queues: only this
+        loop could receive them. (Group copies held here are lost with it, see copies.py.) Not
+        before this loop is sure no flush came since (flushes.py), which would make them anew."""
+        if state.shelf:
+            await asyncio.gather(*(shard.flushes.listen() for shard in state.shards if not shard.flushes.current),
+                                 return_exceptions=True)
+        returns: dict[str, list[Copy]] = {}
+        for copy in state.shelf.take_everything():
+            if copy.counted is Counted.BY_SERVER:
+                returns.setdefault(copy.channel, []).append(copy)
+        pushes = []
+        for channel, copies in returns.items():
+            shard = state.shards[self.shard_index(channel)]
+            if shard.flushes.current and shard.connection_state() is ConnectionState.CONNECTED:
+                pushes.append(shard.push_back(copies[0].capacity_key, channel, [copy.entry for copy in copies],
+                                              self._expiry_ms + 1000))
+        await asyncio.gather(*pushes, return_exceptions=True)
+
     async def close_pools(self) -> None:
         """channels_redis's name for ``close()``, so code moved from it (tests, task runners) runs."""
         await self.close()
 
     def _new_loop_state(self) -> _LoopState:
-        return _LoopState([
+        shards = [
             ClusterShard(address, self.prefix, self.reconnect_timeout) if isinstance(address, ClusterAddress) else
             ShardClient(address, self.keys, self.reconnect_timeout, self._memberships, index,
                         self.capacities.for_channel)
-            for index, address in enumerate(self.addresses)])
+            for index, address in enumerate(self.addresses)]
 
-    @staticmethod
-    async def _close_loop_state(state: _LoopState) -> None:
+        def uncount(copy: Copy) -> None:  # only a ShardClient reads ahead (copies.py)
+            shard = shards[self.ring.index_for(copy.capacity_key)]
+            if isinstance(shard, ShardClient):
+                shard.uncount(copy)
+
+        shelf = CopyShelf(uncount)
+        for index, shard in enumerate(shards):
+            if isinstance(shard, ShardClient):
+                shard.flushes.on_flush = partial(self._drop_flushed, shelf, index)
+        return _LoopState(shards, shelf=shelf)
+
+    def _drop_flushed(self, shelf: CopyShelf, index: int, epoch: int) -> None:
+        """Shard ``index`` is in flush epoch ``epoch`` now: what was held of another is gone (flushes.py)."""
+        shelf.drop(lambda copy: copy.epoch != epoch and self.ring.index_for(copy.capacity_key) == index)
+
+    async def _close_loop_state(self, state: _LoopState) -> None:
         receivers = list(state.receivers.values())
         await asyncio.gather(*(receiver.stop() for receiver in receivers), return_exceptions=True)
         for receiver in receivers:
             receiver.fail_waiters(RuntimeError("the channel layer was closed while this receive waited"))
         state.receivers.clear()
+        await self._return_read_ahead(state)
         await asyncio.gather(*(shard.aclose() for shard in state.shards), return_exceptions=True)

@@ -1,9 +1,9 @@
 """Receiving: one task per capacity key and event loop takes messages for all of its waiters.
 
 A process's channels ``p!a``, ``p!b``, ... share one capacity key ``p!``, so one loop serves
-them all, popping from exactly the channels someone waits on, exactly as many messages as
-there are receivers waiting (a flood on ``p!a`` never delays ``p!b``, and nothing is taken
-from Redis before a receiver wants it, so capacity, expiry and flush stay exact).
+them all, popping from exactly the channels someone waits on, as many messages as there are
+receivers waiting (a flood on ``p!a`` never delays ``p!b``), and for those channels a few more
+read ahead, still counted on the server so capacity stays exact (copies.py).
 
 Before its first pop the loop subscribes to the key's bell (bells.py); when a pop leaves
 receivers unserved, the loop sleeps until a ring with an id newer than the pop saw (a push
@@ -11,7 +11,8 @@ from anywhere), a push from this process (``poke``), a new receiver, or ``LOOK_A
 seconds, and pops again. Pops are never cancelled by a receiver; a message popped for a
 receiver that was cancelled meanwhile goes to the next receiver of that channel here, or
 back to the head of its Redis list. Group copies a pop drained for channels nobody waits on
-yet are held on the loop's shelf (copies.py); waiters are served from it before any pop.
+yet, and messages read ahead, are held on the loop's shelf (copies.py); waiters are served from
+it before any pop, while the shard's flushes are heard (flushes.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from redis.exceptions import ResponseError
 
 from .cluster import ClusterShard
 from .copies import CopyShelf, Pop, PopReply
+from .emptied import EmptiedQueues
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient, is_noscript
 
@@ -53,6 +55,7 @@ class Receiver:
         self._last_id = 0  # the bell's last id when the latest pop ran
         self._subscribed = False  # a push to our key surely rings us (so a sleeping loop may trust its pops)
         self._early: Pop | None = None  # a pop a poke already sent
+        self._emptied = EmptiedQueues(shard.read_ahead(capacity_key))  # waiters there need no pop
         shard.bells.listen(self._bell, self._on_ring)
 
     # --- called by receive() -----------------------------------------------------------------
@@ -61,10 +64,13 @@ class Receiver:
         if waiters is None:
             waiters = self._waiters[channel] = deque()
         waiters.append(future)
-        self._dirty = True
+        if channel not in self._emptied:
+            self._dirty = True
         self._kick()
 
     def remove_waiter(self, channel: str, future: asyncio.Future) -> None:
+        if future.done() and not future.cancelled():
+            return  # handed its message (or failed with the rest): no longer waiting here
         waiters = self._waiters.get(channel)
         if waiters is not None:
             try:
@@ -80,8 +86,10 @@ class Receiver:
         """A push rang the bell (or, with -1, the bell connection was lost): look again."""
         if message_id < 0:
             self._subscribed = False
-        if (message_id < 0 or message_id > self._last_id) and self._waiters:
-            self.poke()
+        if message_id < 0 or message_id > self._last_id:
+            self._emptied.heard(message_id)
+            if self._waiters:
+                self.poke()
 
     def poke(self) -> None:
         """A push for our key was rung, or written by this process: pop again.
@@ -90,6 +98,7 @@ class Receiver:
         push of this process on the same connection (so it finds the message; no bell needed),
         and without waiting for the loop's task to be scheduled first.
         """
+        self._emptied.heard()
         if not self._waiters:
             return
         self._dirty = True
@@ -99,7 +108,8 @@ class Receiver:
                 if wanted:
                     queued = self.shard.pop_now(self.capacity_key, wanted)
                     if queued is not None:
-                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf)
+                        self._emptied.popping()
+                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf, self.shard.flushes.admits)
             self._wake.set_result(None)
 
     def look_at_shelf(self) -> None:
@@ -166,6 +176,9 @@ class Receiver:
         shelf = self._shelf
         if not shelf or not self._waiters:
             return
+        if not self.shard.flushes.current:  # a flush may have been missed: the loop listens first
+            self._dirty = True
+            return
         now = asyncio.get_running_loop().time()
         for channel in [channel for channel in self._waiters if shelf.holds(channel)]:
             while channel in self._waiters:
@@ -185,13 +198,13 @@ class Receiver:
                 wanted[channel] = live
         return wanted
 
-    async def _sleep(self, timeout: float | None = None) -> None:
-        """Wait until kicked or poked (or ``timeout`` passes)."""
+    async def _sleep(self, timeout: float | None = None) -> bool:
+        """Wait until kicked or poked (or ``timeout`` passes: True)."""
         loop = asyncio.get_running_loop()
         self._wake = wake = loop.create_future()
-        timer = loop.call_later(timeout, _settle, wake) if timeout is not None else None
+        timer = loop.call_later(timeout, _settle, wake, True) if timeout is not None else None
         try:
-            await wake
+            return bool(await wake)
         finally:
             self._wake = None
             if timer is not None:
@@ -213,21 +226,26 @@ class Receiver:
                         continue
                     break  # no await between this check and leaving: no waiter is missed
                 if not self._dirty:
-                    await self._sleep(LOOK_AGAIN)
-                    self._dirty = True  # rung, poked, a new receiver, or time to look anyway
+                    if await self._sleep(LOOK_AGAIN):
+                        self._dirty = True  # time to look anyway (rings, pokes, new receivers set it)
+                        self._emptied.forget()
                     continue
                 self._dirty = False
                 try:
                     pending, self._early = self._early, None
                     if pending is None:
+                        if not self.shard.flushes.current:  # before the pop: what it holds is served at once
+                            await self.shard.flushes.listen()  # (flushes.py; once per loop, unless it was away)
                         await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
                         self._subscribed = True
                         wanted = self._wanted()  # after any wait: a receiver may have left meanwhile
                         if not wanted:
                             continue
+                        self._emptied.popping()
                         raw, _ = await self.shard.start_pop(self.capacity_key, wanted)
-                        pending = Pop(raw, wanted, self.capacity_key, self._shelf)
+                        pending = Pop(raw, wanted, self.capacity_key, self._shelf, self.shard.flushes.admits)
                     reply = await self._popped(pending)
+                    self._emptied.popped(pending.wanted, reply)
                 except ResponseError as exc:
                     if not is_noscript(exc):
                         raise
@@ -282,6 +300,6 @@ def _message_id(entry: bytes) -> int:
     return int(entry.split(b":", 2)[1])
 
 
-def _settle(future: asyncio.Future) -> None:
+def _settle(future: asyncio.Future, timed_out: bool = False) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(timed_out)

@@ -135,8 +135,9 @@ SEND = _COMMON + r"""
 return push(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
 """
 
-# KEYS: count, bell, inbox, queue_1..queue_n. ARGV: the queue key of a member without its name
-# (``P:q:``), then how many messages each queue's receivers want.
+# KEYS: count, bell, inbox, flush epoch, queue_1..queue_n. ARGV: the queue key of a member without its name
+# (``P:q:``), how many messages to read ahead per queue, then how many messages each queue's
+# receivers want.
 # First drains the inbox, uncounting its copies (the process counts what it holds, copies.py).
 # Each unexpired entry's copies are marked, one letter per member: 't' taken for a receiver
 # waiting here, 'h' held by the receiving process for a receive to come, 'q' put in the member's
@@ -144,19 +145,26 @@ return push(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARG
 # overtake them. When no message of the capacity key waits in any queue, no copy can be 'q' and
 # the marks are left out (''): a member is 't' while its queue's receivers want more, in entry
 # order, else 'h'; the client reads them the same way. Then pops up to the rest of what each
-# queue's receivers want (dropping expired messages on the way).
-# Returns {now_ms, last_id, entries, entry, marks, ..., i, message, i, message, ...}: the bell's
-# last id, read in the same atomic step, so the receiver can tell rings of later pushes from
-# rings it already saw.
+# queue's receivers want (dropping expired messages on the way), and up to the read-ahead more,
+# left counted (the process uncounts each as a receive takes it, copies.py).
+# Returns {now_ms, last_id, epoch, entries, entry, marks, ..., i, message, i, message, ...} (-i for
+# a message read ahead): the bell's last id, read in the same atomic step, so the receiver can
+# tell rings of later pushes from rings it already saw; and the shard's flush epoch (made at the
+# server's time in µs if missing, see FLUSHED), so the process can drop what it holds from a pop
+# that ran before a flush it heard of (flushes.py).
 POP = _COMMON + r"""
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local out = {now, redis.call('GET', KEYS[2]) or '0', 0}
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = string.format('%.0f', now * 1000)
+  redis.call('SET', KEYS[4], epoch)
+end
+local out = {now, redis.call('GET', KEYS[2]) or '0', epoch, 0}
 local queues = ARGV[1]
-local wanted, wanted_members = {}, {}
-for i = 4, #KEYS do
+local wanted = {}
+for i = 5, #KEYS do
   wanted[KEYS[i]] = tonumber(ARGV[i - 2])
-  wanted_members[#wanted_members + 1] = string.sub(KEYS[i], #queues + 1)
 end
 local draining = redis.call('LLEN', KEYS[3]) > 0
 local total = draining and copies_held(KEYS[1], now) or 0
@@ -200,33 +208,31 @@ while true do
         id = id + 1
       end
       marks = table.concat(letters)
-    else
-      local listed = ',' .. members .. ','
-      for _, member in ipairs(wanted_members) do
-        local queue = queues .. member
-        if wanted[queue] > 0 and string.find(listed, ',' .. member .. ',', 1, true) then
-          wanted[queue] = wanted[queue] - 1
-        end
-      end
-    end
+    end  -- unchecked, what copies the waiters take is left to the client: the queues are not popped
     out[#out + 1] = entry
     out[#out + 1] = marks
-    out[3] = out[3] + 1
+    out[4] = out[4] + 1
   end
 end
 if draining then uncount_copies(KEYS[1], total) end
-for i = 4, #KEYS do
-  local left = wanted[KEYS[i]]
-  while left > 0 do
+local ahead = tonumber(ARGV[2])
+for i = 5, checked and #KEYS or 0 do  -- no message counted: no queue of the key holds one
+  local left, extra = wanted[KEYS[i]], ahead
+  while left > 0 or extra > 0 do
     local entry = redis.call('LPOP', KEYS[i])
     if not entry then break end
     local first = string.find(entry, ':', 1, true)
     if tonumber(string.sub(entry, 1, first - 1)) > now then
-      local second = string.find(entry, ':', first + 1, true)
-      redis.call('ZREM', KEYS[1], string.sub(entry, first + 1, second - 1))
-      out[#out + 1] = i - 3
+      if left > 0 then
+        local second = string.find(entry, ':', first + 1, true)
+        redis.call('ZREM', KEYS[1], string.sub(entry, first + 1, second - 1))
+        out[#out + 1] = i - 4
+        left = left - 1
+      else
+        out[#out + 1] = 4 - i
+        extra = extra - 1
+      end
       out[#out + 1] = entry
-      left = left - 1
     end
   end
 end
@@ -352,4 +358,15 @@ for i = 1, #KEYS do
   out[#out + 1] = expires
 end
 return out
+"""
+
+# KEYS: flush epoch. Ends a flush (after its keys are deleted): sets the shard's flush epoch to a
+# greater number (at least the server's time in µs, so it grows across a restart that lost the
+# key too) and PUBLISHes it on the channel of the same name. Returns {epoch, processes that heard}.
+FLUSHED = r"""
+local t = redis.call('TIME')
+local epoch = math.max(tonumber(redis.call('GET', KEYS[1]) or '0') + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+epoch = string.format('%.0f', epoch)
+redis.call('SET', KEYS[1], epoch)
+return {epoch, redis.call('PUBLISH', KEYS[1], epoch)}
 """

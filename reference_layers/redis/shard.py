@@ -18,13 +18,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
+from ..core.names import is_process_specific
 from ..core.statistics import ConnectionState
 from . import scripts
 from .bells import Bells
+from .copies import READ_AHEAD, Copy
+from .flushes import FlushWatch
 from .hosts import ShardAddress
 from .keys import KeySpace
 from .memberships import MembershipBook
-from .reconnect import Reconnector
+from .reconnect import TRANSIENT_ERRORS, Reconnector
 from .sentinel import close_pool, make_pool
 from .wire import ReadOnlyReplica, Wire, open_wire, pack
 
@@ -40,9 +43,15 @@ class Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
 
 
-SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS = tuple(
+SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS, FLUSHED = tuple(
     Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, scripts.GROUP_ADD,
-                                  scripts.GROUP_DISCARD, scripts.GROUP_SEND, scripts.STATS))
+                                  scripts.GROUP_DISCARD, scripts.GROUP_SEND, scripts.STATS, scripts.FLUSHED))
+
+
+def _unheard(reply: asyncio.Future) -> None:
+    """A command nobody awaits (a flush's answer): its failure is the connection's, seen by the next command."""
+    if not reply.cancelled():
+        reply.exception()
 
 
 def is_noscript(error: ResponseError) -> bool:
@@ -76,6 +85,9 @@ class ShardClient:
         self._commands: Wire | None = None
         self._connecting = asyncio.Lock()
         self.bells = Bells(self._pool, self.reconnector)
+        self._owed_uncounts: list[tuple[str, int]] = []  # uncounts lost with a connection (uncount)
+        self.flushes = FlushWatch(self.bells, keys.flush_epoch, lambda: self.call(b"GET", keys.flush_epoch),
+                                  lambda channel, epoch: self._tell(b"PUBLISH", channel, epoch))
         self._closed = False
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -98,6 +110,9 @@ class ShardClient:
                     wire.close()
                     raise
                 self._commands = wire
+                owed, self._owed_uncounts = self._owed_uncounts, []
+                for count_key, message_id in owed:
+                    self._uncount(count_key, message_id)
             return wire
 
     async def _restore_memberships(self, wire: Wire) -> None:
@@ -173,7 +188,38 @@ class ShardClient:
         channels = list(wanted)
         keys = self._pop_keys(capacity_key, channels)
         return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, self.keys.queues_of(capacity_key),
+                              self.read_ahead(capacity_key),
                               *wanted.values())), channels
+
+    @staticmethod
+    def read_ahead(capacity_key: str) -> int:
+        """Messages a pop takes beyond what is wanted: for a process's channels, which only it receives."""
+        return READ_AHEAD if is_process_specific(capacity_key) else 0
+
+    def uncount(self, copy: Copy) -> None:
+        """A receive took ``copy``, read ahead and still counted here: uncount it, written at once
+        (a send queued after it on this connection finds the room). Not awaited; lost with the
+        connection, it is owed, and written first on the next one (ids are never reused, so
+        uncounting one twice is harmless)."""
+        self._uncount(self.keys.count(copy.capacity_key), copy.message_id)
+
+    def _uncount(self, count_key: str, message_id: int) -> None:
+        wire = self._commands
+        if wire is None or wire.closed:
+            self._owed_uncounts.append((count_key, message_id))
+            return
+        wire.call(pack(b"ZREM", count_key, message_id)).add_done_callback(
+            lambda reply: self._uncounted(reply, count_key, message_id))
+
+    def _uncounted(self, reply: asyncio.Future, count_key: str, message_id: int) -> None:
+        if not reply.cancelled() and isinstance(reply.exception(), TRANSIENT_ERRORS):
+            self._owed_uncounts.append((count_key, message_id))
+
+    def _tell(self, *command) -> None:
+        """Write ``command`` at once if the connection is open, not waiting for its reply."""
+        wire = self._commands
+        if wire is not None and not wire.closed:
+            wire.call(pack(*command)).add_done_callback(_unheard)
 
     async def load_scripts(self) -> None:
         """Load every script again: the one recovery from NOSCRIPT, for sends and pops alike."""
@@ -182,7 +228,7 @@ class ShardClient:
 
     def _pop_keys(self, capacity_key: str, channels: list[str]) -> list[str]:
         keys = self.keys
-        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key),
+        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key), keys.epoch(capacity_key),
                 *map(keys.queue, channels)]
 
     async def push_back(self, capacity_key: str, channel: str, entries: list[bytes], ttl_ms: int) -> None:
@@ -237,7 +283,8 @@ class ShardClient:
         """Delete this prefix's messages and groups, and nothing else.
 
         Bell counters go too: one made anew starts at the server's time in µs, above any id
-        a receiver saw before.
+        a receiver saw before. Then a new flush epoch is set and told to every process, which
+        drops what it holds from pops before it (flushes.py); this loop at once.
         """
         cursor = b"0"
         while True:
@@ -246,10 +293,12 @@ class ShardClient:
             if doomed:
                 await self.call(b"UNLINK", *doomed)
             if cursor == b"0":
-                return
+                break
+        await self.flushes.announce(lambda: self.run(FLUSHED, [self.keys.flush_epoch], []))
 
     async def aclose(self) -> None:
         self._closed = True
+        self.flushes.close()
         if self._commands is not None:
             self._commands.close()
         self._commands = None
