@@ -184,3 +184,17 @@ def test_members_an_older_version_listed_one_by_one_are_reached_and_moved_by_a_r
         assert server.zscore(layer.keys.group_members(group), old) is None
 
     run_scenario(redis_urls, scenario)
+
+
+def test_every_key_of_a_group_expires_also_after_a_discard_rewrote_its_roster(redis_urls):
+    async def scenario(layer, group):
+        members = await members_of(layer, group, 3)
+        await layer.group_discard(group, members[0])
+        await layer.group_send(group, {"n": 1})  # writes the roster anew
+        await layer.group_add(group, await layer.new_channel())
+        server = raw(redis_urls[0])
+        keys = server.keys(f"{layer.prefix}:g*:{group}*")
+        assert len(keys) == 4 and all(0 < server.pttl(key) <= 301_000 for key in keys), \
+            {key: server.pttl(key) for key in keys}
+
+    run_scenario(redis_urls, scenario, group_expiry=300)

@@ -7,8 +7,10 @@ Storage on a shard, for prefix P and group G (messages and inboxes as scripts.py
   expiry of its members
 - ``P:gc:G`` hash: each entry's capacity, recorded by group_add
 - ``P:gp:G:p!`` sorted set of process ``p!``'s members of G, scored by membership expiry, and
-  ``P:gr:G:p!`` their roster: their names, comma-joined, kept by group_add and group_discard, so a
-  group_send makes a process's inbox entry without a step per member
+  ``P:gr:G:p!`` their roster: their names, comma-joined, so a group_send makes a process's inbox
+  entry without a step per member. The roster is a cache of the sorted set: group_add appends to
+  it, while a discard or an expiry deletes it, and the next group_send writes it anew (so a
+  discard costs no more in a large group than in a small one)
 
 A process's members are listed in its roster so that a group_send makes the process's inbox
 entry (scripts.py's ``P:i:K``) from one string: its work on the server grows with the receiving
@@ -51,19 +53,26 @@ end
 """
 
 _PRUNE_GROUP = r"""
--- A process's members in a group and their roster: drops the expired ones (writing the roster
--- anew if any went, or deleting both if none is left). Returns how many are left.
+-- A process's members in a group and their roster: drops the expired ones (and the roster with
+-- them, out of date). Returns how many are left.
 local function prune_process(members, roster, now)
   local oldest = redis.call('ZRANGE', members, 0, 0, 'WITHSCORES')
-  if oldest[2] == nil or tonumber(oldest[2]) > now then return redis.call('ZCARD', members) end
-  redis.call('ZREMRANGEBYSCORE', members, '-inf', now)
-  local left = redis.call('ZRANGE', members, 0, -1)
-  if #left == 0 then
-    redis.call('DEL', members, roster)
-  else
-    redis.call('SET', roster, table.concat(left, ','), 'KEEPTTL')
+  if oldest[2] ~= nil and tonumber(oldest[2]) <= now then
+    redis.call('ZREMRANGEBYSCORE', members, '-inf', now)
+    redis.call('DEL', roster)
   end
-  return #left
+  return redis.call('ZCARD', members)
+end
+
+-- The roster of a process's members (their names, comma-joined), written anew if a discard or an
+-- expiry deleted it.
+local function roster_of(members, roster)
+  local names = redis.call('GET', roster)
+  if names then return names end
+  names = table.concat(redis.call('ZRANGE', members, 0, -1), ',')
+  local ttl = redis.call('PTTL', members)
+  if ttl > 0 then redis.call('SET', roster, names, 'PX', ttl) else redis.call('SET', roster, names) end
+  return names
 end
 
 -- Drops the group's expired entries: normal channels, and processes whose members all expired.
@@ -96,8 +105,12 @@ else
   redis.call('ZREM', KEYS[1], channel)  -- listed by an older version itself: listed once, below
   redis.call('HDEL', KEYS[2], channel)
   prune_process(KEYS[3], KEYS[4], now)
-  if redis.call('ZADD', KEYS[3], expires, channel) == 1 then
-    redis.call('APPEND', KEYS[4], redis.call('ZCARD', KEYS[3]) == 1 and channel or ',' .. channel)
+  if redis.call('ZADD', KEYS[3], expires, channel) == 1 then  -- new: on the roster too, if there is one
+    if redis.call('ZCARD', KEYS[3]) == 1 then
+      redis.call('SET', KEYS[4], channel)
+    elseif redis.call('EXISTS', KEYS[4]) == 1 then
+      redis.call('APPEND', KEYS[4], ',' .. channel)
+    end
   end
   local listed = redis.call('ZSCORE', KEYS[1], key)
   if not listed or tonumber(listed) < expires then redis.call('ZADD', KEYS[1], expires, key) end
@@ -117,22 +130,12 @@ local channel, key = ARGV[1], ARGV[2]
 redis.call('ZREM', KEYS[1], channel)
 redis.call('HDEL', KEYS[2], channel)
 if key == '' or redis.call('ZREM', KEYS[3], channel) == 0 then return 1 end
+redis.call('DEL', KEYS[4])  -- out of date: the next group_send writes it anew
 if redis.call('ZCARD', KEYS[3]) == 0 then
-  redis.call('DEL', KEYS[3], KEYS[4])
+  redis.call('DEL', KEYS[3])
   redis.call('ZREM', KEYS[1], key)
   redis.call('HDEL', KEYS[2], key)
-  return 1
 end
-local roster = redis.call('GET', KEYS[4])
-local at = roster and string.find(',' .. roster .. ',', ',' .. channel .. ',', 1, true)
-if at then  -- cut it out of the roster, with one comma
-  local before = at > 1 and string.sub(roster, 1, at - 2) or ''
-  local after = string.sub(roster, at + #channel + 1)
-  roster = (before ~= '' and after ~= '') and before .. ',' .. after or before .. after
-else
-  roster = table.concat(redis.call('ZRANGE', KEYS[3], 0, -1), ',')
-end
-redis.call('SET', KEYS[4], roster, 'KEEPTTL')
 return 1
 """
 
@@ -167,7 +170,8 @@ for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   elseif bang == #entry then
     local members = prune_process(stems[1] .. entry, stems[2] .. entry, now)
     if members > 0 then
-      missed = missed + copies(entry, redis.call('GET', stems[2] .. entry), members, redis.call('HGET', KEYS[2], entry))
+      missed = missed + copies(entry, roster_of(stems[1] .. entry, stems[2] .. entry), members,
+                               redis.call('HGET', KEYS[2], entry))
     end
   else
     local key = string.sub(entry, 1, bang)
