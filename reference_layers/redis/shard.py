@@ -191,7 +191,7 @@ class ShardClient:
     # --- groups -----------------------------------------------------------------------------
     def _membership_keys(self, group: str, channel: str) -> tuple[list[str], str]:
         """(the keys GROUP_ADD and GROUP_DISCARD touch for ``channel`` in ``group``, its process key
-        or '' for a normal channel): a process's members are listed per process (scripts.py)."""
+        or '' for a normal channel): a process's members are listed per process (group_scripts.py)."""
         keys = self.keys
         listed = [keys.group_members(group), keys.group_capacities(group)]
         process = keys.capacity_key(channel)
