@@ -160,7 +160,7 @@ def test_a_flush_deletes_every_roster(redis_urls):
         members = await members_of(layer, group, 4)
         await layer.group_add(group, fresh("normal"))
         await layer.flush()
-        assert not raw(redis_urls[0]).keys(f"{layer.prefix}:*")
+        assert not raw(redis_urls[0]).keys(f"{layer.prefix}:g*")  # the group, its capacities, rosters
         await layer.group_send(group, {"n": 1})
         await only_these_got_one(layer, [], members)
 
