@@ -233,10 +233,12 @@ def test_group_send_is_one_evalsha_per_shard_whatever_the_group_size(redis_shard
 
 class ClientCommands:
     """The commands clients send to each server during a ``with`` block, seen through MONITOR
-    (commands a Lua script runs are left out: they are no round trips)."""
+    (commands a Lua script runs are left out: they are no round trips; ``scripts``: only those
+    are kept, the work the scripts did)."""
 
-    def __init__(self, urls):
+    def __init__(self, urls, scripts: bool = False):
         self.urls = urls
+        self.scripts = scripts
         self.marker = f"end-of-watch-{secrets.token_hex(4)}"
         self.commands = [[] for _ in urls]
 
@@ -256,7 +258,7 @@ class ClientCommands:
                 entry = monitor.next_command()
                 if self.marker in entry["command"]:
                     break
-                if entry["client_type"] != "lua":
+                if (entry["client_type"] == "lua") == self.scripts:
                     seen.append(entry["command"].split(" ", 1)[0].upper())
             monitor.__exit__(None, None, None)
 

@@ -2,8 +2,10 @@
 
 - Wake-ups use Redis 7's sharded pub/sub (SPUBLISH): a bell rings on the node that holds its
   slot only, where classic PUBLISH would be broadcast to every node of the cluster.
-- A group's members live in the group's slot, their queues in theirs: group_send runs GROUP_SEND
-  on the group's node, which pushes to the members on that node and returns the others, then one
+- A group's members live in the group's slot, listed one by one (``P:{g:G}:g`` sorted by
+  membership expiry, their capacities in ``P:{g:G}:gc``; no per-process roster, as a cluster's
+  group_send pushes to each member), their queues in theirs: group_send runs GROUP_SEND on the
+  group's node, which pushes to the members on that node and returns the others, then one
   PUSH_MANY on each other node holding members; both reach keys in several slots of their node
   (the ``allow-cross-slot-keys`` flag, Redis 7). The key names are cluster_keys.py's.
 """
@@ -11,7 +13,7 @@
 from __future__ import annotations
 
 from . import scripts
-from .scripts import _COMMON, _PRUNE_GROUP  # the helpers scripts.py's own scripts are built from
+from .scripts import _COMMON  # the helpers scripts.py's own scripts are built from
 
 _CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 
@@ -26,8 +28,33 @@ def _sharded(source: str) -> str:
 SEND = _sharded(scripts.SEND)
 POP = _sharded(scripts.POP)
 PUSH_BACK = _sharded(scripts.PUSH_BACK)
-GROUP_ADD = scripts.GROUP_ADD
-GROUP_DISCARD = scripts.GROUP_DISCARD
+
+_PRUNE_GROUP = r"""
+local function prune_group(members, capacities, now)
+  local gone = redis.call('ZRANGEBYSCORE', members, '-inf', now)
+  for _, member in ipairs(gone) do redis.call('HDEL', capacities, member) end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', members, '-inf', now) end
+end
+"""
+
+# KEYS: members, capacities. ARGV: channel, group_expiry_ms, capacity.
+GROUP_ADD = _COMMON + _PRUNE_GROUP + r"""
+local now = now_ms()
+prune_group(KEYS[1], KEYS[2], now)
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+redis.call('PEXPIRE', KEYS[2], ttl + 1000)
+return 1
+"""
+
+# KEYS: members, capacities. ARGV: channel.
+GROUP_DISCARD = r"""
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
 
 # KEYS: members, capacities. ARGV: key prefix ('P:'), expiry_ms, default capacity, body.
 # Drops expired members and pushes to those whose slots this node serves (reached undeclared,

@@ -54,3 +54,11 @@ class KeySpace:
 
     def group_capacities(self, group: str) -> str:
         return f"{self.prefix}gc:{group}"
+
+    def process_members_stem(self, group: str) -> str:
+        """The key of a process's members of ``group`` without the process: this + ``p!``."""
+        return f"{self.prefix}gp:{group}:"
+
+    def roster_stem(self, group: str) -> str:
+        """The key of a process's roster in ``group`` (its members' names) without the process."""
+        return f"{self.prefix}gr:{group}:"

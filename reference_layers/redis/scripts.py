@@ -15,8 +15,7 @@ non-local part ``p!`` of a process-specific channel, shared by all ``p!*``):
 - ``P:n:K|g`` sorted set of the inbox entries' ``<first id>+<copies>``, scored by expiry, and
   ``P:n:K|t`` their copies in all: what the inbox holds counts against capacity by entry, one
   command per group_send, not one per member
-- ``P:g:G``  sorted set of group G's members on this shard, scored by membership expiry
-- ``P:gc:G`` hash: each member's capacity, recorded by group_add
+- a group's memberships: group_scripts.py (``P:g:G`` and the keys named after it)
 
 All times come from the server's clock (TIME), so clients with skewed clocks agree.
 """
@@ -103,30 +102,6 @@ local function push(queue, count, bell, now, expiry_ms, capacity, body)
   extend(count, ttl, singles == 0)
   ring(bell, id, ttl, fresh_bell)
   return 1
-end
-"""
-
-_COPIES = r"""
--- One inbox entry for the first members of a process that its capacity has room for, its n
--- copies counted together by the entry; returns how many members got a copy.
-local function push_copies(inbox, count, bell, now, expiry_ms, capacity, members, body)
-  redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
-  local copies = copies_held(count, now)
-  local n = math.min(capacity - redis.call('ZCARD', count) - copies, #members)
-  if n <= 0 then return 0 end
-  local expires = now + expiry_ms
-  local first, last, fresh_bell = next_ids(bell, now, n)
-  first = string.format('%.0f', first)
-  local ttl = expiry_ms + 1000
-  redis.call('ZADD', count .. '|g', expires, first .. '+' .. n)
-  redis.call('INCRBY', count .. '|t', n)
-  extend(count .. '|g', ttl, copies == 0)
-  extend(count .. '|t', ttl, copies == 0)
-  local length = redis.call('RPUSH', inbox, string.format('%.0f', expires) .. ':' .. first .. ':'
-                            .. table.concat(members, ',', 1, n) .. ':' .. body)
-  extend(inbox, ttl, length == 1)
-  ring(bell, string.format('%.0f', last), ttl, fresh_bell)
-  return n
 end
 """
 
@@ -259,72 +234,6 @@ extend(KEYS[1], ttl, redis.call('PTTL', KEYS[1]) == -1)
 local id, fresh_bell = next_id(KEYS[2], now)
 ring(KEYS[2], id, ttl, fresh_bell)
 return 1
-"""
-
-_PRUNE_GROUP = r"""
-local function prune_group(members, capacities, now)
-  local gone = redis.call('ZRANGEBYSCORE', members, '-inf', now)
-  for _, member in ipairs(gone) do redis.call('HDEL', capacities, member) end
-  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', members, '-inf', now) end
-end
-"""
-
-# KEYS: members, capacities. ARGV: channel, group_expiry_ms, capacity.
-GROUP_ADD = _COMMON + _PRUNE_GROUP + r"""
-local now = now_ms()
-prune_group(KEYS[1], KEYS[2], now)
-local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ttl + 1000)
-redis.call('PEXPIRE', KEYS[2], ttl + 1000)
-return 1
-"""
-
-# KEYS: members, capacities. ARGV: channel.
-GROUP_DISCARD = r"""
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
-"""
-
-# KEYS: members, capacities. ARGV: key prefix ('P:'), expiry_ms, default capacity, body, then
-# capacity key, count, ... of the copies the calling process holds (they take room there too).
-# Pushes to every unexpired member on this shard (their queues live here too): a normal channel
-# gets its own copy, a process's ``p!*`` members one inbox entry together; a full member silently
-# misses the message. Returns how many members missed it (for statistics()).
-GROUP_SEND = _COMMON + _COPIES + _PRUNE_GROUP + r"""
-local now = now_ms()
-prune_group(KEYS[1], KEYS[2], now)
-local prefix, expiry_ms, default = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local missed = 0
-local held_here = {}
-for i = 5, #ARGV, 2 do held_here[ARGV[i]] = tonumber(ARGV[i + 1]) end
-local processes, order = {}, {}
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local bang = string.find(member, '!', 1, true)
-  if bang then
-    local key = string.sub(member, 1, bang)
-    local members = processes[key]
-    if not members then
-      members = {}
-      processes[key] = members
-      order[#order + 1] = key
-    end
-    members[#members + 1] = member
-  else
-    local capacity = tonumber(redis.call('HGET', KEYS[2], member)) or default
-    missed = missed + 1 - push(prefix .. 'q:' .. member, prefix .. 'n:' .. member, prefix .. 'b:' .. member,
-                               now, expiry_ms, capacity, ARGV[4])
-  end
-end
-for _, key in ipairs(order) do
-  local members = processes[key]
-  local capacity = (tonumber(redis.call('HGET', KEYS[2], members[1])) or default) - (held_here[key] or 0)
-  missed = missed + #members - push_copies(prefix .. 'i:' .. key, prefix .. 'n:' .. key, prefix .. 'b:' .. key,
-                                           now, expiry_ms, capacity, members, ARGV[4])
-end
-return missed
 """
 
 # KEYS: queue_1..queue_n. ARGV: for each queue, its process's inbox and its channel ('' and '' for

@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from ..core.names import is_process_specific
 from ..core.statistics import ConnectionState
-from . import scripts
+from . import group_scripts, scripts
 from .bells import Bells
 from .copies import READ_AHEAD, Copy
 from .flushes import FlushWatch
@@ -44,8 +44,9 @@ class Script:
 
 
 SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS, FLUSHED = tuple(
-    Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, scripts.GROUP_ADD,
-                                  scripts.GROUP_DISCARD, scripts.GROUP_SEND, scripts.STATS, scripts.FLUSHED))
+    Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, group_scripts.GROUP_ADD,
+                                  group_scripts.GROUP_DISCARD, group_scripts.GROUP_SEND, scripts.STATS,
+                                  scripts.FLUSHED))
 
 
 def _unheard(reply: asyncio.Future) -> None:
@@ -127,11 +128,10 @@ class ShardClient:
         if restores:
             log.warning("Redis at %s restarted; adding %d group memberships again", self.address.name, len(restores))
             await asyncio.gather(*(wire.call(pack(b"SCRIPT", b"LOAD", script.source)) for script in SCRIPTS))
-            keys = self.keys
-            await asyncio.gather(*(
-                wire.call(pack(b"EVALSHA", GROUP_ADD.sha, 2, keys.group_members(group), keys.group_capacities(group),
-                               channel, left_ms, self._capacity_of(channel)))
-                for (group, channel), left_ms in restores))
+            adds = [self._group_add_call(group, channel, left_ms, self._capacity_of(channel))
+                    for (group, channel), left_ms in restores]
+            await asyncio.gather(*(wire.call(pack(b"EVALSHA", GROUP_ADD.sha, len(keys), *keys, *args))
+                                   for keys, args in adds))
         self._book.connected(self._index, run_id)
 
     async def run(self, script: Script, keys: list, args: list,
@@ -236,21 +236,38 @@ class ShardClient:
                                    self.keys.queue(channel)], [ttl_ms, *entries])
 
     # --- groups -----------------------------------------------------------------------------
+    def _membership_keys(self, group: str, channel: str) -> tuple[list[str], str]:
+        """(the keys GROUP_ADD and GROUP_DISCARD touch for ``channel`` in ``group``, its process key
+        or '' for a normal channel): a process's members are listed per process (group_scripts.py)."""
+        keys = self.keys
+        listed = [keys.group_members(group), keys.group_capacities(group)]
+        process = keys.capacity_key(channel)
+        if process == channel:
+            return listed, ""
+        return [*listed, keys.process_members_stem(group) + process, keys.roster_stem(group) + process], process
+
+    def _group_add_call(self, group: str, channel: str, group_expiry_ms: int, capacity: int) -> tuple[list, list]:
+        """GROUP_ADD's keys and arguments."""
+        keys, process = self._membership_keys(group, channel)
+        return keys, [channel, group_expiry_ms, capacity, self.keys.process_members_stem(group),
+                      self.keys.roster_stem(group), process]
+
     async def group_add(self, group: str, channel: str, group_expiry_ms: int, capacity: int) -> None:
-        await self.run(GROUP_ADD, [self.keys.group_members(group), self.keys.group_capacities(group)],
-                       [channel, group_expiry_ms, capacity])
+        await self.run(GROUP_ADD, *self._group_add_call(group, channel, group_expiry_ms, capacity))
 
     async def group_discard(self, group: str, channel: str) -> None:
-        await self.run(GROUP_DISCARD, [self.keys.group_members(group), self.keys.group_capacities(group)],
-                       [channel])
+        keys, process = self._membership_keys(group, channel)
+        await self.run(GROUP_DISCARD, keys, [channel, process])
 
     async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int,
                          after_write: Callable[[], None] | None = None, held: dict[str, int] | None = None) -> int:
         """Push to every member on this shard; returns how many missed it, being full. ``held``:
         capacity key -> group copies this loop holds for it (copies.py), which count against it."""
-        return await self.run(GROUP_SEND, [self.keys.group_members(group), self.keys.group_capacities(group)],
-                              [self.keys.prefix, expiry_ms, capacity, body,
-                               *(arg for key, count in (held or {}).items() for arg in (key, count))], after_write)
+        keys = self.keys
+        return await self.run(GROUP_SEND, [keys.group_members(group), keys.group_capacities(group)],
+                              [keys.prefix, expiry_ms, capacity, body, keys.process_members_stem(group),
+                               keys.roster_stem(group), *(arg for key, count in (held or {}).items() for arg in (key, count))],
+                              after_write)
 
     # --- statistics -------------------------------------------------------------------------
     async def channels(self) -> list[str]:
