@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pika
@@ -39,6 +40,38 @@ from .session import Session
 SEQUENCE_HEADER = "asgi-group-send"  # sender-unique number: the owner waits for its copy
 COPIES_LIMIT = 100_000
 DRAINED_LIMIT = 1000  # drain-ahead marks kept at most (each used by its copy's fan-out)
+
+
+@dataclass(frozen=True, slots=True)
+class DrainMark:
+    """A process queue taken in ahead of the copy of one of this object's group_sends."""
+
+    queue: str
+    sequence: int | None
+
+
+class DrainMarks:
+    """The drain-ahead marks whose copies have not come yet, oldest first.
+
+    A mark whose copy never comes (a flush took it) would stay for ever: past DRAINED_LIMIT
+    the oldest goes, which costs its copy, should it still come, one basic.get more.
+    """
+
+    def __init__(self, limit: int = DRAINED_LIMIT):
+        self._limit = limit
+        self._marks: dict[DrainMark, None] = {}  # insertion-ordered
+
+    def add(self, mark: DrainMark) -> None:
+        self._marks[mark] = None
+        if len(self._marks) > self._limit:
+            del self._marks[next(iter(self._marks))]
+
+    def take(self, mark: DrainMark) -> bool:
+        """True (and the mark gone) if its queue was taken in ahead."""
+        return self._marks.pop(mark, False) is None
+
+    def clear(self) -> None:
+        self._marks.clear()
 
 
 class LocalBook:
@@ -107,7 +140,7 @@ class GroupFeed:
         self._tags: dict[str, str] = {}  # consumer tag -> process queue
         self._watched: dict[str, str] = {}  # process queue -> consumer tag ("" while starting)
         self._expected: dict[int, list[Any]] = {}  # sequence -> [future, copies still to come]
-        self._drained: set[tuple[str, int]] = set()  # (process queue, sequence) taken in ahead of its copy
+        self._drained = DrainMarks()  # process queues taken in ahead of their copy
         self._sequence = itertools.count(1)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -182,9 +215,7 @@ class GroupFeed:
                         await self._take_waiting(queue)
                     except Exception:  # noqa: BLE001 - the link broke: the fan-out takes them in
                         return
-                    if len(self._drained) >= DRAINED_LIMIT:
-                        self._drained.clear()  # copies that never came (flushed): a get each, no harm
-                    self._drained.add((queue, sequence))
+                    self._drained.add(DrainMark(queue, sequence))
 
         task = self.session.loop.create_task(drain())
         self._tasks.add(task)
@@ -212,10 +243,7 @@ class GroupFeed:
 
     async def _fan_out(self, carrier: Any, queue: str, method: Any, properties: Any, body: bytes) -> None:
         async with self._lock:
-            drained = (queue, self._sequence_of(properties.headers or {}))
-            if drained in self._drained:
-                self._drained.discard(drained)  # taken in ahead, after its group_send was called
-            else:
+            if not self._drained.take(DrainMark(queue, self._sequence_of(properties.headers or {}))):
                 try:
                     await self._take_waiting(queue)
                 except Exception:  # noqa: BLE001 - the link broke: the copy comes back (unacked)

@@ -250,7 +250,7 @@ class Receiver:
             carrier.basic_ack(method.delivery_tag)  # let in before a dropped connection: again
             return
         consumer.delivery_tag = method.delivery_tag
-        self.windows.delivered(state)
+        state.delivered()
         future = self.take_waiter(state, channel)
         if future is not None:
             state.hold(consumer, Held.TAKEN)
