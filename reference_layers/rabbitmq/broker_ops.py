@@ -117,7 +117,9 @@ async def _count_what_this_loop_holds(session: Session, queue: str, channel: str
 
 
 async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, group: str, data: bytes) -> None:
-    properties, placed = feed.properties_for(group, missed.headers, session.shared.ids.next())
+    properties, placement = feed.properties_for(group, missed.headers, session.shared.ids.next())
+    if placement is not None:
+        await feed.drain_ahead(placement)  # its basic.get leaves with the publish below
 
     async def once() -> None:
         await missed.ensure(session)  # where copies a full member refuses are counted (CAP-5)
@@ -129,8 +131,8 @@ async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, gr
         await published
 
     await _through_drops(session, once)
-    if placed is not None:  # this object's own members: back once their copy is in place
-        await feed.placed(placed)
+    if placement is not None:  # this object's own members: back once their copy is in place
+        await feed.placed(placement)
 
 
 async def flush(session: Session, receiver: Receiver, memberships: Memberships, feed: GroupFeed) -> None:

@@ -18,7 +18,8 @@ from .link import Link
 from .memberships import Memberships
 from .missed_copies import MissedCopies
 from .names import BrokerNames
-from .process_groups import GroupFeed, LocalBook
+from .local_book import LocalBook
+from .process_groups import GroupFeed
 from .receiving import Receiver
 from .session import Session, Shared
 from .statistics import read_statistics
