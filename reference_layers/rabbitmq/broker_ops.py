@@ -79,11 +79,14 @@ async def _through_drops(session: Session, attempt: Callable[[], Awaitable[None]
 
 async def _send_once(session: Session, receiver: Receiver, channel: str, queue: str, data: bytes,
                      properties: Any, attempts: _Attempts) -> None:
-    await session.ensure_queue(queue, channel)
-    await receiver.before_send(queue)
-    held = receiver.queues.get(queue)
-    if held is not None and held.parked:
-        await _count_what_this_loop_holds(session, queue, channel, len(held.parked))
+    if not session.declared_recently(queue):
+        await session.ensure_queue(queue, channel)
+    state = receiver.queues.get(queue)
+    if state is not None and state.parked:  # a busy receive loop holds nothing parked: no await
+        await receiver.before_send(queue)
+        held = receiver.queues.get(queue)
+        if held is not None and held.parked:
+            await _count_what_this_loop_holds(session, queue, channel, len(held.parked))
     for _attempt in range(3):
         link = await session.get_link()
         earlier = attempts.may_have_landed
