@@ -105,9 +105,14 @@ async def confirm_rate(url: str, n: int) -> float:
 
 async def roundtrip_rate(url: str, n: int) -> float:
     """The roundtrip workload with no layer: publish, hear the confirm, take the delivery."""
+    return await _roundtrips(url, n, _Inbox)
+
+
+async def _roundtrips(url: str, n: int, taker) -> float:
+    """n times: publish, hear the confirm, then take the delivery through ``taker``."""
     async with amqp_queue(url) as (confirmed, queue):
         loop = asyncio.get_running_loop()
-        inbox = _Inbox(confirmed, queue)
+        inbox = taker(confirmed, queue)
         start = loop.time()
         for _ in range(n):
             await confirmed.publish(queue)
@@ -143,22 +148,27 @@ async def exact_roundtrip_rate(url: str, n: int) -> float:
     """The roundtrip workload with no layer, keeping capacity exact against senders in other
     processes: publish, hear the confirm, then open the window for the delivery (two broker
     round trips, where the looser floor above overlaps them)."""
-    async with amqp_queue(url) as (confirmed, queue):
-        loop = asyncio.get_running_loop()
-        window = _Window(confirmed, queue)
-        start = loop.time()
-        for _ in range(n):
-            await confirmed.publish(queue)
-            await window.next()
-        return n / (loop.time() - start)
+    return await _roundtrips(url, n, _Window)
 
 
 async def pipelined_rate(url: str, n: int) -> float:
     """The pipelined workload with no layer: one task publishes n, each confirmed before the
     next (as a send must be), while another takes the deliveries: messages/s."""
+    return await _pipelined(url, n, _Inbox)
+
+
+async def exact_pipelined_rate(url: str, n: int) -> float:
+    """The pipelined workload with no layer, keeping capacity exact against senders in other
+    processes: as ``pipelined_rate``, but taken through a window of one reopened by each take."""
+    return await _pipelined(url, n, _Window)
+
+
+async def _pipelined(url: str, n: int, taker) -> float:
+    """One task publishes n, each confirmed before the next, while another takes them
+    through ``taker``: messages/s."""
     async with amqp_queue(url) as (confirmed, queue):
         loop = asyncio.get_running_loop()
-        inbox = _Inbox(confirmed, queue)
+        inbox = taker(confirmed, queue)
 
         async def publish():
             for _ in range(n):
@@ -167,26 +177,6 @@ async def pipelined_rate(url: str, n: int) -> float:
         async def take():
             for _ in range(n):
                 await inbox.next()
-
-        start = loop.time()
-        await asyncio.gather(publish(), take())
-        return n / (loop.time() - start)
-
-
-async def exact_pipelined_rate(url: str, n: int) -> float:
-    """The pipelined workload with no layer, keeping capacity exact against senders in other
-    processes: as ``pipelined_rate``, but taken through a window of one reopened by each take."""
-    async with amqp_queue(url) as (confirmed, queue):
-        loop = asyncio.get_running_loop()
-        window = _Window(confirmed, queue)
-
-        async def publish():
-            for _ in range(n):
-                await confirmed.publish(queue)
-
-        async def take():
-            for _ in range(n):
-                await window.next()
 
         start = loop.time()
         await asyncio.gather(publish(), take())
