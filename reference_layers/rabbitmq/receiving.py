@@ -153,11 +153,15 @@ class Receiver:
             return None
         now = time.monotonic()
         parked = state.parked
-        while True:  # no copy of the deque: a fan-out parks thousands, taken one by one
-            entry = next((each for each in parked if each.channel == channel), None)
-            if entry is None:
-                return None
-            parked.remove(entry)
+        while parked:  # no copy of the deque: a fan-out parks thousands, taken one by one
+            entry = parked[0]
+            if entry.channel == channel:
+                parked.popleft()  # the usual case: members take their copies in the order placed
+            else:
+                entry = next((each for each in parked if each.channel == channel), None)
+                if entry is None:
+                    return None
+                parked.remove(entry)
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
                 state.unacked -= 1
@@ -166,6 +170,7 @@ class Receiver:
                 self.windows.balance_soon(state)
             if fresh:
                 return entry.body
+        return None
 
     def _serve(self, state: QueueState, channel: str) -> None:
         """Hand parked messages of ``channel`` to its waiting receives."""
