@@ -163,7 +163,7 @@ class GroupFeed:
             raise
         finishing = _Finishing()
         task = self._spawn(self._finish_drain(finishing, link, first, placement))
-        task.add_done_callback(lambda _task: finishing.started or self._unlock_unstarted(link))
+        task.add_done_callback(lambda _task: self._unlock_unstarted(finishing, link))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self.session.loop.create_task(work)
@@ -171,8 +171,10 @@ class GroupFeed:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _unlock_unstarted(self, link: Link) -> None:
-        """The drain's task was cancelled before it began (close()): give back what it held."""
+    def _unlock_unstarted(self, finishing: _Finishing, link: Link) -> None:
+        """If the drain's task was cancelled before it began (close()), give back what it held."""
+        if finishing.started:
+            return
         link.release_get()
         self._lock.release()
 

@@ -158,10 +158,11 @@ class Receiver:
             if entry.channel == channel:
                 parked.popleft()  # the usual case: members take their copies in the order placed
             else:
-                entry = next((each for each in parked if each.channel == channel), None)
-                if entry is None:
+                found = next((each for each in parked if each.channel == channel), None)
+                if found is None:
                     return None
-                parked.remove(entry)
+                parked.remove(found)
+                entry = found
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
                 state.unacked -= 1
