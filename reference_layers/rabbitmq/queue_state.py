@@ -126,6 +126,17 @@ class QueueState:
         if self.allowed < MAX_WINDOWS:
             self.allowed = min(MAX_WINDOWS, 2 * self.allowed)
 
+    def unpark(self, channel: str) -> Parked | None:
+        """Take off the oldest parked message of ``channel``, if any: usually the first, since
+        members take their copies of a fan-out in the order they were parked."""
+        parked = self.parked
+        if parked and parked[0].channel == channel:
+            return parked.popleft()
+        entry = next((each for each in parked if each.channel == channel), None)
+        if entry is not None:
+            parked.remove(entry)
+        return entry
+
     def any_channel(self) -> str:
         return next(iter(self.waiters), None) or (self.parked[0].channel if self.parked else "")
 

@@ -152,17 +152,7 @@ class Receiver:
         if not state.parked:
             return None
         now = time.monotonic()
-        parked = state.parked
-        while parked:  # no copy of the deque: a fan-out parks thousands, taken one by one
-            entry = parked[0]
-            if entry.channel == channel:
-                parked.popleft()  # the usual case: members take their copies in the order placed
-            else:
-                found = next((each for each in parked if each.channel == channel), None)
-                if found is None:
-                    return None
-                parked.remove(found)
-                entry = found
+        while (entry := state.unpark(channel)) is not None:  # a fan-out parks thousands, taken one by one
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
                 state.unacked -= 1
