@@ -105,9 +105,14 @@ async def confirm_rate(url: str, n: int) -> float:
 
 async def roundtrip_rate(url: str, n: int) -> float:
     """The roundtrip workload with no layer: publish, hear the confirm, take the delivery."""
+    return await _roundtrips(url, n, _Inbox)
+
+
+async def _roundtrips(url: str, n: int, taker) -> float:
+    """n times: publish, hear the confirm, then take the delivery through ``taker``."""
     async with amqp_queue(url) as (confirmed, queue):
         loop = asyncio.get_running_loop()
-        inbox = _Inbox(confirmed, queue)
+        inbox = taker(confirmed, queue)
         start = loop.time()
         for _ in range(n):
             await confirmed.publish(queue)
@@ -115,12 +120,55 @@ async def roundtrip_rate(url: str, n: int) -> float:
         return n / (loop.time() - start)
 
 
+class _Window:
+    """A consumer with a window of one delivery that is reopened (acked) only when the next
+    take begins: the broker pushes only what a take waits for, so every message not yet
+    taken stays ready and counted by ``x-max-length``, whoever sends."""
+
+    def __init__(self, confirmed: _Confirmed, queue: str):
+        self.loop = confirmed.loop
+        self.channel = confirmed.channel
+        self.waiter: asyncio.Future | None = None
+        self.taken: int | None = None  # delivery tag of the last take, acked by the next
+        self.channel.basic_qos(prefetch_count=1)
+        self.channel.basic_consume(queue, self._delivered)
+
+    def _delivered(self, _channel, method, _properties, body) -> None:
+        self.taken = method.delivery_tag
+        self.waiter.set_result(body)
+
+    async def next(self) -> bytes:
+        self.waiter = self.loop.create_future()
+        if self.taken is not None:
+            self.channel.basic_ack(self.taken)
+        return await self.waiter
+
+
+async def exact_roundtrip_rate(url: str, n: int) -> float:
+    """The roundtrip workload with no layer, keeping capacity exact against senders in other
+    processes: publish, hear the confirm, then open the window for the delivery (two broker
+    round trips, where the looser floor above overlaps them)."""
+    return await _roundtrips(url, n, _Window)
+
+
 async def pipelined_rate(url: str, n: int) -> float:
     """The pipelined workload with no layer: one task publishes n, each confirmed before the
     next (as a send must be), while another takes the deliveries: messages/s."""
+    return await _pipelined(url, n, _Inbox)
+
+
+async def exact_pipelined_rate(url: str, n: int) -> float:
+    """The pipelined workload with no layer, keeping capacity exact against senders in other
+    processes: as ``pipelined_rate``, but taken through a window of one reopened by each take."""
+    return await _pipelined(url, n, _Window)
+
+
+async def _pipelined(url: str, n: int, taker) -> float:
+    """One task publishes n, each confirmed before the next, while another takes them
+    through ``taker``: messages/s."""
     async with amqp_queue(url) as (confirmed, queue):
         loop = asyncio.get_running_loop()
-        inbox = _Inbox(confirmed, queue)
+        inbox = taker(confirmed, queue)
 
         async def publish():
             for _ in range(n):

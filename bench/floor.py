@@ -132,7 +132,11 @@ def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
         for what, measure in (
             ("confirmed publishes/s, sequential", amqp_floor.confirm_rate),
             ("roundtrip msg/s (publish, confirm, take the delivery)", amqp_floor.roundtrip_rate),
+            ("roundtrip msg/s with capacity exact (publish, confirm, then open a window of one "
+             "for the delivery)", amqp_floor.exact_roundtrip_rate),
             ("pipelined msg/s (each publish confirmed before the next)", amqp_floor.pipelined_rate),
+            ("pipelined msg/s with capacity exact (each publish confirmed before the next, taken "
+             "through a window of one)", amqp_floor.exact_pipelined_rate),
         ):
             rates = [asyncio.run(measure(url, n)) for _ in range(repeat)]
             floors[f"rabbitmq {what}, pika with no layer"] = round(statistics.median(rates))

@@ -2,7 +2,8 @@
 
 Checks the broker holds no forwarding queue for such members, that members waiting and
 members receiving one after another all get every copy in order, that the process's shared
-capacity decides who misses (CAP-4, CAP-5, counted), and that a membership added by another
+capacity decides who misses (CAP-4, CAP-5, counted), also for group_sends started
+together, and that a membership added by another
 layer object still goes through a forwarding queue (XP-2).
 """
 
@@ -98,6 +99,34 @@ def test_the_process_capacity_decides_who_misses_and_the_miss_is_counted(rabbitm
     assert [message["type"] for message in got] == ["direct", "direct"]
     assert [message["type"] for message in extra] == ["group"]
     assert missed == 1
+
+
+def test_concurrent_group_sends_fill_the_process_capacity_exactly_in_order(rabbitmq_url):
+    """CAP-4/CAP-5: group_sends started together (the first drains the process queue with
+    its publish, the others while that drain still runs) place copies in send order until
+    the shared capacity is reached; the rest are missed and counted."""
+    async def scenario():
+        layer = RabbitMQChannelLayer(url=rabbitmq_url, capacity=4)
+        group = fresh("together")
+        member = await layer.new_channel()
+        await layer.group_add(group, member)
+        await layer.send(member, {"type": "direct"})
+        await asyncio.wait_for(asyncio.gather(*(layer.group_send(group, {"type": "group", "n": n})
+                                                for n in range(6))), GENEROUS)
+        got = [await asyncio.wait_for(layer.receive(member), GENEROUS) for _ in range(4)]
+        try:
+            extra = await asyncio.wait_for(layer.receive(member), 0.3)
+        except asyncio.TimeoutError:
+            extra = None
+        missed = (await layer.statistics([])).group_deliveries_missed
+        await layer.flush()
+        await layer.close()
+        return got, extra, missed
+
+    got, extra, missed = run(scenario())
+    assert [message.get("n") for message in got] == [None, 0, 1, 2], got
+    assert extra is None
+    assert missed == 3
 
 
 def test_a_member_added_by_another_layer_object_still_gets_its_copy(rabbitmq_url):

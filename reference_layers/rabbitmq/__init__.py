@@ -8,6 +8,8 @@ Modules, each building only on those above it:
 - session: connecting, failover, recovery, queue declarations; one per event loop.
 - queue_state, windows, receiving: waiting receives and the consumers that feed them.
 - memberships: group memberships, and adding them again to a broker that lost them.
+- local_book, drain_marks: a layer object's own members per process queue, and which
+  process queues a group_send took in ahead of its copy.
 - process_groups: one group copy per process for its own members, fanned out inside it.
 - broker_ops: sends, group sends, flush; statistics: ``await layer.statistics()``.
 - layer: the public class, which tells each session what to do on connect.

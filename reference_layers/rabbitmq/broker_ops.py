@@ -79,11 +79,14 @@ async def _through_drops(session: Session, attempt: Callable[[], Awaitable[None]
 
 async def _send_once(session: Session, receiver: Receiver, channel: str, queue: str, data: bytes,
                      properties: Any, attempts: _Attempts) -> None:
-    await session.ensure_queue(queue, channel)
-    await receiver.before_send(queue)
-    held = receiver.queues.get(queue)
-    if held is not None and held.parked:
-        await _count_what_this_loop_holds(session, queue, channel, len(held.parked))
+    if not session.declared_recently(queue):
+        await session.ensure_queue(queue, channel)
+    state = receiver.queues.get(queue)
+    if state is not None and state.parked:  # a busy receive loop holds nothing parked: no await
+        await receiver.before_send(queue)
+        held = receiver.queues.get(queue)
+        if held is not None and held.parked:
+            await _count_what_this_loop_holds(session, queue, channel, len(held.parked))
     for _attempt in range(3):
         link = await session.get_link()
         earlier = attempts.may_have_landed
@@ -117,7 +120,9 @@ async def _count_what_this_loop_holds(session: Session, queue: str, channel: str
 
 
 async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, group: str, data: bytes) -> None:
-    properties, placed = feed.properties_for(group, missed.headers, session.shared.ids.next())
+    properties, placement = feed.properties_for(group, missed.headers, session.shared.ids.next())
+    if placement is not None:
+        await feed.drain_ahead(placement)  # its basic.get leaves with the publish below
 
     async def once() -> None:
         await missed.ensure(session)  # where copies a full member refuses are counted (CAP-5)
@@ -129,8 +134,8 @@ async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, gr
         await published
 
     await _through_drops(session, once)
-    if placed is not None:  # this object's own members: back once their copy is in place
-        await feed.placed(placed)
+    if placement is not None:  # this object's own members: back once their copy is in place
+        await feed.placed(placement)
 
 
 async def flush(session: Session, receiver: Receiver, memberships: Memberships, feed: GroupFeed) -> None:

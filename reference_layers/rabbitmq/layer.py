@@ -15,10 +15,11 @@ from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import broker_ops
 from .config import parse_broker_config
 from .link import Link
+from .local_book import LocalBook
 from .memberships import Memberships
 from .missed_copies import MissedCopies
 from .names import BrokerNames
-from .process_groups import GroupFeed, LocalBook
+from .process_groups import GroupFeed
 from .receiving import Receiver
 from .session import Session, Shared
 from .statistics import read_statistics

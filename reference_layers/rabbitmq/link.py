@@ -192,8 +192,37 @@ class Link:
 
     async def get(self, queue: str) -> Got | None:
         """basic.get with auto-ack: the message, or None if the queue is empty."""
-        async with self._get_lock:
-            return await self._get(queue, auto_ack=True)
+        return await self.got(await self.begin_get(queue))
+
+    async def begin_get(self, queue: str) -> asyncio.Future[Got | None]:
+        """Send basic.get (auto-ack) now, holding the one get a channel may have in flight;
+        ``got()`` waits for the reply and lets the next get go. Split so that a caller can put
+        the get on the wire in its own turn and wait for the reply elsewhere (process_groups.py)."""
+        await self._get_lock.acquire()
+        try:
+            await self._ready(self.admin_ready)
+            return self._send_get(queue, auto_ack=True)
+        except BaseException:
+            self._get_lock.release()
+            raise
+
+    def can_get_now(self) -> bool:
+        """A get would go out at once: the link is open, its admin channel ready, no get in flight."""
+        return self.open and self.admin_ready.is_set() and not self._get_lock.locked()
+
+    def release_get(self) -> None:
+        """Let the next get go without waiting for the reply to the one ``begin_get`` sent."""
+        if self._get_future is not None:
+            settle(self._get_future, result=None)
+        self._get_future = None
+        self._get_lock.release()
+
+    async def got(self, sent: asyncio.Future[Got | None]) -> Got | None:
+        """The reply to the get ``begin_get`` sent."""
+        try:
+            return await self._reply(sent)
+        finally:
+            self._get_lock.release()
 
     async def peek_all(self, queue: str) -> list[bytes]:
         """Every message body in ``queue``, left in it: got without ack, then requeued."""
@@ -214,6 +243,9 @@ class Link:
 
     async def _get(self, queue: str, auto_ack: bool) -> Got | None:
         await self._ready(self.admin_ready)
+        return await self._reply(self._send_get(queue, auto_ack))
+
+    def _send_get(self, queue: str, auto_ack: bool) -> asyncio.Future[Got | None]:
         future: asyncio.Future[Got | None] = self.loop.create_future()
         self._get_future = future
 
@@ -221,12 +253,16 @@ class Link:
             settle(future, result=Got(body, properties, method.delivery_tag))
 
         self.admin_channel.basic_get(queue, got, auto_ack=auto_ack)
+        return future
+
+    async def _reply(self, future: asyncio.Future[Got | None]) -> Got | None:
         try:
             return await within(future, self.config.timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailable(f"RabbitMQ did not answer basic.get within {self.config.timeout:g} s") from None
         finally:
-            self._get_future = None
+            if self._get_future is future:
+                self._get_future = None
 
     async def _ready(self, event: asyncio.Event) -> None:
         """Wait for a channel that is being reopened; fail if the connection is gone."""

@@ -6,8 +6,6 @@ parts can always be split apart again and two prefixes never collide.
 
 from __future__ import annotations
 
-from ..core.names import is_process_specific, non_local_name
-
 # Group sends go through the broker's built-in direct exchange, with the prefix in the
 # routing key: it always exists (a publish to it can never fail with 404 and close the
 # publishing channel) and the layer leaves no exchange of its own behind.
@@ -30,7 +28,8 @@ class BrokerNames:
 
     def queue(self, channel: str) -> str:
         """The queue holding ``channel``: its own, or its process's shared one for ``p!x``."""
-        return self._queue_stem + (non_local_name(channel) if is_process_specific(channel) else channel)
+        bang = channel.find("!")  # non_local_name, inlined: every send and receive asks
+        return self._queue_stem + (channel if bang < 0 else channel[:bang + 1])
 
     def channel_of(self, queue: str) -> str:
         """The normal channel whose own queue this is (for a process queue: ``p!``)."""

@@ -8,6 +8,7 @@ again when the pika pin moves.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, Callable
 
 import pika.spec
@@ -43,8 +44,9 @@ def write_soon(connection: Any, loop: Any) -> Callable[[], None]:
     Returns a call that sends the buffer at once instead (a no-op where this shim is not used).
 
     Checked on pika 1.4.4 (the plain transport's ``write``, ``_buffer_tx_data``, ``_tx_buffers``,
-    ``_on_socket_writable`` and ``_nbio.set_writer``). pika turns a write into an epoll watch
-    for writability, then a send, then the watch removed again: two epoll_ctl calls per burst,
+    ``_produce``, ``_state``, ``_initiate_abort``, ``_on_socket_writable`` and
+    ``_nbio.set_writer``). pika turns a write into an epoll watch for writability, then a
+    send, then the watch removed again: two epoll_ctl calls per burst,
     each tens of µs on a loaded machine. A socket with room is writable anyway, so the burst is
     sent from a callback instead; only a send the kernel cannot take in full falls back to
     pika's watch. TLS transports, and a pika whose internals differ, are left as they are.
@@ -52,14 +54,24 @@ def write_soon(connection: Any, loop: Any) -> Callable[[], None]:
     transport: Any = getattr(connection, "_transport", None)
     if type(transport).__name__ != "_AsyncPlaintextTransport":
         return _nothing
-    needed = ("write", "_buffer_tx_data", "_tx_buffers", "_on_socket_writable", "_nbio", "_sock")
+    needed = ("write", "_buffer_tx_data", "_tx_buffers", "_on_socket_writable", "_nbio", "_sock", "_produce",
+              "_state", "_STATE_ACTIVE", "_initiate_abort")
     if not all(hasattr(transport, name) for name in needed):
         return _nothing
 
     def flush() -> None:
+        # pika's _on_socket_writable, less its remove_writer for a watch never set (an epoll
+        # lookup per burst): send, and only if the kernel took part, watch for room.
         if not transport._tx_buffers or transport._sock is None:  # noqa: SLF001 - pika internals
             return
-        transport._on_socket_writable()  # noqa: SLF001 - sends, or aborts the connection on an error
+        if transport._state != transport._STATE_ACTIVE:  # noqa: SLF001
+            return
+        try:
+            transport._produce()  # noqa: SLF001
+        except Exception as error:  # noqa: BLE001 - as pika: anything but "try again" aborts
+            if not (isinstance(error, OSError) and error.errno in (errno.EAGAIN, errno.EWOULDBLOCK)):
+                transport._initiate_abort(error)  # noqa: SLF001
+                return
         if transport._tx_buffers and transport._sock is not None:  # noqa: SLF001 - the kernel took part
             transport._nbio.set_writer(transport._sock.fileno(), transport._on_socket_writable)  # noqa: SLF001
 

@@ -25,11 +25,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Coroutine
 
 import pika
 
+from .drain_marks import DrainMark, DrainMarks
 from .link import Link
+from .local_book import LocalBook
 from .missed_copies import SENDER_HEADER
 from .names import GROUPS_EXCHANGE
 from .queue_state import Parked, usable
@@ -38,59 +41,24 @@ from .session import Session
 
 SEQUENCE_HEADER = "asgi-group-send"  # sender-unique number: the owner waits for its copy
 COPIES_LIMIT = 100_000
-DRAINED_LIMIT = 1000  # drain-ahead marks kept at most (each used by its copy's fan-out)
+
+@dataclass(frozen=True)
+class Placement:
+    """What a group_send owes this loop's own members: their process queues drained ahead, and
+    a future done once its copy was fanned out to them."""
+
+    sequence: int
+    queues: list[str]
+    placed: asyncio.Future[None]
 
 
-class LocalBook:
-    """Group -> member channels (with deadlines) of each of this object's process queues."""
+class _Finishing:
+    """Whether a drain's task began (a task cancelled before it runs never enters its body)."""
+
+    __slots__ = ("started",)
 
     def __init__(self) -> None:
-        self._queues: dict[str, dict[str, dict[str, float]]] = {}
-
-    def add(self, queue: str, group: str, channel: str, deadline: float) -> None:
-        members = self._queues.setdefault(queue, {}).setdefault(group, {})
-        members.pop(channel, None)  # re-added: to the end, as a new member
-        members[channel] = deadline
-
-    def discard(self, queue: str, group: str, channel: str) -> bool:
-        """Remove it; True if the group has no member left in this queue."""
-        members = self._queues.get(queue, {}).get(group)
-        if members is None:
-            return True
-        members.pop(channel, None)
-        if not members:
-            del self._queues[queue][group]
-            return True
-        return False
-
-    def members(self, queue: str, group: str) -> list[str]:
-        """Live members, in the order they joined (a late receive finds its copy first)."""
-        members = self._queues.get(queue, {}).get(group)
-        if not members:
-            return []
-        now = time.monotonic()
-        expired = [channel for channel, deadline in members.items() if deadline <= now]
-        for channel in expired:
-            del members[channel]
-        return list(members)
-
-    def queues_of(self, group: str) -> list[str]:
-        return [queue for queue, groups in self._queues.items() if self.members(queue, group)]
-
-    def groups_of(self, queue: str) -> list[str]:
-        return list(self._queues.get(queue, {}))
-
-    def queues(self) -> list[str]:
-        return [queue for queue, groups in self._queues.items() if groups]
-
-    def has(self, queue: str) -> bool:
-        return bool(self._queues.get(queue))
-
-    def forget(self, queue: str) -> None:
-        self._queues.pop(queue, None)
-
-    def forget_all(self) -> None:
-        self._queues.clear()
+        self.started = False
 
 
 class GroupFeed:
@@ -107,7 +75,7 @@ class GroupFeed:
         self._tags: dict[str, str] = {}  # consumer tag -> process queue
         self._watched: dict[str, str] = {}  # process queue -> consumer tag ("" while starting)
         self._expected: dict[int, list[Any]] = {}  # sequence -> [future, copies still to come]
-        self._drained: set[tuple[str, int]] = set()  # (process queue, sequence) taken in ahead of its copy
+        self._drained = DrainMarks()  # process queues taken in ahead of their copy
         self._sequence = itertools.count(1)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -157,43 +125,86 @@ class GroupFeed:
         self._tags[tag] = queue
 
     # --- group_send ----------------------------------------------------------------------------
-    def properties_for(self, group: str, headers: dict[str, Any], message_id: str,
-                       ) -> tuple[Any, asyncio.Future[None] | None]:
-        """Properties of a group_send's publish (the same on every attempt), and a future done
-        once this loop fanned out its copies (None if none of its watched queues has members)."""
+    def properties_for(self, group: str, headers: dict[str, Any], message_id: str) -> tuple[Any, Placement | None]:
+        """Properties of a group_send's publish (the same on every attempt), and what this loop
+        must do for its own members (None if none of its watched queues has members)."""
         watched = [queue for queue in self.book.queues_of(group) if self._watched.get(queue)]
         if not watched:
             return pika.BasicProperties(headers=headers, message_id=message_id), None
         sequence = next(self._sequence)
         future: asyncio.Future[None] = self.session.loop.create_future()
         self._expected[sequence] = [future, len(watched)]
-        self._drain_ahead(sequence, watched)
-        return pika.BasicProperties(headers={**headers, SEQUENCE_HEADER: sequence}, message_id=message_id), future
+        placement = Placement(sequence, watched, future)
+        return pika.BasicProperties(headers={**headers, SEQUENCE_HEADER: sequence}, message_id=message_id), placement
 
-    def _drain_ahead(self, sequence: int, queues: list[str]) -> None:
+    async def drain_ahead(self, placement: Placement) -> None:
         """Take what waits in the process queues in while the copy is on its way, not after it
         came (a round trip less per group_send). Done after the group_send was called, so it
         sees everything that happened before it; what comes in between is concurrent with it
-        and may follow its copy. If it fails, the copy's fan-out takes them in itself."""
-        async def drain() -> None:
-            async with self._lock:
-                for queue in queues:
-                    try:
-                        await self._take_waiting(queue)
-                    except Exception:  # noqa: BLE001 - the link broke: the fan-out takes them in
-                        return
-                    if len(self._drained) >= DRAINED_LIMIT:
-                        self._drained.clear()  # copies that never came (flushed): a get each, no harm
-                    self._drained.add((queue, sequence))
+        and may follow its copy. If it fails, the copy's fan-out takes them in itself.
 
-        task = self.session.loop.create_task(drain())
+        Awaited by the group_send just before it publishes: the first basic.get goes out in
+        that very turn, with the publish, and a task waits for the replies. (Started as a task
+        of its own, the get would go out only after every member the previous copy woke had
+        run, and the fan-out would wait for its reply.)"""
+        link = self.session.link
+        if self._lock.locked() or link is None or not link.can_get_now():
+            # A fan-out (or another get) is under way: a task waits for it, not the publish.
+            self._spawn(self._drain_later(placement))
+            return
+        await self._lock.acquire()
+        try:
+            first = await link.begin_get(placement.queues[0])
+        except Exception:  # noqa: BLE001 - the link broke: the fan-out takes them in
+            self._lock.release()
+            return
+        except BaseException:
+            self._lock.release()
+            raise
+        finishing = _Finishing()
+        task = self._spawn(self._finish_drain(finishing, link, first, placement))
+        task.add_done_callback(lambda _task: self._unlock_unstarted(finishing, link))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = self.session.loop.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def placed(self, future: asyncio.Future[None]) -> None:
+    def _unlock_unstarted(self, finishing: _Finishing, link: Link) -> None:
+        """If the drain's task was cancelled before it began (close()), give back what it held."""
+        if finishing.started:
+            return
+        link.release_get()
+        self._lock.release()
+
+    async def _finish_drain(self, finishing: _Finishing, link: Link, first: asyncio.Future[Any],
+                            placement: Placement) -> None:
+        finishing.started = True
+        try:
+            await self._drain(placement, link, first)
+        finally:
+            self._lock.release()
+
+    async def _drain_later(self, placement: Placement) -> None:
+        async with self._lock:
+            await self._drain(placement)
+
+    async def _drain(self, placement: Placement, link: Link | None = None,
+                     first: asyncio.Future[Any] | None = None) -> None:
+        """Holding the lock: take each process queue in, and mark it for its copy's fan-out."""
+        for index, queue in enumerate(placement.queues):
+            try:
+                await self._take_waiting(queue, first if index == 0 else None, link)
+            except Exception:  # noqa: BLE001 - the link broke: the fan-out takes them in
+                return
+            self._drained.add(DrainMark(queue, placement.sequence))
+
+    async def placed(self, placement: Placement) -> None:
         """Wait for this loop's copies to be fanned out; past the timeout its copy went astray
         (a flush raced it): nothing more to wait for. The future is awaited as it is, with no
         wrapper, so the sender wakes up in the very turn its copy is placed."""
+        future = placement.placed
         timer = self.session.loop.call_later(self.session.shared.config.timeout, _give_up, future)
         try:
             await future
@@ -206,16 +217,11 @@ class GroupFeed:
         if queue is None:
             carrier.basic_nack(method.delivery_tag, requeue=True)
             return
-        task = self.session.loop.create_task(self._fan_out(carrier, queue, method, properties, body))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._fan_out(carrier, queue, method, properties, body))
 
     async def _fan_out(self, carrier: Any, queue: str, method: Any, properties: Any, body: bytes) -> None:
         async with self._lock:
-            drained = (queue, self._sequence_of(properties.headers or {}))
-            if drained in self._drained:
-                self._drained.discard(drained)  # taken in ahead, after its group_send was called
-            else:
+            if not self._drained.take(DrainMark(queue, self._sequence_of(properties.headers or {}))):
                 try:
                     await self._take_waiting(queue)
                 except Exception:  # noqa: BLE001 - the link broke: the copy comes back (unacked)
@@ -233,16 +239,21 @@ class GroupFeed:
         if missed:
             self._on_missed(missed)
 
-    async def _take_waiting(self, queue: str) -> None:
-        """Take what waits in the process queue into this loop, so the copy's room is exact."""
+    async def _take_waiting(self, queue: str, sent: asyncio.Future[Any] | None = None,
+                            link: Link | None = None) -> None:
+        """Take what waits in the process queue into this loop, so the copy's room is exact
+        (``sent``: the first basic.get, already sent on ``link``)."""
         state = self.receiver.state_of(queue)
-        link = await self.session.get_link()
+        if link is None:
+            link = await self.session.get_link()
         took = set()
-        while (got := await link.get(queue)) is not None:
+        got = await link.got(sent) if sent is not None else await link.get(queue)
+        while got is not None:
             channel = self.receiver.channel_of(queue, got.properties)
             if channel is not None and self.receiver.seen.first_time(channel, got.properties.message_id):
                 state.parked.append(Parked(channel, got.body, None, None, time.monotonic()))
                 took.add(channel)
+            got = await link.get(queue)
         for channel in took:
             self._serve(state, channel)
 
@@ -334,9 +345,7 @@ class GroupFeed:
         if queue in self._watched or not self.book.has(queue):
             return
         self._watched[queue] = ""  # starting
-        task = self.session.loop.create_task(self._rewatch(queue))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._rewatch(queue))
 
     async def _rewatch(self, queue: str) -> None:
         """Connected again: the copies queue and its bindings may be gone with the broker's state."""

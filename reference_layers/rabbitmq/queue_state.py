@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+# Open windows per queue at most: fewer windows than waiting receives is always safe (the
+# broker keeps counting what it has not pushed); a fan-out to thousands of waiting members of
+# one process gets its copies through process_groups.py, not through a consumer per receive.
+MAX_WINDOWS = 32
+
 
 class Held(Enum):
     """What a consumer's window of one delivery holds."""
@@ -115,6 +120,22 @@ class QueueState:
                 self.open[tag] = consumer
             elif held is Held.TAKEN:
                 self.taken[tag] = consumer
+
+    def delivered(self) -> None:
+        """A delivery came: the queue has traffic, so it may use twice the windows."""
+        if self.allowed < MAX_WINDOWS:
+            self.allowed = min(MAX_WINDOWS, 2 * self.allowed)
+
+    def unpark(self, channel: str) -> Parked | None:
+        """Take off the oldest parked message of ``channel``, if any: usually the first, since
+        members take their copies of a fan-out in the order they were parked."""
+        parked = self.parked
+        if parked and parked[0].channel == channel:
+            return parked.popleft()
+        entry = next((each for each in parked if each.channel == channel), None)
+        if entry is not None:
+            parked.remove(entry)
+        return entry
 
     def any_channel(self) -> str:
         return next(iter(self.waiters), None) or (self.parked[0].channel if self.parked else "")

@@ -152,12 +152,7 @@ class Receiver:
         if not state.parked:
             return None
         now = time.monotonic()
-        parked = state.parked
-        while True:  # no copy of the deque: a fan-out parks thousands, taken one by one
-            entry = next((each for each in parked if each.channel == channel), None)
-            if entry is None:
-                return None
-            parked.remove(entry)
+        while (entry := state.unpark(channel)) is not None:  # a fan-out parks thousands, taken one by one
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
                 state.unacked -= 1
@@ -166,6 +161,7 @@ class Receiver:
                 self.windows.balance_soon(state)
             if fresh:
                 return entry.body
+        return None
 
     def _serve(self, state: QueueState, channel: str) -> None:
         """Hand parked messages of ``channel`` to its waiting receives."""
@@ -250,7 +246,7 @@ class Receiver:
             carrier.basic_ack(method.delivery_tag)  # let in before a dropped connection: again
             return
         consumer.delivery_tag = method.delivery_tag
-        self.windows.delivered(state)
+        state.delivered()
         future = self.take_waiter(state, channel)
         if future is not None:
             state.hold(consumer, Held.TAKEN)

@@ -235,6 +235,14 @@ class Session:
             "x-expires": ttl_ms + QUEUE_GRACE_SECONDS * 1000,
         }
 
+    def declared_recently(self, queue: str) -> bool:
+        """This open connection declared ``queue`` recently, with success: ``ensure_queue``
+        would do nothing (checked without a coroutine, on the send's hot path)."""
+        link, known = self.link, self._declared.get(queue)
+        return (link is not None and link.open and known is not None and known.done.done()
+                and not known.done.cancelled() and known.done.exception() is None
+                and time.monotonic() - known.at < REDECLARE_AFTER)
+
     async def ensure_queue(self, queue: str, channel: str, force: bool = False,
                            declare: Callable[[Link], Awaitable[None]] | None = None) -> None:
         """Declare ``queue`` unless this connection did recently (a declare renews x-expires);

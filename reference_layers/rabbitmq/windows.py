@@ -16,13 +16,9 @@ import collections
 from typing import Any, Callable
 
 from .pika_compat import cancel_nowait, consume_nowait
-from .queue_state import AfterCancel, Consumer, Held, Parked, QueueState, Settlement, usable
+from .queue_state import MAX_WINDOWS, AfterCancel, Consumer, Held, Parked, QueueState, Settlement, usable
 
 LINGER = 0.1  # seconds consumers (and what they hold unacked) outlive the last receive on a queue
-# Open windows per queue at most: fewer windows than waiting receives is always safe (the
-# broker keeps counting what it has not pushed); a fan-out to thousands of waiting members of
-# one process gets its copies through process_groups.py, not through a consumer per receive.
-MAX_WINDOWS = 32
 
 
 class Windows:
@@ -156,12 +152,6 @@ class Windows:
             return
         self.stop(state)
         self._on_idle(state)
-
-    @staticmethod
-    def delivered(state: QueueState) -> None:
-        """A delivery came: the queue has traffic, so it may use twice the windows."""
-        if state.allowed < MAX_WINDOWS:
-            state.allowed = min(MAX_WINDOWS, 2 * state.allowed)
 
     def forget_all(self) -> None:
         """The consume channel is gone, and with it every consumer and unacked delivery."""
