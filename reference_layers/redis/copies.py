@@ -107,7 +107,7 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
         place += 2
         expires, first, members, body = entry.split(b":", 3)
         deadline = loop_now + (int(expires) - now_ms) / 1000
-        message_id = int(first)
+        message_id = int(first.partition(b"+")[0])  # '<first id>+<copies>' (an older version: '<first id>')
         for index, member in enumerate(members.split(b",")):
             mark = marks[index] if marks else (_TAKEN if left.get(member) else _HELD)
             if mark == _TAKEN:
