@@ -108,14 +108,14 @@ class RedisChannelLayer(LayerCore):
     async def _receive(self, channel: str) -> bytes:
         state = self._loops.current()
         key = self.keys.capacity_key(channel)
-        copy = await self._take_held(state, channel) if state.shelf.holds(channel) else None
+        copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
         if copy is not None:
             return copy.body
         if key not in state.receivers and key not in state.taking:
             entry = await self._take_at_once(state, key, channel)
             if entry is not None:
                 return entry.split(b":", 2)[2]
-            copy = await self._take_held(state, channel) if state.shelf.holds(channel) else None
+            copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
             if copy is not None:  # the pop found older messages read ahead meanwhile
                 return copy.body
         receiver = state.receivers.get(key) or self._receiver(channel)
@@ -131,13 +131,16 @@ class RedisChannelLayer(LayerCore):
             receiver.remove_waiter(channel, future)
         return entry.split(b":", 2)[2]
 
-    async def _take_held(self, state: _LoopState, channel: str) -> Copy | None:
-        """The oldest copy this loop holds for ``channel``, once sure no flush came since its pop
-        (flushes.py: a round trip only while the shard's flushes are not heard)."""
-        flushes = state.shards[self.shard_index(channel)].flushes
-        if not flushes.current:
+    async def _take_held(self, state: _LoopState, key: str, channel: str) -> Copy | None:
+        """The oldest copy this loop holds for ``channel`` (of capacity key ``key``), once sure no
+        flush came since its pop (flushes.py: a round trip only while the shard's flushes are not
+        heard). Members receiving one after another come here once each: kept lean."""
+        flushes = state.shards[self.ring.index_for(key)].flushes
+        now = asyncio.get_running_loop().time()
+        if not flushes.current_at(now):
             await flushes.listen()
-        return state.shelf.take(channel, asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+        return state.shelf.take(channel, now)
 
     async def _take_at_once(self, state: _LoopState, key: str, channel: str) -> bytes | None:
         """Nobody here waits on ``key``: pop one message of ``channel`` from this task, without

@@ -193,7 +193,10 @@ class Receiver:
         """How many messages each channel's live waiters want."""
         wanted = {}
         for channel, waiters in self._waiters.items():
-            live = sum(1 for future in waiters if not future.done())
+            if len(waiters) == 1:  # the common case, a fan-out's members: no generator per channel
+                live = 0 if waiters[0].done() else 1
+            else:
+                live = sum(1 for future in waiters if not future.done())
             if live:
                 wanted[channel] = live
         return wanted
