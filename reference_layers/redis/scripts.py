@@ -138,13 +138,13 @@ if not epoch then
 end
 local out = {now, redis.call('GET', KEYS[2]) or '0', epoch, 0}
 local queues = ARGV[1]
-local wanted = {}
-for i = 5, #KEYS do
-  wanted[KEYS[i]] = tonumber(ARGV[i - 2])
-end
 local draining = redis.call('LLEN', KEYS[3]) > 0
 local total = draining and copies_held(KEYS[1], now) or 0
 local checked = redis.call('ZCARD', KEYS[1]) > 0  -- messages wait in queues: look at each member's
+local wanted = {}
+for i = 5, checked and #KEYS or 0 do  -- unchecked, no queue is read (a fan-out's waiters: hundreds)
+  wanted[KEYS[i]] = tonumber(ARGV[i - 2])
+end
 while true do
   local entry = redis.call('LPOP', KEYS[3])
   if not entry then break end
