@@ -64,8 +64,10 @@ class Receiver:
         if waiters is None:
             waiters = self._waiters[channel] = deque()
         waiters.append(future)
-        if channel not in self._emptied:
+        if channel not in self._emptied.channels:
             self._dirty = True
+        elif self._wake is None and self._task is not None and not self._task.done():
+            return  # the loop is busy (popping, handing out): it looks at the waiters next anyway
         self._kick()
 
     def remove_waiter(self, channel: str, future: asyncio.Future) -> None:
