@@ -105,8 +105,28 @@ class RedisChannelLayer(LayerCore):
             self._counters.channel_full_raised += 1
             raise ChannelFull(f"channel {channel!r} is full")
 
-    async def _receive(self, channel: str) -> bytes:
+    async def receive(self, channel: str) -> dict:
+        """Wait for, and return, the next message on ``channel``. A copy this loop holds for it is
+        taken at once, with no coroutine of ``_receive``'s (members receiving one after another)."""
+        self.check_receivable(check_channel_name(channel))
         state = self._loops.current()
+        if state.shelf.holds(channel):
+            copy = self._held_now(state, channel)
+            if copy is not None:
+                return self.codec.decode(copy.body)
+        return self.codec.decode(await self._receive_in(state, channel))
+
+    def _held_now(self, state: _LoopState, channel: str) -> Copy | None:
+        """The oldest copy held for ``channel`` if the shard's flushes are heard now; else None
+        (``_receive`` then listens first, see ``_take_held``)."""
+        flushes = state.shards[self.shard_index(channel)].flushes
+        now = asyncio.get_running_loop().time()
+        return state.shelf.take(channel, now) if flushes.current_at(now) else None
+
+    async def _receive(self, channel: str) -> bytes:
+        return await self._receive_in(self._loops.current(), channel)
+
+    async def _receive_in(self, state: _LoopState, channel: str) -> bytes:
         key = self.keys.capacity_key(channel)
         copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
         if copy is not None:
