@@ -10,6 +10,7 @@ reading its reply (the push may have come after the pop ran).
 from __future__ import annotations
 
 from collections import Counter
+from operator import attrgetter, itemgetter
 
 from .copies import PopReply
 
@@ -40,8 +41,8 @@ class EmptiedQueues:
         if self._news != self._news_at_pop or self._rung_id > reply.last_id:
             self.channels.clear()  # a push came meanwhile, maybe after the pop ran
             return
-        taken = Counter(channel for channel, _ in reply.messages)  # counts copies too: errs towards popping
-        taken.update(copy.channel for copy in reply.held)
+        taken = Counter(map(itemgetter(0), reply.messages))  # counts copies too: errs towards popping
+        taken.update(map(attrgetter("channel"), reply.held))
         for channel, count in wanted.items():
             if taken[channel] < count + self._read_ahead:
                 self.channels.add(channel)

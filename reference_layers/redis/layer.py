@@ -148,7 +148,8 @@ class RedisChannelLayer(LayerCore):
                 self._receiver(channel).give_back(channel, future.result())
             raise
         finally:
-            receiver.remove_waiter(channel, future)
+            if not future.done() or future.cancelled():  # else it was handed its entry, and left
+                receiver.remove_waiter(channel, future)
         return entry.split(b":", 2)[2]
 
     async def _take_held(self, state: _LoopState, key: str, channel: str) -> Copy | None:
