@@ -163,3 +163,23 @@ def test_members_in_other_processes_past_the_default_capacity_get_every_copy(red
     # It raises unless every process reports every copy delivered to each of its members in time.
     figures = run(cross_process_fanout(make_layer, contender, config, 480, 3, pattern))
     assert figures["rate"] > 0 and figures["p50"] <= figures["p99"]
+
+
+def test_an_inbox_entry_queued_without_its_count_is_read_and_uncounted_all_the_same(redis_urls):
+    """An entry an older version queued says '<first id>', not '<first id>+<copies>': a pop still
+    delivers every copy and gives back their room (its count found from the roster)."""
+    async def scenario(layer, group):
+        members = await members_of(layer, group, 3)
+        await layer.group_send(group, {"n": 1})
+        server = raw(redis_urls[0])
+        key = layer.keys.capacity_key(members[0])
+        inbox, count = layer.keys.inbox(key), layer.keys.count(key)
+        expires, copies, rest = server.lpop(inbox).split(b":", 2)
+        first, plus, n = copies.partition(b"+")
+        assert (plus, n) == (b"+", b"3")
+        server.rpush(inbox, b"%s:%s:%s" % (expires, first, rest))
+        for member in members:
+            assert (await layer.receive(member))["n"] == 1
+        assert not server.exists(count + "|g", count + "|t")  # uncounted: the whole room is back
+
+    run_scenario(redis_urls, scenario)

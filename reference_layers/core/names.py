@@ -64,10 +64,20 @@ class ChannelNamer:
     def __init__(self) -> None:
         self.client_prefix = secrets.token_hex(8)
 
+    @property
+    def client_prefix(self) -> str:
+        return self._client_prefix
+
+    @client_prefix.setter
+    def client_prefix(self, prefix: str) -> None:
+        self._client_prefix = prefix
+        self._ending = "." + prefix  # how the part before '!' of our names ends
+
     def made(self, channel: str) -> bool:
-        """True unless ``channel`` is process-specific with another namer's client prefix."""
+        """True unless ``channel`` is process-specific with another namer's client prefix.
+        (Every receive asks: no string is made for the answer.)"""
         bang = channel.find("!")
-        return bang < 0 or channel[:bang].endswith("." + self.client_prefix)
+        return bang < 0 or channel.endswith(self._ending, 0, bang)
 
     def new_channel(self, prefix: str = "specific") -> str:
         if not isinstance(prefix, str) or not _GROUP_NAME.match(prefix):

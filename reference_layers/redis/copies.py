@@ -100,25 +100,24 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
     now_ms, last_id, epoch, entries = int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3])
     messages: list[tuple[str, bytes]] = []
     held: list[Copy] = []
-    left = {channel.encode(): count for channel, count in wanted.items()}
+    left = dict(wanted)
     place = 4
     for _ in range(entries):
         entry, marks = reply[place], reply[place + 1]
         place += 2
         expires, first, members, body = entry.split(b":", 3)
         deadline = loop_now + (int(expires) - now_ms) / 1000
-        message_id = int(first)
-        for index, member in enumerate(members.split(b",")):
-            mark = marks[index] if marks else (_TAKEN if left.get(member) else _HELD)
+        message_id = int(first.partition(b"+")[0])  # '<first id>+<copies>' (an older version: '<first id>')
+        for index, channel in enumerate(members.decode().split(",")):  # the roster decoded once, not per member
+            mark = marks[index] if marks else (_TAKEN if left.get(channel) else _HELD)
             if mark == _TAKEN:
-                left[member] -= 1
-                channel = member.decode()
+                left[channel] -= 1
                 if not shelved(channel):
                     messages.append((channel, queued_entry(expires, message_id, body)))
                     message_id += 1
                     continue
             if mark != _QUEUED:
-                held.append(Copy(member.decode(), capacity_key, message_id, deadline, expires, body, epoch=epoch))
+                held.append(Copy(channel, capacity_key, message_id, deadline, expires, body, Counted.HERE, epoch))
             message_id += 1
     channels = list(wanted)
     for i in range(place, len(reply), 2):
@@ -151,14 +150,21 @@ class CopyShelf:
         return channel in self._held
 
     def put(self, copies: list[Copy]) -> None:
+        """Hold ``copies`` (a pop's: a fan-out puts hundreds at once, so this loop is kept lean)."""
+        held, channels_of, here = self._held, self._channels_of, 0
         for copy in copies:
-            queue = self._held.get(copy.channel)
+            queue = held.get(copy.channel)
             if queue is None:
-                queue = self._held[copy.channel] = deque()
-                self._channels_of.setdefault(copy.capacity_key, set()).add(copy.channel)
-            queue.append(copy)
+                held[copy.channel] = deque((copy,))
+                keyed = channels_of.get(copy.capacity_key)
+                if keyed is None:
+                    keyed = channels_of[copy.capacity_key] = set()
+                keyed.add(copy.channel)
+            else:
+                queue.append(copy)
             if copy.counted is Counted.HERE:
-                self._counted_here += 1
+                here += 1
+        self._counted_here += here
 
     def take(self, channel: str, now: float) -> Copy | None:
         """The oldest unexpired copy for ``channel`` (dropping expired ones), or None. It is

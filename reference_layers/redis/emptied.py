@@ -10,6 +10,7 @@ reading its reply (the push may have come after the pop ran).
 from __future__ import annotations
 
 from collections import Counter
+from operator import attrgetter, itemgetter
 
 from .copies import PopReply
 
@@ -17,19 +18,19 @@ from .copies import PopReply
 class EmptiedQueues:
     def __init__(self, read_ahead: int):
         self._read_ahead = read_ahead  # messages a pop takes beyond what was wanted (copies.py)
-        self._channels: set[str] = set()
+        self.channels: set[str] = set()  # the emptied queues' channels (read as a set: a waiter asks per receive)
         self._news = 0  # pushes heard of: rings and pokes
         self._news_at_pop = 0
         self._rung_id = 0  # the newest id rung
 
     def __contains__(self, channel: str) -> bool:
-        return channel in self._channels
+        return channel in self.channels
 
     def heard(self, message_id: int = -1) -> None:
         """A push was rung (its id), or written by this process, or the bell was lost (-1)."""
         self._news += 1
         self._rung_id = max(self._rung_id, message_id)
-        self._channels.clear()
+        self.channels.clear()
 
     def popping(self) -> None:
         """A pop is sent now."""
@@ -38,16 +39,16 @@ class EmptiedQueues:
     def popped(self, wanted: dict[str, int], reply: PopReply) -> None:
         """The pop sent last, for ``wanted``, replied: a queue it took fewer from than it could is empty."""
         if self._news != self._news_at_pop or self._rung_id > reply.last_id:
-            self._channels.clear()  # a push came meanwhile, maybe after the pop ran
+            self.channels.clear()  # a push came meanwhile, maybe after the pop ran
             return
-        taken = Counter(channel for channel, _ in reply.messages)  # counts copies too: errs towards popping
-        taken.update(copy.channel for copy in reply.held)
+        taken = Counter(map(itemgetter(0), reply.messages))  # counts copies too: errs towards popping
+        taken.update(map(attrgetter("channel"), reply.held))
         for channel, count in wanted.items():
             if taken[channel] < count + self._read_ahead:
-                self._channels.add(channel)
+                self.channels.add(channel)
             else:
-                self._channels.discard(channel)
+                self.channels.discard(channel)
 
     def forget(self) -> None:
         """Trust nothing known (a pop failed)."""
-        self._channels.clear()
+        self.channels.clear()

@@ -61,7 +61,11 @@ class FlushWatch:
     def current(self) -> bool:
         """``epoch`` is the shard's now: listening, and the loop has run lately (so it read the ring
         of any flush that returned, which waited for its answer first)."""
-        return self.listening and asyncio.get_running_loop().time() - self._marked_at < AWAY
+        return self.current_at(asyncio.get_running_loop().time())
+
+    def current_at(self, now: float) -> bool:
+        """``current``, at the loop's time ``now`` (which the caller has at hand)."""
+        return self.listening and now - self._marked_at < AWAY
 
     def close(self) -> None:
         if self._heartbeat is not None:
@@ -166,6 +170,10 @@ class Unwatched:
 
     @staticmethod
     def admits(epoch: int) -> bool:
+        return True
+
+    @staticmethod
+    def current_at(now: float) -> bool:
         return True
 
     async def listen(self) -> None:

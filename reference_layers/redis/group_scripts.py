@@ -45,7 +45,8 @@ local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster,
   redis.call('INCRBY', count .. '|t', n)
   extend(count .. '|g', ttl, copies == 0)
   extend(count .. '|t', ttl, copies == 0)
-  local length = redis.call('RPUSH', inbox, string.format('%.0f', expires) .. ':' .. first .. ':' .. roster .. ':' .. body)
+  local length = redis.call('RPUSH', inbox, string.format('%.0f', expires) .. ':' .. first .. '+' .. n .. ':' .. roster .. ':'
+                                            .. body)
   extend(inbox, ttl, length == 1)
   ring(bell, string.format('%.0f', last), ttl, fresh_bell)
   return n

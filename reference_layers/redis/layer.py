@@ -105,17 +105,37 @@ class RedisChannelLayer(LayerCore):
             self._counters.channel_full_raised += 1
             raise ChannelFull(f"channel {channel!r} is full")
 
-    async def _receive(self, channel: str) -> bytes:
+    async def receive(self, channel: str) -> dict:
+        """Wait for, and return, the next message on ``channel``. A copy this loop holds for it is
+        taken at once, with no coroutine of ``_receive``'s (members receiving one after another)."""
+        self.check_receivable(check_channel_name(channel))
         state = self._loops.current()
+        if state.shelf.holds(channel):
+            copy = self._held_now(state, channel)
+            if copy is not None:
+                return self.codec.decode(copy.body)
+        return self.codec.decode(await self._receive_in(state, channel))
+
+    def _held_now(self, state: _LoopState, channel: str) -> Copy | None:
+        """The oldest copy held for ``channel`` if the shard's flushes are heard now; else None
+        (``_receive`` then listens first, see ``_take_held``)."""
+        flushes = state.shards[self.shard_index(channel)].flushes
+        now = asyncio.get_running_loop().time()
+        return state.shelf.take(channel, now) if flushes.current_at(now) else None
+
+    async def _receive(self, channel: str) -> bytes:
+        return await self._receive_in(self._loops.current(), channel)
+
+    async def _receive_in(self, state: _LoopState, channel: str) -> bytes:
         key = self.keys.capacity_key(channel)
-        copy = await self._take_held(state, channel) if state.shelf.holds(channel) else None
+        copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
         if copy is not None:
             return copy.body
         if key not in state.receivers and key not in state.taking:
             entry = await self._take_at_once(state, key, channel)
             if entry is not None:
                 return entry.split(b":", 2)[2]
-            copy = await self._take_held(state, channel) if state.shelf.holds(channel) else None
+            copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
             if copy is not None:  # the pop found older messages read ahead meanwhile
                 return copy.body
         receiver = state.receivers.get(key) or self._receiver(channel)
@@ -128,16 +148,20 @@ class RedisChannelLayer(LayerCore):
                 self._receiver(channel).give_back(channel, future.result())
             raise
         finally:
-            receiver.remove_waiter(channel, future)
+            if not future.done() or future.cancelled():  # else it was handed its entry, and left
+                receiver.remove_waiter(channel, future)
         return entry.split(b":", 2)[2]
 
-    async def _take_held(self, state: _LoopState, channel: str) -> Copy | None:
-        """The oldest copy this loop holds for ``channel``, once sure no flush came since its pop
-        (flushes.py: a round trip only while the shard's flushes are not heard)."""
-        flushes = state.shards[self.shard_index(channel)].flushes
-        if not flushes.current:
+    async def _take_held(self, state: _LoopState, key: str, channel: str) -> Copy | None:
+        """The oldest copy this loop holds for ``channel`` (of capacity key ``key``), once sure no
+        flush came since its pop (flushes.py: a round trip only while the shard's flushes are not
+        heard). Members receiving one after another come here once each: kept lean."""
+        flushes = state.shards[self.ring.index_for(key)].flushes
+        now = asyncio.get_running_loop().time()
+        if not flushes.current_at(now):
             await flushes.listen()
-        return state.shelf.take(channel, asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+        return state.shelf.take(channel, now)
 
     async def _take_at_once(self, state: _LoopState, key: str, channel: str) -> bytes | None:
         """Nobody here waits on ``key``: pop one message of ``channel`` from this task, without

@@ -64,8 +64,10 @@ class Receiver:
         if waiters is None:
             waiters = self._waiters[channel] = deque()
         waiters.append(future)
-        if channel not in self._emptied:
+        if channel not in self._emptied.channels:
             self._dirty = True
+        elif self._wake is None and self._task is not None and not self._task.done():
+            return  # the loop is busy (popping, handing out): it looks at the waiters next anyway
         self._kick()
 
     def remove_waiter(self, channel: str, future: asyncio.Future) -> None:
@@ -193,7 +195,10 @@ class Receiver:
         """How many messages each channel's live waiters want."""
         wanted = {}
         for channel, waiters in self._waiters.items():
-            live = sum(1 for future in waiters if not future.done())
+            if len(waiters) == 1:  # the common case, a fan-out's members: no generator per channel
+                live = 0 if waiters[0].done() else 1
+            else:
+                live = sum(1 for future in waiters if not future.done())
             if live:
                 wanted[channel] = live
         return wanted

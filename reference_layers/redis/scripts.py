@@ -10,8 +10,9 @@ non-local part ``p!`` of a process-specific channel, shared by all ``p!*``):
   pub/sub channel of the same name (the "bell", see bells.py). A counter made anew starts
   at the server's time in µs, so ids keep growing across a flush or an expired counter
 - ``P:i:K``  K's inbox: group copies for a process's ``p!*`` members (one entry per group_send
-  and process, ``<expires_ms>:<first id>:<member>,<member>...:<body>``; member i's copy has id
-  first + i). A pop drains it (see copies.py)
+  and process, ``<expires_ms>:<first id>+<copies>:<member>,<member>...:<body>``; member i's copy
+  has id first + i; the count travels with the entry, so a pop need not count the members). A pop
+  drains it (see copies.py)
 - ``P:n:K|g`` sorted set of the inbox entries' ``<first id>+<copies>``, scored by expiry, and
   ``P:n:K|t`` their copies in all: what the inbox holds counts against capacity by entry, one
   command per group_send, not one per member
@@ -137,13 +138,13 @@ if not epoch then
 end
 local out = {now, redis.call('GET', KEYS[2]) or '0', epoch, 0}
 local queues = ARGV[1]
-local wanted = {}
-for i = 5, #KEYS do
-  wanted[KEYS[i]] = tonumber(ARGV[i - 2])
-end
 local draining = redis.call('LLEN', KEYS[3]) > 0
 local total = draining and copies_held(KEYS[1], now) or 0
 local checked = redis.call('ZCARD', KEYS[1]) > 0  -- messages wait in queues: look at each member's
+local wanted = {}
+for i = 5, checked and #KEYS or 0 do  -- unchecked, no queue is read (a fan-out's waiters: hundreds)
+  wanted[KEYS[i]] = tonumber(ARGV[i - 2])
+end
 while true do
   local entry = redis.call('LPOP', KEYS[3])
   if not entry then break end
@@ -151,10 +152,17 @@ while true do
   local c2 = string.find(entry, ':', c1 + 1, true)
   local c3 = string.find(entry, ':', c2 + 1, true)
   local expires = tonumber(string.sub(entry, 1, c1 - 1))
-  local first = string.sub(entry, c1 + 1, c2 - 1)
+  local copies = string.sub(entry, c1 + 1, c2 - 1)  -- '<first id>+<n>', as counted in count .. '|g'
   local members = string.sub(entry, c2 + 1, c3 - 1)
-  local n = select(2, string.gsub(members, ',', ',')) + 1
-  if redis.call('ZREM', KEYS[1] .. '|g', first .. '+' .. n) == 1 then total = total - n end
+  local plus = string.find(copies, '+', 1, true)
+  local first, n
+  if plus then
+    first, n = string.sub(copies, 1, plus - 1), tonumber(string.sub(copies, plus + 1))
+  else  -- an entry an older version made, without its count
+    first, n = copies, select(2, string.gsub(members, ',', ',')) + 1
+    copies = first .. '+' .. n
+  end
+  if redis.call('ZREM', KEYS[1] .. '|g', copies) == 1 then total = total - n end
   if expires > now then
     local marks = ''
     if checked then
