@@ -196,10 +196,9 @@ class Receiver:
         wanted = {}
         for channel, waiters in self._waiters.items():
             if len(waiters) == 1:  # the common case, a fan-out's members: no generator per channel
-                live = 0 if waiters[0].done() else 1
-            else:
-                live = sum(1 for future in waiters if not future.done())
-            if live:
+                if not waiters[0].done():
+                    wanted[channel] = 1
+            elif live := sum(1 for future in waiters if not future.done()):
                 wanted[channel] = live
         return wanted
 
