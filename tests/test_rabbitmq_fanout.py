@@ -193,3 +193,37 @@ def test_members_waiting_for_copies_start_no_consumer_each_on_their_process_queu
     assert got == [[0, 1, 2, 3, 4]] * MEMBERS
     assert sent.count("Basic.Consume") <= 2, sent.count("Basic.Consume")
     assert sent.count("Basic.Cancel") <= 2, sent.count("Basic.Cancel")
+
+
+def test_a_flush_ends_memberships_added_on_a_loop_that_ended_meanwhile(rabbitmq_url):
+    """XP-4: async_to_sync runs each call on a loop of its own. A flush by another object
+    deletes the copies queue while no loop of the owner listens (no basic.cancel reaches its
+    book): the next loop that connects must see the flush, not declare and bind it again."""
+    owner = RabbitMQChannelLayer(url=rabbitmq_url)
+    other = RabbitMQChannelLayer(url=rabbitmq_url)
+    group = fresh("gone")
+
+    async def join():
+        member = await owner.new_channel()
+        await owner.group_add(group, member)
+        return member
+
+    async def later(member):
+        await owner.send(fresh("wake"), {"type": "wake"})  # this loop connects after the flush
+        await other.group_send(group, {"type": "stale"})
+        await other.send(member, {"type": "fresh"})
+        got = await asyncio.wait_for(owner.receive(member), GENEROUS)
+        try:
+            stray = await asyncio.wait_for(owner.receive(member), 0.3)
+        except asyncio.TimeoutError:
+            stray = None
+        await other.flush()
+        await other.close()
+        await owner.close()
+        return got, stray
+
+    member = run(join())
+    run(other.flush())
+    got, stray = run(later(member))
+    assert got == {"type": "fresh"}, f"group membership survived a flush: got {got!r}"
+    assert stray is None, f"group membership survived a flush: got {stray!r}"

@@ -82,8 +82,11 @@ class RabbitMQChannelLayer(LayerCore):
 
     def _on_loop(self, loop: asyncio.AbstractEventLoop) -> _OnLoop:
         async def on_connect(session: Session, link: Link) -> None:
-            await self._memberships.restore(session, link)
-            await feed.restore(link)
+            if not (len(self._memberships) or self._book.queues()):
+                return
+            kept = await session.broker_kept_state(link)
+            await self._memberships.restore(session, link, kept)
+            await feed.restore(link, kept)
 
         session = Session(self._shared, loop, on_connect=on_connect)
         receiver = session.events = Receiver(session)

@@ -64,16 +64,11 @@ class Memberships:
             del self._deadlines[key]
         return mine
 
-    async def restore(self, session: Session, link: Link) -> None:
-        """Add again the memberships this layer added, if the broker lost them with its state."""
-        if not self._deadlines:
+    async def restore(self, session: Session, link: Link, broker_kept_state: bool) -> None:
+        """Add again the memberships this layer added, if the broker lost them with its state
+        (if it kept it, they are there, or a flush or their expiry ended them there)."""
+        if not self._deadlines or broker_kept_state:
             return
-        try:
-            await link.admin("queue_declare", session.shared.names.registry, passive=True)
-            return  # the broker kept its state: the memberships are there (or expired there)
-        except BrokerRefused as exc:
-            if exc.reply_code != NOT_FOUND:
-                raise
         self._forget_expired()
         now = time.monotonic()
         log.warning("RabbitMQ at %s lost this layer's queues; adding %d group memberships again",

@@ -31,6 +31,7 @@ from typing import Any, Callable, Coroutine
 import pika
 
 from .drain_marks import DrainMark, DrainMarks
+from .errors import NOT_FOUND, BrokerRefused
 from .link import Link
 from .local_book import LocalBook
 from .missed_copies import SENDER_HEADER
@@ -86,8 +87,13 @@ class GroupFeed:
         queue = self.names.queue(channel)
         await self.session.ensure_queue(queue, channel)
         link = await self._ensure_copies(queue)
-        await link.admin("queue_bind", self.names.group_copies(queue), GROUPS_EXCHANGE,
-                         routing_key=self.names.group_key(group))
+        try:
+            await link.admin("queue_bind", self.names.group_copies(queue), GROUPS_EXCHANGE,
+                             routing_key=self.names.group_key(group))
+        except BrokerRefused as exc:
+            if exc.reply_code != NOT_FOUND:
+                raise
+            return  # a flush deleted the copies queue just now: it ended this membership too
         self.book.add(queue, group, channel, time.monotonic() + group_expiry)
         await self._watch(queue)
 
@@ -98,7 +104,7 @@ class GroupFeed:
             await link.admin("queue_unbind", self.names.group_copies(queue), GROUPS_EXCHANGE,
                              routing_key=self.names.group_key(group))
 
-    async def _ensure_copies(self, queue: str, force: bool = False) -> Link:
+    async def _ensure_copies(self, queue: str) -> Link:
         copies = self.names.group_copies(queue)
         expires = self.session.queue_arguments("")["x-expires"]
 
@@ -107,7 +113,7 @@ class GroupFeed:
                              arguments={"x-max-length": COPIES_LIMIT, "x-expires": expires})
             await (await self.session.register(link, copies, expires))
 
-        await self.session.ensure_queue(copies, "", force=force, declare=declare)
+        await self.session.ensure_queue(copies, "", declare=declare)
         return await self.session.get_link()
 
     async def _watch(self, queue: str, starting: bool = False) -> None:
@@ -311,13 +317,18 @@ class GroupFeed:
         queue = self._tags.pop(tag, None)
         if queue is None:
             return False
+        self._copies_gone(queue)
+        return True
+
+    def _copies_gone(self, queue: str) -> None:
+        """The copies queue of ``queue`` is gone from a broker that kept its state: a flush (or
+        its expiry) ended its memberships, and what was fanned out went with the flush."""
         self._watched.pop(queue, None)
         self.book.forget(queue)
         self.session.forget(self.names.group_copies(queue))
         state = self.receiver.queues.get(queue)
-        if state is not None:  # what was fanned out went with the flush
+        if state is not None:
             state.parked = type(state.parked)(entry for entry in state.parked if entry.tag is not None)
-        return True
 
     def on_link_lost(self) -> None:
         self._tags.clear()
@@ -328,12 +339,17 @@ class GroupFeed:
         for queue in self.book.queues():
             self.watch_soon(queue)
 
-    async def restore(self, link: Link) -> None:
-        """On every connect: the copies queues and bindings of known members, in case the broker
-        lost them with its state (declare and bind are idempotent)."""
+    async def restore(self, link: Link, broker_kept_state: bool) -> None:
+        """On every connect: if the broker lost its state, the copies queues and bindings of
+        known members again (declare and bind are idempotent); if it kept it, a copies queue
+        that is gone was flushed (by any process, maybe while no loop of ours listened)."""
         expires = self.session.queue_arguments("")["x-expires"]
         for queue in self.book.queues():
             copies = self.names.group_copies(queue)
+            if broker_kept_state:
+                if not await self.session.exists(link, copies):
+                    self._copies_gone(queue)
+                continue
             await link.admin("queue_declare", copies, durable=False,
                              arguments={"x-max-length": COPIES_LIMIT, "x-expires": expires})
             for group in self.book.groups_of(queue):
@@ -348,12 +364,14 @@ class GroupFeed:
         self._spawn(self._rewatch(queue))
 
     async def _rewatch(self, queue: str) -> None:
-        """Connected again: the copies queue and its bindings may be gone with the broker's state."""
+        """Consume the copies queue on this loop too. What the broker lost with its state the
+        connect put back (restore); a copies queue gone since was flushed: its memberships end
+        here too, never declared again (a consume that raced the flush comes back here)."""
         try:
-            link = await self._ensure_copies(queue, force=True)
-            for group in self.book.groups_of(queue):
-                await link.admin("queue_bind", self.names.group_copies(queue), GROUPS_EXCHANGE,
-                                 routing_key=self.names.group_key(group))
+            link = await self.session.get_link()
+            if not await self.session.exists(link, self.names.group_copies(queue)):
+                self._copies_gone(queue)
+                return
             await self._watch(queue, starting=True)
         except Exception:  # noqa: BLE001 - broken again: the next on_link (or receive) tries again
             self._watched.pop(queue, None)

@@ -290,6 +290,22 @@ class Session:
     def forget(self, queue: str) -> None:
         self._declared.pop(queue, None)
 
+    async def exists(self, link: Link, queue: str) -> bool:
+        """Whether ``queue`` is on the broker (a passive declare; a flush may have deleted it)."""
+        try:
+            await link.admin("queue_declare", queue, passive=True)
+        except BrokerRefused as exc:
+            if exc.reply_code != NOT_FOUND:
+                raise
+            return False
+        return True
+
+    async def broker_kept_state(self, link: Link) -> bool:
+        """Whether the broker kept its state since this layer last set up there: the registry
+        queue goes only with the broker's state (a flush never deletes it). Asked once per
+        connect, before anything declares the registry again."""
+        return await self.exists(link, self.shared.names.registry)
+
     def forget_all(self) -> None:
         self._declared.clear()
 
