@@ -25,15 +25,28 @@ from tests.test_redis_layer import closing, layer_on, raw
 PREFIX = "t-read-ahead"
 
 
+def _owner_and_other(redis_urls, capacity: int):
+    """Two layers on the same server, as two processes would have them: ``owner`` receives,
+    ``other`` sends (and flushes)."""
+    return (layer_on(redis_urls, capacity=capacity, prefix=PREFIX),
+            layer_on(redis_urls, capacity=capacity, prefix=PREFIX))
+
+
+async def _some_read_ahead(owner, other, count: int) -> str:
+    """A channel of ``owner``'s that ``other`` sent ``count`` messages to, the first received:
+    the pop for it read the rest ahead (counted on the server all the same)."""
+    channel = await owner.new_channel()
+    for n in range(count):
+        await other.send(channel, {"n": n})
+    assert await owner.receive(channel) == {"n": 0}
+    return channel
+
+
 def test_a_sender_in_another_process_finds_exactly_the_room_a_receive_made(redis_urls):
-    owner = layer_on(redis_urls, capacity=5, prefix=PREFIX)
-    other = layer_on(redis_urls, capacity=5, prefix=PREFIX)  # another process's layer
+    owner, other = _owner_and_other(redis_urls, capacity=5)
 
     async def body():
-        channel = await owner.new_channel()
-        for n in range(5):
-            await other.send(channel, {"n": n})
-        assert await owner.receive(channel) == {"n": 0}  # the pop read the other four ahead
+        channel = await _some_read_ahead(owner, other, 5)  # full, and four of it read ahead
         await other.send(channel, {"n": 5})
         with pytest.raises(ChannelFull):
             await other.send(channel, {"n": 6})
@@ -115,10 +128,8 @@ def test_a_member_waiting_again_on_a_queue_the_last_pop_emptied_gets_what_came_m
 async def _hold_some(owner, other, capacity: int) -> tuple[str, str]:
     """Leaves ``owner`` holding two messages read ahead on one channel and a group copy for a
     second member: (the channel, the second member)."""
-    channel, first, second = [await owner.new_channel() for _ in range(3)]
-    for n in range(3):
-        await other.send(channel, {"n": n})
-    assert await owner.receive(channel) == {"n": 0}  # 1 and 2 read ahead
+    channel = await _some_read_ahead(owner, other, 3)  # 1 and 2 read ahead
+    first, second = [await owner.new_channel() for _ in range(2)]
     group = fresh("flushed")
     for member in (first, second):
         await owner.group_add(group, member)
@@ -143,8 +154,7 @@ def test_a_flush_by_another_layer_drops_what_this_one_read_ahead_or_held(redis_u
     """Whether the holding loop already listens for flushes (the flush waits for its answer) or
     not yet (its next receive reads the epoch first): nothing from before the flush comes out."""
     capacity = 5
-    owner = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)
-    other = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)  # another process's layer
+    owner, other = _owner_and_other(redis_urls, capacity)
 
     async def body():
         channel, second = await _hold_some(owner, other, capacity)
@@ -160,14 +170,10 @@ def test_a_flush_by_another_layer_drops_what_this_one_read_ahead_or_held(redis_u
 
 
 def test_an_uncount_lost_with_the_connection_is_made_on_the_next_one(redis_urls):
-    owner = layer_on(redis_urls, capacity=4, prefix=PREFIX)
-    other = layer_on(redis_urls, capacity=4, prefix=PREFIX)  # another process's layer
+    owner, other = _owner_and_other(redis_urls, capacity=4)
 
     async def body():
-        channel = await owner.new_channel()
-        for n in range(4):
-            await other.send(channel, {"n": n})
-        assert await owner.receive(channel) == {"n": 0}  # 1, 2 and 3 read ahead, counted on the server
+        channel = await _some_read_ahead(owner, other, 4)  # 1, 2 and 3 read ahead, counted on the server
         assert await owner.receive(channel) == {"n": 1}  # from what is held: the loop listens for flushes
         raw(redis_urls[0]).client_kill_filter(_type="normal")  # command connections, not the bells
         assert await owner.receive(channel) == {"n": 2}  # its uncount is lost with the connection
@@ -187,8 +193,7 @@ def test_a_loop_that_was_not_running_during_a_flush_reads_the_epoch_before_servi
     """A flush waits at most ACK_TIMEOUT for the answer of a loop that is not running, then
     returns; running again, that loop must not serve what it held before it knows the epoch."""
     capacity = 5
-    owner = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)
-    other = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)
+    owner, other = _owner_and_other(redis_urls, capacity)
     flusher = layer_on(redis_urls, capacity=capacity, prefix=PREFIX)  # in a thread with a loop of its own
 
     async def flush():

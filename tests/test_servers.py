@@ -6,6 +6,7 @@ under the right key, the servers are gone after the run, and mistakes are one cl
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -112,17 +113,67 @@ def test_an_interrupted_block_still_stops_its_servers():
     assert not any(alive(pid) for pid in pids)
 
 
+# A child that starts a Redis server, never closes its context, prints the server's pid and
+# workdir, then pings the server for each line it reads, until its stdin closes.
+HOLDING_A_REDIS = """
+import sys
+import redis
+from asgi_conformance import servers
+context = servers.redis_servers()  # kept: a collected generator would close, stopping the server
+handle = context.__enter__()
+print(handle[0].pid, handle[0].workdir, flush=True)
+client = redis.Redis.from_url(handle.url)
+for line in sys.stdin:
+    print(client.ping(), flush=True)
+"""
+
+
+def child_holding_a_redis(first: str = "") -> tuple[subprocess.Popen[str], int, Path]:
+    """The child running (``first`` is code it runs before it starts the server), its server's pid and workdir."""
+    child = subprocess.Popen([sys.executable, "-c", first + HOLDING_A_REDIS], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    started = child.stdout.readline().split()
+    assert started, child.communicate(timeout=120)[1]
+    pid, workdir = started
+    assert alive(int(pid))
+    return child, int(pid), Path(workdir)
+
+
 @pytest.mark.redis
-def test_a_context_never_closed_is_stopped_when_the_interpreter_exits(tmp_path):
-    script = ("from asgi_conformance import servers\n"
-              "context = servers.redis_servers()\n"
-              "handle = context.__enter__()\n"
-              "print(handle[0].pid, handle[0].workdir, flush=True)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    pid, workdir = done.stdout.split()
-    assert not alive(int(pid))
-    assert not Path(workdir).exists()
+def test_a_context_never_closed_is_stopped_when_the_interpreter_exits():
+    child, pid, workdir = child_holding_a_redis()
+    _, errors = child.communicate(timeout=120)  # closes its stdin: the script ends, the interpreter exits
+    assert child.returncode == 0, errors
+    assert not alive(pid)
+    assert not workdir.exists()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_terminating_signal_stops_the_servers_and_still_ends_the_process(signum):
+    """Python's default for these signals skips atexit: ``timeout`` or a CI cancel would orphan the server."""
+    child, pid, workdir = child_holding_a_redis()
+    child.send_signal(signum)
+    _, errors = child.communicate(timeout=120)
+    assert child.returncode == -signum, f"the child did not end by {signum!r}: {child.returncode}; {errors}"
+    # The server is stopped before the signal ends the child: already gone, no waiting for it.
+    survived = alive(pid)
+    if survived:
+        psutil.Process(pid).kill()  # an orphan of this test's own making: not left behind
+    assert not survived, "the server outlived the process that started it"
+    assert not workdir.exists()
+
+
+@pytest.mark.redis
+def test_an_ignored_sighup_stays_ignored():
+    """Under ``nohup`` a hangup must not end the run (nor stop its servers)."""
+    child, pid, workdir = child_holding_a_redis("import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n")
+    child.send_signal(signal.SIGHUP)  # an ignored signal is dropped when sent: the child's answer below is after it
+    answers, errors = child.communicate("ping\n", timeout=120)
+    assert answers.split() == ["True"], f"the child did not answer after SIGHUP ({child.returncode}): {errors}"
+    assert child.returncode == 0, errors
+    assert not alive(pid)
 
 
 @pytest.mark.redis

@@ -1,9 +1,11 @@
 """Server processes of ours: started from the machine's binaries, stopped by their own pid.
 
 Every server a context starts is stopped when the context ends, also when a test fails or
-the run is interrupted; an atexit hook stops what a context never closed. A stopped server
-can be started again on the same port and config (a restart in place), its state forgotten or
-kept; a running one can be suspended and resumed by pid (the fault handle's pause).
+the run is interrupted; an atexit hook stops what a context never closed, and so does a SIGTERM
+or SIGHUP, which would otherwise end the process with no atexit hook run (``termination``).
+A stopped server can be started again on the same port and config (a restart in place), its
+state forgotten or kept; a running one can be suspended and resumed by pid (the fault handle's
+pause).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mirakuru.exceptions import AlreadyRunning, ExecutorError, ProcessFinishedWi
 from .handles import Fault, Server, ServerError, Servers
 from .network import LOOPBACK
 from .pausing import resume_pids, suspend_pids
+from .termination import cleanup_before_termination
 
 # Bounds both start (until the port accepts) and stop (SIGTERM, then SIGKILL): generous, as a
 # busy 2-core CI box may take a while to boot RabbitMQ.
@@ -36,7 +39,8 @@ _live: set[Server] = set()
 
 @atexit.register
 def _stop_leftovers() -> None:
-    """Stop what an interrupted run left behind (mirakuru's own hook then SIGKILLs any stragglers)."""
+    """Stop what an interrupted run left behind (at exit, mirakuru's own hook then SIGKILLs any
+    stragglers; on SIGTERM or SIGHUP, before the signal ends the process)."""
     for server in list(_live):
         with contextlib.suppress(Exception):
             server.stop()
@@ -45,6 +49,7 @@ def _stop_leftovers() -> None:
 @contextlib.contextmanager
 def owned_servers(starters: Sequence[Starter]) -> Iterator[Servers]:
     """Start servers one by one; stop all that started, whatever happens, when the block ends."""
+    cleanup_before_termination(_stop_leftovers)
     started: list[Server] = []
     with contextlib.ExitStack() as stack:  # one failing stop does not keep the others running
         for start in starters:
