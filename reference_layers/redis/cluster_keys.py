@@ -30,7 +30,7 @@ class ClusterKeySpace(KeySpace):
         return f"{self.prefix}{{{self.capacity_key(channel)}{QUEUE_MARK}{channel}"
 
     def queues_of(self, capacity_key: str) -> str:
-        return f"{self.prefix}{{{capacity_key}{QUEUE_MARK}"
+        return f"{self.prefix}{{{capacity_key}{QUEUE_MARK}{capacity_key}"
 
     def inbox(self, capacity_key: str) -> str:
         return f"{self.prefix}{{{capacity_key}}}:i"

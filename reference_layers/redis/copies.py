@@ -39,7 +39,7 @@ import asyncio
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Collection
 
 READ_AHEAD = 64  # messages a pop takes beyond what waiting receivers want, for process channels
 
@@ -92,15 +92,18 @@ class PopReply:
 
 
 def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: float,
-             shelved: Callable[[str], bool] = lambda channel: False) -> PopReply:
+             shelved: Collection[str] = ()) -> PopReply:
     """POP's reply (scripts.py) as a PopReply. ``wanted``: what the pop asked for, per channel (an
     entry without marks is read by it, as the server did); ``loop_now``: the loop's time at the
-    reply; ``shelved(channel)``: copies are held here for it already, so what the pop took for
-    it is held behind them (older first), not handed past them."""
+    reply; ``shelved``: the channels copies are held here for already, so what the pop took for
+    one is held behind them (older first), not handed past them. A fan-out's entry lists hundreds
+    of members: its loop is kept lean."""
     now_ms, last_id, epoch, entries = int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3])
     messages: list[tuple[str, bytes]] = []
     held: list[Copy] = []
     left = dict(wanted)
+    wants = left.get
+    here = Counted.HERE
     place = 4
     for _ in range(entries):
         entry, marks = reply[place], reply[place + 1]
@@ -108,27 +111,40 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
         expires, first, members, body = entry.split(b":", 3)
         deadline = loop_now + (int(expires) - now_ms) / 1000
         message_id = int(first.partition(b"+")[0])  # '<first id>+<copies>' (an older version: '<first id>')
-        for index, channel in enumerate(members.decode().split(",")):  # the roster decoded once, not per member
-            mark = marks[index] if marks else (_TAKEN if left.get(channel) else _HELD)
+        head = b"%s:" % expires
+        tail = b":" + body
+        names = [capacity_key + name for name in members.decode().split(",")]  # local names, decoded once
+        if not marks:  # the server read no queue: a member is taken while its receivers want more
+            for channel in names:
+                if wants(channel):
+                    left[channel] -= 1
+                    if channel not in shelved:
+                        messages.append((channel, b"%s%d%s" % (head, message_id, tail)))
+                        message_id += 1
+                        continue
+                held.append(Copy(channel, capacity_key, message_id, deadline, expires, body, here, epoch))
+                message_id += 1
+            continue
+        for channel, mark in zip(names, marks):
             if mark == _TAKEN:
                 left[channel] -= 1
-                if not shelved(channel):
-                    messages.append((channel, queued_entry(expires, message_id, body)))
+                if channel not in shelved:
+                    messages.append((channel, b"%s%d%s" % (head, message_id, tail)))
                     message_id += 1
                     continue
             if mark != _QUEUED:
-                held.append(Copy(channel, capacity_key, message_id, deadline, expires, body, Counted.HERE, epoch))
+                held.append(Copy(channel, capacity_key, message_id, deadline, expires, body, here, epoch))
             message_id += 1
     channels = list(wanted)
     for i in range(place, len(reply), 2):
         index, entry = reply[i], reply[i + 1]
         channel = channels[abs(index) - 1]
-        if index > 0 and not shelved(channel):
+        if index > 0 and channel not in shelved:
             messages.append((channel, entry))
             continue
         expires, message_id, body = entry.split(b":", 2)
         held.append(Copy(channel, capacity_key, int(message_id), loop_now + (int(expires) - now_ms) / 1000,
-                         expires, body, Counted.HERE if index > 0 else Counted.BY_SERVER, epoch))
+                         expires, body, here if index > 0 else Counted.BY_SERVER, epoch))
     return PopReply(last_id, epoch, messages, held)
 
 
@@ -148,6 +164,11 @@ class CopyShelf:
 
     def holds(self, channel: str) -> bool:
         return channel in self._held
+
+    @property
+    def channels_held(self) -> Collection[str]:
+        """The channels with copies here (a live view: ``channel in`` it, with no call)."""
+        return self._held.keys()
 
     def put(self, copies: list[Copy]) -> None:
         """Hold ``copies`` (a pop's: a fan-out puts hundreds at once, so this loop is kept lean)."""
@@ -295,7 +316,7 @@ class Pop:
             else:
                 try:
                     self._read = read_pop(raw.result(), self.wanted, self._capacity_key, self._loop.time(),
-                                          self._shelf.holds)
+                                          self._shelf.channels_held)
                 except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
                     self._read = exc
                 else:

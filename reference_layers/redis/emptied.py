@@ -32,6 +32,11 @@ class EmptiedQueues:
         self._rung_id = max(self._rung_id, message_id)
         self.channels.clear()
 
+    def rung(self, message_id: int) -> None:
+        """A push was rung while a pop was on its way: whether the pop saw it, its last id tells."""
+        self._rung_id = max(self._rung_id, message_id)
+        self.channels.clear()
+
     def popping(self) -> None:
         """A pop is sent now."""
         self._news_at_pop = self._news

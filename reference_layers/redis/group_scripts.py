@@ -6,9 +6,11 @@ Storage on a shard, for prefix P and group G (messages and inboxes as scripts.py
   its membership's expiry, and the processes ``p!`` with members in G, each scored by the latest
   expiry of its members
 - ``P:gc:G`` hash: each entry's capacity, recorded by group_add
-- ``P:gp:G:p!`` sorted set of process ``p!``'s members of G, scored by membership expiry, and
-  ``P:gr:G:p!`` their roster: their names, comma-joined, so a group_send makes a process's inbox
-  entry without a step per member. The roster is a cache of the sorted set: group_add appends to
+- ``P:gm:G:p!`` sorted set of process ``p!``'s members of G by their local names (``x`` for
+  ``p!x``, the part after the ``!``), scored by membership expiry, and ``P:gn:G:p!`` their roster:
+  those names, comma-joined, so a group_send makes a process's inbox entry without a step per
+  member (local names: less than half the bytes of whole ones, for the server to copy and for
+  the process to read). The roster is a cache of the sorted set: group_add appends to
   it, while a discard or an expiry deletes it, and the next group_send writes it anew (so a
   discard costs no more in a large group than in a small one)
 
@@ -16,7 +18,8 @@ A process's members are listed in its roster so that a group_send makes the proc
 entry (scripts.py's ``P:i:K``) from one string: its work on the server grows with the receiving
 processes, not with their members. Members an older version listed in ``P:g:G`` one by one
 (``p!x``) are still reached, gathered per process, and a group_add moves such a member into its
-process's roster.
+process's roster. (Before the local names, ``P:gp:G:p!`` and ``P:gr:G:p!`` held whole names: an
+older version's keys are not read, see CHANGELOG.md.)
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .scripts import _COMMON
 
 _COPIES = r"""
 -- One inbox entry for the first members of a process that its capacity has room for, its n
--- copies counted together by the entry; `roster`: the process's `members` names, comma-joined.
+-- copies counted together by the entry; `roster`: the process's `members` local names, comma-joined.
 -- Returns how many members got a copy.
 local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster, members, body)
   redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
@@ -65,7 +68,7 @@ local function prune_process(members, roster, now)
   return redis.call('ZCARD', members)
 end
 
--- The roster of a process's members (their names, comma-joined), written anew if a discard or an
+-- The roster of a process's members (their local names, comma-joined), written anew if a discard or an
 -- expiry deleted it.
 local function roster_of(members, roster)
   local names = redis.call('GET', roster)
@@ -106,11 +109,12 @@ else
   redis.call('ZREM', KEYS[1], channel)  -- listed by an older version itself: listed once, below
   redis.call('HDEL', KEYS[2], channel)
   prune_process(KEYS[3], KEYS[4], now)
-  if redis.call('ZADD', KEYS[3], expires, channel) == 1 then  -- new: on the roster too, if there is one
+  local name = string.sub(channel, #key + 1)
+  if redis.call('ZADD', KEYS[3], expires, name) == 1 then  -- new: on the roster too, if there is one
     if redis.call('ZCARD', KEYS[3]) == 1 then
-      redis.call('SET', KEYS[4], channel)
+      redis.call('SET', KEYS[4], name)
     elseif redis.call('EXISTS', KEYS[4]) == 1 then
-      redis.call('APPEND', KEYS[4], ',' .. channel)
+      redis.call('APPEND', KEYS[4], ',' .. name)
     end
   end
   local listed = redis.call('ZSCORE', KEYS[1], key)
@@ -130,7 +134,7 @@ GROUP_DISCARD = r"""
 local channel, key = ARGV[1], ARGV[2]
 redis.call('ZREM', KEYS[1], channel)
 redis.call('HDEL', KEYS[2], channel)
-if key == '' or redis.call('ZREM', KEYS[3], channel) == 0 then return 1 end
+if key == '' or redis.call('ZREM', KEYS[3], string.sub(channel, #key + 1)) == 0 then return 1 end
 redis.call('DEL', KEYS[4])  -- out of date: the next group_send writes it anew
 if redis.call('ZCARD', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[3])
@@ -184,8 +188,9 @@ for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   end
 end
 for _, key in ipairs(order) do
-  local members = older[key]
-  missed = missed + copies(key, table.concat(members, ','), #members, redis.call('HGET', KEYS[2], members[1]))
+  local members, names = older[key], {}
+  for i, member in ipairs(members) do names[i] = string.sub(member, #key + 1) end
+  missed = missed + copies(key, table.concat(names, ','), #members, redis.call('HGET', KEYS[2], members[1]))
 end
 return missed
 """

@@ -23,16 +23,16 @@ class KeySpace:
         return f"{self.prefix}q:{channel}"
 
     def queues_of(self, capacity_key: str) -> str:
-        """A queue's key without its channel: the queue of a member of ``capacity_key`` is this + its name."""
-        return f"{self.prefix}q:"
+        """The queue key of a member of ``capacity_key`` without its local name (``local_name``)."""
+        return f"{self.prefix}q:{capacity_key}"
 
     def inbox(self, capacity_key: str) -> str:
         return f"{self.prefix}i:{capacity_key}"
 
     def inbox_of(self, channel: str) -> tuple[str, str]:
-        """(the inbox that may hold group copies for ``channel``, the channel); ('', '') if none."""
+        """(the inbox that may hold group copies for ``channel``, its local name); ('', '') if none."""
         key = self.capacity_key(channel)
-        return (self.inbox(key), channel) if key != channel else ("", "")
+        return (self.inbox(key), channel[len(key):]) if key != channel else ("", "")
 
     @property
     def flush_epoch(self) -> str:
@@ -56,9 +56,9 @@ class KeySpace:
         return f"{self.prefix}gc:{group}"
 
     def process_members_stem(self, group: str) -> str:
-        """The key of a process's members of ``group`` without the process: this + ``p!``."""
-        return f"{self.prefix}gp:{group}:"
+        """The key of a process's members of ``group`` (their local names) without the process: this + ``p!``."""
+        return f"{self.prefix}gm:{group}:"
 
     def roster_stem(self, group: str) -> str:
-        """The key of a process's roster in ``group`` (its members' names) without the process."""
-        return f"{self.prefix}gr:{group}:"
+        """The key of a process's roster in ``group`` (its members' local names) without the process."""
+        return f"{self.prefix}gn:{group}:"

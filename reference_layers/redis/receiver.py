@@ -29,6 +29,7 @@ from .copies import CopyShelf, Pop, PopReply
 from .emptied import EmptiedQueues
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient, is_noscript
+from .waiters import Waiters
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class Receiver:
         self.capacity_key = capacity_key
         self._ttl_ms = ttl_ms
         self._on_idle = on_idle
-        self._waiters: dict[str, deque[asyncio.Future]] = {}
+        self._waiting = Waiters()
+        self._waiters = self._waiting.first  # channel -> its oldest waiter: empty when nobody waits
         self._returns: deque[tuple[str, bytes]] = deque()  # popped, owed to no receiver yet
         self._dirty = False  # something may be there for a waiter: pop before sleeping
         self._closing = False
@@ -53,6 +55,8 @@ class Receiver:
         self._wake: asyncio.Future | None = None  # the loop sleeps on it when nothing is to do
         self._bell = shard.keys.bell(capacity_key).encode()
         self._last_id = 0  # the bell's last id when the latest pop ran
+        self._popping = False  # a pop is on its way: a ring now may be of a push it sees
+        self._rung_meanwhile = 0  # the newest id rung while a pop was on its way
         self._subscribed = False  # a push to our key surely rings us (so a sleeping loop may trust its pops)
         self._early: Pop | None = None  # a pop a poke already sent
         self._emptied = EmptiedQueues(shard.read_ahead(capacity_key))  # waiters there need no pop
@@ -60,10 +64,7 @@ class Receiver:
 
     # --- called by receive() -----------------------------------------------------------------
     def add_waiter(self, channel: str, future: asyncio.Future) -> None:
-        waiters = self._waiters.get(channel)
-        if waiters is None:
-            waiters = self._waiters[channel] = deque()
-        waiters.append(future)
+        self._waiting.add(channel, future)
         if channel not in self._emptied.channels:
             self._dirty = True
         elif self._wake is None and self._task is not None and not self._task.done():
@@ -73,21 +74,20 @@ class Receiver:
     def remove_waiter(self, channel: str, future: asyncio.Future) -> None:
         if future.done() and not future.cancelled():
             return  # handed its message (or failed with the rest): no longer waiting here
-        waiters = self._waiters.get(channel)
-        if waiters is not None:
-            try:
-                waiters.remove(future)
-            except ValueError:
-                pass  # already handed its message
-            if not waiters:
-                del self._waiters[channel]
-                if not self._waiters:
-                    self._kick()  # nobody waits: let the loop end
+        if channel in self._waiters:
+            self._waiting.remove(channel, future)
+            if not self._waiters:
+                self._kick()  # nobody waits: let the loop end
 
     def _on_ring(self, message_id: int) -> None:
         """A push rang the bell (or, with -1, the bell connection was lost): look again."""
         if message_id < 0:
             self._subscribed = False
+        elif self._popping:  # whether the pop saw this push, its reply tells (its last id): no pop yet
+            if message_id > self._rung_meanwhile:
+                self._rung_meanwhile = message_id
+                self._emptied.rung(message_id)
+            return
         if message_id < 0 or message_id > self._last_id:
             self._emptied.heard(message_id)
             if self._waiters:
@@ -106,12 +106,13 @@ class Receiver:
         self._dirty = True
         if self._wake is not None and not self._wake.done():
             if self._early is None and self._subscribed and not self._closing:
-                wanted = self._wanted()
+                wanted = self._waiting.wanted()
                 if wanted:
                     queued = self.shard.pop_now(self.capacity_key, wanted)
                     if queued is not None:
                         self._emptied.popping()
                         self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf, self.shard.flushes.admits)
+                        self._popping = True
             self._wake.set_result(None)
 
     def look_at_shelf(self) -> None:
@@ -121,7 +122,7 @@ class Receiver:
 
     def give_back(self, channel: str, entry: bytes) -> None:
         """A receive was cancelled holding ``entry``: the next receiver gets it, or Redis does."""
-        if not self._hand(channel, entry):
+        if not self._waiting.hand(channel, entry):
             self._returns.append((channel, entry))
             self._kick()
 
@@ -133,11 +134,7 @@ class Receiver:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def fail_waiters(self, error: BaseException) -> None:
-        for waiters in self._waiters.values():
-            for future in waiters:
-                if not future.done():
-                    future.set_exception(error)
-        self._waiters.clear()
+        self._waiting.fail(error)
 
     # --- the loop -----------------------------------------------------------------------------
     def _kick(self) -> None:
@@ -147,17 +144,6 @@ class Receiver:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"receive {self.capacity_key}")
         elif self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
-
-    def _hand(self, channel: str, entry: bytes) -> bool:
-        waiters = self._waiters.get(channel)
-        while waiters:
-            future = waiters.popleft()
-            if not waiters:
-                del self._waiters[channel]  # so an empty dict means nobody waits
-            if not future.done():
-                future.set_result(entry)
-                return True
-        return False
 
     async def _popped(self, pop: Pop) -> PopReply:
         """The pop's reply. If this task is cancelled meanwhile (its event loop shutting down),
@@ -187,20 +173,9 @@ class Receiver:
                 copy = shelf.take(channel, now)
                 if copy is None:
                     break
-                if not self._hand(channel, copy.entry):
+                if not self._waiting.hand(channel, copy.entry):
                     shelf.restore(copy)
                     break
-
-    def _wanted(self) -> dict[str, int]:
-        """How many messages each channel's live waiters want."""
-        wanted = {}
-        for channel, waiters in self._waiters.items():
-            if len(waiters) == 1:  # the common case, a fan-out's members: no generator per channel
-                if not waiters[0].done():
-                    wanted[channel] = 1
-            elif live := sum(1 for future in waiters if not future.done()):
-                wanted[channel] = live
-        return wanted
 
     async def _sleep(self, timeout: float | None = None) -> bool:
         """Wait until kicked or poked (or ``timeout`` passes: True)."""
@@ -239,13 +214,16 @@ class Receiver:
                     pending, self._early = self._early, None
                     if pending is None:
                         if not self.shard.flushes.current:  # before the pop: what it holds is served at once
-                            await self.shard.flushes.listen()  # (flushes.py; once per loop, unless it was away)
-                        await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
+                            await asyncio.gather(  # (flushes.py; once per loop, unless it was away)
+                                self.shard.flushes.listen(), self.shard.bells.subscribe(self._bell))
+                        else:
+                            await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
                         self._subscribed = True
-                        wanted = self._wanted()  # after any wait: a receiver may have left meanwhile
+                        wanted = self._waiting.wanted()  # after any wait: a receiver may have left meanwhile
                         if not wanted:
                             continue
                         self._emptied.popping()
+                        self._popping = True
                         raw, _ = await self.shard.start_pop(self.capacity_key, wanted)
                         pending = Pop(raw, wanted, self.capacity_key, self._shelf, self.shard.flushes.admits)
                     reply = await self._popped(pending)
@@ -264,10 +242,15 @@ class Receiver:
                     await self._sleep(delay)
                     delay = min(delay * 2, _BACKOFF_MAX)
                     continue
+                finally:
+                    self._popping, rung, self._rung_meanwhile = False, self._rung_meanwhile, 0
                 delay = _BACKOFF_FIRST
+                if rung > reply.last_id:
+                    self._dirty = True  # rung while the pop was on its way, of a push after it
                 self._last_id = max(self._last_id, reply.last_id)
+                hand = self._waiting.hand
                 for channel, entry in reply.messages:
-                    if not self._hand(channel, entry):
+                    if not hand(channel, entry):
                         self._returns.append((channel, entry))
         except asyncio.CancelledError:
             raise
@@ -284,7 +267,7 @@ class Receiver:
         by_channel: dict[str, list[bytes]] = {}
         while self._returns:
             channel, entry = self._returns.popleft()
-            if by_channel.get(channel) or not self._hand(channel, entry):
+            if by_channel.get(channel) or not self._waiting.hand(channel, entry):
                 by_channel.setdefault(channel, []).append(entry)
         for channel, entries in by_channel.items():
             held = self._shelf.take_all(channel)

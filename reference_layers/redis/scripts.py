@@ -10,9 +10,10 @@ non-local part ``p!`` of a process-specific channel, shared by all ``p!*``):
   pub/sub channel of the same name (the "bell", see bells.py). A counter made anew starts
   at the server's time in µs, so ids keep growing across a flush or an expired counter
 - ``P:i:K``  K's inbox: group copies for a process's ``p!*`` members (one entry per group_send
-  and process, ``<expires_ms>:<first id>+<copies>:<member>,<member>...:<body>``; member i's copy
-  has id first + i; the count travels with the entry, so a pop need not count the members). A pop
-  drains it (see copies.py)
+  and process, ``<expires_ms>:<first id>+<copies>:<member>,<member>...:<body>``, each member by
+  its local name, ``x`` for ``p!x`` (group_scripts.py); member i's copy has id first + i; the
+  count travels with the entry, so a pop need not count the members). A pop drains it (see
+  copies.py)
 - ``P:n:K|g`` sorted set of the inbox entries' ``<first id>+<copies>``, scored by expiry, and
   ``P:n:K|t`` their copies in all: what the inbox holds counts against capacity by entry, one
   command per group_send, not one per member
@@ -111,8 +112,8 @@ SEND = _COMMON + r"""
 return push(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
 """
 
-# KEYS: count, bell, inbox, flush epoch, queue_1..queue_n. ARGV: the queue key of a member without its name
-# (``P:q:``), how many messages to read ahead per queue, then how many messages each queue's
+# KEYS: count, bell, inbox, flush epoch, queue_1..queue_n. ARGV: the queue key of a member without its
+# local name (``P:q:p!``), how many messages to read ahead per queue, then how many messages each queue's
 # receivers want.
 # First drains the inbox, uncounting its copies (the process counts what it holds, copies.py).
 # Each unexpired entry's copies are marked, one letter per member: 't' taken for a receiver
@@ -244,8 +245,8 @@ ring(KEYS[2], id, ttl, fresh_bell)
 return 1
 """
 
-# KEYS: queue_1..queue_n. ARGV: for each queue, its process's inbox and its channel ('' and '' for
-# a normal channel). Read only. Returns {now_ms, waiting_1, expires_1, ...}: per queue the
+# KEYS: queue_1..queue_n. ARGV: for each queue, its process's inbox and its channel's local name ('' and
+# '' for a normal channel). Read only. Returns {now_ms, waiting_1, expires_1, ...}: per queue the
 # messages after its expired head (expired ones are dropped by the next pop) and the unexpired
 # inbox copies for its channel, and the expiry stamp of the oldest of them (0 when none waits).
 STATS = _COMMON + r"""
