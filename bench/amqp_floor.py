@@ -123,11 +123,13 @@ async def _roundtrips(url: str, n: int, taker) -> float:
 class _Window:
     """A consumer with a window of one delivery that is reopened (acked) only when the next
     take begins: the broker pushes only what a take waits for, so every message not yet
-    taken stays ready and counted by ``x-max-length``, whoever sends."""
+    taken stays ready and counted by ``x-max-length``, whoever sends. The window is open
+    before the first take, so that delivery may come before anything awaits it: it is kept."""
 
     def __init__(self, confirmed: _Confirmed, queue: str):
         self.loop = confirmed.loop
         self.channel = confirmed.channel
+        self.arrived: collections.deque[bytes] = collections.deque()
         self.waiter: asyncio.Future | None = None
         self.taken: int | None = None  # delivery tag of the last take, acked by the next
         self.channel.basic_qos(prefetch_count=1)
@@ -135,13 +137,17 @@ class _Window:
 
     def _delivered(self, _channel, method, _properties, body) -> None:
         self.taken = method.delivery_tag
-        self.waiter.set_result(body)
+        self.arrived.append(body)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
     async def next(self) -> bytes:
-        self.waiter = self.loop.create_future()
-        if self.taken is not None:
+        if self.taken is not None and not self.arrived:
             self.channel.basic_ack(self.taken)
-        return await self.waiter
+        while not self.arrived:
+            self.waiter = self.loop.create_future()
+            await self.waiter
+        return self.arrived.popleft()
 
 
 async def exact_roundtrip_rate(url: str, n: int) -> float:
