@@ -12,7 +12,7 @@ import time
 import pytest
 
 from asgi_conformance.faults import Delivery
-from reference_layers.core.errors import LayerConfigError
+from reference_layers.core.errors import ChannelFull, LayerConfigError
 from reference_layers.redis import RedisChannelLayer
 from reference_layers.redis.cluster import ClusterShard
 from reference_layers.redis.cluster_node import ClusterNode
@@ -88,7 +88,7 @@ async def _masters_of(shard: ClusterShard, channels: list[str]) -> set[NodeName 
     return {slots.owner(key_slot(shard.keys.count(shard.keys.capacity_key(channel)))) for channel in channels}
 
 
-def test_group_send_reaches_members_on_every_master_once_per_node(cluster, monkeypatch):
+def test_group_send_runs_one_script_per_node_and_one_per_receiving_process(cluster, monkeypatch):
     async def scenario():
         layer = RedisChannelLayer(hosts=cluster.config_entries)
         group, members = fresh("group").replace("test.", ""), [fresh(f"m{i}") for i in range(12)]
@@ -106,7 +106,9 @@ def test_group_send_reaches_members_on_every_master_once_per_node(cluster, monke
         monkeypatch.setattr(ClusterNode, "run", counted)
         await layer.group_send(group, {"type": "hello"})
         monkeypatch.undo()
-        assert sorted(scripts_run, key=str) == (await _shard(layer).slot_map()).masters()  # one script per node
+        process = members[-1][:members[-1].index("!") + 1]  # its members share one copy, on its node
+        assert sorted(scripts_run, key=str) == sorted([*(await _shard(layer).slot_map()).masters(),
+                                                       *await _masters_of(_shard(layer), [process])], key=str)
         got = await asyncio.gather(*(asyncio.wait_for(layer.receive(m), GENEROUS) for m in members))
         assert got == [{"type": "hello"}] * len(members)
         full = members[1]
@@ -122,6 +124,95 @@ def test_group_send_reaches_members_on_every_master_once_per_node(cluster, monke
         assert (await layer.statistics(members)).channels[members[0]].waiting == 2  # fills, misses; not again
         await layer.flush()
         assert (await layer.statistics()).channels == {}
+    run(scenario())
+
+
+async def _members(layer: RedisChannelLayer, group: str, count: int) -> list[str]:
+    members = [await layer.new_channel() for _ in range(count)]
+    for member in members:
+        await layer.group_add(group, member)
+    return members
+
+
+def _pops_counted(monkeypatch) -> list[int]:
+    """Every script queued on a node from now on (a pop among them), one entry each."""
+    queued: list[int] = []
+    queue_script = ClusterNode.queue_script
+
+    def counted(node, *args, **kwargs):
+        queued.append(1)
+        return queue_script(node, *args, **kwargs)
+
+    monkeypatch.setattr(ClusterNode, "queue_script", counted)
+    return queued
+
+
+def test_a_processs_members_share_one_inbox_entry_read_in_one_pop(cluster, monkeypatch):
+    """One copy per receiving process, as on one server: the first member's pop takes it whole,
+    and the other members read their copies with no round trip (no script) of their own."""
+    async def scenario():
+        layer = RedisChannelLayer(hosts=cluster.config_entries)
+        group = fresh("group").replace("test.", "")
+        first, *others = await _members(layer, group, 30)
+        await layer.group_send(group, {"n": 1})
+        shard = _shard(layer)
+        process = shard.keys.capacity_key(first)
+        [node] = await _masters_of(shard, [process])
+        assert await shard.node(node).call(b"LLEN", shard.keys.inbox(process)) == 1
+        assert not await shard.node(node).call(b"EXISTS", *map(shard.keys.queue, others))
+        assert await layer.receive(first) == {"n": 1}
+        queued = _pops_counted(monkeypatch)
+        assert [await layer.receive(member) for member in others] == [{"n": 1}] * len(others)
+        assert queued == []
+        await layer.flush()
+        await layer.close()
+    run(scenario())
+
+
+def test_copies_a_process_holds_count_against_its_capacity_on_a_cluster(cluster):
+    """CAP-4 and CAP-5 with group copies: a copy held in the process takes room from its
+    channels until received, and a group_send finding no room is missed by the members, counted."""
+    async def scenario():
+        layer = RedisChannelLayer(hosts=cluster.config_entries, capacity=3)
+        group = fresh("group").replace("test.", "")
+        first, second = await _members(layer, group, 2)
+        await layer.group_send(group, {"n": "copy"})
+        assert await layer.receive(first) == {"n": "copy"}  # second's copy is held here now
+        sibling = await layer.new_channel()
+        await layer.send(sibling, {"n": 1})
+        await layer.send(sibling, {"n": 2})
+        with pytest.raises(ChannelFull):
+            await layer.send(sibling, {"n": 3})
+        await layer.group_send(group, {"n": "missed"})
+        assert (await layer.statistics()).group_deliveries_missed == 2
+        assert await layer.receive(second) == {"n": "copy"}
+        await layer.send(sibling, {"n": 3})  # the copy received freed its room
+        assert [(await layer.receive(sibling))["n"] for _ in range(3)] == [1, 2, 3]
+        assert (await layer.statistics([second])).channels[second].waiting == 0
+        await layer.flush()
+        await layer.close()
+    run(scenario())
+
+
+def test_a_flush_in_another_process_drops_the_copies_this_one_holds(cluster):
+    """FLUSH-1 across processes (XP-4) on a cluster: copies a process took from its inbox are
+    gone once another process's flush returns; what is sent after it arrives."""
+    async def scenario():
+        holder = RedisChannelLayer(hosts=cluster.config_entries, prefix="xflush")
+        flusher = RedisChannelLayer(hosts=cluster.config_entries, prefix="xflush")
+        group = fresh("group").replace("test.", "")
+        first, second = await _members(holder, group, 2)
+        for message in ({"n": "served"}, {"n": "stale"}):
+            await flusher.group_send(group, message)
+            assert await holder.receive(first) == message  # second's copy is held by holder now
+        assert await holder.receive(second) == {"n": "served"}  # serving it, holder listens for flushes
+        assert (await holder.statistics([second])).channels[second].waiting == 1
+        await flusher.flush()  # returns once holder answered that it dropped what it held
+        assert (await holder.statistics([second])).channels[second].waiting == 0
+        await flusher.send(second, {"n": "fresh"})
+        assert await holder.receive(second) == {"n": "fresh"}
+        await flusher.flush()
+        await asyncio.gather(holder.close(), flusher.close())
     run(scenario())
 
 

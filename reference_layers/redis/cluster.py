@@ -2,21 +2,13 @@
 
 Every key of a channel shares its capacity key's slot, every key of a group the group's
 (cluster_keys.py), so a send, a pop, a push-back, a group_add is one script on one node, as on a
-single server. group_send is one round trip per node holding members: a script on the group's
-node pushes to the members there and returns the others, then one PUSH_MANY per other node, all
-at once (cluster_scripts.py). Wake-ups are sharded
-pub/sub on the node of the bell's slot (cluster_node.py).
+single server. group_send is two round trips: a script on the group's node pushes to the normal
+channels there, returns the others and gathers the ``p!*`` members per process, then one
+PUSH_MANY per other node and one PUSH_COPIES per receiving process (one copy for all its
+members), all at once (cluster_scripts.py). Wake-ups are sharded pub/sub on the node of the
+bell's slot (cluster_bells.py); flushes are told per process key (cluster_flushes.py).
 
-Routing uses our own slot map (cluster_slots.py, where the docstring says why not redis-py's
-RedisCluster). When the cluster moves a slot, the map follows:
-
-- MOVED: the slot's new owner is noted and the command sent there; ASK: sent there once after
-  ASKING; TRYAGAIN / CLUSTERDOWN: the map is read again and the command retried after a pause;
-- a node that cannot be connected to (nothing was sent): the map is read again (a dead master's
-  replica is promoted after ``cluster-node-timeout`` and an election) and the command retried,
-  for at most ``max(reconnect_timeout, FAILOVER_PATIENCE)``, then ShardUnreachable;
-- a connection lost while a command was on it: the command may have run, so it is not sent
-  again (a send raises, as on one server); the map is read again before the next one.
+Routing by slot, following the cluster when it moves one: cluster_routing.py.
 
 A failover loses what the dead master had not yet replicated (Redis replication is
 asynchronous): sends that returned can be lost in that window. Memberships are not added again
@@ -27,138 +19,58 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from ..core.statistics import ConnectionState
 from . import cluster_scripts
-from .bells import Listener
+from .cluster_bells import ClusterBells
+from .cluster_flushes import KeyFlushes, process_key_of
 from .cluster_keys import ClusterKeySpace
 from .cluster_node import ClusterNode
-from .cluster_slots import NodeName, SlotMap, key_slot, parse_redirect
-from .flushes import Unwatched
+from .cluster_routing import RETRY_FIRST, RETRY_MAX, ClusterRouter, cluster_error
+from .cluster_slots import NodeName, key_slot
+from .flushes import FlushWatch, Unwatched
 from .hosts import ClusterAddress
-from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
-from .shard import Script
+from .reconnect import ShardUnreachable
+from .shard import Script, _unheard
+from .wire import pack
 
-T = TypeVar("T")
-
-FAILOVER_PATIENCE = 10.0  # seconds a slot may go unserved (a failover) before a call gives up
-MAX_REDIRECTS = 16  # MOVED/ASK in a row for one call: more means the cluster is being resharded wildly
-_RETRY_FIRST, _RETRY_MAX = 0.05, 0.5
 _SCAN_BATCH = 500
-_RETRYABLE = ("TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING")
 
-SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, PUSH_MANY, STATS = tuple(
+SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, PUSH_MANY, PUSH_COPIES, STATS, FLUSHED = tuple(
     Script(source) for source in (
         cluster_scripts.SEND, cluster_scripts.POP, cluster_scripts.PUSH_BACK, cluster_scripts.GROUP_ADD,
         cluster_scripts.GROUP_DISCARD, cluster_scripts.GROUP_SEND, cluster_scripts.PUSH_MANY,
-        cluster_scripts.STATS))
+        cluster_scripts.PUSH_COPIES, cluster_scripts.STATS, cluster_scripts.FLUSHED))
 
 
-def _cluster_error(error: BaseException) -> bool:
-    """A refusal by a node that did not run the command (redirect, slot down): safe to retry."""
-    return isinstance(error, ResponseError) and (
-        parse_redirect(str(error)) is not None or str(error).startswith(_RETRYABLE))
-
-
-class ClusterShard:
+class ClusterShard(ClusterRouter):
     """The operations of :class:`~.shard.ShardClient` on a Redis Cluster, for one event loop."""
 
     def __init__(self, address: ClusterAddress, prefix: str, reconnect_timeout: float):
-        self.address = address
+        super().__init__(address, reconnect_timeout, SCRIPTS)
         self.keys = ClusterKeySpace(prefix)
-        self._patience = max(reconnect_timeout, FAILOVER_PATIENCE)
-        self._startup = [NodeName(options["host"], options["port"]) for options in address.startup]
-        self._nodes: dict[NodeName, ClusterNode] = {}
-        self._map: SlotMap | None = None
-        self._stale = True  # read the map before the next command
-        self._reading: asyncio.Task[None] | None = None
-        self.bells = ClusterBells(self)
-        self.flushes = Unwatched()
+        self.bells = ClusterBells(self.on_slot, lambda: list(self._nodes.values()))
+        self.flushes = Unwatched()  # no read-ahead here: what a loop holds is watched per process key
+        self.key_flushes = KeyFlushes(self.bells, self.keys.epoch, self._read_epoch, self._answer)
 
-    # --- the slot map ------------------------------------------------------------------------
-    def node(self, name: NodeName) -> ClusterNode:
-        node = self._nodes.get(name)
-        if node is None:
-            node = self._nodes[name] = ClusterNode(name, self.address.options, SCRIPTS)
-        return node
+    def flushes_for(self, capacity_key: str) -> FlushWatch | Unwatched:
+        """The flush watch of what this loop holds of ``capacity_key`` (cluster_flushes.py)."""
+        return self.key_flushes.for_key(capacity_key)
 
-    async def slot_map(self) -> SlotMap:
-        if self._stale or self._map is None:
-            await self.refresh()
-        assert self._map is not None
-        return self._map
+    async def _read_epoch(self, epoch_key: str) -> bytes | None:
+        return await self.on_slot(key_slot(epoch_key), lambda node, asking: node.call(b"GET", epoch_key))
 
-    async def refresh(self) -> None:
-        """Read the slot map again (one reading at a time; callers meanwhile share it)."""
-        reading = self._reading
-        if reading is None or reading.done():
-            reading = self._reading = asyncio.ensure_future(self._read_map())
-        await asyncio.shield(reading)
-
-    async def _read_map(self) -> None:
-        known = self._map.masters() if self._map is not None else []
-        candidates = sorted(dict.fromkeys([*known, *self._startup, *self._nodes]),
-                            key=lambda name: not self.node(name).is_connected())
-        last: BaseException | None = None
-        for name in candidates:
-            try:
-                reply = await self.node(name).call(b"CLUSTER", b"SLOTS")
-            except (ResponseError, *TRANSIENT_ERRORS) as exc:
-                last = exc
-                continue
-            self._map = SlotMap.from_cluster_slots(reply, name.host)
-            self._stale = False
-            return
-        raise ShardUnreachable(f"no node of the Redis cluster {self.address.name} answers; last error: {last}")
-
-    async def on_slot(self, slot: int, attempt: Callable[[ClusterNode, bool], Awaitable[T]]) -> T:
-        """``await attempt(node, asking)`` on the node serving ``slot``, following redirects, and
-        retrying what was surely not run until the slot is served again (see the docstring)."""
-        loop = asyncio.get_running_loop()
-        deadline: float | None = None
-        delay, redirects = _RETRY_FIRST, 0
-        asked: ClusterNode | None = None
-        while True:
-            error: BaseException
-            try:
-                if asked is not None:
-                    node, asking, asked = asked, True, None
-                else:
-                    owner = (await self.slot_map()).owner(slot)
-                    if owner is None:
-                        raise ResponseError(f"CLUSTERDOWN slot {slot} is served by no master")
-                    node, asking = self.node(owner), False
-                return await attempt(node, asking)
-            except ResponseError as exc:
-                redirect = parse_redirect(str(exc))
-                if redirect is not None and redirects < MAX_REDIRECTS:
-                    redirects += 1
-                    kind, moved_slot, target = redirect
-                    if kind == "ASK":
-                        asked = self.node(target)
-                    elif self._map is not None:
-                        self._map.moved(moved_slot, target)
-                    continue
-                if not _cluster_error(exc):
-                    raise
-                error = exc
-            except ShardUnreachable as exc:  # a node (or every node) could not be connected to: nothing sent
-                error = exc
-            except RedisConnectionError:
-                self._stale = True  # the command may have run: not again, but look before the next
-                raise
-            self._stale = True
-            now = loop.time()
-            deadline = now + self._patience if deadline is None else deadline
-            if now >= deadline:
-                raise ShardUnreachable(f"Redis cluster {self.address.name}: slot {slot} unserved for "
-                                       f"{self._patience:g} s; last error: {error}") from error
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX)
+    def _answer(self, channel: bytes, epoch: int) -> None:
+        """Publish ``epoch`` on ``channel`` now if its node's connection is open (else a flush
+        waiting for the answer gives up after flushes.ACK_TIMEOUT)."""
+        owner = self._map.owner(key_slot(channel)) if self._map is not None else None
+        node = self._nodes.get(owner) if owner is not None else None
+        wire = node.open_wire() if node is not None else None
+        if wire is not None:
+            wire.call(pack(b"SPUBLISH", channel, epoch)).add_done_callback(_unheard)
 
     def _run_on(self, slot: int, script: Script, keys: list, args: list,
                 after_write: Callable[[], None] | None = None) -> Awaitable:
@@ -215,9 +127,9 @@ class ClusterShard:
             if done.cancelled():
                 result.cancel()
             elif (error := done.exception()) is not None:
-                if _cluster_error(error) or isinstance(error, RedisConnectionError):
+                if cluster_error(error) or isinstance(error, RedisConnectionError):
                     self._stale = True
-                if _cluster_error(error):
+                if cluster_error(error):
                     error = RedisConnectionError(f"Redis cluster moved the slot: {error}")
                 result.set_exception(error)
             else:
@@ -248,18 +160,35 @@ class ClusterShard:
 
     async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int,
                          after_write: Callable[[], None] | None = None, held: dict[str, int] | None = None) -> int:
-        """Push to every member; returns how many missed it, being full. One round trip per node
-        holding members: GROUP_SEND on the group's node pushes to the members there and returns
-        the others, then one PUSH_MANY on each other node, all at once (so two in a row). No copy is
-        ever held in a cluster (its group_send pushes to each member), so ``held`` is empty."""
+        """Push to every member; returns how many missed it, being full. Two round trips (see the
+        docstring): GROUP_SEND on the group's node, then PUSH_MANY and PUSH_COPIES at once.
+        ``held``: capacity key -> group copies this loop holds for it, which count against it."""
         keys = self._group_keys(group)
-        reply = await self._run_on(key_slot(keys[0]), GROUP_SEND, keys,
-                                   [self.keys.prefix, expiry_ms, capacity, body])
-        missed = int(reply[0])
-        members = [(reply[i].decode(), int(reply[i + 1])) for i in range(1, len(reply), 2)]
+        reply = await self._run_on(key_slot(keys[0]), GROUP_SEND, keys, [self.keys.prefix, expiry_ms, capacity, body])
+        elsewhere = reply[1]
+        members = [(elsewhere[i].decode(), int(elsewhere[i + 1])) for i in range(0, len(elsewhere), 2)]
+        copies = [self._push_copies(reply[i].decode(), int(reply[i + 1]) - (held or {}).get(reply[i].decode(), 0),
+                                    int(reply[i + 2]), reply[i + 3], body, expiry_ms)
+                  for i in range(2, len(reply), 4)]
+        missed = int(reply[0]) + sum(await asyncio.gather(self._push_to_members(group, members, body, expiry_ms),
+                                                          *copies))
+        if after_write is not None:
+            after_write()
+        return missed
+
+    async def _push_copies(self, process: str, capacity: int, members: int, roster: bytes, body: bytes,
+                           expiry_ms: int) -> int:
+        """One inbox entry for a process's ``members`` (local names in ``roster``): how many missed it."""
+        keys = [self.keys.inbox(process), self.keys.count(process), self.keys.bell(process)]
+        return int(await self._run_on(key_slot(keys[0]), PUSH_COPIES, keys,
+                                      [expiry_ms, capacity, members, roster, body]))
+
+    async def _push_to_members(self, group: str, members: list[tuple[str, int]], body: bytes, expiry_ms: int) -> int:
+        """Push to normal channels served by other nodes than the group's: how many missed it."""
+        missed = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._patience
-        delay = _RETRY_FIRST
+        delay = RETRY_FIRST
         while members:
             slots = await self.slot_map()
             by_node: dict[NodeName | None, list[tuple[str, int]]] = {}
@@ -276,9 +205,7 @@ class ClusterShard:
                     raise ShardUnreachable(f"Redis cluster {self.address.name}: {len(members)} member(s) of "
                                            f"{group!r} unreachable for {self._patience:g} s")
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
-        if after_write is not None:
-            after_write()
+                delay = min(delay * 2, RETRY_MAX)
         return missed
 
     async def _push_many(self, name: NodeName | None, batch: list[tuple[str, int]], body: bytes,
@@ -296,7 +223,7 @@ class ClusterShard:
         except ShardUnreachable:
             return 0, batch
         except ResponseError as exc:
-            if _cluster_error(exc):
+            if cluster_error(exc):
                 return 0, batch
             raise
         return int(reply[0]), [batch[int(index) - 1] for index in reply[1:]]
@@ -341,48 +268,31 @@ class ClusterShard:
 
     # --- whole cluster ----------------------------------------------------------------------
     async def flush(self) -> None:
-        """Delete this prefix's keys on every master, one UNLINK per key (they are in many slots)."""
+        """Delete this prefix's keys on every master, one UNLINK per key (they are in many slots),
+        then move on the flush epoch of every process key found (cluster_flushes.py)."""
+        processes: set[str] = set()
         for name in (await self.slot_map()).masters():
             node = self.node(name)
             cursor = b"0"
             while True:
                 cursor, found = await node.call(b"SCAN", cursor, b"MATCH", self.keys.pattern, b"COUNT", _SCAN_BATCH)
+                for key in found:
+                    process = process_key_of(key.decode(), self.keys.prefix)
+                    if process is not None:
+                        processes.add(process)
                 await asyncio.gather(*(node.call(b"UNLINK", key) for key in found))
                 if cursor == b"0":
                     break
+        await asyncio.gather(*(self._announce(process) for process in processes))
+
+    async def _announce(self, process: str) -> None:
+        epoch_key = self.keys.epoch(process)
+        watch = self.key_flushes.for_key(process)
+        assert isinstance(watch, FlushWatch)
+        await watch.announce(lambda: self._run_on(key_slot(epoch_key), FLUSHED, [epoch_key], []))
 
     async def aclose(self) -> None:
+        self.key_flushes.close()
         nodes, self._nodes = list(self._nodes.values()), {}
         await asyncio.gather(*(node.aclose() for node in nodes), return_exceptions=True)
 
-
-class ClusterBells:
-    """The bells of a cluster shard: each subscribed on the node that serves its slot."""
-
-    def __init__(self, shard: ClusterShard):
-        self._shard = shard
-        self._listeners: dict[bytes, Listener] = {}
-
-    def listen(self, bell: bytes, listener: Listener) -> None:
-        self._listeners[bell] = listener
-
-    def forget(self, bell: bytes, listener: Listener) -> None:
-        if self._listeners.get(bell) == listener:
-            del self._listeners[bell]
-        for node in list(self._shard._nodes.values()):  # noqa: SLF001 - the shard's own helper
-            node.bells.forget(bell, listener)
-
-    async def subscribe(self, bell: bytes) -> None:
-        """Return once a push on ``bell`` is sure to ring, on the node that serves it now."""
-        listener = self._listeners.get(bell)
-
-        async def attempt(node: ClusterNode, asking: bool) -> None:
-            if listener is not None:
-                node.bells.listen(bell, listener)
-            await node.bells.subscribe(bell)
-
-        await self._shard.on_slot(key_slot(bell), attempt)
-
-    def close(self) -> None:
-        for node in list(self._shard._nodes.values()):  # noqa: SLF001 - the shard's own helper
-            node.bells.close()

@@ -3,7 +3,7 @@
 For prefix P, channel C, its capacity key K and group G:
 
 - ``P:{K}:q:C`` C's messages, ``P:{K}:n`` K's count, ``P:{K}:b`` K's bell (and its shard channel),
-  ``P:{K}:i`` K's inbox of group copies (empty: a cluster's group_send pushes to each member):
+  ``P:{K}:i`` K's inbox of group copies, ``P:{K}:e`` K's flush epoch (cluster_flushes.py):
   all of a send, a pop and a push-back in K's slot, so each stays one script on one node;
 - ``P:{g:G}:g`` and ``P:{g:G}:gc`` group G's members and their capacities, in G's slot.
 
@@ -36,7 +36,7 @@ class ClusterKeySpace(KeySpace):
         return f"{self.prefix}{{{capacity_key}}}:i"
 
     def epoch(self, capacity_key: str) -> str:
-        """In K's slot (a pop reads it); never moved on: a cluster's pops hold nothing (flushes.py)."""
+        """In K's slot (a pop reads it), moved on by a flush for a process key (cluster_flushes.py)."""
         return f"{self.prefix}{{{capacity_key}}}:e"
 
     def count(self, capacity_key: str) -> str:

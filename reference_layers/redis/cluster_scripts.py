@@ -3,16 +3,19 @@
 - Wake-ups use Redis 7's sharded pub/sub (SPUBLISH): a bell rings on the node that holds its
   slot only, where classic PUBLISH would be broadcast to every node of the cluster.
 - A group's members live in the group's slot, listed one by one (``P:{g:G}:g`` sorted by
-  membership expiry, their capacities in ``P:{g:G}:gc``; no per-process roster, as a cluster's
-  group_send pushes to each member), their queues in theirs: group_send runs GROUP_SEND on the
-  group's node, which pushes to the members on that node and returns the others, then one
-  PUSH_MANY on each other node holding members; both reach keys in several slots of their node
-  (the ``allow-cross-slot-keys`` flag, Redis 7). The key names are cluster_keys.py's.
+  membership expiry, their capacities in ``P:{g:G}:gc``), their queues and inboxes in theirs.
+  group_send runs GROUP_SEND on the group's node, which pushes to the normal channels on that
+  node and returns the others, and gathers the ``p!*`` members per process: then one PUSH_MANY
+  on each other node holding normal members and one PUSH_COPIES per receiving process (one
+  inbox entry for all its members, as group_scripts.py makes on one server), all at once.
+  GROUP_SEND and PUSH_MANY reach keys in several slots of their node (the
+  ``allow-cross-slot-keys`` flag, Redis 7). The key names are cluster_keys.py's.
 """
 
 from __future__ import annotations
 
 from . import scripts
+from .group_scripts import _COPIES  # the inbox entry a group_send makes on one server
 from .scripts import _COMMON  # the helpers scripts.py's own scripts are built from
 
 _CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
@@ -25,9 +28,17 @@ def _sharded(source: str) -> str:
     return changed
 
 
+def _sharded_flush(source: str) -> str:
+    changed = source.replace("redis.call('PUBLISH', KEYS[1], epoch)", "redis.call('SPUBLISH', KEYS[1], epoch)")
+    if changed == source:
+        raise RuntimeError("scripts.FLUSHED tells its epoch in a way cluster_scripts.py does not know")
+    return changed
+
+
 SEND = _sharded(scripts.SEND)
 POP = _sharded(scripts.POP)
 PUSH_BACK = _sharded(scripts.PUSH_BACK)
+FLUSHED = _sharded_flush(scripts.FLUSHED)  # KEYS: a process key's epoch (cluster_flushes.py)
 
 _PRUNE_GROUP = r"""
 local function prune_group(members, capacities, now)
@@ -57,29 +68,59 @@ return 1
 """
 
 # KEYS: members, capacities. ARGV: key prefix ('P:'), expiry_ms, default capacity, body.
-# Drops expired members and pushes to those whose slots this node serves (reached undeclared,
-# allowed by the flag; a member of another node is probed by pcall before anything is written);
-# returns {missed (full members), member, capacity, ...} of the members served elsewhere.
+# Drops expired members and pushes to the normal channels whose slots this node serves (reached
+# undeclared, allowed by the flag; a member of another node is probed by pcall before anything is
+# written); gathers the ``p!*`` members per process. Returns {missed (full members), {member,
+# capacity, ...} of the normal channels served elsewhere, then per process: its key, capacity,
+# members, their local names comma-joined}.
 GROUP_SEND = _CROSS_SLOT + _sharded(_COMMON) + _PRUNE_GROUP + r"""
 local now = now_ms()
 prune_group(KEYS[1], KEYS[2], now)
 local prefix, expiry_ms, default = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {0}
+local missed, elsewhere, rosters, order = 0, {}, {}, {}
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local bang = string.find(member, '!', 1, true)
-  local key = '{' .. (bang and string.sub(member, 1, bang) or member) .. '}'
   local capacity = tonumber(redis.call('HGET', KEYS[2], member)) or default
-  local count = prefix .. key .. ':n'
-  local probe = redis.pcall('ZREMRANGEBYSCORE', count, '-inf', now)
-  if type(probe) == 'table' and probe.err then
-    out[#out + 1] = member
-    out[#out + 1] = capacity
+  local bang = string.find(member, '!', 1, true)
+  if bang then
+    local key = string.sub(member, 1, bang)
+    local roster = rosters[key]
+    if not roster then
+      roster = {capacity}
+      rosters[key] = roster
+      order[#order + 1] = key
+    end
+    roster[#roster + 1] = string.sub(member, bang + 1)
   else
-    out[1] = out[1] + 1 - push(prefix .. key .. ':q:' .. member, count, prefix .. key .. ':b', now, expiry_ms,
-                               capacity, ARGV[4])
+    local key = '{' .. member .. '}'
+    local count = prefix .. key .. ':n'
+    local probe = redis.pcall('ZREMRANGEBYSCORE', count, '-inf', now)
+    if type(probe) == 'table' and probe.err then
+      elsewhere[#elsewhere + 1] = member
+      elsewhere[#elsewhere + 1] = capacity
+    else
+      missed = missed + 1 - push(prefix .. key .. ':q:' .. member, count, prefix .. key .. ':b', now, expiry_ms,
+                                 capacity, ARGV[4])
+    end
   end
 end
+local out = {missed, elsewhere}
+for _, key in ipairs(order) do
+  local roster = rosters[key]
+  out[#out + 1] = key
+  out[#out + 1] = roster[1]
+  out[#out + 1] = #roster - 1
+  out[#out + 1] = table.concat(roster, ',', 2)
+end
 return out
+"""
+
+# KEYS: a process key's inbox, count and bell. ARGV: expiry_ms, capacity (less the copies the
+# sending loop holds for the key, which count against it), members, their local names
+# comma-joined, body. One inbox entry for the members it has room for; returns how many missed it.
+PUSH_COPIES = _sharded(_COMMON) + _COPIES + r"""
+local members = tonumber(ARGV[3])
+return members - push_copies(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]),
+                             ARGV[4], members, ARGV[5])
 """
 
 # KEYS: the first member's queue, count and bell (they route the script to its node).

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from .bells import Bells
+from .bells import Listener
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,18 @@ HEARTBEAT, AWAY = ACK_TIMEOUT / 8, ACK_TIMEOUT / 4  # seconds between marks; no 
 _LISTEN_ATTEMPTS, _LISTEN_PAUSE = 5, 0.05  # a connection dropped while subscribing: try again
 
 
-class FlushWatch:
-    """One shard's flush epoch as this event loop knows it."""
+class BellBoard(Protocol):
+    """Where a watch hears its channel: one server's bells (bells.Bells) or a cluster's."""
 
-    def __init__(self, bells: Bells, channel: str, read_epoch: Callable[[], Awaitable[bytes | None]],
+    def listen(self, bell: bytes, listener: Listener) -> None: ...
+
+    async def subscribe(self, bell: bytes) -> None: ...
+
+
+class FlushWatch:
+    """One shard's flush epoch as this event loop knows it (in a cluster: one process key's)."""
+
+    def __init__(self, bells: BellBoard, channel: str, read_epoch: Callable[[], Awaitable[bytes | None]],
                  answer: Callable[[bytes, int], None]):
         self.epoch = 0  # the latest heard of; copies of older pops are gone
         self.listening = False  # subscribed, and no ring missed since: ``epoch`` is current
@@ -163,7 +172,7 @@ def _seen(attempt: asyncio.Future) -> None:
 
 
 class Unwatched:
-    """A Redis Cluster's pops hold nothing (no read-ahead, no inbox copies): nothing to watch."""
+    """Nothing of it is held in any process (a normal channel of a Redis Cluster): nothing to watch."""
 
     epoch = 0
     listening = current = True

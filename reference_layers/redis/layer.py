@@ -119,7 +119,8 @@ class RedisChannelLayer(LayerCore):
     def _held_now(self, state: _LoopState, channel: str) -> Copy | None:
         """The oldest copy held for ``channel`` if the shard's flushes are heard now; else None
         (``_receive`` then listens first, see ``_take_held``)."""
-        flushes = state.shards[self.shard_index(channel)].flushes
+        key = self.keys.capacity_key(channel)
+        flushes = state.shards[self.ring.index_for(key)].flushes_for(key)
         now = asyncio.get_running_loop().time()
         return state.shelf.take(channel, now) if flushes.current_at(now) else None
 
@@ -156,7 +157,7 @@ class RedisChannelLayer(LayerCore):
         """The oldest copy this loop holds for ``channel`` (of capacity key ``key``), once sure no
         flush came since its pop (flushes.py: a round trip only while the shard's flushes are not
         heard). Members receiving one after another come here once each: kept lean."""
-        flushes = state.shards[self.ring.index_for(key)].flushes
+        flushes = state.shards[self.ring.index_for(key)].flushes_for(key)
         now = asyncio.get_running_loop().time()
         if not flushes.current_at(now):
             await flushes.listen()
@@ -172,7 +173,7 @@ class RedisChannelLayer(LayerCore):
         try:
             wanted = {channel: 1}
             raw, _ = await shard.start_pop(key, wanted)
-            pop = Pop(raw, wanted, key, state.shelf, shard.flushes.admits)
+            pop = Pop(raw, wanted, key, state.shelf, shard.flushes_for(key).admits)
             try:
                 messages = (await pop.ready).messages
             except asyncio.CancelledError:  # the pop is on the wire: what it takes goes on
@@ -331,11 +332,18 @@ class RedisChannelLayer(LayerCore):
         for index, shard in enumerate(shards):
             if isinstance(shard, ShardClient):
                 shard.flushes.on_flush = partial(self._drop_flushed, shelf, index)
+            else:
+                shard.key_flushes.on_flush = partial(self._drop_key_flushed, shelf)
         return _LoopState(shards, shelf=shelf)
 
     def _drop_flushed(self, shelf: CopyShelf, index: int, epoch: int) -> None:
         """Shard ``index`` is in flush epoch ``epoch`` now: what was held of another is gone (flushes.py)."""
         shelf.drop(lambda copy: copy.epoch != epoch and self.ring.index_for(copy.capacity_key) == index)
+
+    @staticmethod
+    def _drop_key_flushed(shelf: CopyShelf, capacity_key: str, epoch: int) -> None:
+        """A cluster's process key is in flush epoch ``epoch`` now (cluster_flushes.py): the same."""
+        shelf.drop(lambda copy: copy.epoch != epoch and copy.capacity_key == capacity_key)
 
     async def _close_loop_state(self, state: _LoopState) -> None:
         receivers = list(state.receivers.values())

@@ -60,6 +60,7 @@ class Receiver:
         self._subscribed = False  # a push to our key surely rings us (so a sleeping loop may trust its pops)
         self._early: Pop | None = None  # a pop a poke already sent
         self._emptied = EmptiedQueues(shard.read_ahead(capacity_key))  # waiters there need no pop
+        self._flushes = shard.flushes_for(capacity_key)  # may what is held here be served (flushes.py)
         shard.bells.listen(self._bell, self._on_ring)
 
     # --- called by receive() -----------------------------------------------------------------
@@ -111,7 +112,7 @@ class Receiver:
                     queued = self.shard.pop_now(self.capacity_key, wanted)
                     if queued is not None:
                         self._emptied.popping()
-                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf, self.shard.flushes.admits)
+                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf, self._flushes.admits)
                         self._popping = True
             self._wake.set_result(None)
 
@@ -164,7 +165,7 @@ class Receiver:
         shelf = self._shelf
         if not shelf or not self._waiters:
             return
-        if not self.shard.flushes.current:  # a flush may have been missed: the loop listens first
+        if not self._flushes.current:  # a flush may have been missed: the loop listens first
             self._dirty = True
             return
         now = asyncio.get_running_loop().time()
@@ -213,9 +214,9 @@ class Receiver:
                 try:
                     pending, self._early = self._early, None
                     if pending is None:
-                        if not self.shard.flushes.current:  # before the pop: what it holds is served at once
+                        if not self._flushes.current:  # before the pop: what it holds is served at once
                             await asyncio.gather(  # (flushes.py; once per loop, unless it was away)
-                                self.shard.flushes.listen(), self.shard.bells.subscribe(self._bell))
+                                self._flushes.listen(), self.shard.bells.subscribe(self._bell))
                         else:
                             await self.shard.bells.subscribe(self._bell)  # at once, once subscribed
                         self._subscribed = True
@@ -225,7 +226,7 @@ class Receiver:
                         self._emptied.popping()
                         self._popping = True
                         raw, _ = await self.shard.start_pop(self.capacity_key, wanted)
-                        pending = Pop(raw, wanted, self.capacity_key, self._shelf, self.shard.flushes.admits)
+                        pending = Pop(raw, wanted, self.capacity_key, self._shelf, self._flushes.admits)
                     reply = await self._popped(pending)
                     self._emptied.popped(pending.wanted, reply)
                 except ResponseError as exc:

@@ -191,6 +191,10 @@ class ShardClient:
                               self.read_ahead(capacity_key),
                               *wanted.values())), channels
 
+    def flushes_for(self, capacity_key: str) -> FlushWatch:
+        """The flush watch of what this loop holds of ``capacity_key``: the shard's one (flushes.py)."""
+        return self.flushes
+
     @staticmethod
     def read_ahead(capacity_key: str) -> int:
         """Messages a pop takes beyond what is wanted: for a process's channels, which only it receives."""

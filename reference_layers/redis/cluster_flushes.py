@@ -1,0 +1,67 @@
+"""Flush epochs in a Redis Cluster: one per process capacity key, beside its other keys.
+
+A cluster's group_send leaves one copy per receiving process in the process's inbox
+(``P:{K}:i``), and a pop moves them into the process, where a flush run elsewhere cannot delete
+them (flushes.py says how one server deals with that). A pop reads the flush epoch in the same
+script, so in a cluster the epoch lives in K's slot (``P:{K}:e``) and each process capacity key
+has a FlushWatch of its own, told on the sharded channel of that name on K's node. A flush
+deletes the prefix's keys on every master, then moves on the epoch of every process key it
+found and waits for the answers of the loops that heard it, as flushes.py describes. Normal
+channels hold nothing in any process (no inbox, no read-ahead in a cluster): nothing to watch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+
+from .flushes import BellBoard, FlushWatch, Unwatched
+
+UNWATCHED = Unwatched()
+
+
+class KeyFlushes:
+    """One cluster shard's flush watches on one event loop, one per process capacity key.
+
+    ``epoch_key(K)``: K's epoch key (and channel); ``read(channel)``: its value now;
+    ``answer(channel, epoch)``: publish without waiting. ``on_flush(K, epoch)`` drops what this
+    loop holds of K from another epoch."""
+
+    def __init__(self, bells: BellBoard, epoch_key: Callable[[str], str],
+                 read: Callable[[str], Awaitable[bytes | None]], answer: Callable[[bytes, int], None]):
+        self._bells = bells
+        self._epoch_key = epoch_key
+        self._read = read
+        self._answer = answer
+        self._watches: dict[str, FlushWatch] = {}
+        self.on_flush: Callable[[str, int], None] = lambda capacity_key, epoch: None
+
+    def for_key(self, capacity_key: str) -> FlushWatch | Unwatched:
+        if not capacity_key.endswith("!"):  # a normal channel: nothing of it is held anywhere
+            return UNWATCHED
+        watch = self._watches.get(capacity_key)
+        if watch is None:
+            channel = self._epoch_key(capacity_key)
+            watch = FlushWatch(self._bells, channel, partial(self._read, channel), self._answer)
+            self._watches[capacity_key] = watch
+            watch.on_flush = partial(self._flushed, capacity_key)
+        return watch
+
+    def _flushed(self, capacity_key: str, epoch: int) -> None:
+        self.on_flush(capacity_key, epoch)
+
+    def watched(self) -> Iterable[FlushWatch]:
+        return list(self._watches.values())
+
+    def close(self) -> None:
+        for watch in self._watches.values():
+            watch.close()
+
+
+def process_key_of(key: str, prefix: str) -> str | None:
+    """The process capacity key whose hash tag ``key`` (a key of ``prefix``) carries, or None."""
+    if not key.startswith(prefix + "{"):
+        return None
+    end = key.find("}", len(prefix) + 1)
+    tag = key[len(prefix) + 1:end] if end > 0 else ""
+    return tag if tag.endswith("!") else None
