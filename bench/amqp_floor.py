@@ -169,24 +169,36 @@ async def exact_pipelined_rate(url: str, n: int) -> float:
     return await _pipelined(url, n, _Window)
 
 
-async def _pipelined(url: str, n: int, taker) -> float:
-    """One task publishes n, each confirmed before the next, while another takes them
-    through ``taker``: messages/s."""
+async def senders_rate(url: str, n: int, tasks: int = 100) -> float:
+    """The senders-100 workload with no layer: ``tasks`` tasks publish n in all, each publish
+    confirmed before that task's next, while one task takes the deliveries: messages/s."""
+    return await _pipelined(url, n, _Inbox, tasks)
+
+
+async def exact_senders_rate(url: str, n: int, tasks: int = 100) -> float:
+    """As ``senders_rate``, keeping capacity exact: taken through a window of one."""
+    return await _pipelined(url, n, _Window, tasks)
+
+
+async def _pipelined(url: str, n: int, taker, tasks: int = 1) -> float:
+    """``tasks`` tasks publish n in all, each publish confirmed before that task's next, while
+    another task takes them through ``taker``: messages/s."""
+    per_task = max(1, n // tasks)
     async with amqp_queue(url) as (confirmed, queue):
         loop = asyncio.get_running_loop()
         inbox = taker(confirmed, queue)
 
         async def publish():
-            for _ in range(n):
+            for _ in range(per_task):
                 await confirmed.publish(queue)
 
         async def take():
-            for _ in range(n):
+            for _ in range(per_task * tasks):
                 await inbox.next()
 
         start = loop.time()
-        await asyncio.gather(publish(), take())
-        return n / (loop.time() - start)
+        await asyncio.gather(take(), *(publish() for _ in range(tasks)))
+        return per_task * tasks / (loop.time() - start)
 
 
 async def fanout_rate(url: str, members: int, sends: int) -> float:

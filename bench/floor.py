@@ -137,6 +137,9 @@ def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
             ("pipelined msg/s (each publish confirmed before the next)", amqp_floor.pipelined_rate),
             ("pipelined msg/s with capacity exact (each publish confirmed before the next, taken "
              "through a window of one)", amqp_floor.exact_pipelined_rate),
+            ("senders-100 msg/s (100 tasks, each publish confirmed before its next)", amqp_floor.senders_rate),
+            ("senders-100 msg/s with capacity exact (100 tasks, each publish confirmed before its next, "
+             "taken through a window of one)", amqp_floor.exact_senders_rate),
         ):
             rates = [asyncio.run(measure(url, n)) for _ in range(repeat)]
             floors[f"rabbitmq {what}, pika with no layer"] = round(statistics.median(rates))
