@@ -202,6 +202,12 @@ def test_a_flush_in_another_process_drops_the_copies_this_one_holds(cluster):
         flusher = RedisChannelLayer(hosts=cluster.config_entries, prefix="xflush")
         group = fresh("group").replace("test.", "")
         first, second = await _members(holder, group, 2)
+        await flusher.group_send(group, {"n": "unheard"})
+        assert await holder.receive(first) == {"n": "unheard"}  # held, before holder ever listened
+        await flusher.flush()  # nobody heard it: holder reads the epoch before it counts or serves
+        assert (await holder.statistics([second])).channels[second].waiting == 0
+        for member in (first, second):
+            await holder.group_add(group, member)
         for message in ({"n": "served"}, {"n": "stale"}):
             await flusher.group_send(group, message)
             assert await holder.receive(first) == message  # second's copy is held by holder now

@@ -148,6 +148,30 @@ def test_a_flush_drops_the_copies_this_process_holds(redis_urls):
     run_scenario(redis_urls, scenario)
 
 
+def test_statistics_do_not_count_copies_a_flush_in_another_process_ended(redis_urls):
+    """XP-4 as statistics() sees it: copies held here before another process's flush are
+    neither served nor counted, whether or not this loop was listening for flushes then."""
+    holder = layer_on(redis_urls)
+    flusher = layer_on(redis_urls, prefix=holder.prefix)
+
+    async def scenario(group):
+        first, second = await members_of(holder, group, 2)
+        for listening in (False, True):
+            await flusher.group_send(group, {"n": "stale"})
+            assert (await holder.receive(first))["n"] == "stale"  # second's copy is held here now
+            if listening:
+                assert (await holder.statistics([second])).channels[second].waiting == 1
+            await flusher.flush()
+            assert (await holder.statistics([second])).channels[second].waiting == 0
+            await flusher.send(second, {"n": "fresh"})
+            assert (await holder.receive(second))["n"] == "fresh"
+            for member in (first, second):
+                await holder.group_add(group, member)
+        await flusher.close()
+
+    run(closing(holder, scenario(fresh("group"))))
+
+
 @pytest.mark.parametrize("pattern", ["waiting", "late"])
 def test_members_in_other_processes_past_the_default_capacity_get_every_copy(redis_urls, pattern):
     """The bench's cross-process fan-out, small: 4 processes of 120 members, 3 group_sends."""

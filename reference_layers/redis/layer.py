@@ -255,6 +255,7 @@ class RedisChannelLayer(LayerCore):
         this event loop's connection to each shard. The oldest message's age is read from its
         expiry stamp and this layer's ``expiry``."""
         state = self._loops.current()
+        await self._hear_flushes(state)
         if channels is None:
             found = await asyncio.gather(*(shard.channels() for shard in state.shards))
             for channel in state.shelf.channels():
@@ -280,6 +281,19 @@ class RedisChannelLayer(LayerCore):
             channel_full_raised=self._counters.channel_full_raised,
             group_deliveries_missed=self._counters.group_deliveries_missed,
             connections={shard.address.name: shard.connection_state() for shard in state.shards})
+
+    async def _hear_flushes(self, state: _LoopState) -> None:
+        """Before copies held here are counted: listen for the flushes of their keys where this
+        loop is not listening (flushes.py), so what a flush in another process ended is dropped,
+        not counted as waiting. Nothing to do while it listens (every receive keeps it so)."""
+        if not state.shelf:
+            return
+        watches = {}
+        for key in {self.keys.capacity_key(channel) for channel in state.shelf.channels()}:
+            watch = state.shards[self.ring.index_for(key)].flushes_for(key)
+            if not watch.current:
+                watches[id(watch)] = watch
+        await asyncio.gather(*(watch.listen() for watch in watches.values()))
 
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:
