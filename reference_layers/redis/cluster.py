@@ -165,11 +165,13 @@ class ClusterShard(ClusterRouter):
         ``held``: capacity key -> group copies this loop holds for it, which count against it."""
         keys = self._group_keys(group)
         reply = await self._run_on(key_slot(keys[0]), GROUP_SEND, keys, [self.keys.prefix, expiry_ms, capacity, body])
-        elsewhere = reply[1]
+        elsewhere, held = reply[1], held or {}
         members = [(elsewhere[i].decode(), int(elsewhere[i + 1])) for i in range(0, len(elsewhere), 2)]
-        copies = [self._push_copies(reply[i].decode(), int(reply[i + 1]) - (held or {}).get(reply[i].decode(), 0),
-                                    int(reply[i + 2]), reply[i + 3], body, expiry_ms)
-                  for i in range(2, len(reply), 4)]
+        copies = []
+        for i in range(2, len(reply), 4):
+            process = reply[i].decode()
+            copies.append(self._push_copies(process, int(reply[i + 1]) - held.get(process, 0), int(reply[i + 2]),
+                                            reply[i + 3], body, expiry_ms))
         missed = int(reply[0]) + sum(await asyncio.gather(self._push_to_members(group, members, body, expiry_ms),
                                                           *copies))
         if after_write is not None:

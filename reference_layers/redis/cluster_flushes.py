@@ -12,9 +12,10 @@ channels hold nothing in any process (no inbox, no read-ahead in a cluster): not
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
+from ..core.names import is_process_specific
 from .flushes import BellBoard, FlushWatch, Unwatched
 
 UNWATCHED = Unwatched()
@@ -37,7 +38,7 @@ class KeyFlushes:
         self.on_flush: Callable[[str, int], None] = lambda capacity_key, epoch: None
 
     def for_key(self, capacity_key: str) -> FlushWatch | Unwatched:
-        if not capacity_key.endswith("!"):  # a normal channel: nothing of it is held anywhere
+        if not is_process_specific(capacity_key):  # a normal channel: nothing of it is held anywhere
             return UNWATCHED
         watch = self._watches.get(capacity_key)
         if watch is None:
@@ -50,9 +51,6 @@ class KeyFlushes:
     def _flushed(self, capacity_key: str, epoch: int) -> None:
         self.on_flush(capacity_key, epoch)
 
-    def watched(self) -> Iterable[FlushWatch]:
-        return list(self._watches.values())
-
     def close(self) -> None:
         for watch in self._watches.values():
             watch.close()
@@ -64,4 +62,4 @@ def process_key_of(key: str, prefix: str) -> str | None:
         return None
     end = key.find("}", len(prefix) + 1)
     tag = key[len(prefix) + 1:end] if end > 0 else ""
-    return tag if tag.endswith("!") else None
+    return tag if is_process_specific(tag) else None

@@ -21,24 +21,18 @@ from .scripts import _COMMON  # the helpers scripts.py's own scripts are built f
 _CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 
 
-def _sharded(source: str) -> str:
-    changed = source.replace("redis.call('PUBLISH', bell, id)", "redis.call('SPUBLISH', bell, id)")
+def _sharded(source: str, publish: str = "redis.call('PUBLISH', bell, id)") -> str:
+    """``source`` with its ``publish`` call made a sharded one (SPUBLISH)."""
+    changed = source.replace(publish, publish.replace("'PUBLISH'", "'SPUBLISH'"))
     if changed == source and "PUBLISH" in source:
-        raise RuntimeError("scripts.py rings its bells in a way cluster_scripts.py does not know")
-    return changed
-
-
-def _sharded_flush(source: str) -> str:
-    changed = source.replace("redis.call('PUBLISH', KEYS[1], epoch)", "redis.call('SPUBLISH', KEYS[1], epoch)")
-    if changed == source:
-        raise RuntimeError("scripts.FLUSHED tells its epoch in a way cluster_scripts.py does not know")
+        raise RuntimeError("scripts.py publishes in a way cluster_scripts.py does not know")
     return changed
 
 
 SEND = _sharded(scripts.SEND)
 POP = _sharded(scripts.POP)
 PUSH_BACK = _sharded(scripts.PUSH_BACK)
-FLUSHED = _sharded_flush(scripts.FLUSHED)  # KEYS: a process key's epoch (cluster_flushes.py)
+FLUSHED = _sharded(scripts.FLUSHED, "redis.call('PUBLISH', KEYS[1], epoch)")  # KEYS: a process key's epoch (cluster_flushes.py)
 
 _PRUNE_GROUP = r"""
 local function prune_group(members, capacities, now)

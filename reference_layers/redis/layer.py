@@ -288,12 +288,9 @@ class RedisChannelLayer(LayerCore):
         not counted as waiting. Nothing to do while it listens (every receive keeps it so)."""
         if not state.shelf:
             return
-        watches = {}
-        for key in {self.keys.capacity_key(channel) for channel in state.shelf.channels()}:
-            watch = state.shards[self.ring.index_for(key)].flushes_for(key)
-            if not watch.current:
-                watches[id(watch)] = watch
-        await asyncio.gather(*(watch.listen() for watch in watches.values()))
+        keys = {self.keys.capacity_key(channel) for channel in state.shelf.channels()}
+        watches = {state.shards[self.ring.index_for(key)].flushes_for(key) for key in keys}
+        await asyncio.gather(*(watch.listen() for watch in watches if not watch.current))
 
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:
