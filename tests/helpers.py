@@ -38,3 +38,12 @@ async def eventually(condition: Callable[[], bool], timeout: float = GENEROUS, w
         if loop.time() >= deadline:
             raise AssertionError(f"not within {timeout:g} s: {what or condition}")
         await asyncio.sleep(POLL_INTERVAL)
+
+
+async def closing(layer, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine``, then flush and close ``layer`` whatever happened (tests leave no keys or queues)."""
+    try:
+        return await coroutine
+    finally:
+        await layer.flush()
+        await layer.close()

@@ -12,17 +12,9 @@ import asyncio
 
 from reference_layers.base import ChannelFull
 from reference_layers.rabbitmq import RabbitMQChannelLayer
-from tests.helpers import run
+from tests.helpers import closing, run
 
 CAPACITY = 20
-
-
-async def _closing(layer: RabbitMQChannelLayer, coroutine):
-    try:
-        return await coroutine
-    finally:
-        await layer.flush()
-        await layer.close()
 
 
 def test_a_burst_of_concurrent_sends_lets_exactly_capacity_in(rabbitmq_url):
@@ -44,7 +36,7 @@ def test_a_burst_of_concurrent_sends_lets_exactly_capacity_in(rabbitmq_url):
         assert sorted(received) == accepted  # those that fitted, each once, none of the refused
         assert (await layer.statistics([channel])).channels[channel].waiting == 0
 
-    run(_closing(layer, scenario()))
+    run(closing(layer, scenario()))
 
 
 def test_forty_senders_through_a_full_channel_lose_nothing_and_keep_their_order(rabbitmq_url):
@@ -89,4 +81,4 @@ def test_forty_senders_through_a_full_channel_lose_nothing_and_keep_their_order(
         assert refusals > 0  # the channel really was full on the way
         assert (await layer.statistics()).channel_full_raised == refusals
 
-    run(_closing(layer, scenario()))
+    run(closing(layer, scenario()))

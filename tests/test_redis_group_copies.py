@@ -14,8 +14,8 @@ import asyncio
 import pytest
 
 from reference_layers.base import ChannelFull
-from tests.helpers import CALL_LIMIT, fresh, run
-from tests.test_redis_layer import ClientCommands, closing, layer_on, raw
+from tests.helpers import CALL_LIMIT, closing, fresh, run
+from tests.test_redis_layer import ClientCommands, layer_on, raw
 
 QUIET = 0.3  # seconds a receive is given to show that nothing is there
 

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from tests.helpers import CALL_LIMIT, eventually, fresh, run
+from tests.helpers import CALL_LIMIT, closing, eventually, fresh, run
 from tests.test_redis_group_copies import members_of, run_scenario
-from tests.test_redis_layer import ClientCommands, closing, layer_on, raw
+from tests.test_redis_layer import ClientCommands, layer_on, raw
 
 
 async def copies_waiting(layer, channels: list[str]) -> dict[str, int]:

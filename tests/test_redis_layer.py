@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from reference_layers.base import ChannelFull, LayerConfigError
 from reference_layers.redis import RedisChannelLayer, ShardUnreachable
 from reference_layers.redis.hashring import HashRing
-from tests.helpers import CALL_LIMIT, eventually, fresh, run
+from tests.helpers import CALL_LIMIT, closing, eventually, fresh, run
 
 
 def layer_on(urls, **config) -> RedisChannelLayer:
@@ -33,14 +33,6 @@ def layer_on(urls, **config) -> RedisChannelLayer:
 
 def raw(url: str) -> Redis:
     return redis.Redis.from_url(url)
-
-
-async def closing(layer, coroutine):
-    try:
-        return await coroutine
-    finally:
-        await layer.flush()
-        await layer.close()
 
 
 # --- sharding ------------------------------------------------------------------------------

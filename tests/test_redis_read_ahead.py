@@ -19,8 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from reference_layers.base import ChannelFull
 from reference_layers.redis.copies import READ_AHEAD
 from reference_layers.redis.receiver import LOOK_AGAIN
-from tests.helpers import CALL_LIMIT, fresh, run
-from tests.test_redis_layer import closing, layer_on, raw
+from tests.helpers import CALL_LIMIT, closing, fresh, run
+from tests.test_redis_layer import layer_on, raw
 
 PREFIX = "t-read-ahead"
 
