@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from asgi_conformance import servers
+from asgi_conformance.servers.network import free_port
 from tests.suite_runner import run_suite
 
 ENV_VARS = (servers.REDIS_URLS_ENV, servers.RABBITMQ_URL_ENV, servers.RABBITMQ_BIN_DIR_ENV)
@@ -119,6 +120,7 @@ HOLDING_A_REDIS = """
 import sys
 import redis
 from asgi_conformance import servers
+from asgi_conformance.servers.network import free_port
 context = servers.redis_servers()  # kept: a collected generator would close, stopping the server
 handle = context.__enter__()
 print(handle[0].pid, handle[0].workdir, flush=True)
@@ -163,6 +165,43 @@ def test_a_terminating_signal_stops_the_servers_and_still_ends_the_process(signu
         psutil.Process(pid).kill()  # an orphan of this test's own making: not left behind
     assert not survived, "the server outlived the process that started it"
     assert not workdir.exists()
+
+
+# A child that starts a server process whose port never accepts, so it waits in start() until
+# the timeout; the server process first tells the test its pid over a loopback connection.
+STARTING_FOREVER = """
+import sys
+from pathlib import Path
+from asgi_conformance.servers.processes import ServerProcess
+tell, port, log = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+server = ("import os, socket, time; "
+          f"socket.create_connection(('127.0.0.1', {tell})).sendall(str(os.getpid()).encode()); "
+          "time.sleep(300)")
+ServerProcess([sys.executable, "-c", server], port, log).start()
+"""
+
+
+def test_a_terminating_signal_stops_a_server_still_waiting_for_its_port(tmp_path):
+    """A slow server (RabbitMQ boots for seconds) is in no context until its port accepts."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(60)
+        child = subprocess.Popen(
+            [sys.executable, "-c", STARTING_FOREVER, str(listener.getsockname()[1]),
+             str(free_port()), str(tmp_path / "server.log")], stderr=subprocess.PIPE, text=True)
+        try:
+            connection, _ = listener.accept()  # the server process runs: the child waits in start()
+        except TimeoutError:
+            child.kill()
+            pytest.fail(f"the server process never started: {child.communicate()[1]}")
+        with connection:
+            pid = int(connection.recv(64))
+    child.send_signal(signal.SIGTERM)
+    _, errors = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGTERM, f"the child did not end by SIGTERM: {child.returncode}; {errors}"
+    survived = alive(pid)
+    if survived:
+        psutil.Process(pid).kill()  # an orphan of this test's own making: not left behind
+    assert not survived, "the server outlived the process that was starting it"
 
 
 @pytest.mark.redis

@@ -3,6 +3,7 @@
 Every server a context starts is stopped when the context ends, also when a test fails or
 the run is interrupted; an atexit hook stops what a context never closed, and so does a SIGTERM
 or SIGHUP, which would otherwise end the process with no atexit hook run (``termination``).
+A process still starting (waiting for its port, before any context holds it) is stopped too.
 A stopped server can be started again on the same port and config (a restart in place), its
 state forgotten or kept; a running one can be suspended and resumed by pid (the fault handle's
 pause).
@@ -35,15 +36,22 @@ PROCESS_TIMEOUT = 90.0
 Starter = Callable[[], Server]
 
 _live: set[Server] = set()
+# Every process started and not yet stopped, whoever started it: a signal that comes while a
+# server waits for its port (RabbitMQ takes seconds) finds it in no context yet.
+_running: set[ServerProcess] = set()
 
 
 @atexit.register
 def _stop_leftovers() -> None:
     """Stop what an interrupted run left behind (at exit, mirakuru's own hook then SIGKILLs any
-    stragglers; on SIGTERM or SIGHUP, before the signal ends the process)."""
+    stragglers; on SIGTERM or SIGHUP, before the signal ends the process): servers first, as a
+    whole (their temp dirs too), then any process still starting or started outside them."""
     for server in list(_live):
         with contextlib.suppress(Exception):
             server.stop()
+    for process in list(_running):
+        with contextlib.suppress(Exception):
+            process.stop()
 
 
 @contextlib.contextmanager
@@ -83,6 +91,9 @@ class ServerProcess:
         return process.pid if process is not None else None
 
     def start(self) -> None:
+        """Start it and wait until its port accepts; stopped by a SIGTERM or SIGHUP meanwhile."""
+        cleanup_before_termination(_stop_leftovers)
+        _running.add(self)
         self.executor.start()
 
     def stop(self) -> None:
@@ -91,6 +102,7 @@ class ServerProcess:
         # A server killed from outside (SIGKILL in a test) ends "with an error": fine here.
         with contextlib.suppress(ProcessFinishedWithError):
             self.executor.stop()
+        _running.discard(self)
 
     def close(self) -> None:
         """Stop for good: the log file is closed too."""
