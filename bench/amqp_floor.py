@@ -224,3 +224,55 @@ async def fanout_rate(url: str, members: int, sends: int) -> float:
             await inbox.next()
         await asyncio.gather(*confirms)
         return members * sends / (loop.time() - start)
+
+
+async def copy_fanout_rate(url: str, members: int, sends: int) -> float:
+    """One copy per process with no layer: each group send is one publish, confirmed before
+    the next, into the process's queue; its one consumer hands the body to every member task
+    (to its waiting take, or to its backlog while it is busy), and each member takes every
+    copy. No capacity, expiry or decoding: the least a one-copy-per-process layer can do here.
+    Deliveries per second, as the fanout workload counts them."""
+    async with amqp_queue(url) as (confirmed, queue):
+        loop = asyncio.get_running_loop()
+        inboxes = [_Backlog(loop) for _ in range(members)]
+
+        def delivered(_channel, _method, _properties, body) -> None:
+            for inbox in inboxes:
+                inbox.put(body)
+
+        confirmed.channel.basic_consume(queue, delivered, auto_ack=True)
+
+        async def member(inbox: _Backlog) -> None:
+            for _ in range(sends):
+                await inbox.take()
+
+        start = loop.time()
+        takers = [asyncio.ensure_future(member(inbox)) for inbox in inboxes]
+        for _ in range(sends):
+            await confirmed.publish(queue)
+        await asyncio.gather(*takers)
+        return members * sends / (loop.time() - start)
+
+
+class _Backlog:
+    """One member's copies: handed to its waiting take, or kept until it takes again."""
+
+    __slots__ = ("loop", "backlog", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.backlog: collections.deque[bytes] = collections.deque()
+        self.waiter: asyncio.Future | None = None
+
+    def put(self, body: bytes) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(body)
+        else:
+            self.backlog.append(body)
+
+    async def take(self) -> bytes:
+        if self.backlog:
+            return self.backlog.popleft()
+        self.waiter = self.loop.create_future()
+        return await self.waiter

@@ -147,4 +147,9 @@ def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
             rates = [asyncio.run(amqp_floor.fanout_rate(url, members, sends)) for _ in range(repeat)]
             floors[f"rabbitmq fanout-{members} deliveries/s through forwarding queues, pika with no layer"] = \
                 round(statistics.median(rates))
+        for members, sends in ((100, 100), (1000, 10)):  # the fanout workloads' own sizes
+            rates = [asyncio.run(amqp_floor.copy_fanout_rate(url, members, sends)) for _ in range(repeat)]
+            floors[f"rabbitmq fanout-{members} deliveries/s with one copy per process (each group send one "
+                   "confirmed publish, handed to the waiting members), pika with no layer"] = \
+                round(statistics.median(rates))
     return floors
