@@ -222,6 +222,35 @@ def test_a_flush_in_another_process_drops_the_copies_this_one_holds(cluster):
     run(scenario())
 
 
+async def _subscribers(shard: ClusterShard, channel: str) -> int:
+    """How many connections the node serving ``channel``'s slot has subscribed to it (sharded)."""
+    reply = await shard.on_slot(key_slot(channel), lambda node, asking: node.call(b"PUBSUB", b"SHARDNUMSUB", channel))
+    return int(reply[1])
+
+
+def test_a_flusher_keeps_no_subscription_for_another_processs_keys(cluster):
+    """A flush waits for the answers of the processes holding copies on a subscription per
+    process key it found; once it returned, the flusher lets those go (kept, one per key ever
+    seen, they grew for the life of a process that flushes), and flushing again still works."""
+    async def scenario():
+        holder = RedisChannelLayer(hosts=cluster.config_entries, prefix="xwatch")
+        flusher = RedisChannelLayer(hosts=cluster.config_entries, prefix="xwatch")
+        group = fresh("group").replace("test.", "")
+        first, second = await _members(holder, group, 2)
+        acks = _shard(flusher).keys.epoch(holder.keys.capacity_key(first)) + ":acks"
+        for round_ in range(2):
+            await flusher.group_send(group, {"n": round_})
+            assert await holder.receive(first) == {"n": round_}  # holds second's copy, listening
+            assert (await holder.statistics([second])).channels[second].waiting == 1
+            await flusher.flush()  # waits for holder's answer on acks, subscribed for it
+            assert (await holder.statistics([second])).channels[second].waiting == 0
+            assert await _subscribers(_shard(flusher), acks) == 0
+            for member in (first, second):
+                await holder.group_add(group, member)
+        await asyncio.gather(holder.close(), flusher.close())
+    run(scenario())
+
+
 def test_a_slot_map_gone_wrong_is_corrected_by_moved(cluster):
     async def scenario():
         layer = RedisChannelLayer(hosts=cluster.config_entries)

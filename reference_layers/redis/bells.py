@@ -21,6 +21,7 @@ itself, which counts as a lost connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict, deque
 from typing import Callable
 
@@ -154,6 +155,15 @@ class Bells:
             if self._subscribed.get(bell) is confirmed:
                 del self._subscribed[bell]
             raise error
+
+    async def unsubscribe(self, bell: bytes) -> None:
+        """Drop the subscription of ``bell`` if no listener is left on it; return once the server
+        confirmed (at once if it was not subscribed, or the connection is gone with it)."""
+        if bell in self._listeners or self._subscribed.pop(bell, None) is None:
+            return
+        if self._wire is not None and not self._wire.closed:
+            with contextlib.suppress(RedisConnectionError):
+                await self._wire.command(self._unsubscribe, bell)
 
     def close(self) -> None:
         self._closed = True

@@ -289,9 +289,7 @@ class ClusterShard(ClusterRouter):
 
     async def _announce(self, process: str) -> None:
         epoch_key = self.keys.epoch(process)
-        watch = self.key_flushes.for_key(process)
-        assert isinstance(watch, FlushWatch)
-        await watch.announce(lambda: self._run_on(key_slot(epoch_key), FLUSHED, [epoch_key], []))
+        await self.key_flushes.announce(process, lambda: self._run_on(key_slot(epoch_key), FLUSHED, [epoch_key], []))
 
     async def aclose(self) -> None:
         self.key_flushes.close()

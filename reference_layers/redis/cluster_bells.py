@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -29,6 +30,10 @@ class ClusterBells:
             del self._listeners[bell]
         for node in self._nodes():
             node.bells.forget(bell, listener)
+
+    async def unsubscribe(self, bell: bytes) -> None:
+        """Drop ``bell``'s subscription on whichever node has it, once no listener is left on it."""
+        await asyncio.gather(*(node.bells.unsubscribe(bell) for node in self._nodes()))
 
     async def subscribe(self, bell: bytes) -> None:
         """Return once a push on ``bell`` is sure to ring, on the node that serves it now."""

@@ -8,10 +8,15 @@ has a FlushWatch of its own, told on the sharded channel of that name on K's nod
 deletes the prefix's keys on every master, then moves on the epoch of every process key it
 found and waits for the answers of the loops that heard it, as flushes.py describes. Normal
 channels hold nothing in any process (no inbox, no read-ahead in a cluster): nothing to watch.
+
+A flush finds the keys of every process; the watch it makes for one this loop never received
+on is let go once the flush returned (else a process that flushes now and then would keep a
+subscription for every process key it ever saw).
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -35,9 +40,33 @@ class KeyFlushes:
         self._read = read
         self._answer = answer
         self._watches: dict[str, FlushWatch] = {}
+        self._used: set[str] = set()  # keys this loop receives on (or counts): their watches stay
+        self._announcing: collections.Counter[str] = collections.Counter()  # flushes under way per key
         self.on_flush: Callable[[str, int], None] = lambda capacity_key, epoch: None
 
     def for_key(self, capacity_key: str) -> FlushWatch | Unwatched:
+        """The watch of what this loop holds of ``capacity_key``, kept while the loop lives."""
+        watch = self._watch(capacity_key)
+        if isinstance(watch, FlushWatch):
+            self._used.add(capacity_key)
+        return watch
+
+    async def announce(self, capacity_key: str, flushed: Callable[[], Awaitable[list]]) -> None:
+        """FlushWatch.announce on the key's watch; a watch made only for flushes is let go after."""
+        watch = self._watch(capacity_key)
+        assert isinstance(watch, FlushWatch)
+        self._announcing[capacity_key] += 1
+        try:
+            await watch.announce(flushed)
+        finally:
+            self._announcing[capacity_key] -= 1
+            if not self._announcing[capacity_key]:
+                del self._announcing[capacity_key]
+                if capacity_key not in self._used and self._watches.get(capacity_key) is watch:
+                    del self._watches[capacity_key]
+                    await watch.stop()
+
+    def _watch(self, capacity_key: str) -> FlushWatch | Unwatched:
         if not is_process_specific(capacity_key):  # a normal channel: nothing of it is held anywhere
             return UNWATCHED
         watch = self._watches.get(capacity_key)

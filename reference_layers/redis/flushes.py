@@ -42,7 +42,11 @@ class BellBoard(Protocol):
 
     def listen(self, bell: bytes, listener: Listener) -> None: ...
 
+    def forget(self, bell: bytes, listener: Listener) -> None: ...
+
     async def subscribe(self, bell: bytes) -> None: ...
+
+    async def unsubscribe(self, bell: bytes) -> None: ...
 
 
 class FlushWatch:
@@ -80,6 +84,14 @@ class FlushWatch:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
+
+    async def stop(self) -> None:
+        """Hear this epoch no more (a watch a flush made for another process's key): listeners
+        forgotten, subscriptions dropped."""
+        self.close()
+        self._bells.forget(self._channel, self._heard)
+        self._bells.forget(self._acks, self._acked)
+        await asyncio.gather(self._bells.unsubscribe(self._acks), self._bells.unsubscribe(self._channel))
 
     def admits(self, epoch: int) -> bool:
         """A pop ran in ``epoch``: may what it left held be kept?"""
