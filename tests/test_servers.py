@@ -120,7 +120,6 @@ HOLDING_A_REDIS = """
 import sys
 import redis
 from asgi_conformance import servers
-from asgi_conformance.servers.network import free_port
 context = servers.redis_servers()  # kept: a collected generator would close, stopping the server
 handle = context.__enter__()
 print(handle[0].pid, handle[0].workdir, flush=True)
