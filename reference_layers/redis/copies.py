@@ -39,9 +39,17 @@ import asyncio
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Collection
+from typing import Callable, Collection, Protocol
 
 READ_AHEAD = 64  # messages a pop takes beyond what waiting receivers want, for process channels
+
+
+class Flushes(Protocol):
+    """A capacity key's flush epoch as this loop knows it (flushes.FlushWatch, or Unwatched)."""
+
+    def admits(self, epoch: int) -> bool: ...
+
+    def current_at(self, now: float) -> bool: ...
 
 
 class Counted(enum.Enum):
@@ -156,6 +164,7 @@ class CopyShelf:
     def __init__(self, uncount: Callable[[Copy], None] = lambda copy: None) -> None:
         self._held: dict[str, deque[Copy]] = {}
         self._channels_of: dict[str, set[str]] = {}  # capacity key -> its channels with copies here
+        self._current: dict[str, Callable[[float], bool]] = {}  # capacity key -> are its flushes heard at this time
         self._uncount = uncount
         self._counted_here = 0  # copies of Counted.HERE held: none, and no send needs to look
 
@@ -170,38 +179,72 @@ class CopyShelf:
         """The channels with copies here (a live view: ``channel in`` it, with no call)."""
         return self._held.keys()
 
-    def put(self, copies: list[Copy]) -> None:
-        """Hold ``copies`` (a pop's: a fan-out puts hundreds at once, so this loop is kept lean)."""
-        held, channels_of, here = self._held, self._channels_of, 0
+    def put(self, copies: list[Copy], current: Callable[[float], bool] | None = None) -> None:
+        """Hold ``copies``, a pop's, so of one capacity key (a fan-out puts hundreds at once: this
+        loop is kept lean). ``current``: whether the flushes of that key are heard at a given loop
+        time (flushes.py), for ``take_ready``."""
+        if not copies:
+            return
+        capacity_key = copies[0].capacity_key
+        if current is not None:
+            self._current[capacity_key] = current
+        held, fresh, here = self._held, [], 0
         for copy in copies:
             queue = held.get(copy.channel)
             if queue is None:
                 held[copy.channel] = deque((copy,))
-                keyed = channels_of.get(copy.capacity_key)
-                if keyed is None:
-                    keyed = channels_of[copy.capacity_key] = set()
-                keyed.add(copy.channel)
+                fresh.append(copy.channel)
             else:
                 queue.append(copy)
             if copy.counted is Counted.HERE:
                 here += 1
+        keyed = self._channels_of.get(capacity_key)
+        if keyed is None:
+            self._channels_of[capacity_key] = set(fresh)
+        else:
+            keyed.update(fresh)
         self._counted_here += here
 
     def take(self, channel: str, now: float) -> Copy | None:
         """The oldest unexpired copy for ``channel`` (dropping expired ones), or None. It is
         uncounted on the server now if the server counted it."""
-        queue = self._held.get(channel)
+        held = self._held
+        queue = held.get(channel)
         while queue:
             copy = queue.popleft()
             if not queue:
-                self._forget(copy)
+                del held[channel]
+                self._forget_channel(copy.capacity_key, channel)
             if copy.counted is Counted.HERE:
                 self._counted_here -= 1
+            elif copy.deadline > now:
+                self._uncount(copy)
+                return copy
             if copy.deadline > now:
-                if copy.counted is Counted.BY_SERVER:
-                    self._uncount(copy)
                 return copy
         return None
+
+    def take_ready(self, channel: str) -> Copy | None:
+        """``take`` now, if the flushes of the copy's capacity key are heard (so no flush came
+        since its pop); else None, taking nothing: the caller listens first, then takes. Members
+        receiving one after another come here once each, with no coroutine of their own: the
+        common case (an unexpired group copy) is taken in this one call."""
+        queue = self._held.get(channel)
+        if not queue:
+            return None
+        copy = queue[0]
+        current = self._current.get(copy.capacity_key)
+        now = asyncio.get_running_loop().time()
+        if current is None or not current(now):
+            return None
+        if copy.deadline <= now or copy.counted is not Counted.HERE:
+            return self.take(channel, now)  # expired ones dropped, one read ahead uncounted
+        queue.popleft()
+        self._counted_here -= 1
+        if not queue:
+            del self._held[channel]
+            self._forget_channel(copy.capacity_key, channel)
+        return copy
 
     def restore(self, copy: Copy) -> None:
         """Put back a copy ``take`` gave that found no taker, at the head again (uncounted on
@@ -276,16 +319,21 @@ class CopyShelf:
     def clear(self) -> None:
         self._held.clear()
         self._channels_of.clear()
+        self._current.clear()
         self._counted_here = 0
 
     def _forget(self, copy: Copy) -> None:
         """``copy``'s channel holds nothing more here."""
         self._held.pop(copy.channel, None)
-        channels = self._channels_of.get(copy.capacity_key)
+        self._forget_channel(copy.capacity_key, copy.channel)
+
+    def _forget_channel(self, capacity_key: str, channel: str) -> None:
+        channels = self._channels_of.get(capacity_key)
         if channels is not None:
-            channels.discard(copy.channel)
+            channels.discard(channel)
             if not channels:
-                del self._channels_of[copy.capacity_key]
+                del self._channels_of[capacity_key]
+                self._current.pop(capacity_key, None)
 
 
 class Pop:
@@ -296,9 +344,9 @@ class Pop:
     cancelled awaiter still collect what the pop took, with ``collect``."""
 
     def __init__(self, raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf,
-                 admits: Callable[[int], bool]):
+                 flushes: Flushes):
         self._raw = raw
-        self._admits = admits  # may what a pop of this flush epoch left held be kept (flushes.py)
+        self._flushes = flushes  # may what a pop of this flush epoch left held be kept (flushes.py)
         self.wanted = wanted
         self._capacity_key = capacity_key
         self._shelf = shelf
@@ -320,8 +368,8 @@ class Pop:
                 except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
                     self._read = exc
                 else:
-                    if self._admits(self._read.epoch):
-                        self._shelf.put(self._read.held)  # else a flush came after the pop: dropped
+                    if self._flushes.admits(self._read.epoch):  # else a flush came after the pop: dropped
+                        self._shelf.put(self._read.held, self._flushes.current_at)
         if not self.ready.done():
             if isinstance(self._read, BaseException):
                 self.ready.set_exception(self._read)

@@ -107,22 +107,16 @@ class RedisChannelLayer(LayerCore):
 
     async def receive(self, channel: str) -> dict:
         """Wait for, and return, the next message on ``channel``. A copy this loop holds for it is
-        taken at once, with no coroutine of ``_receive``'s (members receiving one after another)."""
-        self.check_receivable(check_channel_name(channel))
+        taken at once, with no coroutine of ``_receive``'s (members receiving one after another).
+        A channel with copies held was checked already: its copies came by a pop of this loop's
+        own capacity key, for channels a receive or group_add checked."""
         state = self._loops.current()
-        if state.shelf.holds(channel):
-            copy = self._held_now(state, channel)
+        if type(channel) is str:
+            copy = state.shelf.take_ready(channel)
             if copy is not None:
                 return self.codec.decode(copy.body)
+        self.check_receivable(check_channel_name(channel))
         return self.codec.decode(await self._receive_in(state, channel))
-
-    def _held_now(self, state: _LoopState, channel: str) -> Copy | None:
-        """The oldest copy held for ``channel`` if the shard's flushes are heard now; else None
-        (``_receive`` then listens first, see ``_take_held``)."""
-        key = self.keys.capacity_key(channel)
-        flushes = state.shards[self.ring.index_for(key)].flushes_for(key)
-        now = asyncio.get_running_loop().time()
-        return state.shelf.take(channel, now) if flushes.current_at(now) else None
 
     async def _receive(self, channel: str) -> bytes:
         return await self._receive_in(self._loops.current(), channel)
@@ -173,7 +167,7 @@ class RedisChannelLayer(LayerCore):
         try:
             wanted = {channel: 1}
             raw, _ = await shard.start_pop(key, wanted)
-            pop = Pop(raw, wanted, key, state.shelf, shard.flushes_for(key).admits)
+            pop = Pop(raw, wanted, key, state.shelf, shard.flushes_for(key))
             try:
                 messages = (await pop.ready).messages
             except asyncio.CancelledError:  # the pop is on the wire: what it takes goes on

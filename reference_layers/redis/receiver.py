@@ -112,7 +112,7 @@ class Receiver:
                     queued = self.shard.pop_now(self.capacity_key, wanted)
                     if queued is not None:
                         self._emptied.popping()
-                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf, self._flushes.admits)
+                        self._early = Pop(queued[0], wanted, self.capacity_key, self._shelf, self._flushes)
                         self._popping = True
             self._wake.set_result(None)
 
@@ -226,7 +226,7 @@ class Receiver:
                         self._emptied.popping()
                         self._popping = True
                         raw, _ = await self.shard.start_pop(self.capacity_key, wanted)
-                        pending = Pop(raw, wanted, self.capacity_key, self._shelf, self._flushes.admits)
+                        pending = Pop(raw, wanted, self.capacity_key, self._shelf, self._flushes)
                     reply = await self._popped(pending)
                     self._emptied.popped(pending.wanted, reply)
                 except ResponseError as exc:
