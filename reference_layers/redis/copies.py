@@ -159,13 +159,17 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
 class CopyShelf:
     """The copies one event loop holds for its channels, oldest first per channel.
 
-    ``uncount(copy)`` is called for each copy counted by the server that ``take`` gives out."""
+    ``uncount(copy)`` is called for each copy counted by the server that ``take`` gives out;
+    ``clock``: the event loop's time (the copies' deadlines are in it). The copies held are
+    of this process's own capacity keys (``p!``), a few at most: what counts per key is found
+    by looking at every channel held, with no index to keep up on each take."""
 
-    def __init__(self, uncount: Callable[[Copy], None] = lambda copy: None) -> None:
+    def __init__(self, uncount: Callable[[Copy], None] = lambda copy: None,
+                 clock: Callable[[], float] | None = None) -> None:
         self._held: dict[str, deque[Copy]] = {}
-        self._channels_of: dict[str, set[str]] = {}  # capacity key -> its channels with copies here
         self._current: dict[str, Callable[[float], bool]] = {}  # capacity key -> are its flushes heard at this time
         self._uncount = uncount
+        self._clock = clock
         self._counted_here = 0  # copies of Counted.HERE held: none, and no send needs to look
 
     def __bool__(self) -> bool:
@@ -185,24 +189,17 @@ class CopyShelf:
         time (flushes.py), for ``take_ready``."""
         if not copies:
             return
-        capacity_key = copies[0].capacity_key
         if current is not None:
-            self._current[capacity_key] = current
-        held, fresh, here = self._held, [], 0
+            self._current[copies[0].capacity_key] = current
+        held, here = self._held, 0
         for copy in copies:
             queue = held.get(copy.channel)
             if queue is None:
                 held[copy.channel] = deque((copy,))
-                fresh.append(copy.channel)
             else:
                 queue.append(copy)
             if copy.counted is Counted.HERE:
                 here += 1
-        keyed = self._channels_of.get(capacity_key)
-        if keyed is None:
-            self._channels_of[capacity_key] = set(fresh)
-        else:
-            keyed.update(fresh)
         self._counted_here += here
 
     def take(self, channel: str, now: float) -> Copy | None:
@@ -214,7 +211,6 @@ class CopyShelf:
             copy = queue.popleft()
             if not queue:
                 del held[channel]
-                self._forget_channel(copy.capacity_key, channel)
             if copy.counted is Counted.HERE:
                 self._counted_here -= 1
             elif copy.deadline > now:
@@ -234,7 +230,7 @@ class CopyShelf:
             return None
         copy = queue[0]
         current = self._current.get(copy.capacity_key)
-        now = asyncio.get_running_loop().time()
+        now = self._clock() if self._clock is not None else asyncio.get_running_loop().time()
         if current is None or not current(now):
             return None
         if copy.deadline <= now or copy.counted is not Counted.HERE:
@@ -243,7 +239,6 @@ class CopyShelf:
         self._counted_here -= 1
         if not queue:
             del self._held[channel]
-            self._forget_channel(copy.capacity_key, channel)
         return copy
 
     def restore(self, copy: Copy) -> None:
@@ -254,15 +249,13 @@ class CopyShelf:
         queue = self._held.get(copy.channel)
         if queue is None:
             queue = self._held[copy.channel] = deque()
-            self._channels_of.setdefault(copy.capacity_key, set()).add(copy.channel)
         queue.appendleft(copy)
 
     def take_all(self, channel: str) -> list[Copy]:
         """Every copy for ``channel``, to push back to its queue (which counts them all again)."""
-        queue = self._held.get(channel)
+        queue = self._held.pop(channel, None)
         if not queue:
             return []
-        self._forget(queue[0])
         self._counted_here -= sum(1 for copy in queue if copy.counted is Counted.HERE)
         return list(queue)
 
@@ -277,7 +270,7 @@ class CopyShelf:
             if kept:
                 self._held[channel] = kept
             else:
-                self._forget(queue[0])
+                del self._held[channel]
 
     def take_everything(self) -> list[Copy]:
         """Every copy held, oldest first per channel: for a closing loop to push back."""
@@ -286,27 +279,27 @@ class CopyShelf:
     def held_for(self, capacity_key: str, now: float) -> int:
         """Unexpired copies held for the channels of ``capacity_key`` that the server does not
         count (they count against it)."""
-        channels = self._channels_of.get(capacity_key)
-        if not channels or not self._counted_here:
-            return 0
-        count = 0
-        for channel in list(channels):
-            queue = self._held[channel]
+        return self.held_keys(now).get(capacity_key, 0)
+
+    def held_keys(self, now: float) -> dict[str, int]:
+        """Capacity key -> its unexpired copies held here and counted here, for the keys with any
+        (expired ones are dropped on the way)."""
+        if not self._counted_here:
+            return {}
+        counts: dict[str, int] = {}
+        for channel, queue in list(self._held.items()):
             while queue and queue[0].deadline <= now:  # deadlines grow along a queue
                 expired = queue.popleft()
                 if expired.counted is Counted.HERE:
                     self._counted_here -= 1
-                if not queue:
-                    self._forget(expired)
-            count += sum(1 for copy in queue if copy.counted is Counted.HERE)
-        return count
-
-    def held_keys(self, now: float) -> dict[str, int]:
-        """Capacity key -> its unexpired copies held here and counted here, for the keys with any."""
-        if not self._counted_here:
-            return {}
-        counts = {key: self.held_for(key, now) for key in list(self._channels_of)}
-        return {key: count for key, count in counts.items() if count}
+            if not queue:
+                del self._held[channel]
+                continue
+            here = sum(1 for copy in queue if copy.counted is Counted.HERE)
+            if here:
+                key = queue[0].capacity_key
+                counts[key] = counts.get(key, 0) + here
+        return counts
 
     def waiting(self, channel: str, now: float) -> tuple[int, float | None]:
         """(unexpired copies held for ``channel``, the oldest one's deadline)."""
@@ -318,22 +311,8 @@ class CopyShelf:
 
     def clear(self) -> None:
         self._held.clear()
-        self._channels_of.clear()
         self._current.clear()
         self._counted_here = 0
-
-    def _forget(self, copy: Copy) -> None:
-        """``copy``'s channel holds nothing more here."""
-        self._held.pop(copy.channel, None)
-        self._forget_channel(copy.capacity_key, copy.channel)
-
-    def _forget_channel(self, capacity_key: str, channel: str) -> None:
-        channels = self._channels_of.get(capacity_key)
-        if channels is not None:
-            channels.discard(channel)
-            if not channels:
-                del self._channels_of[capacity_key]
-                self._current.pop(capacity_key, None)
 
 
 class Pop:

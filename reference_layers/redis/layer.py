@@ -79,7 +79,7 @@ class RedisChannelLayer(LayerCore):
         self.keys = KeySpace(prefix)
         self._expiry_ms = max(1, round(self.expiry * 1000))
         self._group_expiry_ms = max(1, round(self.group_expiry * 1000))
-        self._loops: PerLoop[_LoopState] = PerLoop(lambda loop: self._new_loop_state(), self._close_loop_state)
+        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, self._close_loop_state)
         self._counters = Counters()
         self._memberships = MembershipBook(len(self.addresses))
 
@@ -321,7 +321,7 @@ class RedisChannelLayer(LayerCore):
         """channels_redis's name for ``close()``, so code moved from it (tests, task runners) runs."""
         await self.close()
 
-    def _new_loop_state(self) -> _LoopState:
+    def _new_loop_state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
         shards = [
             ClusterShard(address, self.prefix, self.reconnect_timeout) if isinstance(address, ClusterAddress) else
             ShardClient(address, self.keys, self.reconnect_timeout, self._memberships, index,
@@ -333,7 +333,7 @@ class RedisChannelLayer(LayerCore):
             if isinstance(shard, ShardClient):
                 shard.uncount(copy)
 
-        shelf = CopyShelf(uncount)
+        shelf = CopyShelf(uncount, loop.time)
         for index, shard in enumerate(shards):
             if isinstance(shard, ShardClient):
                 shard.flushes.on_flush = partial(self._drop_flushed, shelf, index)
