@@ -210,3 +210,27 @@ def test_a_loop_that_was_not_running_during_a_flush_reads_the_epoch_before_servi
         await other.close()
 
     run(closing(owner, body()))
+
+
+def test_receives_waiting_several_to_a_channel_each_get_a_message_of_their_own(redis_urls):
+    # Their pops name the wanted queues and how many each one's receives want (5 and 3 here),
+    # and read them once messages wait there (scripts.POP). Which of a channel's concurrent
+    # receives gets which message, the spec leaves open.
+    owner, other = _owner_and_other(redis_urls, capacity=100)
+
+    async def body():
+        busy, quiet = await owner.new_channel(), await owner.new_channel()
+        waiting = {channel: [asyncio.ensure_future(owner.receive(channel)) for _ in range(count)]
+                   for channel, count in ((busy, 5), (quiet, 3))}
+        await asyncio.sleep(0)  # every receive is waiting
+        for n in range(5):
+            await other.send(busy, {"n": n})
+            if n < 3:
+                await other.send(quiet, {"n": n})
+        for channel, receives in waiting.items():
+            got = [(await asyncio.wait_for(receive, CALL_LIMIT))["n"] for receive in receives]
+            assert sorted(got) == list(range(len(receives)))
+        assert [stats.waiting for stats in (await owner.statistics([busy, quiet])).channels.values()] == [0, 0]
+        await other.close()
+
+    run(closing(owner, body()))

@@ -112,9 +112,14 @@ SEND = _COMMON + r"""
 return push(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
 """
 
-# KEYS: count, bell, inbox, flush epoch, queue_1..queue_n. ARGV: the queue key of a member without its
-# local name (``P:q:p!``), how many messages to read ahead per queue, then how many messages each queue's
-# receivers want.
+# KEYS: count, bell, inbox, flush epoch. ARGV: the queue key of a member without its local name
+# (``P:q:p!``), how many messages to read ahead per queue, how many queues are wanted, their
+# channels' local names comma-joined (``x`` for ``p!x``; '' for a normal channel, its own capacity
+# key), and how many messages each queue's receivers want, comma-joined ('' when one each): see
+# ``pop_arguments``. The wanted queues go as two strings, not a key each, and are read only when
+# a message waits in a queue: a fan-out's pop for hundreds of waiting members costs the server no
+# string per member. (A queue is the same key as ARGV[1] .. local name, in a cluster too, where
+# all of one capacity key's keys share its slot.)
 # First drains the inbox, uncounting its copies (the process counts what it holds, copies.py).
 # Each unexpired entry's copies are marked, one letter per member: 't' taken for a receiver
 # waiting here, 'h' held by the receiving process for a receive to come, 'q' put in the member's
@@ -142,9 +147,17 @@ local queues = ARGV[1]
 local draining = redis.call('LLEN', KEYS[3]) > 0
 local total = draining and copies_held(KEYS[1], now) or 0
 local checked = redis.call('ZCARD', KEYS[1]) > 0  -- messages wait in queues: look at each member's
-local wanted = {}
-for i = 5, checked and #KEYS or 0 do  -- unchecked, no queue is read (a fan-out's waiters: hundreds)
-  wanted[KEYS[i]] = tonumber(ARGV[i - 2])
+local wanted, order = {}, {}  -- queue -> how many its receivers want; the queues in ARGV's order
+if checked then  -- unchecked, no queue is read (a fan-out's waiters: hundreds)
+  local counts = {}
+  for count in string.gmatch(ARGV[5], '[^,]+') do counts[#counts + 1] = tonumber(count) end
+  local n = tonumber(ARGV[3])
+  for name in string.gmatch(ARGV[4] .. ',', '([^,]*),') do
+    if #order == n then break end
+    local queue = queues .. name
+    order[#order + 1] = queue
+    wanted[queue] = counts[#order] or 1
+  end
 end
 while true do
   local entry = redis.call('LPOP', KEYS[3])
@@ -200,20 +213,20 @@ while true do
 end
 if draining then uncount_copies(KEYS[1], total) end
 local ahead = tonumber(ARGV[2])
-for i = 5, checked and #KEYS or 0 do  -- no message counted: no queue of the key holds one
-  local left, extra = wanted[KEYS[i]], ahead
+for i, queue in ipairs(order) do  -- none unless checked: no message counted, no queue of the key holds one
+  local left, extra = wanted[queue], ahead
   while left > 0 or extra > 0 do
-    local entry = redis.call('LPOP', KEYS[i])
+    local entry = redis.call('LPOP', queue)
     if not entry then break end
     local first = string.find(entry, ':', 1, true)
     if tonumber(string.sub(entry, 1, first - 1)) > now then
       if left > 0 then
         local second = string.find(entry, ':', first + 1, true)
         redis.call('ZREM', KEYS[1], string.sub(entry, first + 1, second - 1))
-        out[#out + 1] = i - 4
+        out[#out + 1] = i
         left = left - 1
       else
-        out[#out + 1] = 4 - i
+        out[#out + 1] = -i
         extra = extra - 1
       end
       out[#out + 1] = entry
@@ -288,3 +301,12 @@ epoch = string.format('%.0f', epoch)
 redis.call('SET', KEYS[1], epoch)
 return {epoch, redis.call('PUBLISH', KEYS[1], epoch)}
 """
+
+
+def pop_arguments(queues: str, read_ahead: int, capacity_key: str, wanted: dict[str, int]) -> list:
+    """POP's ARGV: ``queues`` (the queue key of ``capacity_key``'s members without their local
+    names), the read-ahead, and the ``wanted`` channels (all of ``capacity_key``) with their counts."""
+    start = len(capacity_key)
+    counts = wanted.values()
+    return [queues, read_ahead, len(wanted), ",".join([channel[start:] for channel in wanted]),
+            "" if all(count == 1 for count in counts) else ",".join(map(str, counts))]

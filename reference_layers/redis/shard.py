@@ -185,11 +185,9 @@ class ShardClient:
         return self._queue_pop(wire, capacity_key, wanted)
 
     def _queue_pop(self, wire: Wire, capacity_key: str, wanted: dict[str, int]):
-        channels = list(wanted)
-        keys = self._pop_keys(capacity_key, channels)
-        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, self.keys.queues_of(capacity_key),
-                              self.read_ahead(capacity_key),
-                              *wanted.values())), channels
+        keys = self._pop_keys(capacity_key)
+        return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, *scripts.pop_arguments(
+            self.keys.queues_of(capacity_key), self.read_ahead(capacity_key), capacity_key, wanted))), list(wanted)
 
     def flushes_for(self, capacity_key: str) -> FlushWatch:
         """The flush watch of what this loop holds of ``capacity_key``: the shard's one (flushes.py)."""
@@ -230,10 +228,9 @@ class ShardClient:
         for script in SCRIPTS:
             await self.call(b"SCRIPT", b"LOAD", script.source)
 
-    def _pop_keys(self, capacity_key: str, channels: list[str]) -> list[str]:
+    def _pop_keys(self, capacity_key: str) -> list[str]:
         keys = self.keys
-        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key), keys.epoch(capacity_key),
-                *map(keys.queue, channels)]
+        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key), keys.epoch(capacity_key)]
 
     async def push_back(self, capacity_key: str, channel: str, entries: list[bytes], ttl_ms: int) -> None:
         await self.run(PUSH_BACK, [self.keys.count(capacity_key), self.keys.bell(capacity_key),
