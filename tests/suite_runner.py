@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 import pytest
 
+# Imported here, before any in-process run: a run that imported the servers package first would
+# leave ``asgi_conformance.servers`` set on its parent while the restore of sys.modules drops
+# psutil (which mirakuru's process handling looks up there), and stopping this session's
+# servers afterwards would fail with KeyError: 'psutil'.
+import asgi_conformance.servers  # noqa: F401
 from asgi_conformance.requirements import REQUIREMENTS
 
 # The FAULT area runs only where the plugin started the server and --asgi-faults asks for it
