@@ -67,6 +67,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="time limit of one suite test (default %(default)s)")
     group.addoption("--asgi-quiet-period", type=float, default=DEFAULTS.quiet_period, metavar="SECONDS",
                     help="how long the suite watches for a message that must not arrive (default %(default)s)")
+    group.addoption("--asgi-delivery-timeout", type=float, default=DEFAULTS.delivery_timeout, metavar="SECONDS",
+                    help="how long a message may take to arrive before the test fails (default %(default)s)")
     group.addoption("--asgi-server", metavar="KIND[:N]",
                     help="start a throwaway server for the run: redis, redis:3 (three shards), redis-sentinel "
                          "(a master, a replica, three sentinels), redis-cluster:3 (three masters with a replica "
@@ -91,6 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _active(config):
         return
     settings = Settings(timeout=config.getoption("asgi_timeout"), quiet_period=config.getoption("asgi_quiet_period"),
+                        delivery_timeout=config.getoption("asgi_delivery_timeout"),
                         strict=config.getoption("asgi_strict"), fault_timeout=config.getoption("asgi_fault_timeout"))
     config.stash[_settings_key] = settings
     unsupported = list(config.getoption("asgi_unsupported"))

@@ -147,10 +147,11 @@ def test_the_run_settings_reach_a_suite_test_through_the_running_config(pytester
         @requirement("CAP-1")
         async def test_sees_the_options():
             seen = current_settings()
-            assert (seen.quiet_period, seen.timeout, seen.strict) == (0.125, 7.0, True), seen
+            assert (seen.quiet_period, seen.timeout, seen.delivery_timeout, seen.strict) == (0.125, 7.0, 1.5, True), seen
     '''))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--asgi-layer={INMEMORY}", "--asgi-strict",
-                                           "--asgi-quiet-period=0.125", "--asgi-timeout=7", "test_settings_seen.py")
+                                           "--asgi-quiet-period=0.125", "--asgi-timeout=7",
+                                           "--asgi-delivery-timeout=1.5", "test_settings_seen.py")
     result.assert_outcomes(passed=1)
 
 
