@@ -75,8 +75,10 @@ RUN_TIMEOUT = 3600  # and on one whole run of the suite
 REPO_ROOT = Path(__file__).resolve().parent.parent  # on the runs' path: columns name factories in tools/
 
 
-def run_column(column: Column, addresses: dict[str, list[Any]], workdir: Path, strict: bool) -> Report:
-    """One pytest run of the suite against one layer; returns its JSON report (or an error)."""
+def run_column(column: Column, addresses: dict[str, list[Any]], workdir: Path, strict: bool,
+               extra: Sequence[str] = ()) -> Report:
+    """One pytest run of the suite against one layer; returns its JSON report (or an error).
+    ``extra``: more options for the run (the delivery timeout)."""
     config = dict(column.config)
     if column.server:
         kind, _, count = column.server.partition(":")
@@ -84,7 +86,8 @@ def run_column(column: Column, addresses: dict[str, list[Any]], workdir: Path, s
         key = column.config_key or SERVER_KEYS[kind]
         config[key] = entries if kind in LISTED_KINDS else entries[0]
     faults = () if column.server else FAULTS_WITHOUT_A_SERVER
-    return run_suite(column, config, (*faults, *column.args), workdir / f"{abs(hash(column.name))}.json", strict)
+    return run_suite(column, config, (*faults, *column.args, *extra), workdir / f"{abs(hash(column.name))}.json",
+                     strict)
 
 
 def run_fault_area(column: Column, workdir: Path, strict: bool) -> Report:
@@ -263,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only the columns whose name contains one of these; the other columns of "
                              "OUT/conformance.md are kept as they are")
     parser.add_argument("--strict", action="store_true", help="run every layer in strict mode")
+    parser.add_argument("--delivery-timeout", type=float, metavar="SECONDS",
+                        help="how long a message may take to arrive (the plugin's default unless given; the page "
+                             "says so when given)")
     parser.add_argument("--faults", action="store_true",
                         help="also run each server-backed column's FAULT area, on a server of its own (minutes)")
     parser.add_argument("--faults-only", action="store_true",
@@ -272,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     columns = [c for c in COLUMNS if not args.only or any(o in c.name for o in args.only)]
     out = Path(args.out)
+    extra = () if args.delivery_timeout is None else (f"--asgi-delivery-timeout={args.delivery_timeout:g}",)
     with tempfile.TemporaryDirectory() as workdir:
         if args.faults_only:
             page = read_markdown((out / "conformance.md").read_text()) if (out / "conformance.md").exists() else Page({})
@@ -289,12 +296,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             with started_servers(columns) as addresses:
                 for column in columns:
                     print(f"running the suite against {column.name} ...", file=sys.stderr, flush=True)
-                    page.results[column.name] = run_column(column, addresses, Path(workdir), args.strict)
+                    page.results[column.name] = run_column(column, addresses, Path(workdir), args.strict, extra)
         if args.faults or args.faults_only:
             run_fault_areas(page, columns, Path(workdir), args.strict)
     if args.keep_others:
         page = kept_with(page, out / "conformance.md", [c.name for c in columns])
     page.results = {c.name: page.results[c.name] for c in COLUMNS if c.name in page.results}
+    if extra and not args.faults_only:
+        page.provenance = (f"{page.provenance} " if page.provenance else "") + \
+            f"Messages were given {args.delivery_timeout:g} s to arrive (the suite's default: 5 s)."
     out.mkdir(parents=True, exist_ok=True)
     (out / "conformance.md").write_text(markdown(page))
     (out / "conformance.html").write_text(html_page(page.results, page.provenance))
