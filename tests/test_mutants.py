@@ -32,6 +32,9 @@ EXEMPT = {
 }
 CROSS_PROCESS_WAYS = 2  # distinct mutants per XP requirement: one way to break it is not enough
 CONTROLS = ("MSG-2", "NAME-2")  # quick requirements every mutant keeps unless it names them
+# A mutant's broken requirement fails by a message that never comes: 2 s to arrive, not the
+# default 5, is still far above a delivery on one machine, and each failing test waits it out.
+MUTANT_DELIVERY = "--asgi-delivery-timeout=2"
 
 
 def _ids(*ids_or_areas: str) -> list[str]:
@@ -86,12 +89,13 @@ def test_the_suite_fails_exactly_what_the_mutant_breaks(pytester, repo_importabl
     if mutant.cross_process:
         prefix = unique_prefix("mutant")
         try:  # peers meet this process through the prefix, as with the IPC reference layer
-            run = run_suite(pytester, mutant.path, *selection, config={"prefix": prefix}, in_process=True)
+            run = run_suite(pytester, mutant.path, *selection, MUTANT_DELIVERY, config={"prefix": prefix},
+                            in_process=True)
         finally:
             remove_segment(prefix)
             shutil.rmtree(cross_process.files_of(prefix), ignore_errors=True)
     else:
-        run = run_suite(pytester, mutant.path, "--asgi-single-process", *selection, in_process=True)
+        run = run_suite(pytester, mutant.path, "--asgi-single-process", *selection, MUTANT_DELIVERY, in_process=True)
     verdicts = {rid: run.status(rid) for rid in expected}
     assert verdicts == expected, (
         f"{mutant.layer.__name__}: {({rid: v for rid, v in verdicts.items() if v != expected[rid]})}\n"
