@@ -50,30 +50,30 @@ class InMemoryChannelLayer(LayerCore):
 
     # --- channels ------------------------------------------------------------------------
     async def _send(self, channel: str, data: bytes) -> None:
-        if self._held_counts.get(non_local_name(channel), 0) * 2 >= self.capacities.for_channel(channel):
+        key, capacity = non_local_name(channel), self.capacities.for_channel(channel)
+        if self._held_counts.get(key, 0) * 2 >= capacity:
             # At least half full: let receivers on this loop drain it before this send goes in, so
             # a sender outrunning them on one loop meets ChannelFull only if they do not keep up.
             # Before the send, so a cancellation here has sent nothing.
             await asyncio.sleep(0)
         with self._lock:
             try:
-                if self._put(channel, data, time.monotonic()):
+                if self._put(channel, data, time.monotonic(), key, capacity):
                     return
             except ChannelFull:
                 self._counters.channel_full_raised += 1
                 raise
         self._wake_one(channel)
 
-    def _put(self, channel: str, data: bytes, now: float) -> bool:
-        """Deliver one message, or raise ChannelFull; caller holds the lock.
+    def _put(self, channel: str, data: bytes, now: float, key: str, capacity: int) -> bool:
+        """Deliver one message, or raise ChannelFull; caller holds the lock. ``key``: the
+        channel's capacity key, ``capacity`` its capacity (a send finds them before the lock).
 
         True if it went straight to a receiver waiting on this thread's loop (nothing queued
         ahead of it), which then need not be woken to look in the queue: that hand-over
         is what keeps an idle send -> receive as quick as channels' own in-memory layer.
         Capacity is checked first all the same, so both paths refuse the same sends.
         """
-        key = non_local_name(channel)
-        capacity = self.capacities.for_channel(channel)
         if self._held_counts.get(key, 0) >= capacity and self._prune_key(key, now) >= capacity:
             raise ChannelFull(f"channel {channel!r} is full")
         queue = self._queues.get(channel)
@@ -260,7 +260,7 @@ class InMemoryChannelLayer(LayerCore):
                     del members[channel]
                     continue
                 try:
-                    if self._put(channel, data, now):
+                    if self._put(channel, data, now, non_local_name(channel), self.capacities.for_channel(channel)):
                         continue
                 except ChannelFull:  # a full member misses this message; the others still get it
                     self._counters.group_deliveries_missed += 1
