@@ -64,6 +64,8 @@ class FlushWatch:
         self._answer = answer  # publish (channel, epoch) without waiting
         self._losses = 0  # subscriptions lost so far
         self._awaited: dict[int, tuple[int, asyncio.Future]] = {}  # epoch -> (answers missing, all in)
+        self._early: dict[int, int] = {}  # epoch -> answers heard before its flush's script replied
+        self._announcing = 0  # announce() calls under way (answers are kept for them, see _acked)
         self._marked_at = 0.0  # loop time of the latest mark that the loop runs
         self._heartbeat: asyncio.TimerHandle | None = None
         self._listening: asyncio.Future | None = None  # the one listen() under way, for every caller
@@ -131,22 +133,32 @@ class FlushWatch:
                 return
 
     async def announce(self, flushed: Callable[[], Awaitable[list]]) -> None:
-        """Run scripts.FLUSHED (``flushed``), then wait for the answers of the loops that heard it."""
+        """Run scripts.FLUSHED (``flushed``), then wait for the answers of the loops that heard it.
+        An answer may come before the script's reply is read (the ring and the answers travel on
+        the subscription's connection, the reply on another, behind whatever was queued there):
+        it is kept and counted."""
         await self._bells.subscribe(self._acks)
-        epoch, heard = await flushed()
-        epoch, heard = int(epoch), int(heard)
-        self.admits(epoch)
-        if not heard:
-            return
-        all_in = asyncio.get_running_loop().create_future()
-        self._awaited[epoch] = (heard, all_in)
+        self._announcing += 1
         try:
-            await asyncio.wait_for(asyncio.shield(all_in), ACK_TIMEOUT)
-        except asyncio.TimeoutError:
-            log.warning("flush: %d of %d event loops listening did not answer within %g s",
-                        self._awaited[epoch][0], heard, ACK_TIMEOUT)
+            epoch, heard = await flushed()
+            epoch, heard = int(epoch), int(heard)
+            self.admits(epoch)
+            missing = heard - self._early.pop(epoch, 0)
+            if missing <= 0:
+                return
+            all_in = asyncio.get_running_loop().create_future()
+            self._awaited[epoch] = (missing, all_in)
+            try:
+                await asyncio.wait_for(asyncio.shield(all_in), ACK_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("flush: %d of %d event loops listening did not answer within %g s",
+                            self._awaited[epoch][0], heard, ACK_TIMEOUT)
+            finally:
+                del self._awaited[epoch]
         finally:
-            del self._awaited[epoch]
+            self._announcing -= 1
+            if not self._announcing:
+                self._early.clear()
 
     def _heard(self, epoch: int) -> None:
         if epoch < 0:  # the subscription went with its connection
@@ -160,11 +172,14 @@ class FlushWatch:
 
     def _acked(self, epoch: int) -> None:
         awaited = self._awaited.get(epoch)
-        if awaited is not None:
-            missing, all_in = awaited
-            self._awaited[epoch] = (missing - 1, all_in)
-            if missing <= 1 and not all_in.done():
-                all_in.set_result(None)
+        if awaited is None:
+            if self._announcing:  # maybe for a flush whose script's reply is still on its way
+                self._early[epoch] = self._early.get(epoch, 0) + 1
+            return
+        missing, all_in = awaited
+        self._awaited[epoch] = (missing - 1, all_in)
+        if missing <= 1 and not all_in.done():
+            all_in.set_result(None)
 
     def _mark(self) -> None:
         loop = asyncio.get_running_loop()
