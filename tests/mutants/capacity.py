@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 from reference_layers.base import CapacityRules
+from reference_layers.core.names import non_local_name
 from reference_layers.inmemory import (  # noqa: F401 - the suite looks its exceptions up in the layer's module
     ChannelFull,
     InMemoryChannelLayer,
@@ -34,10 +35,10 @@ class ReceiveKeepsRoomTaken(InMemoryChannelLayer):
         super().__init__(**config)
         self._ever_sent = Counter()
 
-    def _put(self, channel, data, now):
+    def _put(self, channel, data, now, key, capacity):
         if self._ever_sent[channel] >= self.capacities.for_channel(channel):
             raise ChannelFull(f"channel {channel!r} is full")
-        super()._put(channel, data, now)
+        super()._put(channel, data, now, key, capacity)
         self._ever_sent[channel] += 1
 
 
@@ -92,6 +93,6 @@ class GroupSendRaisesChannelFull(InMemoryChannelLayer):
         with self._lock:
             members = list(self._groups.get(group, {}))
             for channel in members:
-                self._put(channel, data, now)
+                self._put(channel, data, now, non_local_name(channel), self.capacities.for_channel(channel))
         for channel in members:
             self._wake_one(channel)

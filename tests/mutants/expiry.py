@@ -32,8 +32,8 @@ class ExpiresWholeChannel(InMemoryChannelLayer):
     """Breaks EXP-1: expiry per channel, not per message: a message queued behind others
     expires with the oldest of them."""
 
-    def _put(self, channel, data, now):
-        super()._put(channel, data, now)
+    def _put(self, channel, data, now, key, capacity):
+        super()._put(channel, data, now, key, capacity)
         queue = self._queues[channel]
         if len(queue) > 1:
             queue[-1] = (queue[0][0], queue[-1][1])
