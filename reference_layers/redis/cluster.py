@@ -85,10 +85,6 @@ class ClusterShard(ClusterRouter):
                                        [self.keys.queue(channel), self.keys.count(key), self.keys.bell(key)],
                                        [expiry_ms, capacity, body], after_write))
 
-    def _pop_keys(self, capacity_key: str) -> list[str]:
-        keys = self.keys
-        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key), keys.epoch(capacity_key)]
-
     def _pop_args(self, capacity_key: str, wanted: dict[str, int]) -> list:
         return pop_arguments(self.keys.queues_of(capacity_key), self.read_ahead(capacity_key), capacity_key, wanted)
 
@@ -99,7 +95,7 @@ class ClusterShard(ClusterRouter):
 
     async def start_pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]]:
         channels = list(wanted)
-        keys, counts = self._pop_keys(capacity_key), self._pop_args(capacity_key, wanted)
+        keys, counts = self.keys.pop_keys(capacity_key), self._pop_args(capacity_key, wanted)
 
         async def attempt(node: ClusterNode, asking: bool) -> asyncio.Future:
             return node.queue_script(await node.connected(), POP, keys, counts, asking)
@@ -108,7 +104,7 @@ class ClusterShard(ClusterRouter):
 
     def pop_now(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]] | None:
         """A pop queued without awaiting; None unless the map is fresh and the node connected."""
-        keys = self._pop_keys(capacity_key)
+        keys = self.keys.pop_keys(capacity_key)
         owner = self._map.owner(key_slot(keys[0])) if self._map is not None and not self._stale else None
         wire = self._nodes[owner].open_wire() if owner in self._nodes else None
         if owner is None or wire is None:

@@ -43,6 +43,10 @@ class KeySpace:
         """The flush epoch a pop of ``capacity_key`` reads: the shard's, the same for every key."""
         return self.flush_epoch
 
+    def pop_keys(self, capacity_key: str) -> list[str]:
+        """POP's KEYS for ``capacity_key`` (scripts.py): its count, bell, inbox and flush epoch."""
+        return [self.count(capacity_key), self.bell(capacity_key), self.inbox(capacity_key), self.epoch(capacity_key)]
+
     def count(self, capacity_key: str) -> str:
         return f"{self.prefix}n:{capacity_key}"
 

@@ -185,7 +185,7 @@ class ShardClient:
         return self._queue_pop(wire, capacity_key, wanted)
 
     def _queue_pop(self, wire: Wire, capacity_key: str, wanted: dict[str, int]):
-        keys = self._pop_keys(capacity_key)
+        keys = self.keys.pop_keys(capacity_key)
         return wire.call(pack(b"EVALSHA", POP.sha, len(keys), *keys, *scripts.pop_arguments(
             self.keys.queues_of(capacity_key), self.read_ahead(capacity_key), capacity_key, wanted))), list(wanted)
 
@@ -227,10 +227,6 @@ class ShardClient:
         """Load every script again: the one recovery from NOSCRIPT, for sends and pops alike."""
         for script in SCRIPTS:
             await self.call(b"SCRIPT", b"LOAD", script.source)
-
-    def _pop_keys(self, capacity_key: str) -> list[str]:
-        keys = self.keys
-        return [keys.count(capacity_key), keys.bell(capacity_key), keys.inbox(capacity_key), keys.epoch(capacity_key)]
 
     async def push_back(self, capacity_key: str, channel: str, entries: list[bytes], ttl_ms: int) -> None:
         await self.run(PUSH_BACK, [self.keys.count(capacity_key), self.keys.bell(capacity_key),
