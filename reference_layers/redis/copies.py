@@ -164,8 +164,7 @@ class CopyShelf:
     of this process's own capacity keys (``p!``), a few at most: what counts per key is found
     by looking at every channel held, with no index to keep up on each take."""
 
-    def __init__(self, uncount: Callable[[Copy], None] = lambda copy: None,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, uncount: Callable[[Copy], None], clock: Callable[[], float]) -> None:
         self._held: dict[str, deque[Copy]] = {}
         self._current: dict[str, Callable[[float], bool]] = {}  # capacity key -> are its flushes heard at this time
         self._uncount = uncount
@@ -183,14 +182,13 @@ class CopyShelf:
         """The channels with copies here (a live view: ``channel in`` it, with no call)."""
         return self._held.keys()
 
-    def put(self, copies: list[Copy], current: Callable[[float], bool] | None = None) -> None:
+    def put(self, copies: list[Copy], current: Callable[[float], bool]) -> None:
         """Hold ``copies``, a pop's, so of one capacity key (a fan-out puts hundreds at once: this
         loop is kept lean). ``current``: whether the flushes of that key are heard at a given loop
         time (flushes.py), for ``take_ready``."""
         if not copies:
             return
-        if current is not None:
-            self._current[copies[0].capacity_key] = current
+        self._current[copies[0].capacity_key] = current
         held, here = self._held, 0
         for copy in copies:
             queue = held.get(copy.channel)
@@ -230,7 +228,7 @@ class CopyShelf:
             return None
         copy = queue[0]
         current = self._current.get(copy.capacity_key)
-        now = self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+        now = self._clock()
         if current is None or not current(now):
             return None
         if copy.deadline <= now or copy.counted is not Counted.HERE:

@@ -46,9 +46,9 @@ _KNOWN_KEYS = ("hosts", "prefix", "expiry", "group_expiry", "capacity", "channel
 @dataclass
 class _LoopState:
     shards: list[ShardClient | ClusterShard]
+    shelf: CopyShelf  # group copies and messages read ahead, for this loop's receives
     receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
     taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
-    shelf: CopyShelf = field(default_factory=CopyShelf)  # group copies and messages read ahead, for this loop's receives
 
 
 class RedisChannelLayer(LayerCore):
