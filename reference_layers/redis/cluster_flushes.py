@@ -16,7 +16,6 @@ subscription for every process key it ever saw).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -41,7 +40,6 @@ class KeyFlushes:
         self._answer = answer
         self._watches: dict[str, FlushWatch] = {}
         self._used: set[str] = set()  # keys this loop receives on (or counts): their watches stay
-        self._announcing: collections.Counter[str] = collections.Counter()  # flushes under way per key
         self.on_flush: Callable[[str, int], None] = lambda capacity_key, epoch: None
 
     def for_key(self, capacity_key: str) -> FlushWatch | Unwatched:
@@ -55,16 +53,12 @@ class KeyFlushes:
         """FlushWatch.announce on the key's watch; a watch made only for flushes is let go after."""
         watch = self._watch(capacity_key)
         assert isinstance(watch, FlushWatch)
-        self._announcing[capacity_key] += 1
         try:
             await watch.announce(flushed)
         finally:
-            self._announcing[capacity_key] -= 1
-            if not self._announcing[capacity_key]:
-                del self._announcing[capacity_key]
-                if capacity_key not in self._used and self._watches.get(capacity_key) is watch:
-                    del self._watches[capacity_key]
-                    await watch.stop()
+            if not watch.announcing and capacity_key not in self._used and self._watches.get(capacity_key) is watch:
+                del self._watches[capacity_key]
+                await watch.stop()
 
     def _watch(self, capacity_key: str) -> FlushWatch | Unwatched:
         if not is_process_specific(capacity_key):  # a normal channel: nothing of it is held anywhere

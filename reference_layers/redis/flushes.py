@@ -65,7 +65,7 @@ class FlushWatch:
         self._losses = 0  # subscriptions lost so far
         self._awaited: dict[int, tuple[int, asyncio.Future]] = {}  # epoch -> (answers missing, all in)
         self._early: dict[int, int] = {}  # epoch -> answers heard before its flush's script replied
-        self._announcing = 0  # announce() calls under way (answers are kept for them, see _acked)
+        self.announcing = 0  # announce() calls under way (answers are kept for them, see _acked)
         self._marked_at = 0.0  # loop time of the latest mark that the loop runs
         self._heartbeat: asyncio.TimerHandle | None = None
         self._listening: asyncio.Future | None = None  # the one listen() under way, for every caller
@@ -137,9 +137,9 @@ class FlushWatch:
         An answer may come before the script's reply is read (the ring and the answers travel on
         the subscription's connection, the reply on another, behind whatever was queued there):
         it is kept and counted."""
-        await self._bells.subscribe(self._acks)
-        self._announcing += 1
+        self.announcing += 1
         try:
+            await self._bells.subscribe(self._acks)
             epoch, heard = await flushed()
             epoch, heard = int(epoch), int(heard)
             self.admits(epoch)
@@ -156,8 +156,8 @@ class FlushWatch:
             finally:
                 del self._awaited[epoch]
         finally:
-            self._announcing -= 1
-            if not self._announcing:
+            self.announcing -= 1
+            if not self.announcing:
                 self._early.clear()
 
     def _heard(self, epoch: int) -> None:
@@ -173,7 +173,7 @@ class FlushWatch:
     def _acked(self, epoch: int) -> None:
         awaited = self._awaited.get(epoch)
         if awaited is None:
-            if self._announcing:  # maybe for a flush whose script's reply is still on its way
+            if self.announcing:  # maybe for a flush whose script's reply is still on its way
                 self._early[epoch] = self._early.get(epoch, 0) + 1
             return
         missing, all_in = awaited
