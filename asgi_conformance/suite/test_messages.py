@@ -243,3 +243,25 @@ async def test_each_group_member_gets_its_own_copy(layer: Layer) -> None:
     assert one is not other, "both group members received the very same dict object"
     _mutate(one)
     assert other == _mutable_message(), f"changing one member's copy changed the other's: {other!r}"
+
+
+@requirement("MSG-6", needs=["groups"])
+async def test_members_of_a_group_get_independent_copies_of_a_flat_message(layer: Layer) -> None:
+    """A flat message (no list or dict inside) may be decoded once for many members: each
+    must still get a dict of its own, whatever the members before it did to theirs."""
+    group = fresh_group()
+    members = [await layer.new_channel() for _ in range(4)]
+    for member in members:
+        await layer.group_add(group, member)
+    original = {"type": "test.flat", "text": "hello", "n": 1, "raw": b"\x00\x01", "ok": True}
+    await layer.group_send(group, dict(original))
+    seen: list[Message] = []
+    for member in members:
+        received = await expect_message(layer, member)
+        assert received == original, f"a member got {received!r} after others changed theirs"
+        assert all(received is not earlier for earlier in seen), "two members received the very same dict"
+        seen.append(received)
+        received["text"] = "changed"
+        received["extra"] = True
+        del received["n"]
+

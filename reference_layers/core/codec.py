@@ -22,6 +22,8 @@ MAX_NESTING = 100
 DEFAULT_MESSAGE_SIZE_LIMIT = 8 * 1024 * 1024
 _SCALARS = (str, bytes, bool, float, type(None))
 _PLAIN = frozenset((str, bytes, bool, float, type(None)))
+_IMMUTABLE = frozenset((str, bytes, bool, float, int, type(None)))
+_NOT_FLAT: dict[str, Any] = {}  # in the memo: a message that must be decoded each time
 
 
 def check_message(message: Any) -> bool:
@@ -83,6 +85,10 @@ class MessageCodec:
         # runs no Python code, so under the GIL no other thread can enter it halfway.
         self._pack: Callable[[dict[str, Any]], bytes] | None = (
             msgpack.Packer(use_bin_type=True).pack if _GIL else None)
+        # decode's last message: its bytes, and a flat copy of it once it came twice (None
+        # while it came once, _NOT_FLAT if it holds a list or dict). One tuple, replaced whole,
+        # so a thread sees a consistent pair.
+        self._last: tuple[bytes, dict[str, Any] | None] = (b"", _NOT_FLAT)
 
     def encode(self, message: dict[str, Any]) -> bytes:
         if check_message(message) and self._pack is not None:
@@ -97,6 +103,27 @@ class MessageCodec:
         return data
 
     def decode(self, data: bytes) -> dict[str, Any]:
+        """The message ``data`` carries, a dict of the caller's own.
+
+        A group send's copies come to one process's members one after another, the same bytes
+        each time: a flat message (immutable values only) is unpacked once, and each copy
+        after it is a copy of that dict, as if unpacked again. A nested list or dict is never
+        shared: such a message is unpacked every time."""
+        last = self._last
+        if last[0] != data:
+            self._last = (data, None)
+            return self._unpack(data)
+        flat = last[1]
+        if flat is None:
+            message = self._unpack(data)
+            kept = message.copy() if _IMMUTABLE.issuperset(map(type, message.values())) else _NOT_FLAT
+            self._last = (data, kept)
+            return message
+        if flat is _NOT_FLAT:
+            return self._unpack(data)
+        return flat.copy()
+
+    def _unpack(self, data: bytes) -> dict[str, Any]:
         if self._crypter is not None:
             data = self._crypter.decrypt(data)
         # Returned as unpacked (no local to type it): this runs on every receive.
