@@ -7,7 +7,8 @@ core.loops.PerLoop), wire (a multiplexed connection: commands back to back, repl
 order; resp is its hiredis-less reader), bells (pub/sub wake-ups for waiting receives),
 receiver (waiting for messages without polling or losing any), reconnect (connecting within
 ``reconnect_timeout``, else ShardUnreachable), memberships (what a layer object added, added
-again after a restart lost it).
+again after a restart lost it), copies (a pop's reply: group copies and messages read ahead),
+shelf (the copies an event loop holds for its receives), pops (a pop on the wire).
 """
 
 from ..core.errors import ChannelFull, ForeignProcessChannel, LayerConfigError, MessageTooLarge, UnserialisableMessage

@@ -10,7 +10,7 @@ reading its reply (the push may have come after the pop ran).
 from __future__ import annotations
 
 from collections import Counter
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 
 from .copies import PopReply
 
@@ -47,7 +47,7 @@ class EmptiedQueues:
             self.channels.clear()  # a push came meanwhile, maybe after the pop ran
             return
         taken = Counter(map(itemgetter(0), reply.messages))  # counts copies too: errs towards popping
-        taken.update(map(attrgetter("channel"), reply.held))
+        taken.update(reply.held_channels())
         for channel, count in wanted.items():
             if taken[channel] < count + self._read_ahead:
                 self.channels.add(channel)

@@ -27,14 +27,16 @@ from ..core.names import check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, ConnectionState, Counters, LayerStatistics
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
-from .copies import Copy, CopyShelf, Counted, Pop
+from .copies import Copy, Counted
 from .hashring import HashRing
 from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
 from .memberships import MembershipBook
+from .pops import Pop
 from .receiver import Receiver
 from .reconnect import DEFAULT_RECONNECT_TIMEOUT, TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient
+from .shelf import CopyShelf
 from .wire import USES_HIREDIS
 
 __all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "ShardUnreachable"]
@@ -112,9 +114,9 @@ class RedisChannelLayer(LayerCore):
         own capacity key, for channels a receive or group_add checked."""
         state = self._loops.current()
         if type(channel) is str:
-            copy = state.shelf.take_ready(channel)
-            if copy is not None:
-                return self.codec.decode(copy.body)
+            body = state.shelf.take_ready(channel)
+            if body is not None:
+                return self.codec.decode(body)
         self.check_receivable(check_channel_name(channel))
         return self.codec.decode(await self._receive_in(state, channel))
 

@@ -25,10 +25,12 @@ from typing import Callable
 from redis.exceptions import ResponseError
 
 from .cluster import ClusterShard
-from .copies import CopyShelf, Pop, PopReply
+from .copies import PopReply
 from .emptied import EmptiedQueues
+from .pops import Pop
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient, is_noscript
+from .shelf import CopyShelf
 from .waiters import Waiters
 
 log = logging.getLogger(__name__)

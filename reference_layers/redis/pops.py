@@ -1,0 +1,71 @@
+"""A pop on the wire (scripts.py's POP), read and shelved the moment its reply comes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from .copies import PopReply, read_pop
+from .shelf import CopyShelf
+
+
+class Flushes(Protocol):
+    """A capacity key's flush epoch as this loop knows it (flushes.FlushWatch, or Unwatched)."""
+
+    def admits(self, epoch: int) -> bool: ...
+
+    def current_at(self, now: float) -> bool: ...
+
+
+class Pop:
+    """A pop on the wire. Its reply is read, and its held copies shelved, as soon as it arrives:
+    in a callback, not in the task awaiting it, because pops of one connection reply in order,
+    so copies are shelved in the order the server drained them, before a later pop's messages
+    are handed to anyone. ``ready`` is that read reply; awaiting it (not the reply itself) lets a
+    cancelled awaiter still collect what the pop took, with ``collect``."""
+
+    def __init__(self, raw: asyncio.Future, wanted: dict[str, int], capacity_key: str, shelf: CopyShelf,
+                 flushes: Flushes):
+        self._raw = raw
+        self._flushes = flushes  # may what a pop of this flush epoch left held be kept (flushes.py)
+        self.wanted = wanted
+        self._capacity_key = capacity_key
+        self._shelf = shelf
+        self._loop = asyncio.get_running_loop()
+        self._read: PopReply | BaseException | None = None
+        self.ready: asyncio.Future = self._loop.create_future()
+        raw.add_done_callback(self._settle)
+
+    def _settle(self, raw: asyncio.Future) -> None:
+        if self._read is None:
+            if raw.cancelled():
+                self._read = asyncio.CancelledError()
+            elif (error := raw.exception()) is not None:
+                self._read = error
+            else:
+                try:
+                    self._read = read_pop(raw.result(), self.wanted, self._capacity_key, self._loop.time(),
+                                          self._shelf.holds)
+                except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
+                    self._read = exc
+                else:
+                    if self._flushes.admits(self._read.epoch):  # else a flush came after the pop: dropped
+                        self._shelf.put(self._read.held, self._flushes.current_at)
+        if not self.ready.done():
+            if isinstance(self._read, BaseException):
+                self.ready.set_exception(self._read)
+            else:
+                self.ready.set_result(self._read)
+
+    async def collect(self) -> PopReply:
+        """The read reply, for an awaiter of ``ready`` that was cancelled: what the pop took must
+        not be lost with it."""
+        try:
+            await self._raw
+        except BaseException:  # noqa: BLE001 - the error is the read reply's, raised below
+            pass
+        self._settle(self._raw)
+        if isinstance(self._read, BaseException):
+            raise self._read
+        assert self._read is not None
+        return self._read
