@@ -28,7 +28,7 @@ CLUSTER_MASTERS = 3  # the redis-cluster contender's cluster
 SCENARIO_TIMEOUT = 180  # seconds for one repetition: a hung layer becomes an error row
 COMPARISONS = {
     "inmemory": ["channels-inmemory"],
-    "redis": ["channels_redis", "channels-nats"],
+    "redis": ["channels_redis", "channels-nats", "floor-redis"],
     "redis-cluster": ["redis", "channels_redis"],
     "rabbitmq": ["channels_rabbitmq", "redis", "channels-nats"],
     "ipc": ["channels_redis", "redis"],

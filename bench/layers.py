@@ -20,6 +20,7 @@ class Contender:
     extra: dict = field(default_factory=dict)
     renames: dict = field(default_factory=dict)  # a workload's override -> this layer's own keys
     host_options: dict = field(default_factory=dict)  # per Redis host, for layers taking host dicts
+    fan_out_only: bool = False  # a floor of the fan-out workloads, not a layer: runs those alone
 
     def own_keys(self, overrides: dict) -> dict:
         """Overrides in this layer's own config keys (channels_rabbitmq has no ``capacity``)."""
@@ -71,6 +72,9 @@ CONTENDERS = [
     Contender("channels_redis-pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer", "redis", None,
               cross_process=False),
     Contender("redis", "reference_layers.redis.RedisChannelLayer", "redis", "channels_redis"),
+    # Not a layer: one copy per process on one Redis list each, nothing a layer owes its users
+    # (bench/redis_floor_layer.py). The fan-out targets read against what the machine allows.
+    Contender("floor-redis", "bench.redis_floor_layer.FloorRedisLayer", "redis", None, fan_out_only=True),
     # One 3-master Redis Cluster (a replica each) as one shard: compared with 3 independent shards.
     Contender("redis-cluster", "reference_layers.redis.RedisChannelLayer", "redis-cluster", "redis"),
     # channels_rabbitmq refuses normal channels, which the cross-process workloads meet on.
