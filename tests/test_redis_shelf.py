@@ -131,3 +131,20 @@ def test_a_pop_with_many_members_waiting_hands_each_its_copy():
     read = read_pop(_reply(names, 10), {name: 1 for name in names[:15]}, KEY, NOW)
     assert read.messages == [(name, b"61000:%d:m" % (10 + i)) for i, name in enumerate(names[:15])]
     assert [(c.channel, c.message_id) for c in read.held] == [(name, 25 + i) for i, name in enumerate(names[15:])]
+
+
+def test_own_groups_know_the_keys_of_the_objects_members_until_the_last_leaves():
+    from reference_layers.redis.own_groups import OwnGroups
+
+    groups = OwnGroups()
+    groups.added("room", KEY, A)
+    groups.added("room", KEY, B)
+    groups.added("room", "asgi:q!other.", "q!other.x")
+    assert set(groups.keys_in("room")) == {KEY, "asgi:q!other."} and list(groups.keys_in("hall")) == []
+    groups.discarded("room", KEY, A)
+    assert KEY in groups.keys_in("room")
+    groups.discarded("room", KEY, B)
+    groups.discarded("room", KEY, C)  # never added: nothing to do
+    assert list(groups.keys_in("room")) == ["asgi:q!other."]
+    groups.forget_all()
+    assert list(groups.keys_in("room")) == []

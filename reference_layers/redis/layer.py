@@ -13,6 +13,7 @@ cancellation; expiry uses the server's clock. See scripts.py for the storage lay
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -32,7 +33,8 @@ from .hashring import HashRing
 from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
 from .memberships import MembershipBook
-from .pops import Pop
+from .own_groups import OwnGroups
+from .pops import Pop, pop_behind
 from .receiver import Receiver
 from .reconnect import DEFAULT_RECONNECT_TIMEOUT, TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient
@@ -51,6 +53,9 @@ class _LoopState:
     shelf: CopyShelf  # group copies and messages read ahead, for this loop's receives
     receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
     taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
+    # Capacity keys a receive of this loop waited on: a loop that receives lives on (async_to_sync's
+    # die with their call, and group copies held by a loop go with it), so its group_sends may pop.
+    receiving: set[str] = field(default_factory=set)
 
 
 class RedisChannelLayer(LayerCore):
@@ -84,6 +89,7 @@ class RedisChannelLayer(LayerCore):
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, self._close_loop_state)
         self._counters = Counters()
         self._memberships = MembershipBook(len(self.addresses))
+        self._own_groups = OwnGroups()  # where a group_send pops this object's copies behind it
 
     def __repr__(self):
         return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
@@ -128,6 +134,7 @@ class RedisChannelLayer(LayerCore):
         copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
         if copy is not None:
             return copy.body
+        state.receiving.add(key)
         if key not in state.receivers and key not in state.taking:
             entry = await self._take_at_once(state, key, channel)
             if entry is not None:
@@ -208,28 +215,52 @@ class RedisChannelLayer(LayerCore):
     async def _group_add(self, group: str, channel: str) -> None:
         index = self.shard_index(channel)
         self._memberships.added(index, group, channel, self.group_expiry)
+        key = self.keys.capacity_key(channel)
+        if key != channel and self.namer.made(channel):
+            self._own_groups.added(group, key, channel)
         await self._loops.current().shards[index].group_add(group, channel, self._group_expiry_ms,
                                                              self.capacities.for_channel(channel))
 
     async def _group_discard(self, group: str, channel: str) -> None:
         index = self.shard_index(channel)
         self._memberships.discarded(index, group, channel)
+        self._own_groups.discarded(group, self.keys.capacity_key(channel), channel)
         await self._loops.current().shards[index].group_discard(group, channel)
 
     async def _group_send(self, group: str, data: bytes) -> None:
-        """One script per shard, all at once; each pushes to the members that live on it."""
+        """One script per shard, all at once; each pushes to the members that live on it. The
+        copies of this object's own members nobody waits for on this (receiving) loop are
+        popped right behind (own_groups.py): its receives that follow find them held."""
         state = self._loops.current()
         held = state.shelf.held_keys(asyncio.get_running_loop().time()) if state.shelf else {}
+        prefetch = [key for key in self._own_groups.keys_in(group)
+                    if key in state.receiving and key not in state.receivers and key not in state.taking]
+        pops: list[Pop] = []
         results = await asyncio.gather(
-            *(shard.group_send(group, data, self._expiry_ms, self.capacity, self._poker(state, shard), held)
+            *(shard.group_send(group, data, self._expiry_ms, self.capacity,
+                               self._after_group_send(state, shard, prefetch, pops), held)
               for shard in state.shards),
             return_exceptions=True)
+        for pop in pops:  # each reply follows its script's: the copies are shelved as it comes
+            with contextlib.suppress(Exception):
+                await pop.ready
+            receiver = state.receivers.get(pop.capacity_key)
+            if receiver is not None:
+                receiver.look_at_shelf()  # a receive that came meanwhile may have a copy there
         missed = 0
         for result in results:
             if isinstance(result, BaseException):
                 raise result
             missed += result
         self._counters.group_deliveries_missed += missed
+
+    def _after_group_send(self, state: _LoopState, shard: ShardClient | ClusterShard, prefetch: list[str],
+                          pops: list[Pop]):
+        """What runs once a group_send's script is queued on ``shard``: this loop's receivers there
+        pop again, and the ``prefetch`` keys living there are popped into ``pops``."""
+        poke = self._poker(state, shard)
+        mine = [key for key in prefetch if state.shards[self.ring.index_for(key)] is shard]
+        return pop_behind(shard, mine, state.shelf, pops, poke) if mine else poke
 
     @staticmethod
     def _poker(state: _LoopState, shard: ShardClient | ClusterShard):
@@ -291,6 +322,7 @@ class RedisChannelLayer(LayerCore):
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:
         self._memberships.forget_all()
+        self._own_groups.forget_all()
         state = self._loops.current()
         state.shelf.clear()
         await asyncio.gather(*(shard.flush() for shard in state.shards))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Callable, Protocol
 
 from .copies import PopReply, read_pop
 from .shelf import CopyShelf
@@ -15,6 +15,30 @@ class Flushes(Protocol):
     def admits(self, epoch: int) -> bool: ...
 
     def current_at(self, now: float) -> bool: ...
+
+
+class Popper(Protocol):
+    """A shard, as far as a pop queued at once needs it (shard.ShardClient, cluster.ClusterShard)."""
+
+    def pop_now(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]] | None: ...
+
+    def flushes_for(self, capacity_key: str) -> Flushes: ...
+
+
+def pop_behind(shard: Popper, keys: list[str], shelf: CopyShelf, pops: list[Pop],
+               then: Callable[[], None] | None) -> Callable[[], None]:
+    """An ``after_write`` hook: ``then()``, then a pop of each of ``keys`` (wanting nothing: all
+    held) queued on ``shard`` right behind the script just written, so it finds what that
+    pushed; each Pop goes into ``pops``, its copies shelved as its reply comes."""
+    def after_write() -> None:
+        if then is not None:
+            then()
+        for key in keys:
+            queued = shard.pop_now(key, {})
+            if queued is not None:
+                pops.append(Pop(queued[0], {}, key, shelf, shard.flushes_for(key)))
+
+    return after_write
 
 
 class Pop:
@@ -29,7 +53,7 @@ class Pop:
         self._raw = raw
         self._flushes = flushes  # may what a pop of this flush epoch left held be kept (flushes.py)
         self.wanted = wanted
-        self._capacity_key = capacity_key
+        self.capacity_key = capacity_key
         self._shelf = shelf
         self._loop = asyncio.get_running_loop()
         self._read: PopReply | BaseException | None = None
@@ -44,7 +68,7 @@ class Pop:
                 self._read = error
             else:
                 try:
-                    self._read = read_pop(raw.result(), self.wanted, self._capacity_key, self._loop.time(),
+                    self._read = read_pop(raw.result(), self.wanted, self.capacity_key, self._loop.time(),
                                           self._shelf.holds)
                 except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
                     self._read = exc
