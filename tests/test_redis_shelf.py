@@ -121,7 +121,7 @@ def test_a_pop_holds_a_late_fan_out_as_one_entry_and_hands_the_member_that_waits
 
 
 def test_a_pop_holds_a_waiting_members_copy_behind_the_copies_shelved_for_it():
-    read = read_pop(_reply([A, B], 10), {B: 1}, KEY, NOW, shelved=lambda channel: channel == B)
+    read = read_pop(_reply([A, B], 10), {B: 1}, KEY, NOW, shelved={B})
     assert read.messages == []
     assert read.held[0].held == [A, B]
 

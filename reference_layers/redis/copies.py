@@ -36,8 +36,9 @@ message a receive had taken (a closing loop pushes messages read ahead back).
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Container
 
 READ_AHEAD = 64  # messages a pop takes beyond what waiting receivers want, for process channels
 _FEW_WANTED = 8  # receives waiting for a fan-out's members, at most, for its entry to be held as one
@@ -121,8 +122,11 @@ class PopReply:
                 for name in (item.held if type(item) is HeldEntry else (item.channel,))]  # type: ignore[union-attr]
 
 
-def _nothing_shelved(channel: str) -> bool:
-    return False
+@functools.lru_cache(maxsize=8)
+def _member_names(capacity_key: str, roster: bytes) -> list[str]:
+    """An entry's members, whole names from its roster of local names. A process's rosters come
+    again and again (a room's every message): read once, the list shared (never changed)."""
+    return [capacity_key + name for name in roster.decode().split(",")]
 
 
 def _positions(names: list[str], channels: list[str]) -> list[tuple[int, str]]:
@@ -138,11 +142,11 @@ def _positions(names: list[str], channels: list[str]) -> list[tuple[int, str]]:
 
 
 def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: float,
-             shelved: Callable[[str], bool] = _nothing_shelved) -> PopReply:
+             shelved: Container[str] = ()) -> PopReply:
     """POP's reply (scripts.py) as a PopReply. ``wanted``: what the pop asked for, per channel (an
     entry without marks is read by it, as the server did); ``loop_now``: the loop's time at the
-    reply; ``shelved``: whether copies are held here for a channel already, so what the pop took for
-    it is held behind them (older first), not handed past them. A fan-out's entry lists hundreds
+    reply; ``shelved``: the channels copies are held here for already, so what the pop took for
+    one is held behind them (older first), not handed past them. A fan-out's entry lists hundreds
     of members: held for receives to come, it is one HeldEntry, not a Copy each."""
     now_ms, last_id, epoch, entries = int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3])
     messages: list[tuple[str, bytes]] = []
@@ -159,14 +163,14 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
         message_id = int(first.partition(b"+")[0])  # '<first id>+<copies>' (an older version: '<first id>')
         head = b"%s:" % expires
         tail = b":" + body
-        names = [capacity_key + name for name in members.decode().split(",")]  # local names, decoded once
+        names = _member_names(capacity_key, members)
         if not marks:  # the server read no queue: a member is taken while its receivers want more
             wanting = [channel for channel, count in left.items() if count > 0]
             if len(wanting) > _FEW_WANTED:
                 for channel in names:
                     if wants(channel):
                         left[channel] -= 1
-                        if not shelved(channel):
+                        if channel not in shelved:
                             messages.append((channel, b"%s%d%s" % (head, message_id, tail)))
                             message_id += 1
                             continue
@@ -176,7 +180,7 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
             kept, start = [], 0  # the members held: all but those handed to a receive waiting now
             for position, channel in _positions(names, wanting):
                 left[channel] -= 1
-                if not shelved(channel):
+                if channel not in shelved:
                     messages.append((channel, b"%s%d%s" % (head, message_id + position, tail)))
                     kept += names[start:position]
                     start = position + 1
@@ -187,7 +191,7 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
         for channel, mark in zip(names, marks):
             if mark == _TAKEN:
                 left[channel] -= 1
-                if not shelved(channel):
+                if channel not in shelved:
                     messages.append((channel, b"%s%d%s" % (head, message_id, tail)))
                     message_id += 1
                     continue
@@ -198,7 +202,7 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
     for i in range(place, len(reply), 2):
         index, entry = reply[i], reply[i + 1]
         channel = channels[abs(index) - 1]
-        if index > 0 and not shelved(channel):
+        if index > 0 and channel not in shelved:
             messages.append((channel, entry))
             continue
         expires, message_id, body = entry.split(b":", 2)

@@ -69,7 +69,7 @@ class Pop:
             else:
                 try:
                     self._read = read_pop(raw.result(), self.wanted, self.capacity_key, self._loop.time(),
-                                          self._shelf.holds)
+                                          self._shelf.channels_held)
                 except Exception as exc:  # noqa: BLE001 - an unreadable reply: the awaiter hears of it
                     self._read = exc
                 else:
