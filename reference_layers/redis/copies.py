@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Container
 
 READ_AHEAD = 64  # messages a pop takes beyond what waiting receivers want, for process channels
-_FEW_WANTED = 8  # receives waiting for a fan-out's members, at most, for its entry to be held as one
+_FEW_WANTED = 8  # channels a pop wants, at most, for a fan-out's entry to be held as one
 
 
 class Counted(enum.Enum):
@@ -165,8 +165,7 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
         tail = b":" + body
         names = _member_names(capacity_key, members)
         if not marks:  # the server read no queue: a member is taken while its receivers want more
-            wanting = [channel for channel, count in left.items() if count > 0]
-            if len(wanting) > _FEW_WANTED:
+            if len(left) > _FEW_WANTED:  # most members wait (or waited, for an older entry)
                 for channel in names:
                     if wants(channel):
                         left[channel] -= 1
@@ -178,7 +177,7 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
                     message_id += 1
                 continue
             kept, start = [], 0  # the members held: all but those handed to a receive waiting now
-            for position, channel in _positions(names, wanting):
+            for position, channel in _positions(names, [channel for channel, count in left.items() if count > 0]):
                 left[channel] -= 1
                 if channel not in shelved:
                     messages.append((channel, b"%s%d%s" % (head, message_id + position, tail)))

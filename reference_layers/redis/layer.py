@@ -53,7 +53,7 @@ class _LoopState:
     shelf: CopyShelf  # group copies and messages read ahead, for this loop's receives
     receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
     taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
-    # Capacity keys a receive of this loop waited on: a loop that receives lives on (async_to_sync's
+    # Process keys a receive of this loop waited on: a loop that receives lives on (async_to_sync's
     # die with their call, and group copies held by a loop go with it), so its group_sends may pop.
     receiving: set[str] = field(default_factory=set)
 
@@ -134,7 +134,8 @@ class RedisChannelLayer(LayerCore):
         copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
         if copy is not None:
             return copy.body
-        state.receiving.add(key)
+        if key != channel:  # a process key (only those get group copies): a few per loop
+            state.receiving.add(key)
         if key not in state.receivers and key not in state.taking:
             entry = await self._take_at_once(state, key, channel)
             if entry is not None:
