@@ -10,7 +10,7 @@ from ..core.config import reject_unknown_keys
 from ..core.errors import ChannelFull
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
-from ..core.names import is_process_specific, non_local_name
+from ..core.names import check_channel_name, is_process_specific, non_local_name
 from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import broker_ops
 from .config import parse_broker_config
@@ -117,6 +117,11 @@ class RabbitMQChannelLayer(LayerCore):
         except ChannelFull:
             self._counters.channel_full_raised += 1
             raise
+
+    async def receive(self, channel: str) -> dict:
+        """LayerCore's receive with one coroutine less: a fan-out's members wake by the hundred."""
+        self.check_receivable(check_channel_name(channel))
+        return self.codec.decode(await self._loops.current().receiver.receive(channel))
 
     async def _receive(self, channel: str) -> bytes:
         return await self._loops.current().receiver.receive(channel)
