@@ -73,18 +73,18 @@ prune_group(KEYS[1], KEYS[2], now)
 local prefix, expiry_ms, default = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local missed, elsewhere, rosters, order = 0, {}, {}, {}
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local capacity = tonumber(redis.call('HGET', KEYS[2], member)) or default
   local bang = string.find(member, '!', 1, true)
-  if bang then
+  if bang then  -- a process's members share its capacity: read for its first member only
     local key = string.sub(member, 1, bang)
     local roster = rosters[key]
     if not roster then
-      roster = {capacity}
+      roster = {tonumber(redis.call('HGET', KEYS[2], member)) or default}
       rosters[key] = roster
       order[#order + 1] = key
     end
     roster[#roster + 1] = string.sub(member, bang + 1)
   else
+    local capacity = tonumber(redis.call('HGET', KEYS[2], member)) or default
     local key = '{' .. member .. '}'
     local count = prefix .. key .. ':n'
     local probe = redis.pcall('ZREMRANGEBYSCORE', count, '-inf', now)
