@@ -11,7 +11,7 @@ from anywhere), a push from this process (``poke``), a new receiver, or ``LOOK_A
 seconds, and pops again. Pops are never cancelled by a receiver; a message popped for a
 receiver that was cancelled meanwhile goes to the next receiver of that channel here, or
 back to the head of its Redis list. Group copies a pop drained for channels nobody waits on
-yet, and messages read ahead, are held on the loop's shelf (copies.py); waiters are served from
+yet, and messages read ahead, are held on the loop's shelf (shelf.py); waiters are served from
 it before any pop, while the shard's flushes are heard (flushes.py).
 """
 
