@@ -10,11 +10,9 @@ layers' figures, so a ratio against a peer can be read against what the machine 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import statistics
 import time
-from urllib.parse import urlsplit
 
 from bench import amqp_floor, datagram_floor
 
@@ -24,33 +22,13 @@ BODY = b"x" * 60
 @contextlib.asynccontextmanager
 async def raw_redis(url: str):
     """One bare asyncio connection to Redis: yields ``call(*args)``, the future of a reply."""
-    import hiredis
+    from bench.redis_floor_layer import connect  # hiredis, needed only when Redis is measured
 
-    address = urlsplit(url)
-    loop = asyncio.get_running_loop()
-
-    class Replies(asyncio.Protocol):
-        def __init__(self):
-            self.reader = hiredis.Reader()
-            self.pending = collections.deque()
-
-        def data_received(self, data: bytes) -> None:
-            self.reader.feed(data)
-            while (reply := self.reader.gets()) is not False:
-                self.pending.popleft().set_result(reply)
-
-    transport, replies = await loop.create_connection(Replies, address.hostname, address.port)
-
-    def call(*args):
-        future = loop.create_future()
-        replies.pending.append(future)
-        transport.write(hiredis.pack_command(args))
-        return future
-
+    connection = await connect(url)
     try:
-        yield call
+        yield connection.call
     finally:
-        transport.close()
+        connection.transport.close()
 
 
 async def redis_ping_rate(url: str, n: int) -> float:

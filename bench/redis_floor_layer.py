@@ -23,8 +23,9 @@ import msgpack
 _GROUP_SEND = b"for _, inbox in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('RPUSH', inbox, ARGV[1]) end"
 
 
-class _Connection(asyncio.Protocol):
-    """One bare connection: commands written back to back, replies matched in order."""
+class BareConnection(asyncio.Protocol):
+    """One bare connection to Redis: commands written back to back, replies matched in order
+    (``call`` gives the future of its reply). The floors of bench/floor.py use it too."""
 
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
@@ -47,6 +48,13 @@ class _Connection(asyncio.Protocol):
         return future
 
 
+async def connect(url: str) -> BareConnection:
+    address = urlsplit(url)
+    _transport, connection = await asyncio.get_running_loop().create_connection(
+        BareConnection, address.hostname, address.port)
+    return connection
+
+
 class FloorRedisLayer:
     """See the module docstring: a floor to measure against, not a channel layer."""
 
@@ -59,18 +67,12 @@ class FloorRedisLayer:
         self._members: dict[str, list[str]] = {}  # group -> this process's members
         self._backlog: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
         self._waiting: dict[str, asyncio.Future] = {}
-        self._calls: _Connection | None = None
+        self._calls: BareConnection | None = None
         self._popper: asyncio.Task | None = None
 
-    async def _connection(self) -> _Connection:
-        address = urlsplit(self._url)
-        _transport, connection = await asyncio.get_running_loop().create_connection(
-            _Connection, address.hostname, address.port)
-        return connection
-
-    async def _ready(self) -> _Connection:
+    async def _ready(self) -> BareConnection:
         if self._calls is None:
-            self._calls = await self._connection()
+            self._calls = await connect(self._url)
             self._sha = await self._calls.call("SCRIPT", "LOAD", _GROUP_SEND)
         return self._calls
 
@@ -89,7 +91,7 @@ class FloorRedisLayer:
         await calls.call("EVALSHA", self._sha, 1, f"floor:g:{group}", b"%s\n%s" % (group.encode(), msgpack.packb(message)))
 
     async def _pop_forever(self) -> None:
-        popper = await self._connection()
+        popper = await connect(self._url)
         while True:
             _inbox, payload = await popper.call("BLPOP", self._inbox, 0)
             group, _, body = payload.partition(b"\n")

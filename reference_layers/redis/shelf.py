@@ -151,9 +151,7 @@ class CopyShelf:
             if current is None or not current(now):
                 return None
             del self._entries[channel]
-            entry.left -= 1
-            if not entry.left:
-                self._live.discard(entry)
+            self._release(entry)
             self._counted_here -= 1
             return entry.body if entry.deadline > now else None
         queue = self._held.get(channel)
