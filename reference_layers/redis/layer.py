@@ -214,18 +214,19 @@ class RedisChannelLayer(LayerCore):
 
     # --- groups ----------------------------------------------------------------------------
     async def _group_add(self, group: str, channel: str) -> None:
-        index = self.shard_index(channel)
-        self._memberships.added(index, group, channel, self.group_expiry)
         key = self.keys.capacity_key(channel)
+        index = self.ring.index_for(key)  # shard_index, with the key at hand
+        self._memberships.added(index, group, channel, self.group_expiry)
         if key != channel and self.namer.made(channel):
             self._own_groups.added(group, key, channel)
         await self._loops.current().shards[index].group_add(group, channel, self._group_expiry_ms,
                                                              self.capacities.for_channel(channel))
 
     async def _group_discard(self, group: str, channel: str) -> None:
-        index = self.shard_index(channel)
+        key = self.keys.capacity_key(channel)
+        index = self.ring.index_for(key)  # shard_index, with the key at hand
         self._memberships.discarded(index, group, channel)
-        self._own_groups.discarded(group, self.keys.capacity_key(channel), channel)
+        self._own_groups.discarded(group, key, channel)
         await self._loops.current().shards[index].group_discard(group, channel)
 
     async def _group_send(self, group: str, data: bytes) -> None:
