@@ -6,6 +6,8 @@ the next check is a set lookup instead of a regex.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import secrets
 from typing import Any
@@ -57,12 +59,19 @@ def is_process_specific(channel: str) -> bool:
 class ChannelNamer:
     """Makes process-specific channel names that never repeat, in any process.
 
-    Names come from ``secrets`` (the OS's randomness), so ``random.seed()`` in user code, or a
-    forked child, cannot make two processes hand out the same name.
+    The client prefix comes from ``secrets`` (the OS's randomness), so ``random.seed()`` in user
+    code cannot make two namers share it. The local part after the ``!`` is a count in hex,
+    short on purpose: a group's members of one process travel as a list of their local names on
+    every group_send (Redis rosters), and a count is a quarter of the bytes of a random token. A
+    forked child has the parent's namer, so from its first name on it puts a random tag of its
+    own before the count.
     """
 
     def __init__(self) -> None:
         self.client_prefix = secrets.token_hex(8)
+        self._count = itertools.count(1)
+        self._pid = os.getpid()
+        self._tag = ""  # before the count: empty in the process that made this namer
 
     @property
     def client_prefix(self) -> str:
@@ -82,5 +91,7 @@ class ChannelNamer:
     def new_channel(self, prefix: str = "specific") -> str:
         if not isinstance(prefix, str) or not _GROUP_NAME.match(prefix):
             raise TypeError(f"new_channel prefix must be a valid name without '!', got {prefix!r}")
-        name = f"{prefix}.{self.client_prefix}!{secrets.token_hex(8)}"
+        if os.getpid() != self._pid:  # a forked child: its counts repeat the parent's
+            self._pid, self._tag = os.getpid(), secrets.token_hex(4) + "-"
+        name = f"{prefix}.{self.client_prefix}!{self._tag}{next(self._count):x}"
         return check_channel_name(name)
