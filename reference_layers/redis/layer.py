@@ -34,12 +34,14 @@ from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
 from .memberships import MembershipBook
 from .own_groups import OwnGroups
-from .pops import Pop, pop_behind
+from .pops import Pop, pop_behind, pop_one
 from .receiver import Receiver
 from .reconnect import DEFAULT_RECONNECT_TIMEOUT, TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient
 from .shelf import CopyShelf
 from .wire import USES_HIREDIS
+
+_RECEIVABLE_KEPT = 10_000  # channel names remembered as checked for receive (then forgotten, all at once)
 
 __all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "ShardUnreachable"]
 
@@ -90,6 +92,7 @@ class RedisChannelLayer(LayerCore):
         self._counters = Counters()
         self._memberships = MembershipBook(len(self.addresses))
         self._own_groups = OwnGroups()  # where a group_send pops this object's copies behind it
+        self._receivable: dict[str, str] = {}  # channel -> its capacity key, once checked for receive
 
     def __repr__(self):
         return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
@@ -114,23 +117,38 @@ class RedisChannelLayer(LayerCore):
             raise ChannelFull(f"channel {channel!r} is full")
 
     async def receive(self, channel: str) -> dict:
-        """Wait for, and return, the next message on ``channel``. A copy this loop holds for it is
-        taken at once, with no coroutine of ``_receive``'s (members receiving one after another).
-        A channel with copies held was checked already: its copies came by a pop of this loop's
-        own capacity key, for channels a receive or group_add checked."""
+        """The next message on ``channel``. Members receiving one after another take a copy held
+        here at once (it came by a pop for checked channels); members waiting again wait on their
+        key's receiver at once: neither needs a name check, a pop or another coroutine."""
         state = self._loops.current()
+        receiver = None
         if type(channel) is str:
             body = state.shelf.take_ready(channel)
             if body is not None:
                 return self.codec.decode(body)
-        self.check_receivable(check_channel_name(channel))
-        return self.codec.decode(await self._receive_in(state, channel))
+            key = self._receivable.get(channel)
+            if key is not None and not state.shelf.holds(channel):
+                receiver = state.receivers.get(key)
+        if receiver is None:
+            self.check_receivable(check_channel_name(channel))
+            taken = await self._take_or_find_receiver(state, channel)
+            if isinstance(taken, bytes):
+                return self.codec.decode(taken)
+            receiver = taken
+        future = receiver.wait(channel)
+        try:
+            entry = await future
+        except BaseException:
+            self._abandon(receiver, channel, future)
+            raise
+        return self.codec.decode(entry.split(b":", 2)[2])
 
-    async def _receive(self, channel: str) -> bytes:
-        return await self._receive_in(self._loops.current(), channel)
-
-    async def _receive_in(self, state: _LoopState, channel: str) -> bytes:
+    async def _take_or_find_receiver(self, state: _LoopState, channel: str) -> bytes | Receiver:
+        """A message of the checked ``channel`` taken at once (its body), or the receiver to wait on."""
         key = self.keys.capacity_key(channel)
+        if len(self._receivable) >= _RECEIVABLE_KEPT:
+            self._receivable.clear()
+        self._receivable[channel] = key  # receive()'s next call skips the checks
         copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
         if copy is not None:
             return copy.body
@@ -143,19 +161,18 @@ class RedisChannelLayer(LayerCore):
             copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
             if copy is not None:  # the pop found older messages read ahead meanwhile
                 return copy.body
-        receiver = state.receivers.get(key) or self._receiver(channel)
-        future = asyncio.get_running_loop().create_future()
-        receiver.add_waiter(channel, future)
-        try:
-            entry = await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self._receiver(channel).give_back(channel, future.result())
-            raise
-        finally:
-            if not future.done() or future.cancelled():  # else it was handed its entry, and left
-                receiver.remove_waiter(channel, future)
-        return entry.split(b":", 2)[2]
+        return state.receivers.get(key) or self._receiver(channel)
+
+    def _abandon(self, receiver: Receiver, channel: str, future: asyncio.Future) -> None:
+        """A receive waiting on ``future`` ends with an error (cancelled, most often): a message it
+        was handed meanwhile goes to the next receiver, or back to Redis; else it stops waiting."""
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self._give_back(channel, future.result())
+        elif not future.done() or future.cancelled():
+            receiver.remove_waiter(channel, future)
+
+    def _give_back(self, channel: str, entry: bytes) -> None:
+        self._receiver(channel).give_back(channel, entry)
 
     async def _take_held(self, state: _LoopState, key: str, channel: str) -> Copy | None:
         """The oldest copy this loop holds for ``channel`` (of capacity key ``key``), once sure no
@@ -169,25 +186,12 @@ class RedisChannelLayer(LayerCore):
         return state.shelf.take(channel, now)
 
     async def _take_at_once(self, state: _LoopState, key: str, channel: str) -> bytes | None:
-        """Nobody here waits on ``key``: pop one message of ``channel`` from this task, without
-        the receiver loop (the common case: a message is already there). None if none was,
-        or the pop failed: the receiver loop then waits, retries and subscribes as usual."""
+        """Nobody here waits on ``key``: pop one message of ``channel`` from this task (a message is
+        there, most often). None if none was, or the pop failed: the receiver loop then waits."""
         shard = state.shards[self.ring.index_for(key)]
         state.taking.add(key)
         try:
-            wanted = {channel: 1}
-            raw, _ = await shard.start_pop(key, wanted)
-            pop = Pop(raw, wanted, key, state.shelf, shard.flushes_for(key))
-            try:
-                messages = (await pop.ready).messages
-            except asyncio.CancelledError:  # the pop is on the wire: what it takes goes on
-                try:
-                    messages = (await pop.collect()).messages
-                except Exception:  # noqa: BLE001 - no reply: it took nothing
-                    raise asyncio.CancelledError from None
-                for popped_channel, entry in messages:
-                    self._receiver(popped_channel).give_back(popped_channel, entry)
-                raise
+            messages = await pop_one(shard, key, channel, state.shelf, self._give_back)
         except ShardUnreachable:
             raise  # for reconnect_timeout already: the receive fails, naming the shard
         except (ResponseError, *TRANSIENT_ERRORS):

@@ -18,11 +18,32 @@ class Flushes(Protocol):
 
 
 class Popper(Protocol):
-    """A shard, as far as a pop queued at once needs it (shard.ShardClient, cluster.ClusterShard)."""
+    """A shard, as far as a pop needs it (shard.ShardClient, cluster.ClusterShard)."""
 
     def pop_now(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]] | None: ...
 
+    async def start_pop(self, capacity_key: str, wanted: dict[str, int]) -> tuple[asyncio.Future, list[str]]: ...
+
     def flushes_for(self, capacity_key: str) -> Flushes: ...
+
+
+async def pop_one(shard: Popper, key: str, channel: str, shelf: CopyShelf,
+                  give_back: Callable[[str, bytes], None]) -> list[tuple[str, bytes]]:
+    """Pop one message of ``channel`` (capacity key ``key``) from the calling task: the messages
+    the pop took for it. Cancelled while the pop is on the wire, what it took goes to ``give_back``."""
+    wanted = {channel: 1}
+    raw, _ = await shard.start_pop(key, wanted)
+    pop = Pop(raw, wanted, key, shelf, shard.flushes_for(key))
+    try:
+        return (await pop.ready).messages
+    except asyncio.CancelledError:
+        try:
+            messages = (await pop.collect()).messages
+        except Exception:  # noqa: BLE001 - no reply: it took nothing
+            raise asyncio.CancelledError from None
+        for popped_channel, entry in messages:
+            give_back(popped_channel, entry)
+        raise
 
 
 def pop_behind(shard: Popper, keys: list[str], shelf: CopyShelf, pops: list[Pop],

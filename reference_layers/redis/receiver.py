@@ -66,13 +66,16 @@ class Receiver:
         shard.bells.listen(self._bell, self._on_ring)
 
     # --- called by receive() -----------------------------------------------------------------
-    def add_waiter(self, channel: str, future: asyncio.Future) -> None:
+    def wait(self, channel: str) -> asyncio.Future:
+        """A new waiter of ``channel``: the future gets its entry."""
+        future = asyncio.get_running_loop().create_future()
         self._waiting.add(channel, future)
         if channel not in self._emptied.channels:
             self._dirty = True
         elif self._wake is None and self._task is not None and not self._task.done():
-            return  # the loop is busy (popping, handing out): it looks at the waiters next anyway
+            return future  # the loop is busy (popping, handing out): it looks at the waiters next anyway
         self._kick()
+        return future
 
     def remove_waiter(self, channel: str, future: asyncio.Future) -> None:
         if future.done() and not future.cancelled():
