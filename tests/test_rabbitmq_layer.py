@@ -438,6 +438,34 @@ def test_statistics_see_the_connection_lost_to_a_restart_and_connected_again(rab
     assert again.channels[channel].waiting == 1  # the restart lost the first; the second is there
 
 
+def test_statistics_of_every_channel_after_many_of_their_queues_went(rabbitmq_url):
+    """statistics() with no channels asks the broker about every queue the prefix registered.
+    Queues deleted since (their layer objects closed) are each a refused passive declare that
+    closes the admin channel: the others must still be answered, not fail for it."""
+    prefix = fresh("gone").replace("rmq-test.", "g")
+
+    async def scenario():
+        for _ in range(8):  # each object's process queue is made, registered, then deleted by close()
+            gone = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
+            channel = await gone.new_channel()
+            await gone.send(channel, {"type": "t"})
+            await gone.receive(channel)
+            await gone.close()
+        layer = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
+        try:
+            await layer.send("kept", {"type": "t"})
+            stats = await layer.statistics()
+        finally:
+            await layer.flush()
+            await layer.close()
+        return stats
+
+    stats = run(scenario())
+    assert stats.channels["kept"].waiting == 1
+    assert len(stats.channels) == 9
+    assert sum(row.waiting for row in stats.channels.values()) == 1
+
+
 def test_statistics_on_the_command_line(rabbitmq_url):
     prefix = fresh("cli").replace("rmq-test.", "c")
     layer = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)

@@ -169,9 +169,12 @@ class Link:
         """Run an admin RPC (``queue_declare`` ...) and return its reply frame's method.
 
         A broker refusal raises BrokerRefused and reopens the admin channel; commands queued
-        behind the one that caused it are sent again on the new channel.
+        behind the one that caused it are sent again on the new channel, however many refusals
+        come before their turn (statistics() asks about every queue a prefix registered, and each
+        one deleted since is refused): each resend follows the refusal of a command ahead of it,
+        so the commands ahead run out.
         """
-        for _ in range(3):
+        while True:
             await self._ready(self.admin_ready)
             future: asyncio.Future[Any] = self.loop.create_future()
             self._admin_queue.append(future)
@@ -188,7 +191,6 @@ class Link:
                 continue
             except asyncio.TimeoutError:
                 raise BrokerUnavailable(f"RabbitMQ did not answer {method} within {self.config.timeout:g} s") from None
-        raise BrokerUnavailable(f"the admin channel kept closing during {method}")
 
     async def get(self, queue: str) -> Got | None:
         """basic.get with auto-ack: the message, or None if the queue is empty."""
