@@ -268,7 +268,7 @@ class GroupFeed:
             entry = next((each for each in state.parked if each.channel == channel and each.tag is None), None)
             if entry is None:
                 return
-            future = self.receiver.take_waiter(state, channel)
+            future = state.take_waiter(channel)
             if future is None:
                 return
             state.parked.remove(entry)
@@ -282,7 +282,7 @@ class GroupFeed:
             if room <= 0:
                 missed += 1
                 continue
-            future = self.receiver.take_waiter(state, channel)
+            future = state.take_waiter(channel)
             if future is not None:
                 future.set_result(body)
             else:

@@ -95,6 +95,32 @@ class QueueState:
         self.waiters.setdefault(channel, collections.deque()).append(future)
         self.count += 1
 
+    def remove_waiter(self, channel: str, future: asyncio.Future[bytes]) -> None:
+        """Forget ``future`` if it still waits here (it may have been handed its message)."""
+        waiters = self.waiters.get(channel)
+        if waiters is not None:
+            try:
+                waiters.remove(future)
+                self.count -= 1
+            except ValueError:
+                pass
+            if not waiters:
+                del self.waiters[channel]
+
+    def take_waiter(self, channel: str) -> asyncio.Future[bytes] | None:
+        """The next receive waiting on ``channel``, taken off the waiting list (or None)."""
+        waiters = self.waiters.get(channel)
+        while waiters:
+            future = waiters.popleft()
+            self.count -= 1
+            if not future.done():
+                if not waiters:
+                    del self.waiters[channel]
+                return future
+        if waiters is not None:
+            del self.waiters[channel]
+        return None
+
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers[consumer.tag] = consumer
         self.open[consumer.tag] = consumer

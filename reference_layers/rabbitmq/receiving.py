@@ -102,12 +102,7 @@ class Receiver:
         body = self._take_parked(state, channel)
         if body is not None:
             return body
-        self.feed.watch_soon(queue)  # its group copies may wait for a consumer on this loop
-        future = self.loop.create_future()
-        state.add_waiter(channel, future)
-        if state.idle_timer is not None:
-            state.idle_timer.cancel()
-            state.idle_timer = None
+        future = self._wait(state, channel)
         try:
             if usable(state.carrier):
                 self.windows.on_waiter(state)
@@ -115,38 +110,41 @@ class Receiver:
                 await self._start_through_drops(state, channel)
             return await future
         except BaseException:
-            self._drop_waiter(state, channel, future)
-            if future.done() and not future.cancelled() and future.exception() is None:
-                # Handed over just as this receive was cancelled: keep it for the next.
-                state.parked.appendleft(Parked(channel, future.result(), None, None, time.monotonic()))
-                self._serve(state, channel)
+            self.abandon(channel, future)
             raise
 
-    def _drop_waiter(self, state: QueueState, channel: str, future: asyncio.Future[bytes]) -> None:
-        waiters = state.waiters.get(channel)
-        if waiters is not None:
-            try:
-                waiters.remove(future)
-                state.count -= 1
-            except ValueError:
-                pass
-            if not waiters:
-                del state.waiters[channel]
-        self.windows.balance(state)
+    def take_or_wait(self, channel: str) -> bytes | asyncio.Future[bytes] | None:
+        """At once, without a coroutine: a message parked here for ``channel``, or the future of a
+        new waiter if its queue has consumers here (await it; ``abandon`` it on an error). None
+        when its queue has none yet: ``receive`` starts them."""
+        state = self.queues.get(self.names.queue(channel))
+        if state is None or not usable(state.carrier):
+            return None
+        body = self._take_parked(state, channel)
+        if body is not None:
+            return body
+        future = self._wait(state, channel)
+        self.windows.on_waiter(state)
+        return future
 
-    def take_waiter(self, state: QueueState, channel: str) -> asyncio.Future[bytes] | None:
-        """The next receive waiting on ``channel``, taken off the waiting list (or None)."""
-        waiters = state.waiters.get(channel)
-        while waiters:
-            future = waiters.popleft()
-            state.count -= 1
-            if not future.done():
-                if not waiters:
-                    del state.waiters[channel]
-                return future
-        if waiters is not None:
-            del state.waiters[channel]
-        return None
+    def _wait(self, state: QueueState, channel: str) -> asyncio.Future[bytes]:
+        self.feed.watch_soon(state.name)  # its group copies may wait for a consumer on this loop
+        future = self.loop.create_future()
+        state.add_waiter(channel, future)
+        if state.idle_timer is not None:
+            state.idle_timer.cancel()
+            state.idle_timer = None
+        return future
+
+    def abandon(self, channel: str, future: asyncio.Future[bytes]) -> None:
+        """A receive waiting on ``future`` ends with an error (cancelled, most often)."""
+        state = self.state_of(self.names.queue(channel))
+        state.remove_waiter(channel, future)
+        self.windows.balance(state)
+        if future.done() and not future.cancelled() and future.exception() is None:
+            # Handed over just as this receive was cancelled: keep it for the next.
+            state.parked.appendleft(Parked(channel, future.result(), None, None, time.monotonic()))
+            self._serve(state, channel)
 
     def _take_parked(self, state: QueueState, channel: str) -> bytes | None:
         if not state.parked:
@@ -169,7 +167,7 @@ class Receiver:
             body = self._take_parked(state, channel)
             if body is None:
                 return
-            future = self.take_waiter(state, channel)
+            future = state.take_waiter(channel)
             if future is None:
                 state.parked.appendleft(Parked(channel, body, None, None, time.monotonic()))
                 return
@@ -247,7 +245,7 @@ class Receiver:
             return
         consumer.delivery_tag = method.delivery_tag
         state.delivered()
-        future = self.take_waiter(state, channel)
+        future = state.take_waiter(channel)
         if future is not None:
             state.hold(consumer, Held.TAKEN)
             future.set_result(body)
