@@ -1,10 +1,11 @@
-"""ChannelNamer: short local names (a count), still unique in a forked child."""
+"""ChannelNamer: short local names (a count), still unique in a forked child; CheckedChannels:
+the channels a layer's receive checked, kept within bounds."""
 
 from __future__ import annotations
 
 import multiprocessing
 
-from reference_layers.core.names import ChannelNamer, check_channel_name
+from reference_layers.core.names import ChannelNamer, CheckedChannels, check_channel_name
 
 NAMER = ChannelNamer()  # made in this process; forked children inherit it
 
@@ -35,3 +36,12 @@ def test_a_forked_child_does_not_repeat_its_parents_names():
     every = [*before, *after, *from_children[0], *from_children[1]]
     assert len(set(every)) == len(every) == 12
     assert all(name.startswith(f"specific.{NAMER.client_prefix}!") for name in every)
+
+
+def test_checked_channels_are_forgotten_all_at_once_past_ten_thousand():
+    checked = CheckedChannels()
+    for n in range(10_000):
+        checked.remember(f"chat.{n}", "key")
+    assert len(checked) == 10_000 and checked.get("chat.0") == "key"
+    checked.remember("chat.new", "its key")
+    assert dict(checked) == {"chat.new": "its key"}

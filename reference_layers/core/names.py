@@ -35,6 +35,18 @@ def check_channel_name(name: Any) -> str:
     return name
 
 
+class CheckedChannels(dict[str, str]):
+    """Channels a receive of one layer object checked (a valid name, made by this object if
+    process-specific), each with what the layer found for it (its capacity key, its queue): a
+    fan-out's members call receive() again and again, and the next call skips the checks. Up
+    to 10,000, then all forgotten at once."""
+
+    def remember(self, channel: str, found: str) -> None:
+        if len(self) >= 10_000:
+            self.clear()
+        self[channel] = found
+
+
 def check_group_name(name: Any) -> str:
     """Return ``name`` if it is a valid group name, else raise TypeError saying why."""
     if not isinstance(name, str):

@@ -10,7 +10,7 @@ from ..core.config import reject_unknown_keys
 from ..core.errors import ChannelFull
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
-from ..core.names import check_channel_name, is_process_specific, non_local_name
+from ..core.names import CheckedChannels, check_channel_name, is_process_specific, non_local_name
 from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import broker_ops
 from .config import parse_broker_config
@@ -38,7 +38,6 @@ class _OnLoop:
         await self.session.close()  # tells the receiver too
 
 
-_RECEIVABLE_KEPT = 10_000  # channel names remembered as checked for receive (then forgotten, all at once)
 _CONFIG_KEYS = ("url", "urls", "prefix", "expiry", "group_expiry", "capacity", "channel_capacity",
                 "symmetric_encryption_keys", "message_size_limit", "timeout", "heartbeat")
 
@@ -80,7 +79,7 @@ class RabbitMQChannelLayer(LayerCore):
         self._counters = Counters()
         self._missed = MissedCopies(self._names, f"{prefix}.{self.client_prefix}")
         self._book = LocalBook()  # own members of groups, fed one copy per process (process_groups.py)
-        self._receivable: set[str] = set()  # channels receive() checked already
+        self._receivable = CheckedChannels()  # channel -> its queue
 
     def _on_loop(self, loop: asyncio.AbstractEventLoop) -> _OnLoop:
         async def on_connect(session: Session, link: Link) -> None:
@@ -124,13 +123,13 @@ class RabbitMQChannelLayer(LayerCore):
         """LayerCore's receive with no coroutine of the receiver's when its queue is consumed here
         already, and no name check for a channel checked before: a fan-out's members wake by the
         hundred and each waits again at once."""
-        if type(channel) is not str or channel not in self._receivable:
+        queue = self._receivable.get(channel) if type(channel) is str else None
+        if queue is None:
             self.check_receivable(check_channel_name(channel))
-            if len(self._receivable) >= _RECEIVABLE_KEPT:
-                self._receivable.clear()
-            self._receivable.add(channel)
+            queue = self._names.queue(channel)
+            self._receivable.remember(channel, queue)
         receiver = self._loops.current().receiver
-        taken = receiver.take_or_wait(channel)
+        taken = receiver.take_or_wait(channel, queue)
         if taken is None:
             return self.codec.decode(await receiver.receive(channel))
         if isinstance(taken, bytes):

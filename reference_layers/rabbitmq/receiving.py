@@ -113,11 +113,11 @@ class Receiver:
             self.abandon(channel, future)
             raise
 
-    def take_or_wait(self, channel: str) -> bytes | asyncio.Future[bytes] | None:
-        """At once, without a coroutine: a message parked here for ``channel``, or the future of a
-        new waiter if its queue has consumers here (await it; ``abandon`` it on an error). None
-        when its queue has none yet: ``receive`` starts them."""
-        state = self.queues.get(self.names.queue(channel))
+    def take_or_wait(self, channel: str, queue: str) -> bytes | asyncio.Future[bytes] | None:
+        """At once, without a coroutine: a message parked here for ``channel`` (of ``queue``), or
+        the future of a new waiter if its queue has consumers here (await it; ``abandon`` it on
+        an error). None when its queue has none yet: ``receive`` starts them."""
+        state = self.queues.get(queue)
         if state is None or not usable(state.carrier):
             return None
         body = self._take_parked(state, channel)

@@ -24,7 +24,7 @@ from ..core.config import reject_unknown_keys
 from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
-from ..core.names import check_channel_name
+from ..core.names import CheckedChannels, check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, ConnectionState, Counters, LayerStatistics
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
@@ -40,8 +40,6 @@ from .reconnect import DEFAULT_RECONNECT_TIMEOUT, TRANSIENT_ERRORS, ShardUnreach
 from .shard import ShardClient
 from .shelf import CopyShelf
 from .wire import USES_HIREDIS
-
-_RECEIVABLE_KEPT = 10_000  # channel names remembered as checked for receive (then forgotten, all at once)
 
 __all__ = ["RedisChannelLayer", "ChannelFull", "MessageTooLarge", "UnserialisableMessage", "ShardUnreachable"]
 
@@ -92,7 +90,7 @@ class RedisChannelLayer(LayerCore):
         self._counters = Counters()
         self._memberships = MembershipBook(len(self.addresses))
         self._own_groups = OwnGroups()  # where a group_send pops this object's copies behind it
-        self._receivable: dict[str, str] = {}  # channel -> its capacity key, once checked for receive
+        self._receivable = CheckedChannels()  # channel -> its capacity key
 
     def __repr__(self):
         return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
@@ -146,9 +144,7 @@ class RedisChannelLayer(LayerCore):
     async def _take_or_find_receiver(self, state: _LoopState, channel: str) -> bytes | Receiver:
         """A message of the checked ``channel`` taken at once (its body), or the receiver to wait on."""
         key = self.keys.capacity_key(channel)
-        if len(self._receivable) >= _RECEIVABLE_KEPT:
-            self._receivable.clear()
-        self._receivable[channel] = key  # receive()'s next call skips the checks
+        self._receivable.remember(channel, key)  # receive()'s next call skips the checks
         copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
         if copy is not None:
             return copy.body
