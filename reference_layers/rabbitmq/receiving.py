@@ -118,11 +118,14 @@ class Receiver:
         the future of a new waiter if its queue has consumers here (await it; ``abandon`` it on
         an error). None when its queue has none yet: ``receive`` starts them."""
         state = self.queues.get(queue)
-        if state is None or not usable(state.carrier):
+        if state is None:
             return None
-        body = self._take_parked(state, channel)
-        if body is not None:
-            return body
+        if state.parked:  # a late fan-out's members take their copies here, with no consumer
+            body = self._take_parked(state, channel)
+            if body is not None:
+                return body
+        if not usable(state.carrier):
+            return None
         future = self._wait(state, channel)
         self.windows.on_waiter(state)
         return future
