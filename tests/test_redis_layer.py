@@ -173,6 +173,37 @@ def test_a_receive_cancelled_around_delivery_leaves_its_message_for_another_inst
     run(closing(first, body()))
 
 
+def test_a_member_waiting_again_and_cancelled_around_delivery_loses_nothing(redis_urls):
+    """A receive on a channel received on before, while a sibling keeps its process's receiver
+    waiting, waits on that receiver at once (no check, no pop of its own). Cancelled at every
+    moment of a delivery, its message is neither lost nor doubled: the next receive gets it."""
+    layer = layer_on(redis_urls)
+
+    async def body():
+        sibling_channel, channel = await layer.new_channel(), await layer.new_channel()
+        await layer.send(channel, {"n": -1})
+        assert (await layer.receive(channel))["n"] == -1  # checked, and its key has a receiver
+        sibling = asyncio.ensure_future(layer.receive(sibling_channel))  # keeps the receiver waiting
+        got = []
+        for n in range(40):
+            receiving = asyncio.ensure_future(layer.receive(channel))
+            await asyncio.sleep(0.001 * (n % 4))  # varies where the cancel lands: the timing is the test
+            await layer.send(channel, {"n": n})
+            for _ in range(n % 7):
+                await asyncio.sleep(0)
+            receiving.cancel()
+            try:
+                got.append((await receiving)["n"])
+            except asyncio.CancelledError:
+                got.append((await asyncio.wait_for(layer.receive(channel), CALL_LIMIT))["n"])
+        assert got == list(range(40))
+        assert not sibling.done()
+        await layer.send(sibling_channel, {"n": "sibling"})
+        assert (await asyncio.wait_for(sibling, CALL_LIMIT))["n"] == "sibling"
+
+    run(closing(layer, body()))
+
+
 # --- encryption ---------------------------------------------------------------------------------
 
 def test_encrypted_bodies_are_not_stored_in_plaintext_and_old_keys_still_decrypt(redis_urls):
