@@ -22,6 +22,7 @@ from .segment import Segment, SegmentFull
 from .store import Full, Store, counter_name
 
 TOKEN_MASK = 0xFFFFFFFF
+_FULL = object()  # a member refused for its capacity, after what had expired was dropped
 
 
 class Operations:
@@ -157,10 +158,14 @@ class Operations:
         """Send to every live member and poke its waiters; members that are full (or don't
         fit) miss it. Returns how many members missed it (CAP-5: silent, but counted).
 
-        One transaction per member, so a large group never overflows the journal.
+        One transaction per member, so a large group never overflows the journal. A process
+        found full (after dropping what had expired) stays full for the rest of this locked step,
+        so its other members at that capacity or less miss the message with no work: pruning
+        again for each would walk every sibling each time.
         """
         segment, store = self.segment, self.store
         missed, pokes_by_channel = 0, []
+        full_at: dict[bytes, int] = {}  # a process's key -> the largest capacity it was found full at
         segment.acquire()
         try:
             members = self.hot.hashed.live_members(group, now)
@@ -170,11 +175,17 @@ class Operations:
                 segment.commit(tx)
             for channel in members:
                 capacity = capacity_of(channel)
+                counter = counter_name(channel)
+                if counter is not None and full_at.get(counter, 0) >= capacity:
+                    missed += 1
+                    continue
                 pokes = self.hot.send(channel, data, expires, capacity, "group_send")
                 if pokes is NOT_HANDLED:
                     pokes = self._group_send_general(channel, data, expires, capacity, now)
-                    if pokes is None:
+                    if pokes is None or pokes is _FULL:
                         missed += 1  # this member misses the message
+                        if pokes is _FULL and counter is not None:
+                            full_at[counter] = max(full_at.get(counter, 0), capacity)
                         continue
                 if pokes:
                     pokes_by_channel.append((pokes, channel))
@@ -196,7 +207,9 @@ class Operations:
             tx = segment.transaction("group_send")
             try:
                 pokes = store.send(tx, channel, data, expires, capacity)
-            except (Full, SegmentFull):
+            except Full:
+                return _FULL
+            except SegmentFull:
                 return None
         except SegmentFull:
             return None
