@@ -251,19 +251,27 @@ class InMemoryChannelLayer(LayerCore):
                     del self._groups[group]
 
     async def _group_send(self, group: str, data: bytes) -> None:
+        """A full member misses the message; the others still get it. A process found full
+        stays full under the lock (nothing expires at the same ``now``), so its other members
+        at that capacity or less miss it at once, with no pruning of every sibling each."""
         now = time.monotonic()
         delivered = []
+        full_at: dict[str, int] = {}  # capacity key -> the largest capacity it was found full at
         with self._lock:
             members = self._groups.get(group, {})
             for channel, expires in list(members.items()):
                 if expires <= now:
                     del members[channel]
                     continue
+                key, capacity = non_local_name(channel), self.capacities.for_channel(channel)
                 try:
-                    if self._put(channel, data, now, non_local_name(channel), self.capacities.for_channel(channel)):
+                    if full_at.get(key, 0) >= capacity:
+                        raise ChannelFull(channel)
+                    if self._put(channel, data, now, key, capacity):
                         continue
-                except ChannelFull:  # a full member misses this message; the others still get it
+                except ChannelFull:
                     self._counters.group_deliveries_missed += 1
+                    full_at[key] = max(full_at.get(key, 0), capacity)
                     continue
                 delivered.append(channel)
             if not members:
