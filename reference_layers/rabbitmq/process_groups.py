@@ -36,6 +36,7 @@ from .link import Link
 from .local_book import LocalBook
 from .missed_copies import SENDER_HEADER
 from .names import GROUPS_EXCHANGE
+from .parked import ParkedMessages
 from .queue_state import Parked, usable
 from .receiving import Receiver
 from .session import Session
@@ -265,7 +266,7 @@ class GroupFeed:
 
     def _serve(self, state: Any, channel: str) -> None:
         while state.waiters.get(channel):
-            entry = next((each for each in state.parked if each.channel == channel and each.tag is None), None)
+            entry = next((each for each in state.parked.of(channel) if each.tag is None), None)
             if entry is None:
                 return
             future = state.take_waiter(channel)
@@ -277,7 +278,7 @@ class GroupFeed:
     def _place(self, queue: str, members: list[str], body: bytes) -> int:
         state = self.receiver.state_of(queue)
         room = self.session.shared.capacity_for(self.names.channel_of(queue)) - len(state.parked)
-        missed, now = 0, time.monotonic()
+        missed, now, parked = 0, time.monotonic(), []
         for channel in members:
             if room <= 0:
                 missed += 1
@@ -286,8 +287,9 @@ class GroupFeed:
             if future is not None:
                 future.set_result(body)
             else:
-                state.parked.append(Parked(channel, body, None, None, now))
+                parked.append(Parked(channel, body, None, None, now))
                 room -= 1
+        state.parked.extend(parked)
         self.receiver.windows.balance_soon(state)
         return missed
 
@@ -328,7 +330,7 @@ class GroupFeed:
         self.session.forget(self.names.group_copies(queue))
         state = self.receiver.queues.get(queue)
         if state is not None:
-            state.parked = type(state.parked)(entry for entry in state.parked if entry.tag is not None)
+            state.parked = ParkedMessages(entry for entry in state.parked if entry.tag is not None)
 
     def on_link_lost(self) -> None:
         self._tags.clear()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from .parked import ParkedMessages
+
 # Open windows per queue at most: fewer windows than waiting receives is always safe (the
 # broker keeps counting what it has not pushed); a fan-out to thousands of waiting members of
 # one process gets its copies through process_groups.py, not through a consumer per receive.
@@ -77,7 +79,7 @@ class QueueState:
         self.name = name
         self.waiters: dict[str, collections.deque[asyncio.Future[bytes]]] = {}
         self.count = 0  # futures in waiters: kept as they come and go, a fan-out has thousands
-        self.parked: collections.deque[Parked] = collections.deque()
+        self.parked: ParkedMessages[Parked] = ParkedMessages()
         self.unacked = 0  # parked deliveries still unacked
         self.consumers: dict[str, Consumer] = {}
         self.open: dict[str, Consumer] = {}  # the consumers whose window is open
@@ -153,18 +155,12 @@ class QueueState:
             self.allowed = min(MAX_WINDOWS, 2 * self.allowed)
 
     def unpark(self, channel: str) -> Parked | None:
-        """Take off the oldest parked message of ``channel``, if any: usually the first, since
-        members take their copies of a fan-out in the order they were parked."""
-        parked = self.parked
-        if parked and parked[0].channel == channel:
-            return parked.popleft()
-        entry = next((each for each in parked if each.channel == channel), None)
-        if entry is not None:
-            parked.remove(entry)
-        return entry
+        """Take off the oldest parked message of ``channel``, if any."""
+        return self.parked.unpark(channel)
 
     def any_channel(self) -> str:
-        return next(iter(self.waiters), None) or (self.parked[0].channel if self.parked else "")
+        first = self.parked.first()
+        return next(iter(self.waiters), None) or (first.channel if first is not None else "")
 
 
 def usable(carrier: Any) -> bool:

@@ -46,7 +46,6 @@ State per queue: queue_state.py; starting and cancelling consumers: windows.py.
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from typing import Any
 
@@ -54,6 +53,7 @@ from .errors import BrokerUnavailable
 from .feed_events import FeedEvents, NoFeed
 from .futures import settle, within
 from .link import PREFETCH, Link
+from .parked import ParkedMessages
 from .queue_state import Held, Parked, QueueState, usable
 from .session import Session
 from .windows import Windows
@@ -91,7 +91,7 @@ class Receiver:
     def parked_for(self, queue: str, channel: str) -> int:
         """Messages for ``channel`` this loop holds parked (the broker no longer counts them)."""
         state = self.queues.get(queue)
-        return 0 if state is None else sum(entry.channel == channel for entry in state.parked)
+        return 0 if state is None else state.parked.count(channel)
 
     # --- receive -------------------------------------------------------------------------------
     async def receive(self, channel: str) -> bytes:
@@ -153,7 +153,7 @@ class Receiver:
         if not state.parked:
             return None
         now = time.monotonic()
-        while (entry := state.unpark(channel)) is not None:  # a fan-out parks thousands, taken one by one
+        while (entry := state.parked.unpark(channel)) is not None:  # a fan-out parks thousands, taken one by one
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
                 state.unacked -= 1
@@ -353,7 +353,7 @@ class Receiver:
             for entry in state.parked:
                 if entry.tag is not None:  # unacked: the broker requeued it with the connection
                     self._given_back(entry)
-            state.parked = collections.deque(entry for entry in state.parked if entry.tag is None)
+            state.parked = ParkedMessages(entry for entry in state.parked if entry.tag is None)
             state.unacked = 0
 
     def _given_back(self, entry: Parked) -> None:

@@ -12,9 +12,9 @@ one no longer needed is closed a loop turn later (see ``on_waiter``).
 from __future__ import annotations
 
 import asyncio
-import collections
 from typing import Any, Callable
 
+from .parked import ParkedMessages
 from .pika_compat import cancel_nowait, consume_nowait
 from .queue_state import MAX_WINDOWS, AfterCancel, Consumer, Held, Parked, QueueState, Settlement, usable
 
@@ -109,7 +109,7 @@ class Windows:
                 if entry.tag is not None and entry.consumer is not None}
         for given_back in held.values():
             self._on_given_back(given_back)
-        state.parked = collections.deque(entry for entry in state.parked if entry.tag is None)
+        state.parked = ParkedMessages(entry for entry in state.parked if entry.tag is None)
         state.unacked = 0
         consumers = list(state.consumers.values())
         left = [len(consumers)]
