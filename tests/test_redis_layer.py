@@ -147,6 +147,25 @@ def test_a_message_expires_even_with_younger_ones_behind_it_and_no_send_in_betwe
 
 # --- cancellation ---------------------------------------------------------------------------------
 
+async def cancelled_around_delivery(layer, channel: str, then, rounds: int = 40) -> list:
+    """Send ``rounds`` messages on ``channel``, each while a receive of ``layer`` waits, and cancel
+    that receive at a different moment around the delivery each time: what it got, or else what
+    a receive of ``then`` (another instance, or the same) gets next. No message may be lost."""
+    got = []
+    for n in range(rounds):
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0.001 * (n % 4))  # varies where the cancel lands: the timing is the test
+        await layer.send(channel, {"n": n})
+        for _ in range(n % 7):
+            await asyncio.sleep(0)
+        receiving.cancel()
+        try:
+            got.append((await receiving)["n"])
+        except asyncio.CancelledError:
+            got.append((await asyncio.wait_for(then.receive(channel), CALL_LIMIT))["n"])
+    return got
+
+
 def test_a_receive_cancelled_around_delivery_leaves_its_message_for_another_instance(redis_urls):
     """Cancelled at every moment of a delivery, no message is lost: one the cancelled receive
     had already popped goes back to the head of the list, where another layer instance finds it."""
@@ -155,19 +174,7 @@ def test_a_receive_cancelled_around_delivery_leaves_its_message_for_another_inst
     channel = fresh()
 
     async def body():
-        got = []
-        for n in range(40):
-            receiving = asyncio.ensure_future(first.receive(channel))
-            await asyncio.sleep(0.001 * (n % 4))  # varies where the cancel lands: the timing is the test
-            await first.send(channel, {"n": n})
-            for _ in range(n % 7):
-                await asyncio.sleep(0)
-            receiving.cancel()
-            try:
-                got.append((await receiving)["n"])
-            except asyncio.CancelledError:
-                got.append((await asyncio.wait_for(second.receive(channel), CALL_LIMIT))["n"])
-        assert got == list(range(40))
+        assert await cancelled_around_delivery(first, channel, second) == list(range(40))
         await second.close()
 
     run(closing(first, body()))
@@ -184,19 +191,7 @@ def test_a_member_waiting_again_and_cancelled_around_delivery_loses_nothing(redi
         await layer.send(channel, {"n": -1})
         assert (await layer.receive(channel))["n"] == -1  # checked, and its key has a receiver
         sibling = asyncio.ensure_future(layer.receive(sibling_channel))  # keeps the receiver waiting
-        got = []
-        for n in range(40):
-            receiving = asyncio.ensure_future(layer.receive(channel))
-            await asyncio.sleep(0.001 * (n % 4))  # varies where the cancel lands: the timing is the test
-            await layer.send(channel, {"n": n})
-            for _ in range(n % 7):
-                await asyncio.sleep(0)
-            receiving.cancel()
-            try:
-                got.append((await receiving)["n"])
-            except asyncio.CancelledError:
-                got.append((await asyncio.wait_for(layer.receive(channel), CALL_LIMIT))["n"])
-        assert got == list(range(40))
+        assert await cancelled_around_delivery(layer, channel, layer) == list(range(40))
         assert not sibling.done()
         await layer.send(sibling_channel, {"n": "sibling"})
         assert (await asyncio.wait_for(sibling, CALL_LIMIT))["n"] == "sibling"
