@@ -175,8 +175,7 @@ class Operations:
                 segment.commit(tx)
             for channel in members:
                 capacity = capacity_of(channel)
-                counter = counter_name(channel)
-                if counter is not None and full_at.get(counter, 0) >= capacity:
+                if full_at and _full(full_at, channel, capacity):
                     missed += 1
                     continue
                 pokes = self.hot.send(channel, data, expires, capacity, "group_send")
@@ -184,6 +183,7 @@ class Operations:
                     pokes = self._group_send_general(channel, data, expires, capacity, now)
                     if pokes is None or pokes is _FULL:
                         missed += 1  # this member misses the message
+                        counter = counter_name(channel)
                         if pokes is _FULL and counter is not None:
                             full_at[counter] = max(full_at.get(counter, 0), capacity)
                         continue
@@ -219,3 +219,9 @@ class Operations:
     def held(self, channel: bytes) -> int:
         """Messages counting against ``channel``'s capacity (for tests and diagnostics)."""
         return self._run("held", self.store.held, channel, counter_name(channel))
+
+
+def _full(full_at: dict[bytes, int], channel: bytes, capacity: int) -> bool:
+    """Whether ``channel``'s process was found full at ``capacity`` or more (``full_at``)."""
+    counter = counter_name(channel)
+    return counter is not None and full_at.get(counter, 0) >= capacity
