@@ -6,14 +6,14 @@ already-encoded bytes, so the four layers refuse exactly the same inputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .capacity import CapacityRules
 from .codec import DEFAULT_MESSAGE_SIZE_LIMIT, MessageCodec
 from .config import positive_int, positive_int_or_none, positive_number
 from .errors import ForeignProcessChannel
-from .names import ChannelNamer, check_channel_name, check_group_name, non_local_name
+from .names import ChannelNamer, CheckedChannels, check_channel_name, check_group_name, non_local_name
 
 
 class LayerCore:
@@ -37,6 +37,7 @@ class LayerCore:
         self.codec = MessageCodec(message_size_limit, symmetric_encryption_keys)
         self.namer = ChannelNamer()
         self.client_prefix = self.namer.client_prefix
+        self._receivable = CheckedChannels()  # channel -> what the layer found for it (receivable_as)
 
     # Django Channels' BaseChannelLayer offers these; user code sometimes calls them. Like
     # Django's, the valid_* and require_valid_* ones raise TypeError for a bad name.
@@ -66,6 +67,17 @@ class LayerCore:
                 f"cannot receive on {channel!r}: it is process-specific and this layer object's "
                 f"new_channel() did not make it (its names have '.{self.client_prefix}!'), "
                 "so no message sent to it would ever reach this receive")
+
+    def receivable_as(self, channel: Any, find: Callable[[str], str]) -> str:
+        """``check_receivable(check_channel_name(channel))``, then ``find(channel)`` (its capacity
+        key, its queue), both remembered: a fan-out's members call receive() again and again,
+        and every call after the first is one lookup."""
+        found = self._receivable.get(channel) if type(channel) is str else None
+        if found is None:
+            self.check_receivable(check_channel_name(channel))
+            found = find(channel)
+            self._receivable.remember(channel, found)
+        return found
 
     def get_capacity(self, channel: str) -> int:
         return self.capacities.for_channel(channel)

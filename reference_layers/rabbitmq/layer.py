@@ -10,7 +10,7 @@ from ..core.config import reject_unknown_keys
 from ..core.errors import ChannelFull
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
-from ..core.names import CheckedChannels, check_channel_name, is_process_specific, non_local_name
+from ..core.names import is_process_specific, non_local_name
 from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import broker_ops
 from .config import parse_broker_config
@@ -79,7 +79,6 @@ class RabbitMQChannelLayer(LayerCore):
         self._counters = Counters()
         self._missed = MissedCopies(self._names, f"{prefix}.{self.client_prefix}")
         self._book = LocalBook()  # own members of groups, fed one copy per process (process_groups.py)
-        self._receivable = CheckedChannels()  # channel -> its queue
 
     def _on_loop(self, loop: asyncio.AbstractEventLoop) -> _OnLoop:
         async def on_connect(session: Session, link: Link) -> None:
@@ -123,11 +122,7 @@ class RabbitMQChannelLayer(LayerCore):
         """LayerCore's receive with no coroutine of the receiver's when its queue is consumed here
         already, and no name check for a channel checked before: a fan-out's members wake by the
         hundred and each waits again at once."""
-        queue = self._receivable.get(channel) if type(channel) is str else None
-        if queue is None:
-            self.check_receivable(check_channel_name(channel))
-            queue = self._names.queue(channel)
-            self._receivable.remember(channel, queue)
+        queue = self.receivable_as(channel, self._names.queue)
         receiver = self._loops.current().receiver
         taken = receiver.take_or_wait(channel, queue)
         if taken is None:

@@ -154,10 +154,6 @@ class QueueState:
         if self.allowed < MAX_WINDOWS:
             self.allowed = min(MAX_WINDOWS, 2 * self.allowed)
 
-    def unpark(self, channel: str) -> Parked | None:
-        """Take off the oldest parked message of ``channel``, if any."""
-        return self.parked.unpark(channel)
-
     def any_channel(self) -> str:
         first = self.parked.first()
         return next(iter(self.waiters), None) or (first.channel if first is not None else "")

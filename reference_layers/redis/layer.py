@@ -24,7 +24,7 @@ from ..core.config import reject_unknown_keys
 from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
-from ..core.names import CheckedChannels, check_channel_name
+from ..core.names import check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, ConnectionState, Counters, LayerStatistics
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
@@ -90,7 +90,6 @@ class RedisChannelLayer(LayerCore):
         self._counters = Counters()
         self._memberships = MembershipBook(len(self.addresses))
         self._own_groups = OwnGroups()  # where a group_send pops this object's copies behind it
-        self._receivable = CheckedChannels()  # channel -> its capacity key
 
     def __repr__(self):
         return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
@@ -119,17 +118,14 @@ class RedisChannelLayer(LayerCore):
         here at once (it came by a pop for checked channels); members waiting again wait on their
         key's receiver at once: neither needs a name check, a pop or another coroutine."""
         state = self._loops.current()
-        receiver = None
         if type(channel) is str:
             body = state.shelf.take_ready(channel)
             if body is not None:
                 return self.codec.decode(body)
-            key = self._receivable.get(channel)
-            if key is not None and not state.shelf.holds(channel):
-                receiver = state.receivers.get(key)
+        key = self.receivable_as(channel, self.keys.capacity_key)
+        receiver = None if state.shelf.holds(channel) else state.receivers.get(key)
         if receiver is None:
-            self.check_receivable(check_channel_name(channel))
-            taken = await self._take_or_find_receiver(state, channel)
+            taken = await self._take_or_find_receiver(state, key, channel)
             if isinstance(taken, bytes):
                 return self.codec.decode(taken)
             receiver = taken
@@ -141,10 +137,9 @@ class RedisChannelLayer(LayerCore):
             raise
         return self.codec.decode(entry.split(b":", 2)[2])
 
-    async def _take_or_find_receiver(self, state: _LoopState, channel: str) -> bytes | Receiver:
-        """A message of the checked ``channel`` taken at once (its body), or the receiver to wait on."""
-        key = self.keys.capacity_key(channel)
-        self._receivable.remember(channel, key)  # receive()'s next call skips the checks
+    async def _take_or_find_receiver(self, state: _LoopState, key: str, channel: str) -> bytes | Receiver:
+        """A message of the checked ``channel`` (capacity key ``key``) taken at once (its body),
+        or the receiver to wait on."""
         copy = await self._take_held(state, key, channel) if state.shelf.holds(channel) else None
         if copy is not None:
             return copy.body
