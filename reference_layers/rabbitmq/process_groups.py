@@ -265,11 +265,11 @@ class GroupFeed:
             self._serve(state, channel)
 
     def _serve(self, state: Any, channel: str) -> None:
-        while state.waiters.get(channel):
+        while channel in state.waiters.first:
             entry = next((each for each in state.parked.of(channel) if each.tag is None), None)
             if entry is None:
                 return
-            future = state.take_waiter(channel)
+            future = state.waiters.take(channel)
             if future is None:
                 return
             state.parked.remove(entry)
@@ -283,7 +283,7 @@ class GroupFeed:
             if room <= 0:
                 missed += 1
                 continue
-            future = state.take_waiter(channel)
+            future = state.waiters.take(channel)
             if future is not None:
                 future.set_result(body)
             else:

@@ -7,11 +7,11 @@ The rules that use this state are in receiving.py (receives) and windows.py (con
 from __future__ import annotations
 
 import asyncio
-import collections
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ..core.waiters import Waiters
 from .parked import ParkedMessages
 
 # Open windows per queue at most: fewer windows than waiting receives is always safe (the
@@ -72,13 +72,12 @@ class Parked:
 class QueueState:
     """Receive-side state of one broker queue on this loop."""
 
-    __slots__ = ("name", "waiters", "count", "parked", "unacked", "consumers", "open", "taken",
+    __slots__ = ("name", "waiters", "parked", "unacked", "consumers", "open", "taken",
                  "carrier", "starting", "idle_timer", "balance_due", "allowed")
 
     def __init__(self, name: str):
         self.name = name
-        self.waiters: dict[str, collections.deque[asyncio.Future[bytes]]] = {}
-        self.count = 0  # futures in waiters: kept as they come and go, a fan-out has thousands
+        self.waiters = Waiters()  # the receives waiting, per channel (``channel in waiters.first``)
         self.parked: ParkedMessages[Parked] = ParkedMessages()
         self.unacked = 0  # parked deliveries still unacked
         self.consumers: dict[str, Consumer] = {}
@@ -91,37 +90,7 @@ class QueueState:
         self.allowed = 1  # open windows its traffic has shown it needs (windows.py), doubled per delivery
 
     def has_waiters(self) -> bool:
-        return bool(self.waiters)
-
-    def add_waiter(self, channel: str, future: asyncio.Future[bytes]) -> None:
-        self.waiters.setdefault(channel, collections.deque()).append(future)
-        self.count += 1
-
-    def remove_waiter(self, channel: str, future: asyncio.Future[bytes]) -> None:
-        """Forget ``future`` if it still waits here (it may have been handed its message)."""
-        waiters = self.waiters.get(channel)
-        if waiters is not None:
-            try:
-                waiters.remove(future)
-                self.count -= 1
-            except ValueError:
-                pass
-            if not waiters:
-                del self.waiters[channel]
-
-    def take_waiter(self, channel: str) -> asyncio.Future[bytes] | None:
-        """The next receive waiting on ``channel``, taken off the waiting list (or None)."""
-        waiters = self.waiters.get(channel)
-        while waiters:
-            future = waiters.popleft()
-            self.count -= 1
-            if not future.done():
-                if not waiters:
-                    del self.waiters[channel]
-                return future
-        if waiters is not None:
-            del self.waiters[channel]
-        return None
+        return bool(self.waiters.first)
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers[consumer.tag] = consumer
@@ -156,7 +125,7 @@ class QueueState:
 
     def any_channel(self) -> str:
         first = self.parked.first()
-        return next(iter(self.waiters), None) or (first.channel if first is not None else "")
+        return next(iter(self.waiters.first), None) or (first.channel if first is not None else "")
 
 
 def usable(carrier: Any) -> bool:

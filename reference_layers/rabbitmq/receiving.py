@@ -124,7 +124,8 @@ class Receiver:
             body = self._take_parked(state, channel)
             if body is not None:
                 return body
-        if not usable(state.carrier):
+        carrier = state.carrier
+        if carrier is None or not carrier.is_open:  # usable(), written out: this runs per member and copy
             return None
         future = self._wait(state, channel)
         self.windows.on_waiter(state)
@@ -133,7 +134,7 @@ class Receiver:
     def _wait(self, state: QueueState, channel: str) -> asyncio.Future[bytes]:
         self.feed.watch_soon(state.name)  # its group copies may wait for a consumer on this loop
         future = self.loop.create_future()
-        state.add_waiter(channel, future)
+        state.waiters.add(channel, future)
         if state.idle_timer is not None:
             state.idle_timer.cancel()
             state.idle_timer = None
@@ -142,7 +143,7 @@ class Receiver:
     def abandon(self, channel: str, future: asyncio.Future[bytes]) -> None:
         """A receive waiting on ``future`` ends with an error (cancelled, most often)."""
         state = self.state_of(self.names.queue(channel))
-        state.remove_waiter(channel, future)
+        state.waiters.remove(channel, future)
         self.windows.balance(state)
         if future.done() and not future.cancelled() and future.exception() is None:
             # Handed over just as this receive was cancelled: keep it for the next.
@@ -166,11 +167,11 @@ class Receiver:
 
     def _serve(self, state: QueueState, channel: str) -> None:
         """Hand parked messages of ``channel`` to its waiting receives."""
-        while state.waiters.get(channel):
+        while channel in state.waiters.first:
             body = self._take_parked(state, channel)
             if body is None:
                 return
-            future = state.take_waiter(channel)
+            future = state.waiters.take(channel)
             if future is None:
                 state.parked.appendleft(Parked(channel, body, None, None, time.monotonic()))
                 return
@@ -248,7 +249,7 @@ class Receiver:
             return
         consumer.delivery_tag = method.delivery_tag
         state.delivered()
-        future = state.take_waiter(channel)
+        future = state.waiters.take(channel)
         if future is not None:
             state.hold(consumer, Held.TAKEN)
             future.set_result(body)
@@ -258,7 +259,7 @@ class Receiver:
         state.parked.append(Parked(channel, body, method.delivery_tag, consumer, time.monotonic(),
                                    properties.message_id))
         state.unacked += 1
-        if state.waiters and state.unacked >= SPILL_AT:
+        if state.waiters.first and state.unacked >= SPILL_AT:
             self.windows.spill(state)
         self.windows.balance(state)
 
@@ -299,7 +300,7 @@ class Receiver:
 
     def after_send(self, queue: str) -> None:
         state = self.queues.get(queue)
-        if state is None or not state.waiters:
+        if state is None or not state.has_waiters():
             return
         if usable(state.carrier):
             self.windows.balance(state)
@@ -323,7 +324,7 @@ class Receiver:
         state.parked.clear()  # flushed with their queue
         state.unacked = 0
         self.session.forget(state.name)
-        if state.waiters:
+        if state.has_waiters():
             self._restart(state, force=True)
 
     def on_consume_channel(self, link: Link) -> None:
@@ -332,7 +333,7 @@ class Receiver:
         self.feed.on_link_lost()
         self.feed.on_link()
         for state in list(self.queues.values()):
-            if state.waiters:
+            if state.has_waiters():
                 self._restart(state, force=True)
 
     def on_link_lost(self) -> None:
@@ -342,7 +343,7 @@ class Receiver:
     def on_link(self, link: Link) -> None:
         self.feed.on_link()
         for state in list(self.queues.values()):
-            if state.waiters and not usable(state.carrier):
+            if state.has_waiters() and not usable(state.carrier):
                 self._restart(state, force=True)
 
     def _forget_consumers(self) -> None:
@@ -369,12 +370,7 @@ class Receiver:
             state.unacked = 0
 
     def _fail(self, state: QueueState, exc: BaseException) -> None:
-        waiters, state.waiters = state.waiters, {}
-        state.count = 0
-        for futures in waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.set_exception(exc)
+        state.waiters.fail(exc)
         self.windows.balance(state)
 
     def fail_all(self, exc: BaseException) -> None:

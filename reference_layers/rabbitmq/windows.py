@@ -46,10 +46,11 @@ class Windows:
         basic.cancel and a basic.consume per member per group_send). A window left open
         for that turn is no wider a gap than a delivery in flight when a receive goes.
         """
-        if len(state.open) < _wanted(state):
+        if len(state.open) < min(state.waiters.count, MAX_WINDOWS, state.allowed):  # _wanted(state)
             self.balance(state)
-        else:
-            self.balance_soon(state)
+        elif not state.balance_due:  # balance_soon(state), written out: once per member and copy
+            state.balance_due = True
+            self._loop.call_soon(self.balance, state)
 
     def balance(self, state: QueueState) -> None:
         """Settle taken deliveries and make open windows match waiting receives exactly."""
@@ -143,12 +144,12 @@ class Windows:
         state.unacked = 0
 
     def _maybe_idle(self, state: QueueState) -> None:
-        if not state.waiters and state.idle_timer is None:
+        if not state.waiters.first and state.idle_timer is None:
             state.idle_timer = self._loop.call_later(LINGER, self._idle, state)
 
     def _idle(self, state: QueueState) -> None:
         state.idle_timer = None
-        if state.waiters:
+        if state.waiters.first:
             return
         self.stop(state)
         self._on_idle(state)
@@ -171,4 +172,4 @@ def _wanted(state: QueueState) -> int:
     up to what its traffic has shown it needs (``allowed``). Receives waiting for group
     copies (process_groups.py), not for the queue itself, would otherwise start a consumer
     each for nothing: 32 basic.consume the broker works through before the first copy."""
-    return min(state.count, MAX_WINDOWS, state.allowed)
+    return min(state.waiters.count, MAX_WINDOWS, state.allowed)

@@ -24,6 +24,7 @@ from typing import Callable
 
 from redis.exceptions import ResponseError
 
+from ..core.waiters import Waiters
 from .cluster import ClusterShard
 from .copies import PopReply
 from .emptied import EmptiedQueues
@@ -31,7 +32,6 @@ from .pops import Pop
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 from .shard import ShardClient, is_noscript
 from .shelf import CopyShelf
-from .waiters import Waiters
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The receives waiting on one receiver's channels, oldest first per channel.
+"""The receives waiting on a layer's channels, oldest first per channel (Redis: one capacity
+key's receiver; RabbitMQ: one queue's).
 
 A fan-out's members each wait on a channel of their own, one receive at a time, and wait again as
 soon as they have their copy: so the first waiter of a channel is kept on its own, with no
@@ -15,13 +16,15 @@ class Waiters:
     """Futures of waiting receives, per channel. A channel has waiters exactly when it is in
     ``first`` (read directly: ``channel in waiters.first``, ``bool(waiters.first)``)."""
 
-    __slots__ = ("first", "_more")
+    __slots__ = ("first", "_more", "count")
 
     def __init__(self) -> None:
-        self.first: dict[str, asyncio.Future] = {}  # channel -> its oldest waiter
-        self._more: dict[str, deque[asyncio.Future]] = {}  # channel -> its other waiters, oldest first
+        self.first: dict[str, asyncio.Future[bytes]] = {}  # channel -> its oldest waiter
+        self._more: dict[str, deque[asyncio.Future[bytes]]] = {}  # channel -> its other waiters, oldest first
+        self.count = 0  # futures kept here (a done one until it is taken or removed)
 
-    def add(self, channel: str, future: asyncio.Future) -> None:
+    def add(self, channel: str, future: asyncio.Future[bytes]) -> None:
+        self.count += 1
         if channel not in self.first:
             self.first[channel] = future
         elif (more := self._more.get(channel)) is not None:
@@ -29,10 +32,11 @@ class Waiters:
         else:
             self._more[channel] = deque((future,))
 
-    def remove(self, channel: str, future: asyncio.Future) -> None:
+    def remove(self, channel: str, future: asyncio.Future[bytes]) -> None:
         """Forget ``future`` if it still waits here (it may have been handed its message)."""
         if self.first.get(channel) is future:
             del self.first[channel]
+            self.count -= 1
             if self._more:
                 self._promote(channel)
             return
@@ -42,20 +46,29 @@ class Waiters:
                 more.remove(future)
             except ValueError:
                 return
+            self.count -= 1
             if not more:
                 del self._more[channel]
 
     def hand(self, channel: str, entry: bytes) -> bool:
         """Give ``entry`` to the oldest live waiter of ``channel``; False if it has none."""
+        future = self.take(channel)
+        if future is None:
+            return False
+        future.set_result(entry)
+        return True
+
+    def take(self, channel: str) -> asyncio.Future[bytes] | None:
+        """The oldest live waiter of ``channel``, no longer kept here (None if it has none)."""
         future = self.first.pop(channel, None)
         while future is not None:
+            self.count -= 1
             if self._more:  # some channel has more waiters (rare): the next one may be this one's
                 self._promote(channel)
             if not future.done():
-                future.set_result(entry)
-                return True
+                return future
             future = self.first.pop(channel, None)
-        return False
+        return None
 
     def wanted(self) -> dict[str, int]:
         """How many messages each channel's live waiters want."""
@@ -72,6 +85,7 @@ class Waiters:
                 future.set_exception(error)
         self.first.clear()
         self._more.clear()
+        self.count = 0
 
     def _promote(self, channel: str) -> None:
         """The first waiter of ``channel`` left: the next one, if any, is first now."""
