@@ -210,6 +210,25 @@ def test_copies_a_process_holds_count_against_its_capacity_on_a_cluster(cluster)
     run(scenario())
 
 
+def test_copies_a_loop_held_go_back_to_their_members_when_it_ends_on_a_cluster(cluster):
+    layer = RedisChannelLayer(hosts=cluster.config_entries)
+    group = fresh("group").replace("test.", "")
+
+    async def first_loop() -> str:
+        first, second = await _members(layer, group, 2)
+        await layer.group_send(group, {"n": "copy"})
+        assert await layer.receive(first) == {"n": "copy"}  # second's copy is held here now
+        return second
+
+    second = run(first_loop())  # ends holding it
+
+    async def second_loop() -> None:
+        assert await asyncio.wait_for(layer.receive(second), GENEROUS) == {"n": "copy"}
+        await layer.flush()
+        await layer.close()
+    run(second_loop())
+
+
 def test_a_flush_in_another_process_drops_the_copies_this_one_holds(cluster):
     """FLUSH-1 across processes (XP-4) on a cluster: copies a process took from its inbox are
     gone once another process's flush returns; what is sent after it arrives."""

@@ -176,6 +176,55 @@ def test_a_flush_drops_the_copies_this_process_holds(redis_urls):
     run_scenario(redis_urls, scenario)
 
 
+def test_copies_a_loop_held_go_back_to_their_members_when_it_ends(redis_urls):
+    """A loop ends with every asyncio.run (and async_to_sync call): the copies its pop took for
+    members that had not received yet go back to their queues, before anything younger, counted
+    there again (a sender in another process sees them), not lost with it."""
+    layer = layer_on(redis_urls, capacity=3)
+    other = layer_on(redis_urls, capacity=3, prefix=layer.prefix)
+    group = fresh("group")
+
+    async def first_loop() -> list[str]:
+        members = await members_of(layer, group, 3)
+        await layer.group_send(group, {"n": "copy"})
+        assert (await layer.receive(members[0]))["n"] == "copy"  # the others' copies are held here
+        return members
+
+    members = run(first_loop())  # ends holding two copies
+
+    async def second_loop() -> None:
+        waiting = (await other.statistics(members[1:])).channels
+        assert [waiting[member].waiting for member in members[1:]] == [1, 1]
+        await other.send(members[1], {"n": "younger"})
+        with pytest.raises(ChannelFull):  # the returned copies count: the process holds 3 of 3
+            await other.send(members[2], {"n": "no room"})
+        assert [(await layer.receive(members[1]))["n"] for _ in range(2)] == ["copy", "younger"]
+        assert (await layer.receive(members[2]))["n"] == "copy"
+        await other.close()
+
+    run(closing(layer, second_loop()))
+
+
+def test_copies_a_loop_held_stay_gone_if_a_flush_came_before_it_ended(redis_urls):
+    layer = layer_on(redis_urls)
+    flusher = layer_on(redis_urls, prefix=layer.prefix)
+    group = fresh("group")
+
+    async def first_loop() -> str:
+        _, second = await holding_a_copy(layer, group, {"n": "stale"})
+        await flusher.flush()
+        await flusher.close()
+        return second
+
+    second = run(first_loop())
+
+    async def second_loop() -> None:
+        await layer.send(second, {"n": "fresh"})
+        assert (await layer.receive(second))["n"] == "fresh"
+
+    run(closing(layer, second_loop()))
+
+
 def test_statistics_do_not_count_copies_a_flush_in_another_process_ended(redis_urls):
     """XP-4 as statistics() sees it: copies held here before another process's flush are
     neither served nor counted, whether or not this loop was listening for flushes then."""

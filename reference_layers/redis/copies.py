@@ -30,7 +30,8 @@ Limits, like any process-local buffer (channels_redis's included): a sender in a
 is judged by the server without the group copies held here (not so for messages read ahead);
 held copies and messages read ahead belong to the event loop whose pop took them, and another
 process's statistics() does not see them; a process that dies holding them loses them, like any
-message a receive had taken (a closing loop pushes messages read ahead back).
+message a receive had taken. A loop that ends (every ``asyncio.run``, every ``async_to_sync`` call)
+pushes both back to the head of their members' queues, counted there again.
 """
 
 from __future__ import annotations

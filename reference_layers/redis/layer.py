@@ -28,7 +28,7 @@ from ..core.names import check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, ConnectionState, Counters, LayerStatistics
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
-from .copies import Copy, Counted
+from .copies import Copy
 from .hashring import HashRing
 from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
@@ -329,24 +329,30 @@ class RedisChannelLayer(LayerCore):
         if state is not None:
             await self._close_loop_state(state)
 
-    async def _return_read_ahead(self, state: _LoopState) -> None:
-        """Messages read ahead and still held go back to the head of their queues: only this
-        loop could receive them. (Group copies held here are lost with it, see copies.py.) Not
-        before this loop is sure no flush came since (flushes.py), which would make them anew."""
-        if state.shelf:
-            await asyncio.gather(*(shard.flushes.listen() for shard in state.shards if not shard.flushes.current),
-                                 return_exceptions=True)
+    async def _return_held(self, state: _LoopState) -> None:
+        """What this loop holds goes back to the head of its queues, oldest first, counted there
+        again: messages read ahead and group copies alike, which only this loop could receive
+        (a loop ends with every ``asyncio.run`` and ``async_to_sync`` call). Not before this loop
+        is sure no flush came since (flushes.py), which would make them anew."""
+        if not state.shelf:
+            return
+        watches = {self._shard_of(state, channel).flushes_for(self.keys.capacity_key(channel))
+                   for channel in state.shelf.channels()}
+        await asyncio.gather(*(watch.listen() for watch in watches if not watch.current), return_exceptions=True)
         returns: dict[str, list[Copy]] = {}
-        for copy in state.shelf.take_everything():
-            if copy.counted is Counted.BY_SERVER:
-                returns.setdefault(copy.channel, []).append(copy)
+        for copy in state.shelf.take_everything():  # those of a flushed epoch were dropped by the listen
+            returns.setdefault(copy.channel, []).append(copy)
         pushes = []
         for channel, copies in returns.items():
-            shard = state.shards[self.shard_index(channel)]
-            if shard.flushes.current and shard.connection_state() is ConnectionState.CONNECTED:
+            shard = self._shard_of(state, channel)
+            if shard.flushes_for(copies[0].capacity_key).current \
+                    and shard.connection_state() is ConnectionState.CONNECTED:
                 pushes.append(shard.push_back(copies[0].capacity_key, channel, [copy.entry for copy in copies],
                                               self._expiry_ms + 1000))
         await asyncio.gather(*pushes, return_exceptions=True)
+
+    def _shard_of(self, state: _LoopState, channel: str) -> ShardClient | ClusterShard:
+        return state.shards[self.shard_index(channel)]
 
     async def close_pools(self) -> None:
         """channels_redis's name for ``close()``, so code moved from it (tests, task runners) runs."""
@@ -387,5 +393,5 @@ class RedisChannelLayer(LayerCore):
         for receiver in receivers:
             receiver.fail_waiters(RuntimeError("the channel layer was closed while this receive waited"))
         state.receivers.clear()
-        await self._return_read_ahead(state)
+        await self._return_held(state)
         await asyncio.gather(*(shard.aclose() for shard in state.shards), return_exceptions=True)
