@@ -227,3 +227,54 @@ def test_a_flush_ends_memberships_added_on_a_loop_that_ended_meanwhile(rabbitmq_
     got, stray = run(later(member))
     assert got == {"type": "fresh"}, f"group membership survived a flush: got {got!r}"
     assert stray is None, f"group membership survived a flush: got {stray!r}"
+
+
+async def _holding_copies(layer: RabbitMQChannelLayer, group: str, count: int) -> list[str]:
+    """``count`` members; one group_send received by the first: the others' copies are held by
+    this loop (fanned out, acked: the broker no longer has them)."""
+    members = [await layer.new_channel() for _ in range(count)]
+    for member in members:
+        await layer.group_add(group, member)
+    await layer.group_send(group, {"type": "copy"})
+    assert await asyncio.wait_for(layer.receive(members[0]), GENEROUS) == {"type": "copy"}
+    return members
+
+
+def test_copies_a_loop_held_go_to_the_objects_next_loop_in_order_and_counted(rabbitmq_url):
+    """A loop ends with every asyncio.run and async_to_sync call: the copies it held for members
+    that had not received yet are the layer object's next loop's, before anything younger, and
+    take room there (CAP-4), not lost with the loop."""
+    layer = RabbitMQChannelLayer(url=rabbitmq_url, capacity=4)
+    group = fresh("room")
+    members = run(_holding_copies(layer, group, 3))  # the loop ends holding two copies
+
+    async def next_loop():
+        await layer.send(members[1], {"type": "younger"})
+        await layer.send(members[2], {"type": "younger"})  # the process holds 4 of 4 now
+        with pytest.raises(ChannelFull):
+            await layer.send(members[2], {"type": "no room"})
+        got = [await asyncio.wait_for(layer.receive(member), GENEROUS) for member in members[1:] for _ in range(2)]
+        await layer.flush()
+        await layer.close()
+        return got
+
+    assert run(next_loop()) == [{"type": "copy"}, {"type": "younger"}] * 2
+
+
+@pytest.mark.parametrize("flusher", ["same object", "another object"])
+def test_copies_a_loop_held_stay_gone_after_a_flush_before_the_next_loop(rabbitmq_url, flusher):
+    """FLUSH-1 and XP-4: held copies are gone once a flush returns, whoever flushed while no
+    loop of the holder ran."""
+    layer = RabbitMQChannelLayer(url=rabbitmq_url)
+    other = layer if flusher == "same object" else RabbitMQChannelLayer(url=rabbitmq_url)
+    members = run(_holding_copies(layer, fresh("room"), 2))
+    run(other.flush())
+
+    async def next_loop():
+        await layer.send(members[1], {"type": "fresh"})
+        got = await asyncio.wait_for(layer.receive(members[1]), GENEROUS)
+        await layer.close()
+        await other.close()
+        return got
+
+    assert run(next_loop()) == {"type": "fresh"}

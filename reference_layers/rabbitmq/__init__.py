@@ -11,6 +11,7 @@ Modules, each building only on those above it:
 - local_book, drain_marks: a layer object's own members per process queue, and which
   process queues a group_send took in ahead of its copy.
 - process_groups: one group copy per process for its own members, fanned out inside it.
+- carried: what a loop that ended held (fanned-out copies), for the layer object's next loop.
 - broker_ops: sends, group sends, flush; statistics: ``await layer.statistics()``.
 - layer: the public class, which tells each session what to do on connect.
 

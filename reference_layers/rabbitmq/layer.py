@@ -13,6 +13,7 @@ from ..core.loops import PerLoop
 from ..core.names import is_process_specific, non_local_name
 from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import broker_ops
+from .carried import CarriedOver, take_on
 from .config import parse_broker_config
 from .link import Link
 from .local_book import LocalBook
@@ -32,8 +33,10 @@ class _OnLoop:
     session: Session
     receiver: Receiver
     feed: GroupFeed
+    carried: CarriedOver  # the layer object's: what this loop holds outlives it there
 
     async def close(self) -> None:
+        self.carried.leave(self.receiver)
         self.feed.close()
         await self.session.close()  # tells the receiver too
 
@@ -79,9 +82,11 @@ class RabbitMQChannelLayer(LayerCore):
         self._counters = Counters()
         self._missed = MissedCopies(self._names, f"{prefix}.{self.client_prefix}")
         self._book = LocalBook()  # own members of groups, fed one copy per process (process_groups.py)
+        self._carried = CarriedOver()  # what ended loops held, for the next one (carried.py)
 
     def _on_loop(self, loop: asyncio.AbstractEventLoop) -> _OnLoop:
         async def on_connect(session: Session, link: Link) -> None:
+            await take_on(self._carried, session, link, receiver, self._book)
             if not (len(self._memberships) or self._book.queues()):
                 return
             kept = await session.broker_kept_state(link)
@@ -91,7 +96,7 @@ class RabbitMQChannelLayer(LayerCore):
         session = Session(self._shared, loop, on_connect=on_connect)
         receiver = session.events = Receiver(session)
         feed = GroupFeed(session, receiver, self._book, f"{self.prefix}.{self.client_prefix}", self._count_missed)
-        return _OnLoop(session, receiver, feed)
+        return _OnLoop(session, receiver, feed, self._carried)
 
     def _count_missed(self, copies: int) -> None:
         self._counters.group_deliveries_missed += copies
@@ -170,6 +175,7 @@ class RabbitMQChannelLayer(LayerCore):
     async def _flush(self) -> None:
         here = self._loops.current()
         await broker_ops.flush(here.session, here.receiver, self._memberships, here.feed)
+        self._carried.drop()
 
     async def _close(self) -> None:
         """Delete this instance's process queues and memberships, close its connections."""
@@ -197,6 +203,7 @@ class RabbitMQChannelLayer(LayerCore):
                     loop.call_soon_threadsafe(_close_soon, each)
                 except RuntimeError:
                     pass  # that loop closed meanwhile: its connection went with it
+        self._carried.drop(self._own_queues)  # deleted above (a loop that ends later: its next connect looks)
 
 
 def _close_soon(each: _OnLoop) -> None:

@@ -148,7 +148,7 @@ class Receiver:
         if future.done() and not future.cancelled() and future.exception() is None:
             # Handed over just as this receive was cancelled: keep it for the next.
             state.parked.appendleft(Parked(channel, future.result(), None, None, time.monotonic()))
-            self._serve(state, channel)
+            self.serve(state, channel)
 
     def _take_parked(self, state: QueueState, channel: str) -> bytes | None:
         if not state.parked:
@@ -165,7 +165,7 @@ class Receiver:
                 return entry.body
         return None
 
-    def _serve(self, state: QueueState, channel: str) -> None:
+    def serve(self, state: QueueState, channel: str) -> None:
         """Hand parked messages of ``channel`` to its waiting receives."""
         while channel in state.waiters.first:
             body = self._take_parked(state, channel)

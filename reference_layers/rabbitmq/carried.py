@@ -1,0 +1,89 @@
+"""What a loop held for its receives, carried to the layer object's next loop when it ends.
+
+A loop holds messages the broker no longer has: group copies fanned out to members that had not
+received yet, messages taken in from a process queue ahead of a copy (process_groups.py), and
+deliveries spilled into the local buffer (windows.py). A loop ends with every ``asyncio.run`` and
+every ``async_to_sync`` call while the layer object lives on; what it held would be lost with it.
+So it is left to the layer object (:class:`CarriedOver`), and the next loop takes it on when it
+connects (:func:`take_on`), ahead of anything parked after, each channel's order kept.
+
+Unless a flush (in any process) came between. A queue with members fed here (process_groups.py)
+is looked at by ``GroupFeed.restore`` right after, on the same connect: its copies queue gone from
+a broker that kept its state means a flush (only the owner declares it again), and what was held
+for it is dropped there. Any other queue is looked at here: gone, flushed or expired, what it held
+goes with it. (Such a queue that a flush deleted and a sender declared again before the next loop
+looked is not told apart: that one window is left.) Deliveries still unacked are not carried: the
+broker requeues them when the loop's connection closes.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .link import Link
+from .local_book import LocalBook
+from .queue_state import Parked
+from .receiving import Receiver
+from .session import Session
+
+
+class CarriedOver:
+    """Per queue, what ended loops held (oldest first); loops end on their own threads too."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, list[Parked]] = {}
+        self._lock = threading.Lock()
+
+    def leave(self, receiver: Receiver) -> None:
+        """An ending loop's receiver leaves what it holds acked here (it must not hold it after)."""
+        with self._lock:
+            for queue, state in receiver.queues.items():
+                held = [entry for entry in state.parked if entry.tag is None]
+                if held:
+                    self._held.setdefault(queue, []).extend(held)
+                    state.parked.clear()
+
+    def take(self) -> dict[str, list[Parked]]:
+        with self._lock:
+            held, self._held = self._held, {}
+        return held
+
+    def put_back(self, held: dict[str, list[Parked]]) -> None:
+        """What ``take`` gave and was not taken on: ahead of anything left here since."""
+        with self._lock:
+            for queue, entries in held.items():
+                self._held[queue] = [*entries, *self._held.get(queue, [])]
+
+    def drop(self, queues: set[str] | None = None) -> None:
+        """What is carried for ``queues`` (all if None) goes: flushed, or deleted by close()."""
+        with self._lock:
+            if queues is None:
+                self._held.clear()
+            for queue in queues or ():
+                self._held.pop(queue, None)
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+
+async def take_on(carried: CarriedOver, session: Session, link: Link, receiver: Receiver,
+                  book: LocalBook) -> None:
+    """On a loop's connect: park what ended loops carried, in front, unless a flush took it since.
+    If the link breaks meanwhile, what is not parked yet stays carried for the next connect."""
+    if not carried:
+        return
+    held = carried.take()
+    try:
+        kept = await session.broker_kept_state(link)
+        for queue in list(held):
+            # A fed queue: restore() looks right after; any other, here (gone: flushed or expired).
+            if book.has(queue) or not kept or await session.exists(link, queue):
+                state = receiver.state_of(queue)
+                for entry in reversed(held[queue]):
+                    state.parked.appendleft(entry)
+                for channel in {entry.channel for entry in held[queue]}:
+                    receiver.serve(state, channel)
+            del held[queue]
+    finally:
+        if held:
+            carried.put_back(held)
