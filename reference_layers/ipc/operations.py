@@ -81,7 +81,7 @@ class Operations:
             try:
                 pokes = store.send(tx, channel, data, expires, capacity)
             except Full:
-                if attempt:
+                if attempt or not store.expired_heads(segment.transaction("look"), channel, now):
                     raise
                 prune = segment.transaction("prune")
                 store.prune(prune, channel, now)  # expired messages free capacity
@@ -201,6 +201,8 @@ class Operations:
         try:
             pokes = store.send(tx, channel, data, expires, capacity)
         except Full:
+            if not store.expired_heads(segment.transaction("look"), channel, now):
+                return _FULL  # nothing expired: pruning would free no room
             prune = segment.transaction("prune")
             store.prune(prune, channel, now)
             segment.commit(prune)

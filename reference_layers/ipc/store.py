@@ -272,6 +272,29 @@ class Store:
         if following:
             self._set(tx, following, L.E_G, previous)
 
+    def expired_heads(self, tx: Transaction, channel: bytes, now: float) -> bool:
+        """Whether ``prune`` would drop anything: a queue it walks has an expired head. Read-only,
+        straight from memory past the lookups (``tx`` must have written nothing): a process that
+        stays full (one that died with members in groups) is asked on every send and group_send
+        to it, and pruning rewrites each sibling even when nothing expired."""
+        counter = counter_name(channel)
+        if counter is None:
+            index = self.find(tx, L.KIND_CHANNEL, channel)
+            siblings_next = None
+        else:
+            counter_index = self.find(tx, L.KIND_COUNTER, counter)
+            index = U32.unpack_from(tx.mem, self.layout.entry(counter_index) + L.E_D)[0] if counter_index else L.NIL
+            siblings_next = L.E_D
+        mem, entry, chunk = tx.mem, self.layout.entry, self.layout.chunk
+        while index:
+            head = U32.unpack_from(mem, entry(index) + L.E_A)[0]
+            if head and F64.unpack_from(mem, chunk(head) + L.M_EXPIRES)[0] <= now:
+                return True
+            if siblings_next is None:
+                return False
+            index = U32.unpack_from(mem, entry(index) + siblings_next)[0]
+        return False
+
     def prune(self, tx: Transaction, channel: bytes, now: float) -> None:
         """Drop expired messages at the head of ``channel`` (of every ``p!*`` sibling for 'p!x')."""
         counter = counter_name(channel)
