@@ -183,6 +183,31 @@ def test_one_instance_works_from_event_loops_used_in_turn(layer: Layer, asgi_tar
     asyncio.run(third_loop(channel))
 
 
+@requirement("LOOP-1", needs=["groups"])
+def test_group_copies_reach_members_that_receive_in_the_next_event_loop(layer: Layer) -> None:
+    """Members receiving one after another, the first in one event loop and the others in the
+    next (each ``asyncio.run`` and ``async_to_sync`` call is a loop of its own): a copy the layer
+    took in for them while the first loop ran must not end with that loop."""
+    group = fresh_group()
+
+    async def first_loop() -> list[str]:
+        members = [await layer.new_channel() for _ in range(3)]
+        for member in members:
+            await layer.group_add(group, member)
+        await layer.group_send(group, _message("to the room"))
+        assert await expect_message(layer, members[0]) == _message("to the room")
+        return members
+
+    async def next_loop(members: list[str]) -> None:
+        for member in members[1:]:
+            assert await expect_message(layer, member) == _message("to the room"), f"{member} lost its copy"
+        for member in members:
+            await layer.group_discard(group, member)
+
+    members = asyncio.run(first_loop())
+    asyncio.run(next_loop(members))
+
+
 @requirement("LOOP-1")
 async def test_close_leaves_no_task_of_the_layer_running_and_the_layer_still_works(layer: Layer) -> None:
     if getattr(layer, "close", None) is None:
