@@ -80,7 +80,7 @@ async def take_on(carried: CarriedOver, session: Session, link: Link, receiver: 
             if book.has(queue) or not kept or await session.exists(link, queue):
                 state = receiver.state_of(queue)
                 for entry in reversed(held[queue]):
-                    state.parked.appendleft(entry)
+                    state.parked.park_first(entry)
                 for channel in {entry.channel for entry in held[queue]}:
                     receiver.serve(state, channel)
             del held[queue]

@@ -258,7 +258,7 @@ class GroupFeed:
         while got is not None:
             channel = self.receiver.channel_of(queue, got.properties)
             if channel is not None and self.receiver.seen.first_time(channel, got.properties.message_id):
-                state.parked.append(Parked(channel, got.body, None, None, time.monotonic()))
+                state.parked.park(Parked(channel, got.body, None, None, time.monotonic()))
                 took.add(channel)
             got = await link.get(queue)
         for channel in took:
@@ -272,7 +272,7 @@ class GroupFeed:
             future = state.waiters.take(channel)
             if future is None:
                 return
-            state.parked.remove(entry)
+            state.parked.forget(entry)
             future.set_result(entry.body)
 
     def _place(self, queue: str, members: list[str], body: bytes) -> int:

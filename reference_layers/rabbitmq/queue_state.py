@@ -124,7 +124,7 @@ class QueueState:
             self.allowed = min(MAX_WINDOWS, 2 * self.allowed)
 
     def any_channel(self) -> str:
-        first = self.parked.first()
+        first = self.parked.oldest_of_any()
         return next(iter(self.waiters.first), None) or (first.channel if first is not None else "")
 
 

@@ -147,7 +147,7 @@ class Receiver:
         self.windows.balance(state)
         if future.done() and not future.cancelled() and future.exception() is None:
             # Handed over just as this receive was cancelled: keep it for the next.
-            state.parked.appendleft(Parked(channel, future.result(), None, None, time.monotonic()))
+            state.parked.park_first(Parked(channel, future.result(), None, None, time.monotonic()))
             self.serve(state, channel)
 
     def _take_parked(self, state: QueueState, channel: str) -> bytes | None:
@@ -173,7 +173,7 @@ class Receiver:
                 return
             future = state.waiters.take(channel)
             if future is None:
-                state.parked.appendleft(Parked(channel, body, None, None, time.monotonic()))
+                state.parked.park_first(Parked(channel, body, None, None, time.monotonic()))
                 return
             future.set_result(body)
 
@@ -256,7 +256,7 @@ class Receiver:
             self.windows.balance_soon(state)  # after the receive's caller had its turn
             return
         state.hold(consumer, Held.PARKED)
-        state.parked.append(Parked(channel, body, method.delivery_tag, consumer, time.monotonic(),
+        state.parked.park(Parked(channel, body, method.delivery_tag, consumer, time.monotonic(),
                                    properties.message_id))
         state.unacked += 1
         if state.waiters.first and state.unacked >= SPILL_AT:

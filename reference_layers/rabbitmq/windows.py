@@ -46,7 +46,7 @@ class Windows:
         basic.cancel and a basic.consume per member per group_send). A window left open
         for that turn is no wider a gap than a delivery in flight when a receive goes.
         """
-        if len(state.open) < min(state.waiters.count, MAX_WINDOWS, state.allowed):  # _wanted(state)
+        if len(state.open) < min(state.waiters.size, MAX_WINDOWS, state.allowed):  # _wanted(state)
             self.balance(state)
         elif not state.balance_due:  # balance_soon(state), written out: once per member and copy
             state.balance_due = True
@@ -172,4 +172,4 @@ def _wanted(state: QueueState) -> int:
     up to what its traffic has shown it needs (``allowed``). Receives waiting for group
     copies (process_groups.py), not for the queue itself, would otherwise start a consumer
     each for nothing: 32 basic.consume the broker works through before the first copy."""
-    return min(state.waiters.count, MAX_WINDOWS, state.allowed)
+    return min(state.waiters.size, MAX_WINDOWS, state.allowed)

@@ -1,0 +1,108 @@
+"""Items kept per channel, oldest first, with a channel's oldest on its own.
+
+A fan-out touches one item per member channel at a time (a receive waiting on it, a copy parked
+for it): most channels hold one item, so the oldest is kept in a dict of its own and only a
+channel's younger ones share a deque, made when a second one comes. No order across channels is
+kept: nothing the spec says reads one (CHAN-1 is per channel).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class PerChannel(Generic[T]):
+    """A channel holds items exactly when it is in ``first`` (read directly: ``channel in
+    x.first``); ``size`` counts them all."""
+
+    __slots__ = ("first", "_more", "size")
+
+    def __init__(self) -> None:
+        self.first: dict[str, T] = {}  # channel -> its oldest item
+        self._more: dict[str, deque[T]] = {}  # channel -> its younger items, oldest first
+        self.size = 0
+
+    def append(self, channel: str, item: T) -> None:
+        self.size += 1
+        if channel not in self.first:
+            self.first[channel] = item
+        elif (more := self._more.get(channel)) is not None:
+            more.append(item)
+        else:
+            self._more[channel] = deque((item,))
+
+    def appendleft(self, channel: str, item: T) -> None:
+        """``item`` is ``channel``'s oldest now."""
+        older = self.first.get(channel)
+        if older is not None:
+            self._more.setdefault(channel, deque()).appendleft(older)
+        self.first[channel] = item
+        self.size += 1
+
+    def popleft(self, channel: str) -> T | None:
+        """Take off ``channel``'s oldest item, if it has one."""
+        item = self.first.pop(channel, None)
+        if item is not None:
+            self.size -= 1
+            if self._more:  # some channel has younger items (rare): this one's may be among them
+                self._promote(channel)
+        return item
+
+    def remove(self, channel: str, item: T) -> bool:
+        """Take ``item`` off wherever it is among ``channel``'s (False if it is not there)."""
+        if self.first.get(channel) is item:
+            del self.first[channel]
+            self.size -= 1
+            if self._more:
+                self._promote(channel)
+            return True
+        more = self._more.get(channel)
+        if more is None:
+            return False
+        try:
+            more.remove(item)
+        except ValueError:
+            return False
+        self.size -= 1
+        if not more:
+            del self._more[channel]
+        return True
+
+    def of(self, channel: str) -> Iterator[T]:
+        """``channel``'s items, oldest first."""
+        first = self.first.get(channel)
+        if first is not None:
+            yield first
+            yield from self._more.get(channel, ())
+
+    def count(self, channel: str) -> int:
+        return (channel in self.first) + len(self._more.get(channel, ()))
+
+    def clear(self) -> None:
+        self.first.clear()
+        self._more.clear()
+        self.size = 0
+
+    def __iter__(self) -> Iterator[T]:
+        """Every item, each channel's oldest first."""
+        for channel, first in list(self.first.items()):
+            yield first
+            yield from self._more.get(channel, ())
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def _promote(self, channel: str) -> None:
+        """``channel``'s oldest left: the next one, if any, is its oldest now."""
+        more = self._more.get(channel)
+        if more is not None:
+            self.first[channel] = more.popleft()
+            if not more:
+                del self._more[channel]
