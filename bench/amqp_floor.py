@@ -254,6 +254,48 @@ async def copy_fanout_rate(url: str, members: int, sends: int) -> float:
         return members * sends / (loop.time() - start)
 
 
+async def exact_copy_fanout_rate(url: str, members: int, sends: int) -> float:
+    """One copy per process as a layer must take it that keeps capacity exact and group sends in
+    order: with each publish goes a basic.get of the process queue (what waits there takes room
+    before the copy, CAP-4: the broker counts only what it has not handed out); the copy comes
+    from the broker to a consumer, is handed to every member task and acked, and only then does
+    the next group send start (the sender's later calls see its copy placed). No capacity
+    arithmetic, expiry or decoding. Deliveries per second, as the fanout workload counts them."""
+    async with amqp_queue(url) as (confirmed, queue):  # ``queue``: the process queue, only read
+        loop = asyncio.get_running_loop()
+        channel = confirmed.channel
+        declared = loop.create_future()
+        channel.queue_declare("", exclusive=True, arguments=QUEUE_ARGUMENTS, callback=declared.set_result)
+        copies = (await declared).method.queue
+        inboxes = [_Backlog(loop) for _ in range(members)]
+        waits: dict[str, asyncio.Future] = {}
+
+        def delivered(carrier, method, _properties, body) -> None:
+            for inbox in inboxes:
+                inbox.put(body)
+            carrier.basic_ack(method.delivery_tag)
+            waits["placed"].set_result(None)
+
+        def got(*_reply) -> None:  # Get-Ok or Get-Empty: the process queue was read
+            waits["got"].set_result(None)
+
+        channel.basic_consume(copies, delivered)
+        channel.add_callback(got, [pika.spec.Basic.GetEmpty], one_shot=False)
+
+        async def member(inbox: _Backlog) -> None:
+            for _ in range(sends):
+                await inbox.take()
+
+        start = loop.time()
+        takers = [asyncio.ensure_future(member(inbox)) for inbox in inboxes]
+        for _ in range(sends):
+            waits["got"], waits["placed"] = loop.create_future(), loop.create_future()
+            channel.basic_get(queue, got, auto_ack=True)
+            await asyncio.gather(confirmed.publish(copies), waits["got"], waits["placed"])
+        await asyncio.gather(*takers)
+        return members * sends / (loop.time() - start)
+
+
 class _Backlog:
     """One member's copies: handed to its waiting take, or kept until it takes again."""
 

@@ -130,4 +130,9 @@ def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
             floors[f"rabbitmq fanout-{members} deliveries/s with one copy per process (each group send one "
                    "confirmed publish, handed to the waiting members), pika with no layer"] = \
                 round(statistics.median(rates))
+            rates = [asyncio.run(amqp_floor.exact_copy_fanout_rate(url, members, sends)) for _ in range(repeat)]
+            floors[f"rabbitmq fanout-{members} deliveries/s with one copy per process, capacity exact and in "
+                   "order (each group send a confirmed publish with a basic.get of the process queue, its copy "
+                   "taken from the broker, handed to the waiting members and acked before the next), pika with "
+                   "no layer"] = round(statistics.median(rates))
     return floors
