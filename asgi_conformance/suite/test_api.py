@@ -209,6 +209,27 @@ def test_group_copies_reach_members_that_receive_in_the_next_event_loop(layer: L
 
 
 @requirement("LOOP-1")
+def test_a_message_for_a_sibling_channel_reaches_a_receive_in_the_next_event_loop(layer: Layer) -> None:
+    """Two of one object's channels: a receive waits on the first while a message comes for the
+    second, then the first's own message; the loop ends. A layer that took the second's message
+    in (a process's channels often share one queue) must not lose it with that loop."""
+    async def first_loop() -> str:
+        waited, sibling = await layer.new_channel(), await layer.new_channel()
+        receive = asyncio.ensure_future(layer.receive(waited))
+        try:
+            await layer.send(sibling, _message("for the sibling"))
+            await layer.send(waited, _message("for the waiting receive"))
+            assert await asyncio.wait_for(receive, current_settings().delivery_timeout) == \
+                _message("for the waiting receive")
+        finally:
+            await cancel_all([receive])
+        return sibling
+
+    sibling = asyncio.run(first_loop())
+    assert asyncio.run(expect_message(layer, sibling)) == _message("for the sibling"), "lost with its loop"
+
+
+@requirement("LOOP-1")
 async def test_close_leaves_no_task_of_the_layer_running_and_the_layer_still_works(layer: Layer) -> None:
     if getattr(layer, "close", None) is None:
         pytest.skip("the layer has no close() method")

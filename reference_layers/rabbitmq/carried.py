@@ -22,6 +22,7 @@ import threading
 
 from .link import Link
 from .local_book import LocalBook
+from .parked import ParkedMessages
 from .queue_state import Parked
 from .receiving import Receiver
 from .session import Session
@@ -39,9 +40,9 @@ class CarriedOver:
         with self._lock:
             for queue, state in receiver.queues.items():
                 held = [entry for entry in state.parked if entry.tag is None]
-                if held:
+                if held:  # (those still unacked stay: the broker requeues them, see Receiver.close)
                     self._held.setdefault(queue, []).extend(held)
-                    state.parked.clear()
+                    state.parked = ParkedMessages(entry for entry in state.parked if entry.tag is not None)
 
     def take(self) -> dict[str, list[Parked]]:
         with self._lock:

@@ -386,6 +386,9 @@ class Receiver:
             for consumer in state.consumers.values():
                 if consumer.held is Held.TAKEN and usable(state.carrier):
                     state.carrier.basic_ack(consumer.delivery_tag)  # taken: not to come back
+            for entry in state.parked:
+                if entry.tag is not None:  # unacked: the broker requeues it, for another loop to let in
+                    self._given_back(entry)
         self.windows.send_due_acks()
         self.fail_all(BrokerUnavailable("the layer was closed while this receive waited"))
         self.queues.clear()
