@@ -214,7 +214,8 @@ def test_a_message_for_a_sibling_channel_reaches_a_receive_in_the_next_event_loo
     second, then the first's own message; the loop ends. A layer that took the second's message
     in (a process's channels often share one queue) must not lose it with that loop."""
     async def first_loop() -> str:
-        waited, sibling = await layer.new_channel(), await layer.new_channel()
+        waited: str = await layer.new_channel()
+        sibling: str = await layer.new_channel()
         receive = asyncio.ensure_future(layer.receive(waited))
         try:
             await layer.send(sibling, _message("for the sibling"))
