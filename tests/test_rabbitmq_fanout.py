@@ -278,3 +278,28 @@ def test_copies_a_loop_held_stay_gone_after_a_flush_before_the_next_loop(rabbitm
         return got
 
     assert run(next_loop()) == {"type": "fresh"}
+
+
+@pytest.mark.parametrize("flushed", [False, True])
+def test_copies_a_loop_held_go_to_a_loop_that_lives_on_beside_it(rabbitmq_url, flushed):
+    """async_to_sync runs a call on a loop of its own while the server's loop lives on, connected
+    (no connect for it to take them on at): its next receive takes on what the ended loop held,
+    unless a flush (here by another object) came between."""
+    layer = RabbitMQChannelLayer(url=rabbitmq_url)
+    other = RabbitMQChannelLayer(url=rabbitmq_url)
+
+    async def live_loop():
+        probe = await layer.new_channel()
+        await layer.send(probe, {"type": "connect"})
+        assert await asyncio.wait_for(layer.receive(probe), GENEROUS) == {"type": "connect"}
+        members = await asyncio.to_thread(asyncio.run, _holding_copies(layer, fresh("room"), 3))
+        if flushed:
+            await other.flush()
+            await layer.send(members[1], {"type": "fresh"})
+        got = [await asyncio.wait_for(layer.receive(member), GENEROUS) for member in members[1:2 if flushed else 3]]
+        await layer.flush()
+        await layer.close()
+        await other.close()
+        return got
+
+    assert run(live_loop()) == ([{"type": "fresh"}] if flushed else [{"type": "copy"}] * 2)

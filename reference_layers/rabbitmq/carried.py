@@ -4,16 +4,18 @@ A loop holds messages the broker no longer has: group copies fanned out to membe
 received yet, messages taken in from a process queue ahead of a copy (process_groups.py), and
 deliveries spilled into the local buffer (windows.py). A loop ends with every ``asyncio.run`` and
 every ``async_to_sync`` call while the layer object lives on; what it held would be lost with it.
-So it is left to the layer object (:class:`CarriedOver`), and the next loop takes it on when it
-connects (:func:`take_on`), ahead of anything parked after, each channel's order kept.
+So it is left to the layer object (:class:`CarriedOver`), and the next loop to connect, or to
+receive while it is there (another loop may live on: ``async_to_sync`` runs calls on loops of
+their own beside the server's), takes it on (:func:`take_on`), ahead of anything parked after,
+each channel's order kept.
 
-Unless a flush (in any process) came between. A queue with members fed here (process_groups.py)
-is looked at by ``GroupFeed.restore`` right after, on the same connect: its copies queue gone from
-a broker that kept its state means a flush (only the owner declares it again), and what was held
-for it is dropped there. Any other queue is looked at here: gone, flushed or expired, what it held
-goes with it. (Such a queue that a flush deleted and a sender declared again before the next loop
-looked is not told apart: that one window is left.) Deliveries still unacked are not carried: the
-broker requeues them when the loop's connection closes.
+Unless a flush (in any process) came between: the loop looks first. A queue with members fed
+here (process_groups.py) has a copies queue that only the owner declares, so its copies queue gone
+from a broker that kept its state means a flush; any other queue gone means a flush or its
+expiry; either way what it held goes too. (Such an other queue that a flush deleted and a sender
+declared again before the next loop looked is not told apart: that one window is left.)
+Deliveries still unacked are not carried: the broker requeues them when the loop's connection
+closes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class CarriedOver:
     def __init__(self) -> None:
         self._held: dict[str, list[Parked]] = {}
         self._lock = threading.Lock()
+        self.pending = False  # something is carried: read on every receive, so a plain attribute
 
     def leave(self, receiver: Receiver) -> None:
         """An ending loop's receiver leaves what it holds acked here (it must not hold it after)."""
@@ -43,10 +46,12 @@ class CarriedOver:
                 if held:  # (those still unacked stay: the broker requeues them, see Receiver.close)
                     self._held.setdefault(queue, []).extend(held)
                     state.parked = ParkedMessages(entry for entry in state.parked if entry.tag is not None)
+            self.pending = bool(self._held)
 
     def take(self) -> dict[str, list[Parked]]:
         with self._lock:
             held, self._held = self._held, {}
+            self.pending = False
         return held
 
     def put_back(self, held: dict[str, list[Parked]]) -> None:
@@ -54,6 +59,7 @@ class CarriedOver:
         with self._lock:
             for queue, entries in held.items():
                 self._held[queue] = [*entries, *self._held.get(queue, [])]
+            self.pending = bool(self._held)
 
     def drop(self, queues: set[str] | None = None) -> None:
         """What is carried for ``queues`` (all if None) goes: flushed, or deleted by close()."""
@@ -62,23 +68,22 @@ class CarriedOver:
                 self._held.clear()
             for queue in queues or ():
                 self._held.pop(queue, None)
-
-    def __bool__(self) -> bool:
-        return bool(self._held)
+            self.pending = bool(self._held)
 
 
 async def take_on(carried: CarriedOver, session: Session, link: Link, receiver: Receiver,
                   book: LocalBook) -> None:
-    """On a loop's connect: park what ended loops carried, in front, unless a flush took it since.
-    If the link breaks meanwhile, what is not parked yet stays carried for the next connect."""
-    if not carried:
+    """Park what ended loops carried, in front, unless a flush took it since (on a loop's connect,
+    or its receive while something is carried). If the link breaks meanwhile, what is not parked
+    yet stays carried."""
+    if not carried.pending:
         return
     held = carried.take()
     try:
         kept = await session.broker_kept_state(link)
         for queue in list(held):
-            # A fed queue: restore() looks right after; any other, here (gone: flushed or expired).
-            if book.has(queue) or not kept or await session.exists(link, queue):
+            witness = session.shared.names.group_copies(queue) if book.has(queue) else queue
+            if not kept or await session.exists(link, witness):  # else flushed (or expired) since
                 state = receiver.state_of(queue)
                 for entry in reversed(held[queue]):
                     state.parked.park_first(entry)

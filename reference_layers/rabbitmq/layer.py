@@ -128,7 +128,10 @@ class RabbitMQChannelLayer(LayerCore):
         already, and no name check for a channel checked before: a fan-out's members wake by the
         hundred and each waits again at once."""
         queue = self.receivable_as(channel, self._names.queue)
-        receiver = self._loops.current().receiver
+        here = self._loops.current()
+        if self._carried.pending:  # a loop that ended left messages: this one takes them on first
+            await take_on(self._carried, here.session, await here.session.get_link(), here.receiver, self._book)
+        receiver = here.receiver
         taken = receiver.take_or_wait(channel, queue)
         if taken is None:
             return self.codec.decode(await receiver.receive(channel))

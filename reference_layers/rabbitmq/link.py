@@ -73,6 +73,8 @@ class Link:
         self._admin_queue: collections.deque[asyncio.Future[Any]] = collections.deque()  # in send order
         self._get_lock = asyncio.Lock()
         self._get_future: asyncio.Future[Got | None] | None = None
+        self._get_sent: tuple[str, bool] = ("", False)  # the get in flight: queue, auto-ack
+        self._get_behind: list[asyncio.Future[Any]] = []  # admin commands sent before it, unanswered then
         self._opening: set[asyncio.Future[Any]] = set()  # replies connect() waits for (channel.open-ok...)
         self.admin_ready = asyncio.Event()
         self.consume_ready = asyncio.Event()
@@ -250,6 +252,7 @@ class Link:
     def _send_get(self, queue: str, auto_ack: bool) -> asyncio.Future[Got | None]:
         future: asyncio.Future[Got | None] = self.loop.create_future()
         self._get_future = future
+        self._get_sent, self._get_behind = (queue, auto_ack), list(self._admin_queue)
 
         def got(channel: Any, method: Any, properties: Any, body: bytes) -> None:
             settle(future, result=Got(body, properties, method.delivery_tag))
@@ -259,7 +262,13 @@ class Link:
 
     async def _reply(self, future: asyncio.Future[Got | None]) -> Got | None:
         try:
-            return await within(future, self.config.timeout)
+            while True:
+                try:
+                    return await within(future, self.config.timeout)
+                except _Resend:  # a command ahead of it was refused: the broker dropped it unseen
+                    queue, auto_ack = self._get_sent
+                    await self._ready(self.admin_ready)
+                    future = self._send_get(queue, auto_ack)
         except asyncio.TimeoutError:
             raise BrokerUnavailable(f"RabbitMQ did not answer basic.get within {self.config.timeout:g} s") from None
         finally:
@@ -291,17 +300,19 @@ class Link:
         if not self.open or self._closing:
             return
         if channel is self.admin_channel:
-            culprit, rest = None, list(self._admin_queue)
+            # The broker ran the channel's commands in order: the first still unanswered was
+            # refused, and it dropped every one after it unseen (those go again on the new channel).
+            rest, get = list(self._admin_queue), self._get_future
             self._admin_queue.clear()
-            if rest:
-                culprit, rest = rest[0], rest[1:]
-            if culprit is not None:
+            get_refused = get is not None and not (rest and any(rest[0] is ahead for ahead in self._get_behind))
+            if rest and not get_refused:
                 code = getattr(exc, "reply_code", 0)
-                settle(culprit, exc=BrokerRefused(code, getattr(exc, "reply_text", str(exc))))
+                settle(rest.pop(0), exc=BrokerRefused(code, getattr(exc, "reply_text", str(exc))))
             for entry in rest:
                 settle(entry, exc=_Resend())
-            if self._get_future is not None:
-                settle(self._get_future, exc=BrokerUnavailable(f"basic.get failed: {exc!r}"))
+            if get is not None:  # again too, unless refused itself or a peek (what it took came back)
+                again = not get_refused and self._get_sent[1]
+                settle(get, exc=_Resend() if again else BrokerUnavailable(f"basic.get failed: {exc!r}"))
             self.admin_ready.clear()
             self.loop.create_task(self._reopen(self._open_admin))
         elif channel is self.consume_channel:
