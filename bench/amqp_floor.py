@@ -241,13 +241,8 @@ async def copy_fanout_rate(url: str, members: int, sends: int) -> float:
                 inbox.put(body)
 
         confirmed.channel.basic_consume(queue, delivered, auto_ack=True)
-
-        async def member(inbox: _Backlog) -> None:
-            for _ in range(sends):
-                await inbox.take()
-
         start = loop.time()
-        takers = [asyncio.ensure_future(member(inbox)) for inbox in inboxes]
+        takers = _taking_every_copy(inboxes, sends)
         for _ in range(sends):
             await confirmed.publish(queue)
         await asyncio.gather(*takers)
@@ -281,19 +276,23 @@ async def exact_copy_fanout_rate(url: str, members: int, sends: int) -> float:
 
         channel.basic_consume(copies, delivered)
         channel.add_callback(got, [pika.spec.Basic.GetEmpty], one_shot=False)
-
-        async def member(inbox: _Backlog) -> None:
-            for _ in range(sends):
-                await inbox.take()
-
         start = loop.time()
-        takers = [asyncio.ensure_future(member(inbox)) for inbox in inboxes]
+        takers = _taking_every_copy(inboxes, sends)
         for _ in range(sends):
             waits["got"], waits["placed"] = loop.create_future(), loop.create_future()
             channel.basic_get(queue, got, auto_ack=True)
             await asyncio.gather(confirmed.publish(copies), waits["got"], waits["placed"])
         await asyncio.gather(*takers)
         return members * sends / (loop.time() - start)
+
+
+def _taking_every_copy(inboxes: list[_Backlog], sends: int) -> list[asyncio.Future]:
+    """A task per member, each taking ``sends`` copies from its inbox (the members of a fan-out)."""
+    async def member(inbox: _Backlog) -> None:
+        for _ in range(sends):
+            await inbox.take()
+
+    return [asyncio.ensure_future(member(inbox)) for inbox in inboxes]
 
 
 class _Backlog:
