@@ -25,7 +25,7 @@ from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, Unseri
 from ..core.layer_core import LayerCore
 from ..core.loops import PerLoop
 from ..core.names import check_channel_name
-from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, ConnectionState, Counters, LayerStatistics
+from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
 from .copies import Copy
@@ -37,6 +37,7 @@ from .own_groups import OwnGroups
 from .pops import Pop, pop_behind, pop_one
 from .receiver import Receiver
 from .reconnect import DEFAULT_RECONNECT_TIMEOUT, TRANSIENT_ERRORS, ShardUnreachable
+from .returns import return_held
 from .shard import ShardClient
 from .shelf import CopyShelf
 from .wire import USES_HIREDIS
@@ -54,7 +55,8 @@ class _LoopState:
     receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
     taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
     # Process keys a receive of this loop waited on: a loop that receives lives on (async_to_sync's
-    # die with their call, and group copies held by a loop go with it), so its group_sends may pop.
+    # die with their call, and what their pops took would only go back to Redis), so its
+    # group_sends may pop.
     receiving: set[str] = field(default_factory=set)
 
 
@@ -329,31 +331,6 @@ class RedisChannelLayer(LayerCore):
         if state is not None:
             await self._close_loop_state(state)
 
-    async def _return_held(self, state: _LoopState) -> None:
-        """What this loop holds goes back to the head of its queues, oldest first, counted there
-        again: messages read ahead and group copies alike, which only this loop could receive
-        (a loop ends with every ``asyncio.run`` and ``async_to_sync`` call). Not before this loop
-        is sure no flush came since (flushes.py), which would make them anew."""
-        if not state.shelf:
-            return
-        watches = {self._shard_of(state, channel).flushes_for(self.keys.capacity_key(channel))
-                   for channel in state.shelf.channels()}
-        await asyncio.gather(*(watch.listen() for watch in watches if not watch.current), return_exceptions=True)
-        returns: dict[str, list[Copy]] = {}
-        for copy in state.shelf.take_everything():  # those of a flushed epoch were dropped by the listen
-            returns.setdefault(copy.channel, []).append(copy)
-        pushes = []
-        for channel, copies in returns.items():
-            shard = self._shard_of(state, channel)
-            if shard.flushes_for(copies[0].capacity_key).current \
-                    and shard.connection_state() is ConnectionState.CONNECTED:
-                pushes.append(shard.push_back(copies[0].capacity_key, channel, [copy.entry for copy in copies],
-                                              self._expiry_ms + 1000))
-        await asyncio.gather(*pushes, return_exceptions=True)
-
-    def _shard_of(self, state: _LoopState, channel: str) -> ShardClient | ClusterShard:
-        return state.shards[self.shard_index(channel)]
-
     async def close_pools(self) -> None:
         """channels_redis's name for ``close()``, so code moved from it (tests, task runners) runs."""
         await self.close()
@@ -393,5 +370,6 @@ class RedisChannelLayer(LayerCore):
         for receiver in receivers:
             receiver.fail_waiters(RuntimeError("the channel layer was closed while this receive waited"))
         state.receivers.clear()
-        await self._return_held(state)
+        await return_held(state.shelf, lambda channel: state.shards[self.shard_index(channel)],
+                          self.keys.capacity_key, self._expiry_ms + 1000)
         await asyncio.gather(*(shard.aclose() for shard in state.shards), return_exceptions=True)
