@@ -84,6 +84,16 @@ def test_a_run_over_its_time_is_interrupted_and_says_so(tmp_path):
     assert (done.returncode, done.stdout) == (0, "ok\n")
 
 
+def test_a_run_deaf_to_sigint_is_stopped_with_sigterm_well_before_the_servers_grace(tmp_path):
+    """A child that inherited SIGINT ignored (or blocked) never hears it: seen in CI, where such a
+    run waited out the whole STOP_GRACE. SIGTERM follows INTERRUPT_GRACE later."""
+    deaf = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        drift.run([sys.executable, "-c", deaf], tmp_path, {}, timeout=0.5)
+    assert time.monotonic() - started < drift.INTERRUPT_GRACE + 5 < drift.STOP_GRACE
+
+
 def test_the_command_prints_its_plan_and_refuses_an_unknown_line():
     plan = subprocess.run([sys.executable, "-m", "tools.drift", "--plan", "--only", "pika"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)

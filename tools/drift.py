@@ -38,6 +38,7 @@ RUNTIME = ("mirakuru>=2.5", "port-for>=0.7")
 INSTALL_TIMEOUT = 600.0  # one venv's installs, seconds
 RUN_TIMEOUT = 900.0  # one whole suite run
 RERUN_TIMEOUT = 300.0
+INTERRUPT_GRACE = 5.0  # how long a timed-out run may take to answer SIGINT before SIGTERM
 STOP_GRACE = 60.0  # how long a timed-out run may take to stop its servers
 REDIS_LAYER = "reference_layers.redis.RedisChannelLayer"
 RABBITMQ_LAYER = "reference_layers.rabbitmq.RabbitMQChannelLayer"
@@ -122,17 +123,23 @@ def run(args: Sequence[str | Path], cwd: Path, env: dict[str, str], timeout: flo
     """A bounded subprocess; over time, it is interrupted and subprocess.TimeoutExpired raised.
 
     SIGINT first, as Ctrl-C would: pytest then stops the servers and peers the plugin started
-    (a SIGKILL would leave them running); SIGKILL only if it has not ended ``STOP_GRACE`` later.
+    (a SIGKILL would leave them running). If that has not ended it ``INTERRUPT_GRACE`` later (a
+    process that inherited SIGINT ignored or blocked never sees it: seen in CI), SIGTERM, which
+    the plugin also answers by stopping its servers; SIGKILL only ``STOP_GRACE`` after that.
     """
     process = subprocess.Popen([str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.communicate(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
+        for stop, grace in ((signal.SIGINT, INTERRUPT_GRACE), (signal.SIGTERM, STOP_GRACE)):
+            process.send_signal(stop)
+            try:
+                process.communicate(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
             process.kill()
             process.communicate()
         raise subprocess.TimeoutExpired(process.args, timeout) from None
