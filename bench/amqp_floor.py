@@ -249,13 +249,16 @@ async def copy_fanout_rate(url: str, members: int, sends: int) -> float:
         return members * sends / (loop.time() - start)
 
 
-async def exact_copy_fanout_rate(url: str, members: int, sends: int) -> float:
+async def exact_copy_fanout_rate(url: str, members: int, sends: int, late: bool = False) -> float:
     """One copy per process as a layer must take it that keeps capacity exact and group sends in
     order: with each publish goes a basic.get of the process queue (what waits there takes room
     before the copy, CAP-4: the broker counts only what it has not handed out); the copy comes
     from the broker to a consumer, is handed to every member task and acked, and only then does
     the next group send start (the sender's later calls see its copy placed). No capacity
-    arithmetic, expiry or decoding. Deliveries per second, as the fanout workload counts them."""
+    arithmetic, expiry or decoding. Deliveries per second, as the fanout workload counts them.
+
+    ``late``: the members take their copies one after another once it is placed, as the
+    fanout-late workload's receives do, instead of waiting in tasks of their own."""
     async with amqp_queue(url) as (confirmed, queue):  # ``queue``: the process queue, only read
         loop = asyncio.get_running_loop()
         channel = confirmed.channel
@@ -277,11 +280,14 @@ async def exact_copy_fanout_rate(url: str, members: int, sends: int) -> float:
         channel.basic_consume(copies, delivered)
         channel.add_callback(got, [pika.spec.Basic.GetEmpty], one_shot=False)
         start = loop.time()
-        takers = _taking_every_copy(inboxes, sends)
+        takers = [] if late else _taking_every_copy(inboxes, sends)
         for _ in range(sends):
             waits["got"], waits["placed"] = loop.create_future(), loop.create_future()
             channel.basic_get(queue, got, auto_ack=True)
             await asyncio.gather(confirmed.publish(copies), waits["got"], waits["placed"])
+            if late:
+                for inbox in inboxes:
+                    await inbox.take()
         await asyncio.gather(*takers)
         return members * sends / (loop.time() - start)
 

@@ -135,4 +135,10 @@ def measure_floor(addresses: dict, n: int, repeat: int) -> dict:
                    "order (each group send a confirmed publish with a basic.get of the process queue, its copy "
                    "taken from the broker, handed to the waiting members and acked before the next), pika with "
                    "no layer"] = round(statistics.median(rates))
+        for members, sends in ((100, 100), (1000, 10)):  # the fanout-late workloads' own sizes
+            rates = [asyncio.run(amqp_floor.exact_copy_fanout_rate(url, members, sends, late=True))
+                     for _ in range(repeat)]
+            floors[f"rabbitmq fanout-{members}-late deliveries/s with one copy per process, capacity exact and "
+                   "in order (as above, the members then taking their copies one after another), pika with no "
+                   "layer"] = round(statistics.median(rates))
     return floors
