@@ -60,18 +60,24 @@ class ClusterNode:
     async def call(self, *args):
         return await (await self.connected()).call(pack(*args))
 
-    def queue_script(self, wire: Wire, script: Script, keys: list, args: list, asking: bool = False) -> asyncio.Future:
-        """Queue ``script`` on ``wire`` (after ASKING, for a slot being imported); its reply's future."""
+    def queue_script(self, wire: Wire, script: Script, keys: list, args: list, asking: bool = False,
+                     more_follow: bool = False) -> asyncio.Future:
+        """Queue ``script`` on ``wire`` (after ASKING, for a slot being imported); its reply's future.
+        ``more_follow``: as ``Wire.call``'s (the caller then calls ``write_now``)."""
         if asking:
-            wire.call(pack(b"ASKING"))
-        return wire.call(pack(b"EVALSHA", script.sha, len(keys), *keys, *args))
+            wire.call(pack(b"ASKING"), more_follow)
+        return wire.call(pack(b"EVALSHA", script.sha, len(keys), *keys, *args), more_follow)
 
     async def run(self, script: Script, keys: list, args: list, after_write: Callable[[], None] | None = None,
                   asking: bool = False):
         """Run ``script``; loads the scripts once if the node has none (NOSCRIPT: it did not run)."""
-        reply = self.queue_script(await self.connected(), script, keys, args, asking)
+        wire = await self.connected()
+        reply = self.queue_script(wire, script, keys, args, asking, more_follow=after_write is not None)
         if after_write is not None:
-            after_write()
+            try:
+                after_write()  # its pops leave with the script
+            finally:
+                wire.write_now()
         try:
             return await reply
         except ResponseError as exc:

@@ -139,9 +139,12 @@ class ShardClient:
         wire = self._commands
         if wire is None or wire.closed:
             wire = await self._connect()
-        reply = wire.call(pack(b"EVALSHA", script.sha, len(keys), *keys, *args))
+        reply = wire.call(pack(b"EVALSHA", script.sha, len(keys), *keys, *args), more_follow=after_write is not None)
         if after_write is not None:
-            after_write()
+            try:
+                after_write()  # its pops leave with the script
+            finally:
+                wire.write_now()
         try:
             return await reply
         except ReadOnlyReplica:

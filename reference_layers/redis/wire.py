@@ -78,7 +78,9 @@ class Wire(asyncio.Protocol):
         self._corked: list[bytes] | None = None  # commands of this loop iteration, not yet written
         self.closed = False
 
-    def call(self, packed: bytes) -> asyncio.Future:
+    def call(self, packed: bytes, more_follow: bool = False) -> asyncio.Future:
+        """``more_follow``: the caller queues more commands in this same step and then calls
+        ``write_now`` (a script and the pops behind it leave in one syscall, not two)."""
         future = self._loop.create_future()
         if self.closed:
             future.set_exception(RedisConnectionError("connection to Redis lost"))
@@ -91,7 +93,7 @@ class Wire(asyncio.Protocol):
         self._pending.append(future)
         if self._corked:
             self._corked.append(packed)
-        elif idle and self._corked is None:  # a lone command (a sequential caller): no need to wait
+        elif idle and self._corked is None and not more_follow:  # a lone command: no need to wait
             self._transport.write(packed)
         else:  # commands of this loop iteration go out together
             self._corked = [packed]
@@ -101,9 +103,10 @@ class Wire(asyncio.Protocol):
     def _write(self) -> None:
         """Write every command of this loop iteration at once: one syscall, not one each."""
         corked, self._corked = self._corked, None
-        assert corked is not None  # scheduled only by the call that started the batch
-        if not self.closed:
+        if corked and not self.closed:  # None: write_now wrote them already
             self._transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    write_now = _write  # what a caller that said ``more_follow`` queued, written at once
 
     def close(self) -> None:
         if not self.closed:
