@@ -10,10 +10,17 @@ other processes reached whatever their number. Checked on a real server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from reference_layers.base import ChannelFull
+from reference_layers.redis import ShardUnreachable
+from tests.cuttable_proxy import CuttableProxy
 from tests.helpers import CALL_LIMIT, closing, fresh, run
 from tests.test_redis_layer import ClientCommands, layer_on, raw
 
@@ -203,6 +210,119 @@ def test_copies_a_loop_held_go_back_to_their_members_when_it_ends(redis_urls):
         await other.close()
 
     run(closing(layer, second_loop()))
+
+
+class Partition:
+    """A proxy to a server, on a loop of its own thread so it outlives the test's loops."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.proxy = CuttableProxy(target_port)
+        self.loop = asyncio.new_event_loop()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.proxy.port}"
+
+    def cut_off(self) -> None:
+        """The server out of reach: connections cut, new ones refused."""
+        with socket.socket() as unused:  # a port nothing listens on: the proxy refuses through it
+            unused.bind(("127.0.0.1", 0))
+            self.proxy.target_port = unused.getsockname()[1]
+        asyncio.run_coroutine_threadsafe(self._cut(), self.loop).result(CALL_LIMIT)
+
+    async def _cut(self) -> None:
+        self.proxy.cut()
+
+    def heal(self) -> None:
+        self.proxy.target_port = self.target_port
+
+
+@contextlib.contextmanager
+def partition(target_port: int) -> Iterator[Partition]:
+    made = Partition(target_port)
+    thread = threading.Thread(target=made.loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(made.proxy.__aenter__(), made.loop).result(CALL_LIMIT)
+    try:
+        yield made
+    finally:
+        asyncio.run_coroutine_threadsafe(made.proxy.__aexit__(None, None, None), made.loop).result(CALL_LIMIT)
+        made.loop.call_soon_threadsafe(made.loop.stop)
+        thread.join(CALL_LIMIT)
+        made.loop.close()
+
+
+async def out_of_reach(layer) -> None:
+    """Until ``layer`` says its Redis is out of reach (ShardUnreachable). A call whose command had
+    left as the connection was cut fails as a lost connection first."""
+    for _ in range(3):
+        try:
+            await layer.send(fresh(), {"n": "nowhere"})
+        except ShardUnreachable:
+            return
+        except RedisConnectionError:
+            continue
+    raise AssertionError("the layer did not find Redis out of reach")
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def test_copies_a_loop_held_go_to_the_next_loop_if_redis_was_out_of_reach_as_it_ended(redis_urls):
+    """They cannot go back to Redis as the loop ends: the next loop of the layer object holds
+    them, as if its own pop had taken them. They were lost with the loop before."""
+    port = _port(redis_urls[0])
+    with partition(port) as cut:
+        layer = layer_on([cut.url], reconnect_timeout=0.5)
+        group = fresh("group")
+
+        async def first_loop() -> str:
+            _, second = await holding_a_copy(layer, group, {"n": "copy"})
+            cut.cut_off()
+            await out_of_reach(layer)
+            return second
+
+        second = run(first_loop())
+        cut.heal()
+
+        async def second_loop() -> None:
+            assert (await layer.statistics([second])).channels[second].waiting == 1
+            await layer.send(second, {"n": "younger"})
+            assert [(await layer.receive(second))["n"] for _ in range(2)] == ["copy", "younger"]
+
+        run(closing(layer, second_loop()))
+
+
+def test_carried_copies_stay_gone_if_a_flush_came_before_the_next_loop(redis_urls):
+    port = _port(redis_urls[0])
+    with partition(port) as cut:
+        layer = layer_on([cut.url], reconnect_timeout=0.5)
+        group = fresh("group")
+
+        async def first_loop() -> str:
+            _, second = await holding_a_copy(layer, group, {"n": "stale"})
+            cut.cut_off()
+            await out_of_reach(layer)
+            return second
+
+        second = run(first_loop())
+        cut.heal()
+
+        async def flush() -> None:
+            flusher = layer_on(redis_urls, prefix=layer.prefix)
+            await flusher.flush()
+            await flusher.close()
+
+        run(flush())
+
+        async def second_loop() -> None:
+            assert (await layer.statistics([second])).channels[second].waiting == 0
+            await layer.send(second, {"n": "fresh"})
+            assert (await layer.receive(second))["n"] == "fresh"
+
+        run(closing(layer, second_loop()))
 
 
 def test_copies_a_loop_held_stay_gone_if_a_flush_came_before_it_ended(redis_urls):

@@ -9,7 +9,7 @@ receiver (waiting for messages without polling or losing any), reconnect (connec
 ``reconnect_timeout``, else ShardUnreachable), memberships (what a layer object added, added
 again after a restart lost it), copies (a pop's reply: group copies and messages read ahead),
 shelf (the copies an event loop holds for its receives), pops (a pop on the wire), returns (what
-a loop holds goes back to Redis when it ends).
+a loop holds goes back to Redis when it ends, or to the next loop if Redis is out of reach).
 """
 
 from ..core.errors import ChannelFull, ForeignProcessChannel, LayerConfigError, MessageTooLarge, UnserialisableMessage

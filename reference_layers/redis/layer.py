@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -37,7 +38,7 @@ from .own_groups import OwnGroups
 from .pops import Pop, pop_behind, pop_one
 from .receiver import Receiver
 from .reconnect import DEFAULT_RECONNECT_TIMEOUT, TRANSIENT_ERRORS, ShardUnreachable
-from .returns import return_held
+from .returns import hold_carried, return_held
 from .shard import ShardClient
 from .shelf import CopyShelf
 from .wire import USES_HIREDIS
@@ -88,6 +89,8 @@ class RedisChannelLayer(LayerCore):
         self.keys = KeySpace(prefix)
         self._expiry_ms = max(1, round(self.expiry * 1000))
         self._group_expiry_ms = max(1, round(self.group_expiry * 1000))
+        self._carried: list[Copy] = []  # held copies an ended loop could not give back (returns.py)
+        self._carried_lock = threading.Lock()  # loops end and begin in threads of their own
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, self._close_loop_state)
         self._counters = Counters()
         self._memberships = MembershipBook(len(self.addresses))
@@ -324,6 +327,8 @@ class RedisChannelLayer(LayerCore):
         self._own_groups.forget_all()
         state = self._loops.current()
         state.shelf.clear()
+        with self._carried_lock:
+            self._carried.clear()
         await asyncio.gather(*(shard.flush() for shard in state.shards))
 
     async def _close(self) -> None:
@@ -353,6 +358,10 @@ class RedisChannelLayer(LayerCore):
                 shard.flushes.on_flush = partial(self._drop_flushed, shelf, index)
             else:
                 shard.key_flushes.on_flush = partial(self._drop_key_flushed, shelf)
+        with self._carried_lock:
+            carried, self._carried = self._carried, []
+        if carried:  # copies an ended loop could not give back: held here, as its own pop's would be
+            hold_carried(shelf, carried, lambda key: shards[self.ring.index_for(key)].flushes_for(key).current_at)
         return _LoopState(shards, shelf=shelf)
 
     def _drop_flushed(self, shelf: CopyShelf, index: int, epoch: int) -> None:
@@ -370,6 +379,8 @@ class RedisChannelLayer(LayerCore):
         for receiver in receivers:
             receiver.fail_waiters(RuntimeError("the channel layer was closed while this receive waited"))
         state.receivers.clear()
-        await return_held(state.shelf, lambda channel: state.shards[self.shard_index(channel)],
-                          self.keys.capacity_key, self._expiry_ms + 1000)
+        carried = await return_held(state.shelf, lambda channel: state.shards[self.shard_index(channel)],
+                                    self.keys.capacity_key, self._expiry_ms + 1000)
+        with self._carried_lock:
+            self._carried.extend(carried)
         await asyncio.gather(*(shard.aclose() for shard in state.shards), return_exceptions=True)
