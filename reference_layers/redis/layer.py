@@ -238,11 +238,16 @@ class RedisChannelLayer(LayerCore):
         prefetch = [key for key in self._own_groups.keys_in(group)
                     if key in state.receiving and key not in state.receivers and key not in state.taking]
         pops: list[Pop] = []
-        results = await asyncio.gather(
-            *(shard.group_send(group, data, self._expiry_ms, self.capacity,
-                               self._after_group_send(state, shard, prefetch, pops), held)
-              for shard in state.shards),
-            return_exceptions=True)
+        sends = [shard.group_send(group, data, self._expiry_ms, self.capacity,
+                                  self._after_group_send(state, shard, prefetch, pops), held)
+                 for shard in state.shards]
+        if len(sends) == 1:  # one shard: awaited here, with no task for gather to make and wait on
+            try:
+                results: list[int | BaseException] = [await sends[0]]
+            except Exception as exc:  # noqa: BLE001 - raised below, once the pops are in
+                results = [exc]
+        else:
+            results = await asyncio.gather(*sends, return_exceptions=True)
         for pop in pops:  # each reply follows its script's: the copies are shelved as it comes
             with contextlib.suppress(Exception):
                 await pop.ready
