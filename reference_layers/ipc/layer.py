@@ -143,23 +143,33 @@ class IPCChannelLayer(LayerCore):
     async def receive(self, channel: str) -> dict:
         """Wait for, and return, the next message on ``channel``."""
         self.check_receivable(check_channel_name(channel))
-        attachment, name, data = self._pop(channel)
+        attachment = self._current()
+        name = channel.encode()
+        data = self._take_now(attachment, name)
         if data is None:
             data = await self._wait_for(attachment, name)
         return self.codec.decode(data)
 
     async def _receive(self, channel: str) -> bytes:
-        attachment, name, data = self._pop(channel)
-        return data if data is not None else await self._wait_for(attachment, name)
-
-    def _pop(self, channel: str) -> tuple[_Attachment, bytes, bytes | None]:
-        """Pop the next message of ``channel`` if it has one, touching no event loop."""
         attachment = self._current()
         name = channel.encode()
-        return attachment, name, attachment.ops.pop(name, time.monotonic())
+        data = self._take_now(attachment, name)
+        return data if data is not None else await self._wait_for(attachment, name)
+
+    def _take_now(self, attachment: _Attachment, name: bytes) -> bytes | None:
+        """The next message of ``name`` popped at once, touching no event loop; None: wait for one.
+
+        None at once, with no pop, where this loop is registered on ``name`` (a receive of it
+        waited there lately: a fan-out's member waiting again): the wait's first locked step pops
+        as a plain pop would, so a plain pop first would only add a locked step to each message."""
+        waker = self._wakers.get(asyncio.get_running_loop())
+        if waker is not None and name in waker.registered and waker.segment is attachment.segment:
+            return None
+        return attachment.ops.pop(name, time.monotonic())
 
     async def _wait_for(self, attachment: _Attachment, name: bytes) -> bytes:
-        """Wait for a message on ``name``, which a pop just found empty.
+        """Wait for a message on ``name``, which a pop just found empty (or this loop waited on
+        lately: ``_take_now``).
 
         A receive that finds a message never gets here: it touches neither the event loop
         nor the wake-up machinery. This one first spins briefly (``spinning.py``), then
@@ -167,22 +177,30 @@ class IPCChannelLayer(LayerCore):
         as another pop (so any later send pokes it), sleeps until poked, and pops again. A
         registration outlives the receive (see ``wakeups.py``); one left armed by a cancelled
         receive costs each sending process at most one spurious poke before it is dropped.
+        The listener's future is awaited here, not in a coroutine of its own: a fan-out's
+        members wake by the hundred, and each frame resumed shows.
         """
         ops = attachment.ops
         waker = self._waker(attachment)
         listener = waker.listen(name)
         try:
-            if self.receive_spin:  # first stay awake briefly (spinning.py)
-                data = await spin_for(ops, waker, name, waker.spin)
+            seconds = waker.spin.next() if self.receive_spin else 0.0
+            if seconds:  # first stay awake briefly (spinning.py)
+                data = await spin_for(ops, waker, name, waker.spin, seconds)
                 if data is not None:
                     return data
+            loop = waker.loop
             while True:
                 waker.registered.add(name)
                 data = ops.pop_or_arm(name, time.monotonic(), slot=waker.slot, token=waker.token,
                                       disarm=waker.listening(name) <= 1, epoch=waker.epoch())
                 if data is not None:
                     return data
-                await listener.wait()
+                listener.future = loop.create_future()
+                try:
+                    await listener.future
+                finally:
+                    listener.future = None
         finally:
             if waker.unlisten(name, listener) and not waker.closed:
                 waker.drop_later(name)

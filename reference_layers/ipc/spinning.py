@@ -60,14 +60,12 @@ class SpinBudget:
         self.current = self.current / 2 if self.current > self.limit / 16 else 0.0
 
 
-async def spin_for(ops, waker, name: bytes, budget: SpinBudget) -> bytes | None:
-    """A message of ``name`` that came within the budget, or None: then arm and sleep.
+async def spin_for(ops, waker, name: bytes, budget: SpinBudget, seconds: float) -> bytes | None:
+    """A message of ``name`` that came within ``seconds`` (what ``budget.next()`` granted, not
+    0), or None: then arm and sleep.
 
     ``waker`` (wakeups.LoopWaker) must already have a receive listening on ``name``.
     """
-    seconds = budget.next()
-    if not seconds:
-        return None
     def look() -> bytes | None:  # registered, not armed (None): see Store.pop_or_arm
         return ops.pop_or_arm(name, time.monotonic(), slot=waker.slot, token=waker.token,
                               disarm=waker.listening(name) <= 1, epoch=None)

@@ -167,19 +167,13 @@ def poke_datagrams(names: list[bytes]) -> Iterator[bytes]:
 
 
 class Listener:
-    """One waiting receive: a future the waker resolves when its channel may have a message."""
+    """One waiting receive: a future the waker resolves when its channel may have a message
+    (set, and awaited, by the receive while it sleeps: ``IPCChannelLayer._wait_for``)."""
 
     __slots__ = ("future",)
 
     def __init__(self):
-        self.future = None
-
-    async def wait(self) -> None:
-        self.future = asyncio.get_running_loop().create_future()
-        try:
-            await self.future
-        finally:
-            self.future = None
+        self.future: asyncio.Future | None = None
 
     def wake(self) -> None:
         future = self.future
