@@ -18,6 +18,8 @@ Module map, in chain order (each builds on the ones above it):
 - ``journal``: the redo journal that makes a crash at any point harmless.
 - ``segment``: opening, crash repair, waker slots, flush.
 - ``messages``: a message as a chain of chunks: taking chunks, copying in and out, freeing.
+- ``groups``: memberships, each listed by its group and hashed by group and channel (a join or a leave
+  finds it at once in a group of any size).
 - ``store``: channels, groups and waiters as linked structures, changed through a journal transaction.
 - ``hotpath`` + ``hotentries``: one-chunk sends and receives, creating and deleting channel entries,
   each one compact journal commit; anything unusual falls back to ``store``.

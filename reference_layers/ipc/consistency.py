@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 
 from . import layout as L
+from .groups import member_key
 from .journal import F64, U32
 from .messages import chunks_for
 from .segment import Segment
@@ -98,19 +99,33 @@ class _Checker:
     def _buckets(self) -> int:
         used = 0
         counters: dict[int, int] = {}  # counter entry -> messages of its siblings
+        hashed_members: set[int] = set()  # claimed by their group's list, not by their bucket
         for bucket in range(self.layout.n_buckets):
             index = self.u32(self.layout.buckets + 4 * bucket)
-            while index and self.claim_entry(index, f"bucket {bucket}"):
+            while index:
                 kind, name = self.mem[self.layout.entry(index)], self.name(index)
+                if kind == L.KIND_MEMBER:
+                    if index in hashed_members:
+                        self.problems.append(f"member entry {index} hashed twice")
+                        break
+                    hashed_members.add(index)
+                    name = member_key(self.field(index, L.E_C), name)
+                elif not self.claim_entry(index, f"bucket {bucket}"):
+                    break
                 if zlib.crc32(name, kind) % self.layout.n_buckets != bucket:
                     self.problems.append(f"entry {index} {name!r} sits in the wrong bucket")
                 if kind == L.KIND_CHANNEL:
                     used += self._channel(index, name, counters)
                 elif kind == L.KIND_GROUP:
                     self._group(index, name)
-                elif kind != L.KIND_COUNTER:
+                elif kind not in (L.KIND_COUNTER, L.KIND_MEMBER):
                     self.problems.append(f"entry {index} of kind {kind} is hashed")
                 index = self.field(index, L.E_NEXT)
+        listed = {index for index, owner in self.entry_owner.items() if owner.startswith("member of group")}
+        for member in sorted(listed - hashed_members):
+            self.problems.append(f"member entry {member} ({self.name(member)!r}) is not hashed")
+        for member in sorted(hashed_members - listed):
+            self.problems.append(f"member entry {member} ({self.name(member)!r}) is hashed but in no group")
         for counter, held in counters.items():
             if self.field(counter, L.E_C) != held:
                 self.problems.append(f"counter {self.name(counter)!r} says {self.field(counter, L.E_C)}, siblings hold {held}")
@@ -162,12 +177,17 @@ class _Checker:
         return used
 
     def _group(self, index, name):
-        count, member = 0, self.field(index, L.E_A)
+        count, member, before = 0, self.field(index, L.E_A), L.NIL
         while member and self.claim_entry(member, f"member of group {name!r}"):
             if self.mem[self.layout.entry(member)] != L.KIND_MEMBER:
                 self.problems.append(f"group {name!r} lists entry {member} of kind {self.mem[self.layout.entry(member)]}")
+            if self.field(member, L.E_C) != index:
+                self.problems.append(f"member {self.name(member)!r} of group {name!r} names group {self.field(member, L.E_C)}")
+            if self.field(member, L.E_E) != before:
+                self.problems.append(f"member {self.name(member)!r} of group {name!r} links back to "
+                                     f"{self.field(member, L.E_E)}, not {before}")
             count += 1
-            member = self.field(member, L.E_D)
+            before, member = member, self.field(member, L.E_D)
         if count != self.field(index, L.E_C):
             self.problems.append(f"group {name!r} counts {self.field(index, L.E_C)} members, lists {count}")
         if not count:

@@ -11,7 +11,8 @@ The segment is one POSIX shared-memory object, ``/asgi-ipc.<prefix>``, laid out 
   across flush(), so receivers blocked during a flush can be told to re-register.
 - hash buckets + entries: channels, the shared counters of process-specific channels
   (``p!``), groups, group members and registered waiters. Each entry is found by hashing
-  its kind and name; buckets chain entries, so an entry never moves once placed.
+  its kind and name (a member: its group and channel); buckets chain entries, so an entry
+  never moves once placed. Waiters are not hashed: their channel lists them.
 - chunks: fixed-size blocks holding message bytes; a message is a chain of chunks, and a
   channel's queue is a linked list of messages (its first chunks).
 
@@ -26,7 +27,8 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = b"ASGIIPC\x01"
-VERSION = 3  # 2: the segment lock lives in the header (H_LOCK_KIND, H_MUTEX); 3: siblings link back (E_G)
+VERSION = 4  # 2: the segment lock lives in the header (H_LOCK_KIND, H_MUTEX); 3: siblings link back (E_G);
+# 4: members are hashed by group and channel, and link back (groups.py)
 NIL = 0
 
 # header fields (offsets)
@@ -74,7 +76,8 @@ KIND_FREE = 0
 KIND_CHANNEL = 1  # A head message, B tail message, C count, D next sibling ('p!x'), E waiters, F counter, G previous sibling
 KIND_COUNTER = 2  # 'p!': C messages held by all 'p!*', D first sibling channel
 KIND_GROUP = 3  # A first member, C member count
-KIND_MEMBER = 4  # A+B expiry (f64), D next member; name = the channel
+KIND_MEMBER = 4  # A+B expiry (f64), C its group, D next member, E previous member; name = the channel,
+# hashed by group and channel (groups.member_key)
 KIND_WAITER = 5  # A waker slot, B low 32 bits of the waker's token, C+E armed epoch, D next waiter
 E_EXPIRY = E_A  # f64 over A and B (members)
 # A waiter is *armed* while a receive of its loop waits: C holds the low, E the high 32 bits of

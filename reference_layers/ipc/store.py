@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import zlib
 
+from . import groups
 from . import layout as L
 from .journal import F64, U32, U64, Transaction
 from .messages import alloc_chunks, chunks_for, free_message, read_message, write_message
@@ -54,7 +55,7 @@ class Store:
             index = tx.u32(off + L.E_NEXT)
         return L.NIL
 
-    def _alloc_entry(self, tx: Transaction, kind: int, name: bytes = b"") -> int:
+    def alloc_entry(self, tx: Transaction, kind: int, name: bytes = b"") -> int:
         index = tx.u32(L.H_ENTRY_FREE)
         if index:
             tx.set_u32(L.H_ENTRY_FREE, tx.u32(self.layout.entry(index) + L.E_NEXT))
@@ -76,24 +77,24 @@ class Store:
             tx.set_f64(off + L.E_EXPIRY, 0.0)
         return index
 
-    def _free_entry(self, tx: Transaction, index: int) -> None:
+    def free_entry(self, tx: Transaction, index: int) -> None:
         off = self.layout.entry(index)
         tx.set_u8(off + L.E_KIND, L.KIND_FREE)
         tx.set_u32(off + L.E_NEXT, tx.u32(L.H_ENTRY_FREE))
         tx.set_u32(L.H_ENTRY_FREE, index)
 
-    def _create_hashed(self, tx: Transaction, kind: int, name: bytes) -> int:
-        index = self._alloc_entry(tx, kind, name)
+    def create_hashed(self, tx: Transaction, kind: int, name: bytes) -> int:
+        index = self.alloc_entry(tx, kind, name)
         bucket = self._bucket(kind, name)
         tx.set_u32(self.layout.entry(index) + L.E_NEXT, tx.u32(bucket))
         tx.set_u32(bucket, index)
         return index
 
-    def _delete_hashed(self, tx: Transaction, index: int) -> None:
+    def delete_hashed(self, tx: Transaction, index: int) -> None:
         off = self.layout.entry(index)
         bucket = self._bucket(tx.u8(off + L.E_KIND), tx.name(off))
         _unlink(tx, bucket, index, self.layout.entry, L.E_NEXT)
-        self._free_entry(tx, index)
+        self.free_entry(tx, index)
 
     def _field(self, tx: Transaction, index: int, field: int) -> int:
         return tx.u32(self.layout.entry(index) + field)
@@ -166,10 +167,10 @@ class Store:
         return data
 
     def _create_channel(self, tx: Transaction, channel: bytes) -> int:
-        index = self._create_hashed(tx, L.KIND_CHANNEL, channel)
+        index = self.create_hashed(tx, L.KIND_CHANNEL, channel)
         counter = counter_name(channel)
         if counter is not None:
-            counter_index = self.find(tx, L.KIND_COUNTER, counter) or self._create_hashed(tx, L.KIND_COUNTER, counter)
+            counter_index = self.find(tx, L.KIND_COUNTER, counter) or self.create_hashed(tx, L.KIND_COUNTER, counter)
             self._set(tx, index, L.E_F, counter_index)
             sibling = self._field(tx, counter_index, L.E_D)
             self._set(tx, index, L.E_D, sibling)
@@ -193,7 +194,7 @@ class Store:
                 break
             waiter = self._field(tx, waiter, L.E_D)
         else:
-            waiter = self._alloc_entry(tx, L.KIND_WAITER)
+            waiter = self.alloc_entry(tx, L.KIND_WAITER)
             self._set(tx, waiter, L.E_A, slot)
             self._set(tx, waiter, L.E_B, token)
             self._set(tx, waiter, L.E_D, self._field(tx, index, L.E_E))
@@ -223,7 +224,7 @@ class Store:
                     self._set(tx, previous, L.E_D, following)
                 else:
                     self._set(tx, index, L.E_E, following)
-                self._free_entry(tx, waiter)
+                self.free_entry(tx, waiter)
                 return
             previous, waiter = waiter, following
 
@@ -248,7 +249,7 @@ class Store:
                     self._set(tx, previous, L.E_D, following)
                 else:
                     self._set(tx, index, L.E_E, following)
-                self._free_entry(tx, waiter)
+                self.free_entry(tx, waiter)
             waiter = following
         return found
 
@@ -256,11 +257,11 @@ class Store:
         if self._field(tx, index, L.E_A) or self._field(tx, index, L.E_E):
             return
         counter_index = self._field(tx, index, L.E_F)
-        self._delete_hashed(tx, index)
+        self.delete_hashed(tx, index)
         if counter_index:
             self._unlink_sibling(tx, counter_index, index)
             if not self._field(tx, counter_index, L.E_D):
-                self._delete_hashed(tx, counter_index)
+                self.delete_hashed(tx, counter_index)
 
     def _unlink_sibling(self, tx: Transaction, counter_index: int, index: int) -> None:
         """Take channel ``index`` out of its counter's sibling list: O(1), through its back link."""
@@ -318,55 +319,16 @@ class Store:
             self._delete_if_unused(tx, index)
 
     # --- groups ----------------------------------------------------------------------------
+    # --- groups (groups.py) ------------------------------------------------------------------
     def group_add(self, tx: Transaction, group: bytes, channel: bytes, expires: float) -> None:
-        index = self.find(tx, L.KIND_GROUP, group) or self._create_hashed(tx, L.KIND_GROUP, group)
-        entry = self.layout.entry
-        member = self._field(tx, index, L.E_A)
-        while member:
-            if tx.name(entry(member)) == channel:
-                tx.set_f64(entry(member) + L.E_EXPIRY, expires)
-                return
-            member = self._field(tx, member, L.E_D)
-        member = self._alloc_entry(tx, L.KIND_MEMBER, channel)
-        tx.set_f64(entry(member) + L.E_EXPIRY, expires)
-        self._set(tx, member, L.E_D, self._field(tx, index, L.E_A))
-        self._set(tx, index, L.E_A, member)
-        self._add(tx, index, L.E_C, 1)
+        groups.add(self, tx, group, channel, expires)
 
     def group_discard(self, tx: Transaction, group: bytes, channel: bytes) -> None:
-        index = self.find(tx, L.KIND_GROUP, group)
-        if index:
-            self._remove_members(tx, index, lambda name, expiry: name == channel)
+        groups.discard(self, tx, group, channel)
 
     def group_members(self, tx: Transaction, group: bytes, now: float) -> list[bytes]:
         """The live members' channels; expired memberships are removed on the way."""
-        index = self.find(tx, L.KIND_GROUP, group)
-        if not index:
-            return []
-        return self._remove_members(tx, index, lambda name, expiry: expiry <= now)
-
-    def _remove_members(self, tx: Transaction, index: int, doomed) -> list[bytes]:
-        entry = self.layout.entry
-        kept = []
-        previous, member = L.NIL, self._field(tx, index, L.E_A)
-        while member:
-            off = entry(member)
-            following = self._field(tx, member, L.E_D)
-            name = tx.name(off)
-            if doomed(name, tx.f64(off + L.E_EXPIRY)):
-                if previous:
-                    self._set(tx, previous, L.E_D, following)
-                else:
-                    self._set(tx, index, L.E_A, following)
-                self._free_entry(tx, member)
-                self._add(tx, index, L.E_C, -1)
-            else:
-                kept.append(name)
-                previous = member
-            member = following
-        if not self._field(tx, index, L.E_A):
-            self._delete_hashed(tx, index)
-        return kept
+        return groups.live_members(self, tx, group, now)
 
 
 def _unlink(tx: Transaction, head_off: int, index: int, entry, next_field: int) -> None:
