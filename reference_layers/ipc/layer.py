@@ -145,7 +145,7 @@ class IPCChannelLayer(LayerCore):
         self.check_receivable(check_channel_name(channel))
         attachment = self._current()
         name = channel.encode()
-        data = self._take_now(attachment, name)
+        data = attachment.ops.pop(name, time.monotonic())  # touching no event loop
         if data is None:
             data = await self._wait_for(attachment, name)
         return self.codec.decode(data)
@@ -153,23 +153,11 @@ class IPCChannelLayer(LayerCore):
     async def _receive(self, channel: str) -> bytes:
         attachment = self._current()
         name = channel.encode()
-        data = self._take_now(attachment, name)
+        data = attachment.ops.pop(name, time.monotonic())
         return data if data is not None else await self._wait_for(attachment, name)
 
-    def _take_now(self, attachment: _Attachment, name: bytes) -> bytes | None:
-        """The next message of ``name`` popped at once, touching no event loop; None: wait for one.
-
-        None at once, with no pop, where this loop is registered on ``name`` (a receive of it
-        waited there lately: a fan-out's member waiting again): the wait's first locked step pops
-        as a plain pop would, so a plain pop first would only add a locked step to each message."""
-        waker = self._wakers.get(asyncio.get_running_loop())
-        if waker is not None and name in waker.registered and waker.segment is attachment.segment:
-            return None
-        return attachment.ops.pop(name, time.monotonic())
-
     async def _wait_for(self, attachment: _Attachment, name: bytes) -> bytes:
-        """Wait for a message on ``name``, which a pop just found empty (or this loop waited on
-        lately: ``_take_now``).
+        """Wait for a message on ``name``, which a pop just found empty.
 
         A receive that finds a message never gets here: it touches neither the event loop
         nor the wake-up machinery. This one first spins briefly (``spinning.py``), then
