@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -22,6 +23,16 @@ def unique_prefix(stem: str = "t") -> str:
 
 def shm_path(prefix: str) -> Path:
     return Path("/dev/shm") / f"asgi-ipc.{prefix}"
+
+
+def removal_orders(count: int) -> dict[str, list[int]]:
+    """Orders to take ``count`` items (made 0 first) out of a linked list in: from either end,
+    from the middle out, and shuffled (a list walked from its head pays for some of these)."""
+    middle_out = sorted(range(count), key=lambda n: abs(n - count // 2))
+    shuffled = list(range(count))
+    random.Random(18).shuffle(shuffled)
+    return {"oldest first": list(range(count)), "newest first": list(range(count))[::-1],
+            "middle out": middle_out, "shuffled": shuffled}
 
 
 def remove_segment(prefix: str) -> None:

@@ -10,7 +10,6 @@ and that every member sits in its own bucket) passes after every step.
 
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
@@ -20,7 +19,7 @@ from reference_layers.ipc import layout as L
 from reference_layers.ipc.consistency import check
 from tests.helpers import run
 
-from .ipc_helpers import remove_segment, unique_prefix
+from .ipc_helpers import removal_orders, remove_segment, unique_prefix
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,20 +55,12 @@ def _reached(layer, names: list[str], n: int) -> list[str]:
     return reached
 
 
-def _orders(count: int) -> dict[str, list[int]]:
-    middle_out = sorted(range(count), key=lambda n: abs(n - count // 2))
-    shuffled = list(range(count))
-    random.Random(18).shuffle(shuffled)
-    return {"first added first": list(range(count)), "last added first": list(range(count))[::-1],
-            "middle out": middle_out, "shuffled": shuffled}
-
-
-@pytest.mark.parametrize("order", list(_orders(12)))
+@pytest.mark.parametrize("order", list(removal_orders(12)))
 def test_members_leave_in_any_order_and_the_links_stay_right(layer, order):
     names = _members(layer, 12)
     segment = layer._current().segment
     left = []
-    for n in _orders(12)[order]:
+    for n in removal_orders(12)[order]:
         run(layer.group_discard(GROUP, names[n]))
         left.append(names[n])
         assert check(segment) == []

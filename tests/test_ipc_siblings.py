@@ -10,8 +10,6 @@ links both ways) passes after every step, in the C and the pure-Python hot path 
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from reference_layers.ipc import IPCChannelLayer, native
@@ -19,7 +17,7 @@ from reference_layers.ipc import layout as L
 from reference_layers.ipc.consistency import check
 from tests.helpers import run
 
-from .ipc_helpers import NO_C_HOT_PATH, remove_segment, unique_prefix
+from .ipc_helpers import NO_C_HOT_PATH, removal_orders, remove_segment, unique_prefix
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,19 +48,11 @@ def _process(channel: str) -> bytes:
     return channel[:channel.index("!") + 1].encode()
 
 
-def _orders(count: int) -> dict[str, list[int]]:
-    middle_out = sorted(range(count), key=lambda n: abs(n - count // 2))
-    shuffled = list(range(count))
-    random.Random(18).shuffle(shuffled)
-    return {"oldest first": list(range(count)), "newest first": list(range(count))[::-1],
-            "middle out": middle_out, "shuffled": shuffled}
-
-
-@pytest.mark.parametrize("order", list(_orders(12)))
+@pytest.mark.parametrize("order", list(removal_orders(12)))
 def test_process_channels_leave_in_any_order_and_the_links_stay_right(layer, order):
     names = _channels(layer, 12)
     ops, segment = layer._current().ops, layer._current().segment
-    for left, n in enumerate(_orders(12)[order], start=1):
+    for left, n in enumerate(removal_orders(12)[order], start=1):
         assert run(layer.receive(names[n]))["n"] == n  # its last message: the channel goes
         assert check(segment) == []
         assert ops.held(names[0].encode()) == 12 - left  # what the process's channels hold

@@ -270,22 +270,26 @@ def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
+def loop_ending_out_of_reach(cut: Partition, layer, message: dict) -> str:
+    """A loop of ``layer`` that ends holding a member's copy of ``message``, Redis cut off as it
+    ends (then healed). Returns that member."""
+    async def first_loop() -> str:
+        _, second = await holding_a_copy(layer, fresh("group"), message)
+        cut.cut_off()
+        await out_of_reach(layer)
+        return second
+
+    second = run(first_loop())
+    cut.heal()
+    return second
+
+
 def test_copies_a_loop_held_go_to_the_next_loop_if_redis_was_out_of_reach_as_it_ended(redis_urls):
     """They cannot go back to Redis as the loop ends: the next loop of the layer object holds
     them, as if its own pop had taken them. They were lost with the loop before."""
-    port = _port(redis_urls[0])
-    with partition(port) as cut:
+    with partition(_port(redis_urls[0])) as cut:
         layer = layer_on([cut.url], reconnect_timeout=0.5)
-        group = fresh("group")
-
-        async def first_loop() -> str:
-            _, second = await holding_a_copy(layer, group, {"n": "copy"})
-            cut.cut_off()
-            await out_of_reach(layer)
-            return second
-
-        second = run(first_loop())
-        cut.heal()
+        second = loop_ending_out_of_reach(cut, layer, {"n": "copy"})
 
         async def second_loop() -> None:
             assert (await layer.statistics([second])).channels[second].waiting == 1
@@ -296,19 +300,9 @@ def test_copies_a_loop_held_go_to_the_next_loop_if_redis_was_out_of_reach_as_it_
 
 
 def test_carried_copies_stay_gone_if_a_flush_came_before_the_next_loop(redis_urls):
-    port = _port(redis_urls[0])
-    with partition(port) as cut:
+    with partition(_port(redis_urls[0])) as cut:
         layer = layer_on([cut.url], reconnect_timeout=0.5)
-        group = fresh("group")
-
-        async def first_loop() -> str:
-            _, second = await holding_a_copy(layer, group, {"n": "stale"})
-            cut.cut_off()
-            await out_of_reach(layer)
-            return second
-
-        second = run(first_loop())
-        cut.heal()
+        second = loop_ending_out_of_reach(cut, layer, {"n": "stale"})
 
         async def flush() -> None:
             flusher = layer_on(redis_urls, prefix=layer.prefix)
