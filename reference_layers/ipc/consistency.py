@@ -29,6 +29,7 @@ class _Checker:
         self.problems: list[str] = []
         self.entry_owner: dict[int, str] = {}
         self.chunk_owner: dict[int, str] = {}
+        self.listed_members: set[int] = set()  # member entries found in their group's list
 
     def u32(self, off):
         return U32.unpack_from(self.mem, off)[0]
@@ -121,7 +122,7 @@ class _Checker:
                 elif kind not in (L.KIND_COUNTER, L.KIND_MEMBER):
                     self.problems.append(f"entry {index} of kind {kind} is hashed")
                 index = self.field(index, L.E_NEXT)
-        listed = {index for index, owner in self.entry_owner.items() if owner.startswith("member of group")}
+        listed = self.listed_members
         for member in sorted(listed - hashed_members):
             self.problems.append(f"member entry {member} ({self.name(member)!r}) is not hashed")
         for member in sorted(hashed_members - listed):
@@ -186,6 +187,7 @@ class _Checker:
             if self.field(member, L.E_E) != before:
                 self.problems.append(f"member {self.name(member)!r} of group {name!r} links back to "
                                      f"{self.field(member, L.E_E)}, not {before}")
+            self.listed_members.add(member)
             count += 1
             before, member = member, self.field(member, L.E_D)
         if count != self.field(index, L.E_C):

@@ -27,13 +27,9 @@ class Store(Protocol):
 
     def find(self, tx: Transaction, kind: int, name: bytes) -> int: ...
 
-    def create_hashed(self, tx: Transaction, kind: int, name: bytes) -> int: ...
+    def create_hashed(self, tx: Transaction, kind: int, name: bytes, bucket: int | None = None) -> int: ...
 
-    def alloc_entry(self, tx: Transaction, kind: int, name: bytes = b"") -> int: ...
-
-    def free_entry(self, tx: Transaction, index: int) -> None: ...
-
-    def delete_hashed(self, tx: Transaction, index: int) -> None: ...
+    def delete_hashed(self, tx: Transaction, index: int, bucket: int | None = None) -> None: ...
 
 
 def member_key(group_index: int, channel: bytes) -> bytes:
@@ -63,13 +59,10 @@ def add(store: Store, tx: Transaction, group: bytes, channel: bytes, expires: fl
     if member:
         tx.set_f64(entry(member) + L.E_EXPIRY, expires)
         return
-    member = store.alloc_entry(tx, L.KIND_MEMBER, channel)
+    member = store.create_hashed(tx, L.KIND_MEMBER, channel, member_bucket(store.layout, index, channel))
     off = entry(member)
     tx.set_f64(off + L.E_EXPIRY, expires)
     tx.set_u32(off + L.E_C, index)
-    bucket = member_bucket(store.layout, index, channel)
-    tx.set_u32(off + L.E_NEXT, tx.u32(bucket))
-    tx.set_u32(bucket, member)
     first = tx.u32(entry(index) + L.E_A)
     tx.set_u32(off + L.E_D, first)
     if first:
@@ -120,20 +113,7 @@ def _remove(store: Store, tx: Transaction, index: int, member: int) -> None:
     tx.set_u32(entry(before) + L.E_D if before else entry(index) + L.E_A, after)
     if after:
         tx.set_u32(entry(after) + L.E_E, before)
-    bucket = member_bucket(store.layout, index, tx.name(off))
-    current = tx.u32(bucket)
-    if current == member:
-        tx.set_u32(bucket, tx.u32(off + L.E_NEXT))
-    else:
-        while current:
-            following = tx.u32(entry(current) + L.E_NEXT)
-            if following == member:
-                tx.set_u32(entry(current) + L.E_NEXT, tx.u32(off + L.E_NEXT))
-                break
-            current = following
-        else:
-            raise AssertionError(f"member entry {member} missing from its bucket")  # pragma: no cover
-    store.free_entry(tx, member)
+    store.delete_hashed(tx, member, member_bucket(store.layout, index, tx.name(off)))
     tx.set_u32(entry(index) + L.E_C, tx.u32(entry(index) + L.E_C) - 1)
 
 

@@ -143,18 +143,20 @@ class IPCChannelLayer(LayerCore):
     async def receive(self, channel: str) -> dict:
         """Wait for, and return, the next message on ``channel``."""
         self.check_receivable(check_channel_name(channel))
-        attachment = self._current()
-        name = channel.encode()
-        data = attachment.ops.pop(name, time.monotonic())  # touching no event loop
+        attachment, name, data = self._pop(channel)
         if data is None:
             data = await self._wait_for(attachment, name)
         return self.codec.decode(data)
 
     async def _receive(self, channel: str) -> bytes:
+        attachment, name, data = self._pop(channel)
+        return data if data is not None else await self._wait_for(attachment, name)
+
+    def _pop(self, channel: str) -> tuple[_Attachment, bytes, bytes | None]:
+        """Pop the next message of ``channel`` if it has one, touching no event loop."""
         attachment = self._current()
         name = channel.encode()
-        data = attachment.ops.pop(name, time.monotonic())
-        return data if data is not None else await self._wait_for(attachment, name)
+        return attachment, name, attachment.ops.pop(name, time.monotonic())
 
     async def _wait_for(self, attachment: _Attachment, name: bytes) -> bytes:
         """Wait for a message on ``name``, which a pop just found empty.

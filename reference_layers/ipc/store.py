@@ -55,7 +55,7 @@ class Store:
             index = tx.u32(off + L.E_NEXT)
         return L.NIL
 
-    def alloc_entry(self, tx: Transaction, kind: int, name: bytes = b"") -> int:
+    def _alloc_entry(self, tx: Transaction, kind: int, name: bytes = b"") -> int:
         index = tx.u32(L.H_ENTRY_FREE)
         if index:
             tx.set_u32(L.H_ENTRY_FREE, tx.u32(self.layout.entry(index) + L.E_NEXT))
@@ -77,24 +77,29 @@ class Store:
             tx.set_f64(off + L.E_EXPIRY, 0.0)
         return index
 
-    def free_entry(self, tx: Transaction, index: int) -> None:
+    def _free_entry(self, tx: Transaction, index: int) -> None:
         off = self.layout.entry(index)
         tx.set_u8(off + L.E_KIND, L.KIND_FREE)
         tx.set_u32(off + L.E_NEXT, tx.u32(L.H_ENTRY_FREE))
         tx.set_u32(L.H_ENTRY_FREE, index)
 
-    def create_hashed(self, tx: Transaction, kind: int, name: bytes) -> int:
-        index = self.alloc_entry(tx, kind, name)
-        bucket = self._bucket(kind, name)
+    def create_hashed(self, tx: Transaction, kind: int, name: bytes, bucket: int | None = None) -> int:
+        """A new entry, first in its bucket: the one of its kind and name unless ``bucket`` says
+        (a group member's, groups.member_bucket)."""
+        index = self._alloc_entry(tx, kind, name)
+        if bucket is None:
+            bucket = self._bucket(kind, name)
         tx.set_u32(self.layout.entry(index) + L.E_NEXT, tx.u32(bucket))
         tx.set_u32(bucket, index)
         return index
 
-    def delete_hashed(self, tx: Transaction, index: int) -> None:
-        off = self.layout.entry(index)
-        bucket = self._bucket(tx.u8(off + L.E_KIND), tx.name(off))
+    def delete_hashed(self, tx: Transaction, index: int, bucket: int | None = None) -> None:
+        """Take the entry out of its bucket (as ``create_hashed`` placed it) and free it."""
+        if bucket is None:
+            off = self.layout.entry(index)
+            bucket = self._bucket(tx.u8(off + L.E_KIND), tx.name(off))
         _unlink(tx, bucket, index, self.layout.entry, L.E_NEXT)
-        self.free_entry(tx, index)
+        self._free_entry(tx, index)
 
     def _field(self, tx: Transaction, index: int, field: int) -> int:
         return tx.u32(self.layout.entry(index) + field)
@@ -194,7 +199,7 @@ class Store:
                 break
             waiter = self._field(tx, waiter, L.E_D)
         else:
-            waiter = self.alloc_entry(tx, L.KIND_WAITER)
+            waiter = self._alloc_entry(tx, L.KIND_WAITER)
             self._set(tx, waiter, L.E_A, slot)
             self._set(tx, waiter, L.E_B, token)
             self._set(tx, waiter, L.E_D, self._field(tx, index, L.E_E))
@@ -224,7 +229,7 @@ class Store:
                     self._set(tx, previous, L.E_D, following)
                 else:
                     self._set(tx, index, L.E_E, following)
-                self.free_entry(tx, waiter)
+                self._free_entry(tx, waiter)
                 return
             previous, waiter = waiter, following
 
@@ -249,7 +254,7 @@ class Store:
                     self._set(tx, previous, L.E_D, following)
                 else:
                     self._set(tx, index, L.E_E, following)
-                self.free_entry(tx, waiter)
+                self._free_entry(tx, waiter)
             waiter = following
         return found
 
@@ -318,7 +323,6 @@ class Store:
                 self._take_head(tx, index, now)
             self._delete_if_unused(tx, index)
 
-    # --- groups ----------------------------------------------------------------------------
     # --- groups (groups.py) ------------------------------------------------------------------
     def group_add(self, tx: Transaction, group: bytes, channel: bytes, expires: float) -> None:
         groups.add(self, tx, group, channel, expires)

@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..core.statistics import ConnectionState
 from .cluster import ClusterShard
-from .copies import Copy
+from .copies import Copy, HeldEntry
 from .shard import ShardClient
 from .shelf import CopyShelf
 
@@ -57,8 +57,8 @@ def hold_carried(shelf: CopyShelf, carried: list[Copy],
                  current_at: Callable[[str], Callable[[float], bool]]) -> None:
     """Put copies an ended loop carried on a new loop's ``shelf``, per capacity key;
     ``current_at(key)``: whether the new loop hears that key's flushes at a given time."""
-    by_key: dict[str, list[Copy]] = {}
+    by_key: dict[str, list[Copy | HeldEntry]] = {}  # as shelf.put takes them
     for copy in carried:
         by_key.setdefault(copy.capacity_key, []).append(copy)
     for key, copies in by_key.items():
-        shelf.put(list(copies), current_at(key))
+        shelf.put(copies, current_at(key))
