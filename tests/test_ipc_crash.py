@@ -229,11 +229,53 @@ def test_killed_mid_group_send(survivor):
     assert check(survivor._current().segment) == []
 
 
-async def _drain(layer, channel):
+@pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
+def test_killed_mid_group_send_to_a_processs_inbox(survivor, point):
+    """A group_send to members of another process writes one copy in that process's inbox
+    (ipc/inbox.py): repair finishes it or drops it whole, its count with it."""
+    async def setup():
+        for name in ("crash.proc!a", "crash.proc!b"):
+            await survivor.group_add("crash-inbox", name)
+
+    run(setup())
+    child = Child(survivor.prefix, "group_send", "crash-inbox", pause_at=f"group_send:{point}")
+    child.wait_paused()
+    child.kill()
+    assert check(survivor._current().segment) == []
+    copies = 1 if point == "mid-apply" else 0
+    assert survivor._current().ops.held(b"crash.proc!a") == 2 * copies
+    got = [len(run(_drain(survivor, name, _receive))) for name in ("crash.proc!a", "crash.proc!b")]
+    assert got == [copies, copies]
+    assert survivor._current().ops.held(b"crash.proc!a") == 0
+    assert check(survivor._current().segment) == []
+
+
+@pytest.mark.parametrize("point", ["before-commit", "mid-apply"])
+def test_killed_mid_taking_an_inbox_apart(survivor, point):
+    """The first receive of a process after a group_send takes its inbox apart: killed there,
+    no copy is lost (repair finishes it, or the inbox is as it was)."""
+    async def setup():
+        for name in ("crash.proc!a", "crash.proc!b"):
+            await survivor.group_add("crash-inbox", name)
+        await survivor.group_send("crash-inbox", {"type": "test.group"})
+
+    run(setup())
+    child = Child(survivor.prefix, "receive", "crash.proc!a", pause_at=f"inbox:{point}")
+    child.wait_paused()
+    child.kill()
+    assert check(survivor._current().segment) == []
+    assert survivor._current().ops.held(b"crash.proc!a") == 2
+    got = [run(_receive(survivor, name))["type"] for name in ("crash.proc!a", "crash.proc!b")]
+    assert got == ["test.group", "test.group"]
+    assert survivor._current().ops.held(b"crash.proc!a") == 0
+    assert check(survivor._current().segment) == []
+
+
+async def _drain(layer, channel, receive=None):
     got = []
     while True:
         try:
-            got.append(await asyncio.wait_for(layer.receive(channel), 0.3))
+            got.append(await asyncio.wait_for((receive or IPCChannelLayer.receive)(layer, channel), 0.3))
         except asyncio.TimeoutError:
             return got
 

@@ -43,6 +43,11 @@ class CapacityRules:
                 raise LayerConfigError(f"channel_capacity pattern must be a glob str or compiled regex, got {pattern!r}")
             self._rules.append((pattern, positive_int(f"channel_capacity[{pattern.pattern!r}]", capacity)))
 
+    @property
+    def uniform(self) -> int | None:
+        """Every channel's capacity when no pattern overrides it, else None."""
+        return None if self._rules else self.default
+
     def for_channel(self, channel: str) -> int:
         if not self._rules:
             return self.default

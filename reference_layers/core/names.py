@@ -100,6 +100,14 @@ class ChannelNamer:
         bang = channel.find("!")
         return bang < 0 or channel.endswith(self._ending, 0, bang)
 
+    def local_tag(self) -> bytes | None:
+        """What the local names this very process made start with: b"" in the process that made
+        this namer (its names have no '-'), a forked child's own tag once it made a name, None
+        before (the names it shares a ``p!`` part with are its parent's)."""
+        if os.getpid() != self._pid:
+            return None
+        return self._tag.encode()
+
     def new_channel(self, prefix: str = "specific") -> str:
         if not isinstance(prefix, str) or not _GROUP_NAME.match(prefix):
             raise TypeError(f"new_channel prefix must be a valid name without '!', got {prefix!r}")

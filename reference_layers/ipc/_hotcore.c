@@ -61,6 +61,7 @@
 #define E_G 32
 #define KIND_CHANNEL 1
 #define KIND_COUNTER 2
+#define VERSION 5 /* the layout's meaning too: a counter's A (its inbox) sends a step to Python */
 #define MAX_CREATE_WRITES 11 /* u32 fields a creating send changes through the journal, at most */
 #define RECORD_SIZE 10 /* journal record header: u64 offset, u16 length (layout.JOURNAL_RECORD) */
 
@@ -209,6 +210,7 @@ static PyObject *send_step(Core *self, uint64_t off, const char *bytes, Py_ssize
     uint32_t held;
     if (counter) {
         if (!entry_ok(self, counter)) return not_handled(self);
+        if (rd32(mem, entry_at(self, counter) + E_A)) return not_handled(self); /* its inbox goes first (inbox.py) */
         held_at = entry_at(self, counter) + E_C;
         held = rd32(mem, held_at);
         if (held >= capacity) return not_handled(self); /* Python prunes expired messages, then decides */
@@ -344,6 +346,8 @@ static PyObject *pop_step(Core *self, uint64_t off, uint64_t bucket, uint64_t co
     uint32_t waiter = rd32(mem, off + 24), counter = rd32(mem, off + 28);
     uint64_t state = 0; /* our waiter's field C */
     uint32_t armed = 0;
+    if (counter && (!entry_ok(self, counter) || rd32(mem, entry_at(self, counter) + E_A)))
+        return not_handled(self); /* its process's inbox is taken apart first (inbox.py) */
     if (slot) {
         int steps = 0;
         while (waiter) {
@@ -551,6 +555,7 @@ static PyObject *send_new_step(Core *self, const char *name, Py_ssize_t length, 
     if (counter_length) {
         counter = find_entry(self, counter_bucket, KIND_COUNTER, name, counter_length);
         if (counter) {
+            if (rd32(mem, entry_at(self, counter) + E_A)) return not_handled(self); /* its inbox goes first */
             held = rd32(mem, entry_at(self, counter) + E_C);
             uint32_t sibling = rd32(mem, entry_at(self, counter) + E_D);
             if (sibling && !entry_ok(self, sibling)) return not_handled(self); /* it gets a back link */
@@ -751,6 +756,14 @@ static PyObject *Core_locked_send(Core *self, PyObject *const *args, Py_ssize_t 
                                       a.label));
 }
 
+/* Whether the counter of p!-channel name (found in counter_bucket, 0: none) has an inbox. */
+static int inbox_pending(Core *self, const char *name, Py_ssize_t length, uint64_t counter_bucket) {
+    const char *bang = memchr(name, '!', (size_t)length);
+    if (!counter_bucket || !bang || !bucket_ok(self, counter_bucket)) return 0;
+    uint32_t counter = find_entry(self, counter_bucket, KIND_COUNTER, name, bang - name + 1);
+    return counter && rd32(self->mem, entry_at(self, counter) + E_A) != 0;
+}
+
 /* locked_pop(entry_off, kind_word, name, generation, bucket, counter_bucket, now, slot, token, disarm,
  * epoch) -> bytes or None (the lock taken and let go), BUSY (not taken) or HELD (taken, still held).
  * The cached entry (entry_off 0: none) is used if it still holds the channel; else the channel is
@@ -770,7 +783,8 @@ static PyObject *Core_locked_pop(Core *self, PyObject *const *args, Py_ssize_t n
     PyObject *early = begin(self, args, bucket, &off, &failed);
     if (early || failed) return early;
     if (!off) { /* no such channel: nothing to take; a receive that registers goes on in Python */
-        if (a.slot) return answer(self, HELD);
+        if (a.slot || inbox_pending(self, PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2]), counter_bucket))
+            return answer(self, HELD); /* so does one whose process's inbox may hold its copy (inbox.py) */
         pthread_mutex_unlock(self->mutex);
         Py_RETURN_NONE;
     }
@@ -778,7 +792,64 @@ static PyObject *Core_locked_pop(Core *self, PyObject *const *args, Py_ssize_t n
                                  a.epoch));
 }
 
+/* armed_siblings(counter_off) -> [(name, ((slot, token, epoch), ...)), ...]: the channels of a
+ * process (the siblings of its counter at counter_off) with armed waiters, and those waiters; stale
+ * ones are skipped (a send drops them). The caller holds the lock. For a group_send's copy in the
+ * process's inbox: its armed members are poked (inbox.py). */
+static PyObject *Core_armed_siblings(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "armed_siblings(counter_off)");
+        return NULL;
+    }
+    uint64_t counter_off = PyLong_AsUnsignedLongLong(args[0]);
+    if (PyErr_Occurred()) return NULL;
+    uint8_t *mem = self->mem;
+    PyObject *found = PyList_New(0);
+    if (!found) return NULL;
+    if (counter_off < self->entries || counter_off + ENTRY_SIZE > self->size) return found;
+    uint32_t index = rd32(mem, counter_off + E_D);
+    for (uint64_t steps = 0; index && steps < self->n_entries; steps++) {
+        if (!entry_ok(self, index)) break;
+        uint64_t off = entry_at(self, index);
+        uint32_t waiter = rd32(mem, off + E_E);
+        PyObject *pokes = NULL;
+        for (int w = 0; waiter && w < WAKER_SLOTS; w++) {
+            if (!entry_ok(self, waiter)) break;
+            uint64_t woff = entry_at(self, waiter) + E_A;
+            uint32_t slot = rd32(mem, woff), token_low = rd32(mem, woff + 4), low = rd32(mem, woff + 8);
+            uint32_t following = rd32(mem, woff + 12), high = rd32(mem, woff + 16);
+            uint64_t slot_off = self->wakers + (uint64_t)slot * WAKER_SIZE;
+            if (low && slot && slot < WAKER_SLOTS && mem[slot_off + W_STATE] && rd32(mem, slot_off + W_TOKEN) == token_low) {
+                uint64_t token = (uint64_t)rd32(mem, slot_off + W_TOKEN + 4) << 32 | token_low;
+                PyObject *poke = Py_BuildValue("(IKK)", slot, (unsigned long long)token,
+                                               (unsigned long long)high << 32 | low);
+                if (!poke || (!pokes && !(pokes = PyList_New(0))) || PyList_Append(pokes, poke) < 0) {
+                    Py_XDECREF(poke);
+                    Py_XDECREF(pokes);
+                    Py_DECREF(found);
+                    return NULL;
+                }
+                Py_DECREF(poke);
+            }
+            waiter = following;
+        }
+        if (pokes) {
+            PyObject *item = Py_BuildValue("(y#N)", (const char *)mem + off + E_NAME, (Py_ssize_t)(mem[off + 1] < MAX_NAME ? mem[off + 1] : MAX_NAME), pokes);
+            if (!item || PyList_Append(found, item) < 0) {
+                Py_XDECREF(item);
+                Py_DECREF(found);
+                return NULL;
+            }
+            Py_DECREF(item);
+        }
+        index = rd32(mem, off + E_D);
+    }
+    return found;
+}
+
 static PyMethodDef Core_methods[] = {
+    {"armed_siblings", (PyCFunction)(void (*)(void))Core_armed_siblings, METH_FASTCALL,
+     "The channels of a process with armed waiters, and those waiters (the lock held)."},
     {"send", (PyCFunction)(void (*)(void))Core_send, METH_FASTCALL, "A one-chunk send to a cached channel."},
     {"pop", (PyCFunction)(void (*)(void))Core_pop, METH_FASTCALL, "A receive of a one-chunk message."},
     {"send_named", (PyCFunction)(void (*)(void))Core_send_named, METH_FASTCALL,
@@ -813,14 +884,15 @@ PyMODINIT_FUNC PyInit__hotcore(void) {
     if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) return NULL;
     PyObject *layout = Py_BuildValue(
         "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,"
-        "s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
         "ENTRY_SIZE", ENTRY_SIZE, "E_A", E_A, "E_C", E_C, "E_E", E_E, "CHUNK_SIZE", CHUNK_SIZE,
         "M_NEXT", M_NEXT, "FIRST_DATA", FIRST_DATA, "FIRST_ROOM", FIRST_ROOM, "WAKER_SLOTS", WAKER_SLOTS,
         "WAKER_SIZE", WAKER_SIZE, "W_STATE", W_STATE, "W_TOKEN", W_TOKEN, "H_JOURNAL_FLAG", H_JOURNAL_FLAG,
         "H_CHUNK_BUMP", H_CHUNK_BUMP, "H_CHUNK_FREE", H_CHUNK_FREE, "H_CHUNKS_USED", H_CHUNKS_USED,
         "H_STATE", H_STATE, "STATE_READY", STATE_READY, "H_FLUSHES", H_FLUSHES, "H_MUTEX", H_MUTEX,
         "E_NAME", E_NAME, "MAX_NAME", MAX_NAME, "H_ENTRY_BUMP", H_ENTRY_BUMP, "H_ENTRY_FREE", H_ENTRY_FREE,
-        "E_NEXT", E_NEXT, "E_D", E_D, "E_G", E_G, "KIND_CHANNEL", KIND_CHANNEL, "KIND_COUNTER", KIND_COUNTER);
+        "E_NEXT", E_NEXT, "E_D", E_D, "E_G", E_G, "KIND_CHANNEL", KIND_CHANNEL, "KIND_COUNTER", KIND_COUNTER,
+        "VERSION", VERSION);
     if (!layout || PyModule_AddObject(m, "LAYOUT", layout) < 0) return NULL;
     return m;
 }

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import zlib
 
+from . import inbox
 from . import layout as L
 from .groups import member_key
-from .journal import F64, U32
-from .messages import chunks_for
+from .journal import F64, U32, Transaction
+from .messages import chunks_for, read_message
 from .segment import Segment
 from .store import counter_name
 
@@ -119,7 +120,9 @@ class _Checker:
                     used += self._channel(index, name, counters)
                 elif kind == L.KIND_GROUP:
                     self._group(index, name)
-                elif kind not in (L.KIND_COUNTER, L.KIND_MEMBER):
+                elif kind == L.KIND_COUNTER:
+                    used += self._inbox(index, name, counters)
+                elif kind != L.KIND_MEMBER:
                     self.problems.append(f"entry {index} of kind {kind} is hashed")
                 index = self.field(index, L.E_NEXT)
         listed = self.listed_members
@@ -129,27 +132,40 @@ class _Checker:
             self.problems.append(f"member entry {member} ({self.name(member)!r}) is hashed but in no group")
         for counter, held in counters.items():
             if self.field(counter, L.E_C) != held:
-                self.problems.append(f"counter {self.name(counter)!r} says {self.field(counter, L.E_C)}, siblings hold {held}")
+                self.problems.append(f"counter {self.name(counter)!r} says {self.field(counter, L.E_C)}, "
+                                     f"siblings and inbox hold {held}")
+        return used
+
+    def _inbox(self, index, name, counters) -> int:
+        """Claim the chunks of counter ``index``'s inbox (inbox.py) and count its copies."""
+        used = copies = 0
+        message, last = self.field(index, L.E_A), L.NIL
+        while message:
+            owner = f"inbox of {name!r}"
+            if not self._message(message, owner):
+                break
+            length = self.u32(self.layout.chunk(message) + L.M_LENGTH)
+            used += chunks_for(length)
+            body = read_message(Transaction(self.mem, "check"), self.layout, message)
+            if inbox.END_OF_NAMES not in body:
+                self.problems.append(f"{owner}: message {message} names no member")
+            else:
+                copies += len(inbox.split(body)[0])
+            last, message = message, self.u32(self.layout.chunk(message) + L.M_NEXT)
+        if last != self.field(index, L.E_B):
+            self.problems.append(f"counter {name!r}: inbox tail {self.field(index, L.E_B)} != last message {last}")
+        if not self.field(index, L.E_A) and not self.field(index, L.E_D):
+            self.problems.append(f"counter {name!r} has no channels and no inbox but was kept")
+        counters[index] = counters.get(index, 0) + copies
         return used
 
     def _channel(self, index, name, counters) -> int:
         used = count = 0
         message, last = self.field(index, L.E_A), L.NIL
-        while message and self.claim_chunk(message, f"channel {name!r}"):
+        while message and self._message(message, f"channel {name!r}"):
             off = self.layout.chunk(message)
-            length = self.u32(off + L.M_LENGTH)
-            chunks = chunks_for(length)
-            used += chunks
+            used += chunks_for(self.u32(off + L.M_LENGTH))
             count += 1
-            current = message
-            for _ in range(chunks - 1):
-                current = self.u32(self.layout.chunk(current) + L.C_NEXT)
-                if not self.claim_chunk(current, f"message on {name!r}"):
-                    break
-            if current != self.u32(off + L.M_LAST):
-                self.problems.append(f"message on {name!r}: last chunk {current} != recorded {self.u32(off + L.M_LAST)}")
-            if F64.unpack_from(self.mem, off + L.M_EXPIRES)[0] <= 0:
-                self.problems.append(f"message on {name!r} has no expiry")
             last, message = message, self.u32(off + L.M_NEXT)
         if count != self.field(index, L.E_C):
             self.problems.append(f"channel {name!r} counts {self.field(index, L.E_C)}, holds {count}")
@@ -176,6 +192,23 @@ class _Checker:
             if (self.field(previous, L.E_D) if previous else self.field(counter, L.E_D)) != index:
                 self.problems.append(f"channel {name!r} links back to {previous}, which is not before it")
         return used
+
+    def _message(self, message, owner) -> bool:
+        """Claim the chunks of ``message``, checking its chain and header; False if it is not
+        to be walked further."""
+        if not self.claim_chunk(message, owner):
+            return False
+        off = self.layout.chunk(message)
+        current = message
+        for _ in range(chunks_for(self.u32(off + L.M_LENGTH)) - 1):
+            current = self.u32(self.layout.chunk(current) + L.C_NEXT)
+            if not self.claim_chunk(current, f"message of {owner}"):
+                break
+        if current != self.u32(off + L.M_LAST):
+            self.problems.append(f"message of {owner}: last chunk {current} != recorded {self.u32(off + L.M_LAST)}")
+        if F64.unpack_from(self.mem, off + L.M_EXPIRES)[0] <= 0:
+            self.problems.append(f"message of {owner} has no expiry")
+        return True
 
     def _group(self, index, name):
         count, member, before = 0, self.field(index, L.E_A), L.NIL

@@ -196,6 +196,8 @@ class EntryWrites:
             if counter:
                 held_at = entries + counter * L.ENTRY_SIZE + L.E_C
                 held = words[held_at >> 2]
+                if count and words[(held_at - L.E_C + L.E_A) >> 2]:
+                    return False  # its process's inbox goes before a message (inbox.py)
             else:
                 counter_bucket = self.bucket(L.KIND_COUNTER, counter_name)
                 if counter_bucket == bucket:

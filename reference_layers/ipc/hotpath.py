@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from . import layout as L
 from . import native
 from .hotentries import EntryWrites
+from .inbox import siblings
 from .journal import commit_dequeue, commit_queue, commit_u32s
 from .segment import Segment
 
@@ -49,7 +50,7 @@ _CHUNK_HEADER = struct.Struct("<III").unpack_from  # H_CHUNK_BUMP, H_CHUNK_FREE,
 _CACHE_LIMIT = 4096
 _CHANNEL_WORD = L.KIND_CHANNEL
 _ENTRY_SIZE, _CHUNK_SIZE, _FIRST_ROOM, _FIRST_DATA = L.ENTRY_SIZE, L.CHUNK_SIZE, L.FIRST_ROOM, L.FIRST_DATA
-_E_A, _E_B, _E_C, _E_D, _E_G, _E_NAME, _M_NEXT = L.E_A, L.E_B, L.E_C, L.E_D, L.E_G, L.E_NAME, L.M_NEXT
+_E_A, _E_B, _E_C, _E_D, _E_E, _E_G, _E_NAME, _M_NEXT = L.E_A, L.E_B, L.E_C, L.E_D, L.E_E, L.E_G, L.E_NAME, L.M_NEXT
 _WAKER_SIZE, _WAKER_SLOTS, _W_TOKEN = L.WAKER_SIZE, L.WAKER_SLOTS, L.W_TOKEN
 _H_CHUNK_BUMP, _H_CHUNK_FREE, _H_CHUNKS_USED = L.H_CHUNK_BUMP, L.H_CHUNK_FREE, L.H_CHUNKS_USED
 # word (u32) indices of header fields, for the segment's u32 view
@@ -206,6 +207,8 @@ class HotPath:
         _word, _next, head, tail, count, _sibling, waiter, counter = _ENTRY(mem, off)
         if counter:
             held_at = self.entries + counter * _ENTRY_SIZE + _E_C
+            if words[(held_at - _E_C + _E_A) >> 2]:
+                return NOT_HANDLED  # its process's inbox goes first (inbox.py)
             held = words[held_at >> 2]
             if held >= capacity:
                 return NOT_HANDLED  # the general path prunes expired messages, then decides
@@ -267,6 +270,42 @@ class HotPath:
         commit_u32s(self.mem, self.words, self.journal, "register", writes)
         return True
 
+    def inbox_pending(self, name: bytes) -> bool:
+        """Whether the counter of ``name``'s process has an inbox (inbox.py)."""
+        bang = name.find(b"!")
+        if bang < 0:
+            return False
+        counter = self.hashed.find(L.KIND_COUNTER, name[:bang + 1])
+        return bool(counter and self.words[(self.entries + counter * _ENTRY_SIZE + _E_A) >> 2])
+
+    def armed_siblings(self, counter: int) -> list[tuple[bytes, list[tuple[int, int, int]]]]:
+        """(name, its armed waiters' (slot, token, epoch)) of each channel of counter entry
+        ``counter``'s process that has some (a group copy went to its inbox, inbox.py); stale
+        waiters are skipped, for a send to drop. One C call where the core is built."""
+        if self.core is not None:
+            return self.core.armed_siblings(self.entries + counter * _ENTRY_SIZE)
+        found = []
+        for index, name in siblings(self.mem, self.segment.layout, counter):
+            pokes = self._armed_at(index)
+            if pokes:
+                found.append((name, pokes))
+        return found
+
+    def _armed_at(self, index: int) -> list[tuple[int, int, int]]:
+        mem, words, entries, wakers = self.mem, self.words, self.entries, self.wakers
+        waiter = words[(entries + index * _ENTRY_SIZE + _E_E) >> 2]
+        pokes = []
+        for _ in range(L.WAKER_SLOTS):  # a bound, should the list ever be corrupt
+            if not waiter:
+                break
+            slot, token, low, following, high = _WAITER(mem, entries + waiter * _ENTRY_SIZE + _E_A)
+            waker_off = wakers + slot * L.WAKER_SIZE
+            token_word = (waker_off + L.W_TOKEN) >> 2
+            if low and 0 < slot < L.WAKER_SLOTS and mem[waker_off + L.W_STATE] and words[token_word] == token:
+                pokes.append((slot, words[token_word + 1] << 32 | token, high << 32 | low))
+            waiter = following
+        return pokes
+
     def _armed_waiters(self, waiter: int):
         """(slot, token, epoch) of the armed waiters; None if one is stale (the general path drops it)."""
         pokes = []
@@ -297,8 +336,8 @@ class HotPath:
             index, off = cached.index, cached.offset
         else:
             index = self.channel(name)
-            if not index:
-                return NOT_HANDLED if slot else None
+            if not index:  # nothing queued; its process's inbox may hold a copy for it (inbox.py)
+                return NOT_HANDLED if slot or self.inbox_pending(name) else None
             off = entries + index * _ENTRY_SIZE
         if self.core is not None:  # the same step in C
             where = self.buckets(name)
@@ -306,6 +345,8 @@ class HotPath:
             if data is not NOT_HANDLED:
                 return data
         _word, _next, head, tail, count, _sibling, waiter, counter = _ENTRY(mem, off)
+        if counter and words[(self.entries + counter * _ENTRY_SIZE + _E_A) >> 2]:
+            return NOT_HANDLED  # its process's inbox is taken apart first (inbox.py)
         state = 0  # word index of our waiter's field C
         if slot:
             while waiter:

@@ -17,11 +17,12 @@ from ..core.codec import DEFAULT_MESSAGE_SIZE_LIMIT
 from ..core.config import reject_unknown_keys
 from ..core.errors import LayerConfigError
 from ..core.layer_core import LayerCore
-from ..core.names import check_channel_name
+from ..core.names import ChannelNamer, check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, Counters, LayerStatistics
 from . import segment as segments
-from .layout import DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Layout
+from .layout import DEFAULT_SEGMENT_SIZE, H_FLUSHES, MIN_SEGMENT_SIZE, Layout
 from .operations import Operations
+from .shelf import Shelf
 from .spinning import SpinBudget, spin_for
 from .statistics import read_statistics
 from .store import Full
@@ -30,16 +31,17 @@ from .wakeups import WAKE_ALL, LoopWaker, Poker
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _CONFIG_KEYS = ("prefix", "expiry", "group_expiry", "capacity", "channel_capacity", "segment_size", "mode",
                 "message_size_limit", "symmetric_encryption_keys", "receive_spin")
+_W_FLUSHES = H_FLUSHES >> 2  # the segment's flush count, as a word index
 DEFAULT_RECEIVE_SPIN = 0.0002  # seconds a receive that finds nothing keeps looking (spinning.py)
 
 
 class _Attachment:
     """This layer's hold on the process's shared view of the segment."""
 
-    def __init__(self, segment):
+    def __init__(self, segment, shelf: Shelf, namer: ChannelNamer):
         self.segment = segment
         self.poker = Poker(segment)
-        self.ops = Operations(segment, self.poker)
+        self.ops = Operations(segment, self.poker, shelf, namer)
         self.fork_generation = segments.FORK_GENERATION[0]
 
 
@@ -82,6 +84,7 @@ class IPCChannelLayer(LayerCore):
         self._attachment: _Attachment | None = None
         self._wakers: dict[asyncio.AbstractEventLoop, LoopWaker] = {}
         self._counters = Counters()  # for statistics(); this object's, as in the other layers
+        self._shelf = Shelf()  # group copies taken out of this object's inboxes (shelf.py)
         self._attach()
 
     # --- attachment ------------------------------------------------------------------------
@@ -91,7 +94,10 @@ class IPCChannelLayer(LayerCore):
             if current is not None and current.fork_generation == segments.FORK_GENERATION[0]:
                 return current
             self._wakers = {}  # inherited from a parent process: not ours to close
-            attachment = _Attachment(segments.attach(self.prefix, self.segment_size, self.mode))
+            if current is not None:
+                self._shelf = Shelf()  # a parent's copies are the parent's to receive
+            attachment = _Attachment(segments.attach(self.prefix, self.segment_size, self.mode), self._shelf,
+                                     self.namer)
             self._attachment = attachment
             return attachment
 
@@ -153,10 +159,16 @@ class IPCChannelLayer(LayerCore):
         return data if data is not None else await self._wait_for(attachment, name)
 
     def _pop(self, channel: str) -> tuple[_Attachment, bytes, bytes | None]:
-        """Pop the next message of ``channel`` if it has one, touching no event loop."""
+        """Pop the next message of ``channel`` if it has one, touching no event loop: a group
+        copy held here first (it is older than what its queue holds, shelf.py)."""
         attachment = self._current()
         name = channel.encode()
-        return attachment, name, attachment.ops.pop(name, time.monotonic())
+        now = time.monotonic()
+        if name in self._shelf.first:
+            data = self._shelf.take(name, now, attachment.segment.words[_W_FLUSHES])
+            if data is not None:
+                return attachment, name, data
+        return attachment, name, attachment.ops.pop(name, now)
 
     async def _wait_for(self, attachment: _Attachment, name: bytes) -> bytes:
         """Wait for a message on ``name``, which a pop just found empty.
@@ -179,8 +191,12 @@ class IPCChannelLayer(LayerCore):
                 data = await spin_for(ops, waker, name, waker.spin, seconds)
                 if data is not None:
                     return data
-            loop = waker.loop
+            loop, shelf = waker.loop, self._shelf
             while True:
+                if name in shelf.first:  # another receive took its process's inbox apart meanwhile
+                    data = shelf.take(name, time.monotonic(), attachment.segment.words[_W_FLUSHES])
+                    if data is not None:
+                        return data
                 waker.registered.add(name)
                 data = ops.pop_or_arm(name, time.monotonic(), slot=waker.slot, token=waker.token,
                                       disarm=waker.listening(name) <= 1, epoch=waker.epoch())
@@ -205,8 +221,9 @@ class IPCChannelLayer(LayerCore):
     async def _group_send(self, group: str, data: bytes) -> None:
         now = time.monotonic()
         capacity_of = self.capacities.for_channel
+        uniform = self.capacities.uniform  # then one capacity for every member, asked once
         self._counters.group_deliveries_missed += self._current().ops.group_send(
-            group.encode(), data, now + self.expiry, lambda name: capacity_of(name.decode()), now)
+            group.encode(), data, now + self.expiry, uniform or (lambda name: capacity_of(name.decode())), now)
 
     # --- statistics ------------------------------------------------------------------------
     async def statistics(self, channels: list[str] | None = None) -> LayerStatistics:
@@ -214,10 +231,12 @@ class IPCChannelLayer(LayerCore):
         holding one) and the age of the oldest, read from its expiry stamp and this layer's
         ``expiry``; this object's ChannelFull and missed-group-copy counts. No server, so no
         connections (see ``statistics.py``)."""
-        return read_statistics(self._current().segment, channels, self.expiry, self._counters, time.monotonic())
+        return read_statistics(self._current().segment, channels, self.expiry, self._counters, time.monotonic(),
+                               self._shelf)
 
     # --- whole layer -----------------------------------------------------------------------
     async def _flush(self) -> None:
+        self._shelf.clear()
         attachment = self._current()
         wakers = attachment.segment.flush()
         attachment.poker.poke(wakers, WAKE_ALL)  # their registrations are gone: re-register

@@ -27,8 +27,8 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = b"ASGIIPC\x01"
-VERSION = 4  # 2: the segment lock lives in the header (H_LOCK_KIND, H_MUTEX); 3: siblings link back (E_G);
-# 4: members are hashed by group and channel, and link back (groups.py)
+VERSION = 5  # 2: the segment lock lives in the header (H_LOCK_KIND, H_MUTEX); 3: siblings link back (E_G);
+# 4: members are hashed by group and channel, and link back (groups.py); 5: a counter's inbox (inbox.py)
 NIL = 0
 
 # header fields (offsets)
@@ -74,7 +74,8 @@ KIND_FREE = 0
 # A channel 'p!x' is in its counter's sibling list both ways (D, G), so it leaves it in O(1) whatever
 # the order its process's channels go in.
 KIND_CHANNEL = 1  # A head message, B tail message, C count, D next sibling ('p!x'), E waiters, F counter, G previous sibling
-KIND_COUNTER = 2  # 'p!': C messages held by all 'p!*', D first sibling channel
+KIND_COUNTER = 2  # 'p!': A first, B last message of its inbox (inbox.py), C messages held by all 'p!*' and
+# the inbox's copies, D first sibling channel
 KIND_GROUP = 3  # A first member, C member count
 KIND_MEMBER = 4  # A+B expiry (f64), C its group, D next member, E previous member; name = the channel,
 # hashed by group and channel (groups.member_key)

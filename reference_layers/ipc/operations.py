@@ -15,22 +15,32 @@ not armed and costs its senders no system call.
 
 from __future__ import annotations
 
+from ..core.names import ChannelNamer
+from . import inbox
 from . import layout as L
 from .hotpath import NOT_HANDLED, HotPath
 from .native import BUSY, HELD
 from .segment import Segment, SegmentFull
+from .shelf import Shelf
 from .store import Full, Store, counter_name
 
 TOKEN_MASK = 0xFFFFFFFF
+_W_FLUSHES = L.H_FLUSHES >> 2
 _FULL = object()  # a member refused for its capacity, after what had expired was dropped
 
 
 class Operations:
-    def __init__(self, segment: Segment, poker=None):
+    def __init__(self, segment: Segment, poker=None, shelf: Shelf | None = None, namer: ChannelNamer | None = None):
         self.segment = segment
         self.store = Store(segment.layout, segment.name)
         self.hot = HotPath(segment)
         self.poker = poker  # wakeups.Poker, or None: nobody is poked (tools, checks)
+        # With a shelf, the layer object's: its copies taken out of its inboxes (None: they go to
+        # their queues), and the namer of its channels: a group_send to them queues a copy in
+        # each, as its receives find them cheapest (inbox.py is for the other processes' members).
+        self.shelf = shelf
+        self.namer = namer
+        self._own = b"." + namer.client_prefix.encode() + b"!" if namer is not None else None
 
     def _run(self, label, method, *args):
         segment = self.segment
@@ -55,6 +65,8 @@ class Operations:
         """Queue ``data`` and poke its waiters; raises store.Full (after pruning expired
         messages) or SegmentFull."""
         segment, hot = self.segment, self.hot
+        if self.shelf:  # the copies this object holds take room in its process's capacity
+            capacity -= self.shelf.held(channel, now, hot.words[_W_FLUSHES])
         core = hot.core
         if core is not None:  # a whole locked step in C: at the cached entry, else looked up by name
             where = hot.buckets(channel)
@@ -76,6 +88,7 @@ class Operations:
 
     def _send_general(self, channel: bytes, data: bytes, expires: float, capacity: int, now: float):
         segment, store = self.segment, self.store
+        self._take_inbox(channel, now, shelve=False)  # its copies are older than this message
         for attempt in (0, 1):
             tx = segment.transaction("send")
             try:
@@ -118,6 +131,10 @@ class Operations:
             data = hot.pop(channel, now, slot=slot, token=token, disarm=disarm, epoch=epoch)
             if data is NOT_HANDLED and slot and hot.register(channel, slot, token):  # its first wait there
                 data = hot.pop(channel, now, slot=slot, token=token, disarm=disarm, epoch=epoch)
+            if data is NOT_HANDLED and self._take_inbox(channel, now, shelve=True):
+                data = self.shelf.take(channel, now, self.hot.words[_W_FLUSHES]) if self.shelf is not None else None
+                if data is None:
+                    data = NOT_HANDLED
             if data is NOT_HANDLED:
                 tx = segment.transaction("receive")
                 if slot:
@@ -128,6 +145,25 @@ class Operations:
             return data
         finally:
             segment.release()
+
+    def _take_inbox(self, channel: bytes, now: float, shelve: bool) -> bool:
+        """With the lock held: take apart the inbox of ``channel``'s process, if it holds
+        anything (inbox.py), one message per transaction; with ``shelve``, the copies for this
+        process's members with nothing queued go to this object's shelf. True if there was one."""
+        segment, store = self.segment, self.store
+        tag = None  # whose local names go to the shelf: only this process's, of this object's own 'p!'
+        own, namer = self._own, self.namer
+        if shelve and self.shelf is not None and namer is not None and own and channel.endswith(own, 0, channel.find(b"!") + 1):
+            tag = namer.local_tag()
+        taken = False
+        while counter := inbox.pending(store, segment.transaction("look"), channel):
+            tx = segment.transaction("inbox")
+            shelved = inbox.take_first(store, tx, counter, now, tag)
+            segment.commit(tx)
+            if shelved is not None and self.shelf is not None:
+                self.shelf.put(shelved, self.hot.words[_W_FLUSHES])
+            taken = True
+        return taken
 
     def head_word(self, channel: bytes) -> int:
         """The word (u32 index) of ``channel``'s head link, or 0 if it has no entry.
@@ -157,15 +193,16 @@ class Operations:
     def group_send(self, group: bytes, data: bytes, expires: float, capacity_of, now: float) -> int:
         """Send to every live member and poke its waiters; members that are full (or don't
         fit) miss it. Returns how many members missed it (CAP-5: silent, but counted).
+        ``capacity_of``: a member's capacity (of its name), or one int for every member.
 
-        One transaction per member, so a large group never overflows the journal. A process
-        found full (after dropping what had expired) stays full for the rest of this locked step,
-        so its other members at that capacity or less miss the message with no work: pruning
-        again for each would walk every sibling each time.
+        The members of another process (``p!*``) get one copy in its inbox (``_to_inbox``),
+        judged by its capacity once for all of them. A normal channel, or one of the calling
+        object's own, gets its own, one transaction per member, so a large group never overflows
+        the journal.
         """
         segment, store = self.segment, self.store
         missed, pokes_by_channel = 0, []
-        full_at: dict[bytes, int] = {}  # a process's key -> the largest capacity it was found full at
+        by_process: dict[bytes, list[bytes]] = {}
         segment.acquire()
         try:
             members = self.hot.hashed.live_members(group, now)
@@ -173,27 +210,69 @@ class Operations:
                 tx = segment.transaction("group_send")
                 members = store.group_members(tx, group, now)
                 segment.commit(tx)
+            uniform = capacity_of if isinstance(capacity_of, int) else None
+            own = self._own
             for channel in members:
-                capacity = capacity_of(channel)
-                if full_at and _full(full_at, channel, capacity):
-                    missed += 1
+                bang = channel.find(b"!")
+                if bang >= 0 and not (own and channel.endswith(own, 0, bang + 1)):
+                    by_process.setdefault(channel[:bang + 1], []).append(channel)
                     continue
+                capacity = uniform or capacity_of(channel)
                 pokes = self.hot.send(channel, data, expires, capacity, "group_send")
                 if pokes is NOT_HANDLED:
                     pokes = self._group_send_general(channel, data, expires, capacity, now)
                     if pokes is None or pokes is _FULL:
                         missed += 1  # this member misses the message
-                        counter = counter_name(channel)
-                        if pokes is _FULL and counter is not None:
-                            full_at[counter] = max(full_at.get(counter, 0), capacity)
                         continue
                 if pokes:
                     pokes_by_channel.append((pokes, channel))
+            for counter, channels in by_process.items():
+                missed += self._to_inbox(counter, channels, data, expires, capacity_of, now, pokes_by_channel)
         finally:
             segment.release()
         if self.poker is not None and pokes_by_channel:
             self.poker.poke_each(pokes_by_channel)  # one datagram per waker, not per member
         return missed
+
+    def _to_inbox(self, counter: bytes, channels: list[bytes], data: bytes, expires: float, capacity_of,
+                  now: float, pokes_by_channel: list) -> int:
+        """With the lock held: one copy in ``counter``'s inbox for the members that fit its
+        capacity, in order (one inbox message per ``inbox.BATCH``), and the pokes of their armed
+        waiters. Returns how many members missed it."""
+        segment, store = self.segment, self.store
+        fitting = self._fitting(counter, channels, capacity_of, now)
+        if len(fitting) < len(channels) and store.expired_heads(segment.transaction("look"), channels[0], now):
+            prune = segment.transaction("prune")
+            store.prune(prune, channels[0], now)  # expired messages free capacity
+            segment.commit(prune)
+            fitting = self._fitting(counter, channels, capacity_of, now)
+        for start in range(0, len(fitting), inbox.BATCH):
+            tx = segment.transaction("group_send")
+            try:
+                inbox.push(store, tx, counter, fitting[start:start + inbox.BATCH], data, expires)
+            except SegmentFull:
+                fitting = fitting[:start]
+                break
+            segment.commit(tx)
+        counter_index = self.hot.hashed.find(L.KIND_COUNTER, counter)
+        if fitting and counter_index:  # only a channel of the process can have a waiter: one walk
+            wanted = set(fitting)
+            pokes_by_channel += [(pokes, channel) for channel, pokes in self.hot.armed_siblings(counter_index)
+                                 if channel in wanted]
+        return len(channels) - len(fitting)
+
+    def _fitting(self, counter: bytes, channels: list[bytes], capacity_of, now: float) -> list[bytes]:
+        """The members of process ``counter`` that its capacity has room for, taken in order."""
+        held = self.store.held(self.segment.transaction("look"), counter, counter)
+        if self.shelf:  # the copies this object holds take room there too
+            held += self.shelf.held(counter, now, self.hot.words[_W_FLUSHES])
+        if isinstance(capacity_of, int):
+            return channels[:max(0, capacity_of - held)]
+        fitting: list[bytes] = []
+        for channel in channels:
+            if held + len(fitting) < capacity_of(channel):
+                fitting.append(channel)
+        return fitting
 
     def _group_send_general(self, channel: bytes, data: bytes, expires: float, capacity: int, now: float):
         segment, store = self.segment, self.store
@@ -221,9 +300,3 @@ class Operations:
     def held(self, channel: bytes) -> int:
         """Messages counting against ``channel``'s capacity (for tests and diagnostics)."""
         return self._run("held", self.store.held, channel, counter_name(channel))
-
-
-def _full(full_at: dict[bytes, int], channel: bytes, capacity: int) -> bool:
-    """Whether ``channel``'s process was found full at ``capacity`` or more (``full_at``)."""
-    counter = counter_name(channel)
-    return counter is not None and full_at.get(counter, 0) >= capacity

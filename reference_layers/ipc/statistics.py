@@ -20,9 +20,12 @@ from typing import NamedTuple
 
 from ..core.names import check_channel_name
 from ..core.statistics import ChannelStatistics, Counters, LayerStatistics
+from . import inbox
 from . import layout as L
 from .hotentries import EntryWrites
+from .journal import Transaction
 from .segment import Segment
+from .shelf import Shelf
 
 _LINK_AND_EXPIRY = struct.Struct("<I8xd").unpack_from  # M_NEXT, then M_EXPIRES (first chunk of a message)
 _U32 = struct.Struct("<I").unpack_from
@@ -37,27 +40,56 @@ class Backlog(NamedTuple):
 
 
 def backlogs(segment: Segment, names: list[bytes] | None, now: float) -> dict[bytes, Backlog]:
-    """The backlog of each of ``names`` (none: every channel holding an unexpired message)."""
+    """The backlog of each of ``names`` (none: every channel holding an unexpired message),
+    counting the copies its process's inbox holds for it (inbox.py)."""
     with segment.locked():
         mem, layout = segment.mem, segment.layout
         if names is None:
             found = {}
-            for index, name in _channel_entries(segment):
+            for index, name in _entries(segment, L.KIND_CHANNEL):
                 backlog = _backlog(mem, layout, index, now)
                 if backlog.waiting:
                     found[name] = backlog
+            for index, counter in _entries(segment, L.KIND_COUNTER):
+                _add_inbox(found, segment, index, counter, now, None)
             return found
         entries = EntryWrites(layout, mem, segment.words)
-        return {name: _backlog(mem, layout, entries.find(L.KIND_CHANNEL, name), now) for name in names}
+        found = {name: _backlog(mem, layout, entries.find(L.KIND_CHANNEL, name), now) for name in names}
+        for counter in {name[:name.find(b"!") + 1] for name in names if b"!" in name}:
+            index = entries.find(L.KIND_COUNTER, counter)
+            if index:
+                _add_inbox(found, segment, index, counter, now, set(names))
+        return found
 
 
-def _channel_entries(segment: Segment) -> list[tuple[int, bytes]]:
-    """(index, name) of every channel entry; call with the lock held."""
+def _add_inbox(found: dict[bytes, Backlog], segment: Segment, index: int, counter: bytes, now: float,
+               wanted: set[bytes] | None) -> None:
+    """Count the unexpired copies of counter ``index``'s inbox into ``found`` (only ``wanted``)."""
+    for _message, expires, local_names in inbox.messages(Transaction(segment.mem, "statistics"), segment.layout, index):
+        if expires <= now:
+            continue
+        for local in local_names:
+            name = counter + local
+            if wanted is None or name in wanted:
+                found[name] = merge(found.get(name), Backlog(1, expires))
+
+
+def merge(first: Backlog | None, second: Backlog | None) -> Backlog:
+    """One channel's backlog held in two places (its queue, its inbox, a shelf)."""
+    if first is None or not first.waiting:
+        return second or Backlog(0, None)
+    if second is None or not second.waiting:
+        return first
+    return Backlog(first.waiting + second.waiting, min(first.oldest_expires or 0.0, second.oldest_expires or 0.0))
+
+
+def _entries(segment: Segment, kind: int) -> list[tuple[int, bytes]]:
+    """(index, name) of every entry of ``kind``; call with the lock held."""
     mem, layout = segment.mem, segment.layout
     found = []
     for index in range(1, _U32(mem, L.H_ENTRY_BUMP)[0]):
         off = layout.entry(index)
-        if mem[off + L.E_KIND] == L.KIND_CHANNEL:
+        if mem[off + L.E_KIND] == kind:
             found.append((index, bytes(mem[off + L.E_NAME:off + L.E_NAME + mem[off + L.E_NAMELEN]])))
     return found
 
@@ -79,12 +111,17 @@ def _backlog(mem: mmap.mmap, layout: L.Layout, index: int, now: float) -> Backlo
 
 
 def read_statistics(segment: Segment, channels: list[str] | None, expiry: float, counters: Counters,
-                    now: float) -> LayerStatistics:
-    """``LayerStatistics`` of ``channels`` (none: every channel holding a message); no server,
-    so no connections."""
+                    now: float, shelf: Shelf | None = None) -> LayerStatistics:
+    """``LayerStatistics`` of ``channels`` (none: every channel holding a message), with the
+    copies ``shelf`` holds (only the owner sees those); no server, so no connections."""
     names = None if channels is None else [check_channel_name(channel).encode() for channel in channels]
+    found = backlogs(segment, names, now)
+    if shelf:
+        for name, held in shelf.backlogs(now, segment.words[L.H_FLUSHES >> 2]).items():
+            if names is None or name in found:
+                found[name] = merge(found.get(name), Backlog(*held))
     table = {}
-    for name, backlog in backlogs(segment, names, now).items():
+    for name, backlog in found.items():
         age = None if backlog.oldest_expires is None else max(0.0, now - (backlog.oldest_expires - expiry))
         table[name.decode()] = ChannelStatistics(backlog.waiting, age)
     return LayerStatistics(channels=table, channel_full_raised=counters.channel_full_raised,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import zlib
 
-from . import groups
+from . import groups, inbox
 from . import layout as L
 from .journal import F64, U32, U64, Transaction
 from .messages import alloc_chunks, chunks_for, free_message, read_message, write_message
@@ -129,7 +129,7 @@ class Store:
             raise Full
         chunks, _ = alloc_chunks(tx, self.layout, chunks_for(len(data)), self.segment_name)
         if not index:
-            index = self._create_channel(tx, channel)
+            index = self.create_channel(tx, channel)
             counter_index = self._field(tx, index, L.E_F)
         message = write_message(tx, self.layout, chunks, data, expires)
         tail = self._field(tx, index, L.E_B)
@@ -171,7 +171,7 @@ class Store:
         self._delete_if_unused(tx, index)
         return data
 
-    def _create_channel(self, tx: Transaction, channel: bytes) -> int:
+    def create_channel(self, tx: Transaction, channel: bytes) -> int:
         index = self.create_hashed(tx, L.KIND_CHANNEL, channel)
         counter = counter_name(channel)
         if counter is not None:
@@ -192,7 +192,7 @@ class Store:
         None, left as it is: another receive of that waker may be armed there), made idle when
         a message was found and ``disarm`` (no other receive of that waker waits here).
         """
-        index = self.find(tx, L.KIND_CHANNEL, channel) or self._create_channel(tx, channel)
+        index = self.find(tx, L.KIND_CHANNEL, channel) or self.create_channel(tx, channel)
         waiter = self._field(tx, index, L.E_E)
         while waiter:
             if self._field(tx, waiter, L.E_A) == slot and self._field(tx, waiter, L.E_B) == token:
@@ -265,8 +265,7 @@ class Store:
         self.delete_hashed(tx, index)
         if counter_index:
             self._unlink_sibling(tx, counter_index, index)
-            if not self._field(tx, counter_index, L.E_D):
-                self.delete_hashed(tx, counter_index)
+            inbox.delete_if_unused(self, tx, counter_index)
 
     def _unlink_sibling(self, tx: Transaction, counter_index: int, index: int) -> None:
         """Take channel ``index`` out of its counter's sibling list: O(1), through its back link."""
@@ -289,6 +288,8 @@ class Store:
             siblings_next = None
         else:
             counter_index = self.find(tx, L.KIND_COUNTER, counter)
+            if counter_index and inbox.has_expired(tx, self.layout, counter_index, now):
+                return True
             index = U32.unpack_from(tx.mem, self.layout.entry(counter_index) + L.E_D)[0] if counter_index else L.NIL
             siblings_next = L.E_D
         mem, entry, chunk = tx.mem, self.layout.entry, self.layout.chunk
@@ -310,6 +311,10 @@ class Store:
         else:
             counter_index = self.find(tx, L.KIND_COUNTER, counter)
             siblings = []
+            if counter_index:
+                inbox.prune(self, tx, counter_index, now)
+                if not self._field(tx, counter_index, L.E_D):
+                    inbox.delete_if_unused(self, tx, counter_index)  # its inbox held all it had
             index = self._field(tx, counter_index, L.E_D) if counter_index else L.NIL
             while index:
                 siblings.append(index)

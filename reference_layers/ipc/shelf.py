@@ -1,0 +1,148 @@
+"""The group copies one layer object holds for its own channels, taken without the segment lock.
+
+Why: when a process takes its inbox apart (inbox.py), a copy for a member with nothing queued
+is handed to the layer object that owns the member (only it receives on its ``p!*`` channels),
+so members that call receive() one after another read their copies here, not in a locked step
+each: across processes every locked step pulls the lock's and the queue's cache lines from
+the core that wrote them last.
+
+A copy here is no longer counted by its counter: the owner's own sends and group_sends pass
+the room left after these copies, so its calls see exactly the room the spec says; another
+process is judged without them (as the Redis layer's held copies, or channels_redis's local
+buffer). A receive looks here before its channel's queue, which only holds younger messages:
+a copy is shelved only when its member's queue is empty. A flush anywhere drops them: they
+belong to the flush count (``H_FLUSHES``) they were taken in. Each is dropped when it expires.
+
+Used from any thread (every ``async_to_sync`` loop): copies are put while the segment lock is
+held, so no pop of another thread slips between the inbox and here; a small lock of its own
+keeps the per-channel queues whole.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import NamedTuple
+
+from .inbox import Shelved
+
+
+class Backlog(NamedTuple):
+    """The copies held for one channel: how many are unexpired, and the first one's expiry."""
+
+    waiting: int
+    oldest_expires: float | None
+
+
+class Shelf:
+    """Copies per channel, oldest first, all of one flush count (``generation``). A copy is the
+    ``Shelved`` its inbox message was taken apart into, shared by all of that message's members:
+    a channel's oldest in one dict (most hold one), its younger ones in a deque."""
+
+    __slots__ = ("generation", "first", "_more", "_size", "_by_process", "_earliest", "_lock")
+
+    def __init__(self) -> None:
+        self.generation = -1
+        self.first: dict[bytes, Shelved] = {}  # channel -> its oldest copy (read it for ``in`` tests)
+        self._more: dict[bytes, deque[Shelved]] = {}
+        self._size = 0
+        self._by_process: dict[bytes, int] = {}  # counter ('p!') -> copies held of its channels
+        self._earliest = float("inf")  # no copy expires before this
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def put(self, shelved: Shelved, generation: int) -> None:
+        """Hold ``shelved`` (taken in flush count ``generation``); call with the segment lock held."""
+        channels = shelved.channels
+        with self._lock:
+            if generation != self.generation:
+                self._drop_all(generation)
+            first = self.first
+            if first.keys().isdisjoint(channels):
+                first.update(dict.fromkeys(channels, shelved))
+            else:
+                more = self._more
+                for channel in channels:
+                    if channel not in first:
+                        first[channel] = shelved
+                    elif (younger := more.get(channel)) is not None:
+                        younger.append(shelved)
+                    else:
+                        more[channel] = deque((shelved,))
+            self._earliest = min(self._earliest, shelved.expires)
+            self._by_process[shelved.counter] = self._by_process.get(shelved.counter, 0) + len(channels)
+            self._size += len(channels)
+
+    def take(self, channel: bytes, now: float, generation: int) -> bytes | None:
+        """The oldest unexpired copy of ``channel``, taken off; None if there is none."""
+        with self._lock:
+            if generation != self.generation:
+                self._drop_all(generation)
+                return None
+            while (shelved := self._pop(channel)) is not None:
+                if shelved.expires > now:
+                    return shelved.data
+            return None
+
+    def held(self, channel: bytes, now: float, generation: int) -> int:
+        """Unexpired copies held for the process of ``channel`` (they take room in its capacity)."""
+        with self._lock:
+            if generation != self.generation:
+                self._drop_all(generation)
+            elif now >= self._earliest:
+                self._drop_expired(now)
+            return self._by_process.get(_counter(channel), 0)
+
+    def backlogs(self, now: float, generation: int) -> dict[bytes, Backlog]:
+        with self._lock:
+            if generation != self.generation:
+                self._drop_all(generation)
+            found = {}
+            for channel, shelved in self.first.items():
+                live = [each.expires for each in (shelved, *self._more.get(channel, ())) if each.expires > now]
+                if live:
+                    found[channel] = Backlog(len(live), live[0])
+            return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._drop_all(self.generation)
+
+    def _pop(self, channel: bytes) -> Shelved | None:
+        shelved = self.first.pop(channel, None)
+        if shelved is None:
+            return None
+        younger = self._more.get(channel)
+        if younger is not None:
+            self.first[channel] = younger.popleft()
+            if not younger:
+                del self._more[channel]
+        self._size -= 1
+        counter = shelved.counter
+        left = self._by_process[counter] - 1
+        if left:
+            self._by_process[counter] = left
+        else:
+            del self._by_process[counter]
+        return shelved
+
+    def _drop_all(self, generation: int) -> None:
+        self.first.clear()
+        self._more.clear()
+        self._by_process.clear()
+        self._size = 0
+        self._earliest = float("inf")
+        self.generation = generation
+
+    def _drop_expired(self, now: float) -> None:
+        """Drop every expired copy (each channel's copies expire oldest first)."""
+        for channel in list(self.first):
+            while (shelved := self.first.get(channel)) is not None and shelved.expires <= now:
+                self._pop(channel)
+        self._earliest = min((shelved.expires for shelved in self.first.values()), default=float("inf"))
+
+
+def _counter(channel: bytes) -> bytes:
+    return channel[:channel.find(b"!") + 1]

@@ -1,0 +1,215 @@
+"""A group_send to another process's members: one copy in that process's inbox, whatever the
+number of its members (``ipc/inbox.py``), taken apart by the process that owns them, its
+copies held for their receives (``ipc/shelf.py``).
+
+Two layer objects on one prefix stand for two processes: each one's channels have its own
+``p!`` part, and a group_send by one to the other's members goes through the other's inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from reference_layers.ipc import IPCChannelLayer, inbox
+from reference_layers.ipc import layout as L
+from reference_layers.ipc.consistency import check
+from reference_layers.ipc.segment import ChannelFull
+from tests.helpers import run
+
+from .ipc_helpers import remove_segment, unique_prefix
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def pair():
+    """make(**config) -> (sender, owner): two layer objects on one new prefix."""
+    prefix = unique_prefix("inbox")
+    made = []
+
+    def make(**config):
+        sender, owner = IPCChannelLayer(prefix=prefix, **config), IPCChannelLayer(prefix=prefix, **config)
+        made.extend((sender, owner))
+        return sender, owner
+
+    yield make
+    if made:
+        run(made[0].flush())
+    for layer in made:
+        layer.close_sync()
+    remove_segment(prefix)
+
+
+async def _members(owner, count, group="room"):
+    channels = [await owner.new_channel() for _ in range(count)]
+    for channel in channels:
+        await owner.group_add(group, channel)
+    return channels
+
+
+def _chunks_used(layer) -> int:
+    segment = layer._current().segment
+    return segment.words[L.H_CHUNKS_USED >> 2]
+
+
+async def _nothing_for(layer, channel):
+    try:
+        message = await asyncio.wait_for(layer.receive(channel), 0.2)
+    except asyncio.TimeoutError:
+        return True
+    raise AssertionError(f"{channel} still had {message}")
+
+
+def test_a_group_send_writes_one_copy_for_all_of_a_processs_members(pair):
+    sender, owner = pair(capacity=400)
+
+    async def scenario():
+        channels = await _members(owner, 300)
+        before = _chunks_used(sender)
+        await sender.group_send("room", {"type": "chat.line", "text": "hello"})
+        written = _chunks_used(sender) - before
+        got = [await owner.receive(channel) for channel in channels]
+        return written, got
+
+    written, got = run(scenario())
+    assert written < 20  # the members' local names and one body, not 300 messages
+    assert got == [{"type": "chat.line", "text": "hello"}] * 300
+    assert check(owner._current().segment) == []
+    assert run(sender.statistics()).group_deliveries_missed == 0
+
+
+def test_inbox_copies_count_in_every_objects_statistics_until_taken_apart(pair):
+    sender, owner = pair()
+
+    async def scenario():
+        channels = await _members(owner, 3)
+        await sender.group_send("room", {"type": "chat.line"})
+        seen_before = {name: stats.waiting for name, stats in (await sender.statistics(channels)).channels.items()}
+        await owner.receive(channels[0])  # takes the inbox apart: the other two copies are held here
+        owner_after = {name: stats.waiting for name, stats in (await owner.statistics(channels)).channels.items()}
+        sender_after = {name: stats.waiting for name, stats in (await sender.statistics(channels)).channels.items()}
+        return channels, seen_before, owner_after, sender_after
+
+    channels, seen_before, owner_after, sender_after = run(scenario())
+    assert seen_before == dict.fromkeys(channels, 1)
+    assert owner_after == {channels[0]: 0, channels[1]: 1, channels[2]: 1}
+    # Another process does not see the copies the owner holds (shelf.py), as with channels_redis.
+    assert sender_after == dict.fromkeys(channels, 0)
+
+
+def test_a_members_messages_keep_their_order_around_its_group_copy(pair):
+    """CHAN-1: a message sent before the group_send comes before its copy, one sent after it
+    comes after, whether the inbox was taken apart before that send or not."""
+    sender, owner = pair()
+
+    async def scenario():
+        first, second, third = await _members(owner, 3)
+        await sender.send(first, {"type": "t", "n": 0})
+        await sender.group_send("room", {"type": "t", "n": 1})
+        await sender.send(second, {"type": "t", "n": 2})  # the inbox is still whole: spread first
+        await sender.group_send("room", {"type": "t", "n": 3})
+        got_first = [(await owner.receive(first))["n"] for _ in range(3)]  # takes the second inbox apart
+        await sender.send(third, {"type": "t", "n": 4})  # its copies are held by the owner now
+        got_second = [(await owner.receive(second))["n"] for _ in range(3)]
+        got_third = [(await owner.receive(third))["n"] for _ in range(3)]
+        return got_first, got_second, got_third
+
+    assert run(scenario()) == ([0, 1, 3], [1, 2, 3], [1, 3, 4])
+    assert check(owner._current().segment) == []
+
+
+def test_a_process_takes_as_many_copies_as_its_capacity_has_room_for(pair):
+    """CAP-4/CAP-5: each copy counts against the process's shared capacity; members past it
+    miss the message, silently, counted by the sender."""
+    sender, owner = pair(capacity=3)
+
+    async def scenario():
+        channels = await _members(owner, 5)
+        await sender.group_send("room", {"type": "t"})
+        missed = (await sender.statistics()).group_deliveries_missed
+        waiting = (await owner.statistics(channels)).channels
+        return missed, sorted(each.waiting for each in waiting.values())
+
+    assert run(scenario()) == (2, [0, 0, 1, 1, 1])
+
+
+def test_the_copies_the_owner_holds_take_room_in_its_own_sends(pair):
+    sender, owner = pair(capacity=3)
+
+    async def scenario():
+        channels = await _members(owner, 3)
+        await sender.group_send("room", {"type": "t"})
+        await owner.receive(channels[0])  # two copies left, held by the owner
+        await owner.send(channels[0], {"type": "t", "n": "fits"})
+        with pytest.raises(ChannelFull):
+            await owner.send(channels[0], {"type": "t", "n": "over"})
+        await owner.receive(channels[1])
+        await owner.send(channels[0], {"type": "t", "n": "fits again"})
+
+    run(scenario())
+
+
+def test_a_flush_anywhere_drops_the_copies_the_owner_holds(pair):
+    sender, owner = pair()
+
+    async def scenario():
+        channels = await _members(owner, 3)
+        await sender.group_send("room", {"type": "t"})
+        await owner.receive(channels[0])
+        await sender.flush()
+        stats = await owner.statistics(channels)
+        await _nothing_for(owner, channels[1])
+        return stats
+
+    assert [each.waiting for each in run(scenario()).channels.values()] == [0, 0, 0]
+    assert check(owner._current().segment) == []
+
+
+def test_expired_inbox_copies_are_dropped_and_free_their_room(pair):
+    sender, owner = pair(expiry=0.05, capacity=2)
+
+    async def scenario():
+        channels = await _members(owner, 2)
+        await sender.group_send("room", {"type": "t", "n": "expires"})
+        await asyncio.sleep(0.1)  # past the copies' expiry: time itself is what is tested
+        await sender.group_send("room", {"type": "t", "n": "fresh"})  # room again: the old ones pruned
+        return [(await owner.receive(channel))["n"] for channel in channels]
+
+    assert run(scenario()) == ["fresh", "fresh"]
+    assert run(sender.statistics()).group_deliveries_missed == 0
+    assert check(owner._current().segment) == []
+
+
+@pytest.mark.parametrize(("tag", "local", "mine"), [
+    (b"", b"1f", True),  # the process that made the namer: its names have no tag
+    (b"", b"0a1b2c3d-4", False),  # a forked child's
+    (b"0a1b2c3d-", b"0a1b2c3d-4", True),
+    (b"0a1b2c3d-", b"4", False),  # its parent's
+    (None, b"4", False),  # a forked child that has made no name yet
+])
+def test_only_the_names_a_process_made_go_to_its_shelf(tag, local, mine):
+    """A forked child shares its parent's 'p!' part, so its inbox: it holds only its own
+    members' copies and leaves its parent's in their queues."""
+    assert inbox.mine(tag, local) is mine
+
+
+def test_a_copy_for_a_name_made_elsewhere_goes_to_its_queue(pair):
+    sender, owner = pair()
+    parent_name = owner.namer.new_channel()  # one of this process's names...
+    owner.namer._tag = "0a1b2c3d-"  # ...and from here on, as if forked, a child's
+
+    async def scenario():
+        child_name = await owner.new_channel()
+        await owner.group_add("room", parent_name)
+        await owner.group_add("room", child_name)
+        await sender.group_send("room", {"type": "t"})
+        await owner.receive(child_name)  # takes the inbox apart in the "child"
+        queued = (await sender.statistics([parent_name])).channels[parent_name].waiting
+        return queued, await owner.receive(parent_name)
+
+    queued, copy = run(scenario())
+    assert queued == 1  # in its queue, where its own process finds it
+    assert copy == {"type": "t"}
+    assert check(owner._current().segment) == []
