@@ -213,3 +213,34 @@ def test_a_copy_for_a_name_made_elsewhere_goes_to_its_queue(pair):
     assert queued == 1  # in its queue, where its own process finds it
     assert copy == {"type": "t"}
     assert check(owner._current().segment) == []
+
+
+def test_a_copy_shelved_by_one_thread_wakes_a_receive_asleep_in_another(pair):
+    """Loops of one layer object in two threads (async_to_sync): a receive of one that looked
+    at the shelf just before another took its copy out of the inbox sleeps armed, and no sender
+    pokes it for that copy; the put wakes it."""
+    import threading
+    import time
+
+    from reference_layers.ipc.inbox import Shelved
+
+    _sender, owner = pair(receive_spin=0)
+    channel = run(owner.new_channel())
+    asleep, got = threading.Event(), []
+
+    async def far_receive():
+        task = asyncio.ensure_future(owner.receive(channel))
+        while not owner._wakers:  # the receive found nothing and sleeps on its loop's waker
+            await asyncio.sleep(0.001)
+        asleep.set()
+        got.append(await asyncio.wait_for(task, 10))
+
+    far = threading.Thread(target=lambda: asyncio.run(far_receive()))
+    far.start()
+    assert asleep.wait(10)
+    data = owner.codec.encode({"type": "t", "n": "shelved"})
+    counter = channel.encode()[:channel.index("!") + 1]
+    owner._shelf.put(Shelved(counter, [channel.encode()], data, time.monotonic() + 60),
+                     owner._current().segment.words[L.H_FLUSHES >> 2])
+    far.join(15)
+    assert got == [{"type": "t", "n": "shelved"}]

@@ -26,7 +26,7 @@ from .shelf import Shelf
 from .spinning import SpinBudget, spin_for
 from .statistics import read_statistics
 from .store import Full
-from .wakeups import WAKE_ALL, LoopWaker, Poker
+from .wakeups import NAME_SEPARATOR, WAKE_ALL, LoopWaker, Poker
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _CONFIG_KEYS = ("prefix", "expiry", "group_expiry", "capacity", "channel_capacity", "segment_size", "mode",
@@ -84,7 +84,7 @@ class IPCChannelLayer(LayerCore):
         self._attachment: _Attachment | None = None
         self._wakers: dict[asyncio.AbstractEventLoop, LoopWaker] = {}
         self._counters = Counters()  # for statistics(); this object's, as in the other layers
-        self._shelf = Shelf()  # group copies taken out of this object's inboxes (shelf.py)
+        self._shelf = Shelf(self._wake_other_loops)  # group copies taken out of this object's inboxes (shelf.py)
         self._attach()
 
     # --- attachment ------------------------------------------------------------------------
@@ -95,7 +95,7 @@ class IPCChannelLayer(LayerCore):
                 return current
             self._wakers = {}  # inherited from a parent process: not ours to close
             if current is not None:
-                self._shelf = Shelf()  # a parent's copies are the parent's to receive
+                self._shelf = Shelf(self._wake_other_loops)  # a parent's copies are the parent's to receive
             attachment = _Attachment(segments.attach(self.prefix, self.segment_size, self.mode), self._shelf,
                                      self.namer)
             self._attachment = attachment
@@ -123,6 +123,22 @@ class IPCChannelLayer(LayerCore):
         waker = self._wakers[loop] = LoopWaker(attachment.segment, loop, attachment.ops.unregister,
                                                SpinBudget(self.receive_spin))
         return waker
+
+    def _wake_other_loops(self, channels: list[bytes]) -> None:
+        """Copies for ``channels`` were just put on the shelf: a receive of another event loop
+        of this object (another thread) that looked there just before may be arming now, and no
+        sender pokes it for those copies; it is woken to look again."""
+        wakers = self._wakers
+        if not wakers:
+            return
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        payload = NAME_SEPARATOR.join(channels)
+        for loop, waker in list(wakers.items()):
+            if loop is not current:
+                waker.notify(payload)
 
     # --- channels --------------------------------------------------------------------------
     # send() and receive() are LayerCore's (the same name check and codec, from core) in one
@@ -188,7 +204,7 @@ class IPCChannelLayer(LayerCore):
         try:
             seconds = waker.spin.next() if self.receive_spin else 0.0
             if seconds:  # first stay awake briefly (spinning.py)
-                data = await spin_for(ops, waker, name, waker.spin, seconds)
+                data = await spin_for(ops, waker, name, waker.spin, seconds, self._shelf.first)
                 if data is not None:
                     return data
             loop, shelf = waker.loop, self._shelf

@@ -165,19 +165,24 @@ class Operations:
             taken = True
         return taken
 
-    def head_word(self, channel: bytes) -> int:
-        """The word (u32 index) of ``channel``'s head link, or 0 if it has no entry.
+    def watched_words(self, channel: bytes) -> tuple[int, int]:
+        """The words (u32 indexes) of ``channel``'s head link and of its process's inbox link
+        (0 if it has no entry, or no process).
 
         For a receive that looks for a message without the lock while it spins (see
         ``IPCChannelLayer._wait_for``): the entry of a channel with a registered waiter stays
-        where it is, so that word turning nonzero says a message may be there. Read unlocked it
-        is only a hint; the receive pops under the lock to find out.
+        where it is, and so does its counter, so either word turning nonzero says a message may
+        be there. Read unlocked it is only a hint; the receive pops under the lock to find out.
         """
-        segment = self.segment
+        segment, hot = self.segment, self.hot
         segment.acquire()
         try:
-            index = self.hot.channel(channel)
-            return (self.hot.entries + index * L.ENTRY_SIZE + L.E_A) >> 2 if index else 0
+            index = hot.channel(channel)
+            if not index:
+                return 0, 0
+            off = hot.entries + index * L.ENTRY_SIZE
+            counter = hot.words[(off + L.E_F) >> 2]
+            return (off + L.E_A) >> 2, (hot.entries + counter * L.ENTRY_SIZE + L.E_A) >> 2 if counter else 0
         finally:
             segment.release()
 

@@ -15,14 +15,15 @@ belong to the flush count (``H_FLUSHES``) they were taken in. Each is dropped wh
 
 Used from any thread (every ``async_to_sync`` loop): copies are put while the segment lock is
 held, so no pop of another thread slips between the inbox and here; a small lock of its own
-keeps the per-channel queues whole.
+keeps the per-channel queues whole. A receive of another thread may have looked here just
+before a put and be arming now (no sender will poke it for that copy): ``on_put`` wakes it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from .inbox import Shelved
 
@@ -39,9 +40,10 @@ class Shelf:
     ``Shelved`` its inbox message was taken apart into, shared by all of that message's members:
     a channel's oldest in one dict (most hold one), its younger ones in a deque."""
 
-    __slots__ = ("generation", "first", "_more", "_size", "_by_process", "_earliest", "_lock")
+    __slots__ = ("generation", "first", "_more", "_size", "_by_process", "_earliest", "_lock", "_on_put")
 
-    def __init__(self) -> None:
+    def __init__(self, on_put: Callable[[list[bytes]], None] | None = None) -> None:
+        self._on_put = on_put  # told the channels of each put (after it: receives of other threads look again)
         self.generation = -1
         self.first: dict[bytes, Shelved] = {}  # channel -> its oldest copy (read it for ``in`` tests)
         self._more: dict[bytes, deque[Shelved]] = {}
@@ -74,6 +76,8 @@ class Shelf:
             self._earliest = min(self._earliest, shelved.expires)
             self._by_process[shelved.counter] = self._by_process.get(shelved.counter, 0) + len(channels)
             self._size += len(channels)
+        if self._on_put is not None:
+            self._on_put(channels)
 
     def take(self, channel: bytes, now: float, generation: int) -> bytes | None:
         """The oldest unexpired copy of ``channel``, taken off; None if there is none."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Container
 
 PROBE_EVERY = 32
 
@@ -60,9 +61,11 @@ class SpinBudget:
         self.current = self.current / 2 if self.current > self.limit / 16 else 0.0
 
 
-async def spin_for(ops, waker, name: bytes, budget: SpinBudget, seconds: float) -> bytes | None:
+async def spin_for(ops, waker, name: bytes, budget: SpinBudget, seconds: float,
+                   held: Container[bytes] = ()) -> bytes | None:
     """A message of ``name`` that came within ``seconds`` (what ``budget.next()`` granted, not
-    0), or None: then arm and sleep.
+    0), or None: then arm and sleep, or take the copy for it that ``held`` (the layer's shelf,
+    ipc/shelf.py) came to have.
 
     ``waker`` (wakeups.LoopWaker) must already have a receive listening on ``name``.
     """
@@ -74,7 +77,7 @@ async def spin_for(ops, waker, name: bytes, budget: SpinBudget, seconds: float) 
     data = look()
     if data is not None:
         return data
-    head = ops.head_word(name)
+    head, inbox = ops.watched_words(name)
     if not head:
         return None  # flushed meanwhile: the caller's locked pop-or-arm sorts it out
     words, loop = ops.segment.words, asyncio.get_running_loop()
@@ -85,11 +88,14 @@ async def spin_for(ops, waker, name: bytes, budget: SpinBudget, seconds: float) 
             await asyncio.sleep(0)
             if waker.closed:  # the layer closed meanwhile (and let go of the segment)
                 raise closed_while_receiving()
-            if words[head]:
+            if words[head] or (inbox and words[inbox]):  # a message, or its process's inbox
                 data = look()
                 if data is not None:
                     budget.caught()
                     return data
+            if name in held:  # another receive took its process's inbox apart
+                budget.caught()
+                return None
     finally:
         budget.spinning = False
     budget.missed()
