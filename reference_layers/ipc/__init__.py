@@ -20,11 +20,13 @@ Module map, in chain order (each builds on the ones above it):
 - ``messages``: a message as a chain of chunks: taking chunks, copying in and out, freeing.
 - ``groups``: memberships, each listed by its group and hashed by group and channel (a join or a leave
   finds it at once in a group of any size).
+- ``inbox``: a process's inbox: one group_send copy for all of its members, taken apart by their owner.
 - ``store``: channels, groups and waiters as linked structures, changed through a journal transaction.
 - ``hotpath`` + ``hotentries``: one-chunk sends and receives, creating and deleting channel entries,
   each one compact journal commit; anything unusual falls back to ``store``.
 - ``native`` + ``_hotcore.c``: the commonest send and receive in C, where it was built (same journal;
   ``ASGI_IPC_PURE_PYTHON=1`` turns it off).
+- ``shelf``: the group copies a layer object took out of its inboxes, for its receives (no lock).
 - ``operations``: each layer call as one locked step (C first, then ``hotpath``, then ``store``).
 - ``spinning``: a waiting receive looks again briefly before it sleeps (its budget per loop).
 - ``wakeups``: datagram pokes that wake event loops waiting on a channel.

@@ -203,11 +203,14 @@ class Operations:
         The members of another process (``p!*``) get one copy in its inbox (``_to_inbox``),
         judged by its capacity once for all of them. A normal channel, or one of the calling
         object's own, gets its own, one transaction per member, so a large group never overflows
-        the journal.
+        the journal; our process found full (after dropping what had expired) stays full for the
+        rest of this locked step, so its other members at that capacity or less miss the message
+        with no work: pruning again for each would walk every sibling each time.
         """
         segment, store = self.segment, self.store
         missed, pokes_by_channel = 0, []
-        by_process: dict[bytes, list[bytes]] = {}
+        by_process: dict[bytes, list[bytes]] = {}  # another process's 'p!' -> its members
+        full_at: dict[bytes, int] = {}  # our own 'p!' -> the largest capacity it was found full at
         segment.acquire()
         try:
             members = self.hot.hashed.live_members(group, now)
@@ -223,11 +226,17 @@ class Operations:
                     by_process.setdefault(channel[:bang + 1], []).append(channel)
                     continue
                 capacity = uniform or capacity_of(channel)
+                if full_at and bang >= 0 and full_at.get(channel[:bang + 1], 0) >= capacity:
+                    missed += 1  # its process was found full in this step: no pruning again
+                    continue
                 pokes = self.hot.send(channel, data, expires, capacity, "group_send")
                 if pokes is NOT_HANDLED:
                     pokes = self._group_send_general(channel, data, expires, capacity, now)
                     if pokes is None or pokes is _FULL:
                         missed += 1  # this member misses the message
+                        if pokes is _FULL and bang >= 0:
+                            key = channel[:bang + 1]
+                            full_at[key] = max(full_at.get(key, 0), capacity)
                         continue
                 if pokes:
                     pokes_by_channel.append((pokes, channel))
