@@ -290,6 +290,7 @@ class Operations:
 
     def _group_send_general(self, channel: bytes, data: bytes, expires: float, capacity: int, now: float):
         segment, store = self.segment, self.store
+        self._take_inbox(channel, now, shelve=True)  # its copies are older than this one
         tx = segment.transaction("group_send")
         try:
             pokes = store.send(tx, channel, data, expires, capacity)
