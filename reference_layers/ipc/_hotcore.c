@@ -61,6 +61,7 @@
 #define E_G 32
 #define KIND_CHANNEL 1
 #define KIND_COUNTER 2
+#define KIND_MEMBER 4
 #define VERSION 5 /* the layout's meaning too: a counter's A (its inbox) sends a step to Python */
 #define MAX_CREATE_WRITES 11 /* u32 fields a creating send changes through the journal, at most */
 #define RECORD_SIZE 10 /* journal record header: u64 offset, u16 length (layout.JOURNAL_RECORD) */
@@ -792,6 +793,73 @@ static PyObject *Core_locked_pop(Core *self, PyObject *const *args, Py_ssize_t n
                                  a.epoch));
 }
 
+/* live_members(group_off, now) -> {process: [channel name, ...]} of the group entry at group_off:
+ * each process's members (its 'p!' part) in list order, normal channels under b""; None if one has
+ * expired (or the list looks corrupt): the general path removes it. The caller holds the lock.
+ * Every group_send reads its whole list and sorts it by process: a step a member, in Python, was
+ * most of a group_send's own time once its copies went to inboxes. A process's members mostly
+ * come in runs (it adds its own), so a key is made only where a run starts. */
+static PyObject *Core_live_members(Core *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "live_members(group_off, now)");
+        return NULL;
+    }
+    uint64_t group_off = PyLong_AsUnsignedLongLong(args[0]);
+    double now = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    uint8_t *mem = self->mem;
+    if (group_off < self->entries || group_off + ENTRY_SIZE > self->size) Py_RETURN_NONE;
+    PyObject *by_process = PyDict_New();
+    if (!by_process) return NULL;
+    PyObject *run = NULL; /* borrowed: the list of the current run's process */
+    const uint8_t *run_key = NULL;
+    Py_ssize_t run_length = -1;
+    uint32_t member = rd32(mem, group_off + E_A);
+    for (uint64_t steps = 0; member; steps++) {
+        if (steps >= self->n_entries || !entry_ok(self, member)) break;
+        uint64_t off = entry_at(self, member);
+        uint8_t length = mem[off + 1];
+        if (mem[off] != KIND_MEMBER || rdf64(mem, off + E_A) <= now || length > MAX_NAME) break;
+        const uint8_t *name = mem + off + E_NAME;
+        const uint8_t *bang = memchr(name, '!', length);
+        Py_ssize_t key_length = bang ? bang - name + 1 : 0;
+        if (key_length != run_length || (key_length && memcmp(name, run_key, (size_t)key_length) != 0)) {
+            PyObject *key = PyBytes_FromStringAndSize((const char *)name, key_length);
+            if (!key) goto failed;
+            run = PyDict_GetItemWithError(by_process, key);
+            if (!run && !PyErr_Occurred()) {
+                PyObject *fresh = PyList_New(0);
+                if (!fresh || PyDict_SetItem(by_process, key, fresh) < 0) {
+                    Py_XDECREF(fresh);
+                    Py_DECREF(key);
+                    goto failed;
+                }
+                Py_DECREF(fresh); /* the dict holds it */
+                run = fresh;
+            }
+            Py_DECREF(key);
+            if (!run) goto failed;
+            run_key = name;
+            run_length = key_length;
+        }
+        PyObject *channel = PyBytes_FromStringAndSize((const char *)name, length);
+        if (!channel || PyList_Append(run, channel) < 0) {
+            Py_XDECREF(channel);
+            goto failed;
+        }
+        Py_DECREF(channel);
+        member = rd32(mem, off + E_D);
+    }
+    if (member) { /* stopped early: an expired member, or a list that looks corrupt */
+        Py_DECREF(by_process);
+        Py_RETURN_NONE;
+    }
+    return by_process;
+failed:
+    Py_DECREF(by_process);
+    return NULL;
+}
+
 /* armed_siblings(counter_off) -> [(name, ((slot, token, epoch), ...)), ...]: the channels of a
  * process (the siblings of its counter at counter_off) with armed waiters, and those waiters; stale
  * ones are skipped (a send drops them). The caller holds the lock. For a group_send's copy in the
@@ -848,6 +916,8 @@ static PyObject *Core_armed_siblings(Core *self, PyObject *const *args, Py_ssize
 }
 
 static PyMethodDef Core_methods[] = {
+    {"live_members", (PyCFunction)(void (*)(void))Core_live_members, METH_FASTCALL,
+     "A group's members by process, or None if one expired (the lock held)."},
     {"armed_siblings", (PyCFunction)(void (*)(void))Core_armed_siblings, METH_FASTCALL,
      "The channels of a process with armed waiters, and those waiters (the lock held)."},
     {"send", (PyCFunction)(void (*)(void))Core_send, METH_FASTCALL, "A one-chunk send to a cached channel."},
@@ -884,7 +954,7 @@ PyMODINIT_FUNC PyInit__hotcore(void) {
     if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) return NULL;
     PyObject *layout = Py_BuildValue(
         "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,"
-        "s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
         "ENTRY_SIZE", ENTRY_SIZE, "E_A", E_A, "E_C", E_C, "E_E", E_E, "CHUNK_SIZE", CHUNK_SIZE,
         "M_NEXT", M_NEXT, "FIRST_DATA", FIRST_DATA, "FIRST_ROOM", FIRST_ROOM, "WAKER_SLOTS", WAKER_SLOTS,
         "WAKER_SIZE", WAKER_SIZE, "W_STATE", W_STATE, "W_TOKEN", W_TOKEN, "H_JOURNAL_FLAG", H_JOURNAL_FLAG,
@@ -892,7 +962,7 @@ PyMODINIT_FUNC PyInit__hotcore(void) {
         "H_STATE", H_STATE, "STATE_READY", STATE_READY, "H_FLUSHES", H_FLUSHES, "H_MUTEX", H_MUTEX,
         "E_NAME", E_NAME, "MAX_NAME", MAX_NAME, "H_ENTRY_BUMP", H_ENTRY_BUMP, "H_ENTRY_FREE", H_ENTRY_FREE,
         "E_NEXT", E_NEXT, "E_D", E_D, "E_G", E_G, "KIND_CHANNEL", KIND_CHANNEL, "KIND_COUNTER", KIND_COUNTER,
-        "VERSION", VERSION);
+        "VERSION", VERSION, "KIND_MEMBER", KIND_MEMBER);
     if (!layout || PyModule_AddObject(m, "LAYOUT", layout) < 0) return NULL;
     return m;
 }

@@ -213,3 +213,11 @@ def messages(tx: Transaction, layout: L.Layout, counter_index: int) -> Iterator[
         head = layout.chunk(message)
         yield message, F64.unpack_from(tx.mem, head + L.M_EXPIRES)[0], split(read_message(tx, layout, message))[0]
         message = tx.u32(head + L.M_NEXT)
+
+
+def by_process(channels: list[bytes]) -> dict[bytes, list[bytes]]:
+    """``channels`` by process: each one's 'p!' part, normal channels under b"", order kept."""
+    found: dict[bytes, list[bytes]] = {}
+    for channel in channels:
+        found.setdefault(channel[:channel.find(b"!") + 1], []).append(channel)
+    return found

@@ -15,6 +15,8 @@ not armed and costs its senders no system call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..core.names import ChannelNamer
 from . import inbox
 from . import layout as L
@@ -208,40 +210,37 @@ class Operations:
         with no work: pruning again for each would walk every sibling each time.
         """
         segment, store = self.segment, self.store
-        missed, pokes_by_channel = 0, []
-        by_process: dict[bytes, list[bytes]] = {}  # another process's 'p!' -> its members
+        missed = 0
+        pokes_by_channel: list[tuple[Sequence[tuple[int, int, int]], bytes]] = []
         full_at: dict[bytes, int] = {}  # our own 'p!' -> the largest capacity it was found full at
         segment.acquire()
         try:
-            members = self.hot.hashed.live_members(group, now)
+            members = self.hot.live_members(group, now)
             if members is None:  # an expired membership to remove (or a corrupt list to report)
                 tx = segment.transaction("group_send")
-                members = store.group_members(tx, group, now)
+                members = inbox.by_process(store.group_members(tx, group, now))
                 segment.commit(tx)
             uniform = capacity_of if isinstance(capacity_of, int) else None
             own = self._own
-            for channel in members:
-                bang = channel.find(b"!")
-                if bang >= 0 and not (own and channel.endswith(own, 0, bang + 1)):
-                    by_process.setdefault(channel[:bang + 1], []).append(channel)
+            for counter, channels in members.items():
+                if counter and not (own and counter.endswith(own)):
+                    missed += self._to_inbox(counter, channels, data, expires, capacity_of, now, pokes_by_channel)
                     continue
-                capacity = uniform or capacity_of(channel)
-                if full_at and bang >= 0 and full_at.get(channel[:bang + 1], 0) >= capacity:
-                    missed += 1  # its process was found full in this step: no pruning again
-                    continue
-                pokes = self.hot.send(channel, data, expires, capacity, "group_send")
-                if pokes is NOT_HANDLED:
-                    pokes = self._group_send_general(channel, data, expires, capacity, now)
-                    if pokes is None or pokes is _FULL:
-                        missed += 1  # this member misses the message
-                        if pokes is _FULL and bang >= 0:
-                            key = channel[:bang + 1]
-                            full_at[key] = max(full_at.get(key, 0), capacity)
+                for channel in channels:  # normal channels (counter b""), and our own
+                    capacity = uniform or capacity_of(channel)
+                    if full_at and full_at.get(counter, 0) >= capacity:
+                        missed += 1  # its process was found full in this step: no pruning again
                         continue
-                if pokes:
-                    pokes_by_channel.append((pokes, channel))
-            for counter, channels in by_process.items():
-                missed += self._to_inbox(counter, channels, data, expires, capacity_of, now, pokes_by_channel)
+                    pokes = self.hot.send(channel, data, expires, capacity, "group_send")
+                    if pokes is NOT_HANDLED:
+                        pokes = self._group_send_general(channel, data, expires, capacity, now)
+                        if pokes is None or pokes is _FULL:
+                            missed += 1  # this member misses the message
+                            if pokes is _FULL and counter:
+                                full_at[counter] = max(full_at.get(counter, 0), capacity)
+                            continue
+                    if pokes:
+                        pokes_by_channel.append((pokes, channel))
         finally:
             segment.release()
         if self.poker is not None and pokes_by_channel:
