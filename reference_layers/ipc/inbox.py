@@ -69,20 +69,10 @@ def split(message: bytes) -> tuple[list[bytes], bytes]:
 def push(store: Store, tx: Transaction, counter: bytes, channels: list[bytes], data: bytes, expires: float) -> None:
     """Queue one copy of ``data`` for each of ``channels`` (all ``counter``'s, at most BATCH) in
     the counter's inbox, counted against its capacity; raises SegmentFull having changed nothing."""
-    layout = store.layout
     # local names: every occurrence of counter (it holds the one '!') is a member's start
     body = SEPARATOR.join(channels).replace(counter, b"") + END_OF_NAMES + data
-    chunks, _ = alloc_chunks(tx, layout, chunks_for(len(body)), store.segment_name)
     index = store.find(tx, L.KIND_COUNTER, counter) or store.create_hashed(tx, L.KIND_COUNTER, counter)
-    message = write_message(tx, layout, chunks, body, expires)
-    off = layout.entry(index)
-    tail = tx.u32(off + L.E_B)
-    if tail:
-        tx.set_u32(layout.chunk(tail) + L.M_NEXT, message)
-    else:
-        tx.set_u32(off + L.E_A, message)
-    tx.set_u32(off + L.E_B, message)
-    tx.set_u32(off + L.E_C, tx.u32(off + L.E_C) + len(channels))
+    _append(store, tx, index, body, expires, len(channels))
 
 
 def pending(store: Store, tx: Transaction, channel: bytes) -> int:
@@ -123,7 +113,7 @@ def take_first(store: Store, tx: Transaction, counter_index: int, now: float, ta
                     shelved.append(channel)
                 else:
                     index = store.find(tx, L.KIND_CHANNEL, channel) or store.create_channel(tx, channel)
-                    _queue(store, tx, index, data, expires)
+                    _append(store, tx, index, data, expires, 1)
     uncounted = len(shelved) if expires > now else len(names)
     following = tx.u32(head + L.M_NEXT)
     tx.set_u32(off + L.E_A, following)
@@ -156,11 +146,13 @@ def siblings(mem, layout: L.Layout, counter_index: int) -> Iterator[tuple[int, b
         index = U32.unpack_from(mem, off + L.E_D)[0]
 
 
-def _queue(store: Store, tx: Transaction, index: int, data: bytes, expires: float) -> None:
-    """Append a copy to channel ``index``'s queue; its counter counts it already (as an inbox copy)."""
+def _append(store: Store, tx: Transaction, index: int, body: bytes, expires: float, copies: int) -> None:
+    """Append a message of ``body`` to the list of entry ``index`` (A first, B last), counting
+    ``copies`` more in its C: a counter's inbox, or a channel's queue (one copy; its counter
+    counts it already, as an inbox copy)."""
     layout = store.layout
-    chunks, _ = alloc_chunks(tx, layout, chunks_for(len(data)), store.segment_name)
-    message = write_message(tx, layout, chunks, data, expires)
+    chunks, _ = alloc_chunks(tx, layout, chunks_for(len(body)), store.segment_name)
+    message = write_message(tx, layout, chunks, body, expires)
     off = layout.entry(index)
     tail = tx.u32(off + L.E_B)
     if tail:
@@ -168,7 +160,7 @@ def _queue(store: Store, tx: Transaction, index: int, data: bytes, expires: floa
     else:
         tx.set_u32(off + L.E_A, message)
     tx.set_u32(off + L.E_B, message)
-    tx.set_u32(off + L.E_C, tx.u32(off + L.E_C) + 1)
+    tx.set_u32(off + L.E_C, tx.u32(off + L.E_C) + copies)
 
 
 def delete_if_unused(store: Store, tx: Transaction, counter_index: int) -> None:
