@@ -241,7 +241,7 @@ def test_a_copy_shelved_by_one_thread_wakes_a_receive_asleep_in_another(pair):
     data = owner.codec.encode({"type": "t", "n": "shelved"})
     counter = channel.encode()[:channel.index("!") + 1]
     owner._shelf.put(Shelved(counter, [channel.encode()], data, time.monotonic() + 60),
-                     owner._current().segment.words[L.H_FLUSHES >> 2])
+                     owner._current().segment.words[L.H_FLUSHES >> 2], time.monotonic())
     far.join(15)
     assert got == [{"type": "t", "n": "shelved"}]
 
@@ -335,3 +335,21 @@ def _inbox_order_machine():
 
 
 test_a_members_messages_keep_their_order_on_every_path = _inbox_order_machine().TestCase
+
+
+def test_copies_of_members_that_never_receive_do_not_pile_up(pair):
+    """A copy on the owner's shelf holds room in no counter, so another process's group_sends
+    keep finding room: copies for a member that never receives are dropped once they expire."""
+    sender, owner = pair(expiry=0.05)
+
+    async def scenario():
+        idle, busy = await _members(owner, 2)
+        await sender.group_send("room", {"type": "t"})
+        await owner.receive(busy)  # takes the inbox apart: the idle member's copy is shelved
+        held_before = len(owner._shelf)
+        await asyncio.sleep(1.1)  # past its expiry and the sweep's second: time itself is tested
+        await sender.group_send("room", {"type": "t"})
+        await owner.receive(busy)  # the next put sweeps the expired copy away
+        return held_before, len(owner._shelf), (await owner.statistics([idle])).channels[idle].waiting
+
+    assert run(scenario()) == (1, 1, 1)  # only the idle member's new copy

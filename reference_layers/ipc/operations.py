@@ -163,7 +163,7 @@ class Operations:
             shelved = inbox.take_first(store, tx, counter, now, tag)
             segment.commit(tx)
             if shelved is not None and self.shelf is not None:
-                self.shelf.put(shelved, self.hot.words[_W_FLUSHES])
+                self.shelf.put(shelved, self.hot.words[_W_FLUSHES], now)
             taken = True
         return taken
 

@@ -27,6 +27,8 @@ from typing import Callable, NamedTuple
 
 from .inbox import Shelved
 
+EXPIRED_SWEEP = 1.0  # seconds past the first expiry before a put sweeps the shelf (each sweep walks it)
+
 
 class Backlog(NamedTuple):
     """The copies held for one channel: how many are unexpired, and the first one's expiry."""
@@ -55,12 +57,20 @@ class Shelf:
     def __bool__(self) -> bool:
         return self._size > 0
 
-    def put(self, shelved: Shelved, generation: int) -> None:
-        """Hold ``shelved`` (taken in flush count ``generation``); call with the segment lock held."""
+    def __len__(self) -> int:
+        """Copies held, expired ones included until they are swept or come up."""
+        return self._size
+
+    def put(self, shelved: Shelved, generation: int, now: float) -> None:
+        """Hold ``shelved`` (taken in flush count ``generation``); call with the segment lock held.
+        Copies of members that never receive are dropped here as they expire, a second late at
+        most: what holds room in no counter must not pile up."""
         channels = shelved.channels
         with self._lock:
             if generation != self.generation:
                 self._drop_all(generation)
+            elif now >= self._earliest + EXPIRED_SWEEP:
+                self._drop_expired(now)
             first = self.first
             if first.keys().isdisjoint(channels):
                 first.update(dict.fromkeys(channels, shelved))

@@ -4,7 +4,8 @@
 A channel is an entry (found through the hash buckets) whose queue is a linked list of
 messages; a message is a chain of chunks (``messages.py``). Every process-specific channel ``p!x`` also points
 at a *counter* entry for ``p!`` that counts the messages of all ``p!*`` (they share one
-capacity) and lists them as siblings, so expired siblings can be pruned to make room. A
+capacity) and lists them as siblings, so expired siblings can be pruned to make room; its
+inbox holds group copies for them (``inbox.py``), counted there too. A
 group is an entry with a list of member entries (channel name + expiry). A receiving event
 loop registers a waiter entry (its waker slot) on the channel and keeps it while it keeps
 receiving there; the waiter is *armed* while a receive actually waits, and senders poke only
