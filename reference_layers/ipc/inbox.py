@@ -14,9 +14,10 @@ owner's shelf (``shelf.py``: its receive then takes it without the lock), any ot
 member's queue, behind the older messages there. Every step that sends to or receives from a
 ``p!*`` channel whose counter has an inbox is the general path's (the C core and the hot path
 answer NOT_HANDLED): a receive takes the inbox apart first; a send (any process's) puts every
-copy into its member's queue first (``shelve=False``), so a direct message never overtakes an
-older group copy (CHAN-1). An inbox message is one transaction to take apart: ``BATCH`` copies
-fit the journal.
+copy into its member's queue first (``tag`` None), so a direct message never overtakes an older
+group copy (CHAN-1). An inbox message is one transaction to take apart: ``BATCH`` copies fit
+the journal, each creating its member's channel at worst. A group_send to the sender's own
+members writes no inbox: one copy each, in C, is what one process's receives take cheapest.
 
 An inbox message is a message (messages.py) whose bytes are the local names, apart by a space
 (in no channel name), a NUL, then the body.
