@@ -9,24 +9,25 @@ kept: nothing the spec says reads one (CHAN-1 is per channel).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import Generic, TypeVar
 
+K = TypeVar("K", bound=Hashable)  # a channel's name (str; bytes in the IPC layer)
 T = TypeVar("T")
 
 
-class PerChannel(Generic[T]):
+class PerChannel(Generic[K, T]):
     """A channel holds items exactly when it is in ``first`` (read directly: ``channel in
     x.first``); ``size`` counts them all."""
 
     __slots__ = ("first", "_more", "size")
 
     def __init__(self) -> None:
-        self.first: dict[str, T] = {}  # channel -> its oldest item
-        self._more: dict[str, deque[T]] = {}  # channel -> its younger items, oldest first
+        self.first: dict[K, T] = {}  # channel -> its oldest item
+        self._more: dict[K, deque[T]] = {}  # channel -> its younger items, oldest first
         self.size = 0
 
-    def append(self, channel: str, item: T) -> None:
+    def append(self, channel: K, item: T) -> None:
         self.size += 1
         if channel not in self.first:
             self.first[channel] = item
@@ -35,7 +36,18 @@ class PerChannel(Generic[T]):
         else:
             self._more[channel] = deque((item,))
 
-    def appendleft(self, channel: str, item: T) -> None:
+    def append_each(self, channels: list[K], item: T) -> None:
+        """``item`` for each of ``channels`` (one copy shared by a fan-out's members): in one step
+        where none of them holds anything yet, the common case."""
+        first = self.first
+        if first.keys().isdisjoint(channels):
+            first.update(dict.fromkeys(channels, item))
+            self.size += len(channels)
+        else:
+            for channel in channels:
+                self.append(channel, item)
+
+    def appendleft(self, channel: K, item: T) -> None:
         """``item`` is ``channel``'s oldest now."""
         older = self.first.get(channel)
         if older is not None:
@@ -43,7 +55,7 @@ class PerChannel(Generic[T]):
         self.first[channel] = item
         self.size += 1
 
-    def popleft(self, channel: str) -> T | None:
+    def popleft(self, channel: K) -> T | None:
         """Take off ``channel``'s oldest item, if it has one."""
         item = self.first.pop(channel, None)
         if item is not None:
@@ -52,7 +64,7 @@ class PerChannel(Generic[T]):
                 self._promote(channel)
         return item
 
-    def remove(self, channel: str, item: T) -> bool:
+    def remove(self, channel: K, item: T) -> bool:
         """Take ``item`` off wherever it is among ``channel``'s (False if it is not there)."""
         if self.first.get(channel) is item:
             del self.first[channel]
@@ -72,14 +84,14 @@ class PerChannel(Generic[T]):
             del self._more[channel]
         return True
 
-    def of(self, channel: str) -> Iterator[T]:
+    def of(self, channel: K) -> Iterator[T]:
         """``channel``'s items, oldest first."""
         first = self.first.get(channel)
         if first is not None:
             yield first
             yield from self._more.get(channel, ())
 
-    def count(self, channel: str) -> int:
+    def count(self, channel: K) -> int:
         return (channel in self.first) + len(self._more.get(channel, ()))
 
     def clear(self) -> None:
@@ -99,7 +111,7 @@ class PerChannel(Generic[T]):
     def __bool__(self) -> bool:
         return self.size > 0
 
-    def _promote(self, channel: str) -> None:
+    def _promote(self, channel: K) -> None:
         """``channel``'s oldest left: the next one, if any, is its oldest now."""
         more = self._more.get(channel)
         if more is not None:

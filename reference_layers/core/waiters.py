@@ -13,7 +13,7 @@ import asyncio
 from .per_channel import PerChannel
 
 
-class Waiters(PerChannel["asyncio.Future[bytes]"]):
+class Waiters(PerChannel[str, "asyncio.Future[bytes]"]):
     """Futures of waiting receives, per channel. A channel has waiters exactly when it is in
     ``first`` (``channel in waiters.first``, ``bool(waiters.first)``); ``size`` counts them, a
     done one until it is taken or removed."""

@@ -295,40 +295,31 @@ class HotPath:
             return self.core.armed_siblings(self.entries + counter * _ENTRY_SIZE)
         found = []
         for index, name in siblings(self.mem, self.segment.layout, counter):
-            pokes = self._armed_at(index)
+            pokes = self._armed_waiters(self.words[(self.entries + index * _ENTRY_SIZE + _E_E) >> 2], skip_stale=True)
             if pokes:
                 found.append((name, pokes))
         return found
 
-    def _armed_at(self, index: int) -> list[tuple[int, int, int]]:
+    def _armed_waiters(self, waiter: int, skip_stale: bool = False):
+        """(slot, token, epoch) of the armed waiters; None if one is stale (the general path drops
+        it), unless ``skip_stale`` (then it is left out, for a send to drop)."""
+        pokes: list[tuple[int, int, int]] = []
         mem, words, entries, wakers = self.mem, self.words, self.entries, self.wakers
-        waiter = words[(entries + index * _ENTRY_SIZE + _E_E) >> 2]
-        pokes = []
-        for _ in range(L.WAKER_SLOTS):  # a bound, should the list ever be corrupt
+        for _ in range(_WAKER_SLOTS):  # a bound, should the list ever be corrupt (then the general path)
             if not waiter:
-                break
-            slot, token, low, following, high = _WAITER(mem, entries + waiter * _ENTRY_SIZE + _E_A)
-            waker_off = wakers + slot * L.WAKER_SIZE
-            token_word = (waker_off + L.W_TOKEN) >> 2
-            if low and 0 < slot < L.WAKER_SLOTS and mem[waker_off + L.W_STATE] and words[token_word] == token:
-                pokes.append((slot, words[token_word + 1] << 32 | token, high << 32 | low))
-            waiter = following
-        return pokes
-
-    def _armed_waiters(self, waiter: int):
-        """(slot, token, epoch) of the armed waiters; None if one is stale (the general path drops it)."""
-        pokes = []
-        mem, words, entries, wakers = self.mem, self.words, self.entries, self.wakers
-        while waiter:
+                return pokes
             slot, token, low, following, high = _WAITER(mem, entries + waiter * _ENTRY_SIZE + _E_A)
             waker_off = wakers + slot * L.WAKER_SIZE
             token_word = (waker_off + L.W_TOKEN) >> 2
             if not (0 < slot < L.WAKER_SLOTS and mem[waker_off + L.W_STATE] and words[token_word] == token):
-                return None
+                if not skip_stale:
+                    return None
+                waiter = following
+                continue
             if low:
                 pokes.append((slot, words[token_word + 1] << 32 | token, high << 32 | low))
             waiter = following
-        return pokes
+        return None if not skip_stale else pokes
 
     def pop(self, name: bytes, now: float, *, slot: int = 0, token: int = 0, disarm: bool = False, epoch: int | None = 0):
         """Take the head message of ``name``: its bytes, None if there is none, or NOT_HANDLED.

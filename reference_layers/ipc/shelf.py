@@ -15,51 +15,43 @@ belong to the flush count (``H_FLUSHES``) they were taken in. Each is dropped wh
 
 Used from any thread (every ``async_to_sync`` loop): copies are put while the segment lock is
 held, so no pop of another thread slips between the inbox and here; a small lock of its own
-keeps the per-channel queues whole. A receive of another thread may have looked here just
-before a put and be arming now (no sender will poke it for that copy): ``on_put`` wakes it.
+keeps the per-channel queues (``core.per_channel``, keyed by the names' bytes) whole. A receive
+of another thread may have looked here just before a put and be arming now (no sender will poke
+it for that copy): ``on_put`` wakes it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-from typing import Callable, NamedTuple
+from typing import Callable
 
+from ..core.per_channel import PerChannel
 from .inbox import Shelved
 
 EXPIRED_SWEEP = 1.0  # seconds past the first expiry before a put sweeps the shelf (each sweep walks it)
 
 
-class Backlog(NamedTuple):
-    """The copies held for one channel: how many are unexpired, and the first one's expiry."""
-
-    waiting: int
-    oldest_expires: float | None
-
-
 class Shelf:
     """Copies per channel, oldest first, all of one flush count (``generation``). A copy is the
-    ``Shelved`` its inbox message was taken apart into, shared by all of that message's members:
-    a channel's oldest in one dict (most hold one), its younger ones in a deque."""
+    ``Shelved`` its inbox message was taken apart into, shared by all of that message's members."""
 
-    __slots__ = ("generation", "first", "_more", "_size", "_by_process", "_earliest", "_lock", "_on_put")
+    __slots__ = ("generation", "first", "_held", "_by_process", "_earliest", "_lock", "_on_put")
 
     def __init__(self, on_put: Callable[[list[bytes]], None] | None = None) -> None:
         self._on_put = on_put  # told the channels of each put (after it: receives of other threads look again)
         self.generation = -1
-        self.first: dict[bytes, Shelved] = {}  # channel -> its oldest copy (read it for ``in`` tests)
-        self._more: dict[bytes, deque[Shelved]] = {}
-        self._size = 0
+        self._held: PerChannel[bytes, Shelved] = PerChannel()
+        self.first = self._held.first  # channel -> its oldest copy (read it for ``in`` tests)
         self._by_process: dict[bytes, int] = {}  # counter ('p!') -> copies held of its channels
         self._earliest = float("inf")  # no copy expires before this
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
-        return self._size > 0
+        return self._held.size > 0
 
     def __len__(self) -> int:
         """Copies held, expired ones included until they are swept or come up."""
-        return self._size
+        return self._held.size
 
     def put(self, shelved: Shelved, generation: int, now: float) -> None:
         """Hold ``shelved`` (taken in flush count ``generation``); call with the segment lock held.
@@ -71,21 +63,9 @@ class Shelf:
                 self._drop_all(generation)
             elif now >= self._earliest + EXPIRED_SWEEP:
                 self._drop_expired(now)
-            first = self.first
-            if first.keys().isdisjoint(channels):
-                first.update(dict.fromkeys(channels, shelved))
-            else:
-                more = self._more
-                for channel in channels:
-                    if channel not in first:
-                        first[channel] = shelved
-                    elif (younger := more.get(channel)) is not None:
-                        younger.append(shelved)
-                    else:
-                        more[channel] = deque((shelved,))
+            self._held.append_each(channels, shelved)
             self._earliest = min(self._earliest, shelved.expires)
             self._by_process[shelved.counter] = self._by_process.get(shelved.counter, 0) + len(channels)
-            self._size += len(channels)
         if self._on_put is not None:
             self._on_put(channels)
 
@@ -107,17 +87,18 @@ class Shelf:
                 self._drop_all(generation)
             elif now >= self._earliest:
                 self._drop_expired(now)
-            return self._by_process.get(_counter(channel), 0)
+            return self._by_process.get(channel[:channel.find(b"!") + 1], 0)
 
-    def backlogs(self, now: float, generation: int) -> dict[bytes, Backlog]:
+    def backlogs(self, now: float, generation: int) -> dict[bytes, tuple[int, float]]:
+        """Per channel holding unexpired copies: how many, and the first one's expiry."""
         with self._lock:
             if generation != self.generation:
                 self._drop_all(generation)
             found = {}
-            for channel, shelved in self.first.items():
-                live = [each.expires for each in (shelved, *self._more.get(channel, ())) if each.expires > now]
+            for channel in self.first:
+                live = [each.expires for each in self._held.of(channel) if each.expires > now]
                 if live:
-                    found[channel] = Backlog(len(live), live[0])
+                    found[channel] = (len(live), live[0])
             return found
 
     def clear(self) -> None:
@@ -125,28 +106,18 @@ class Shelf:
             self._drop_all(self.generation)
 
     def _pop(self, channel: bytes) -> Shelved | None:
-        shelved = self.first.pop(channel, None)
-        if shelved is None:
-            return None
-        younger = self._more.get(channel)
-        if younger is not None:
-            self.first[channel] = younger.popleft()
-            if not younger:
-                del self._more[channel]
-        self._size -= 1
-        counter = shelved.counter
-        left = self._by_process[counter] - 1
-        if left:
-            self._by_process[counter] = left
-        else:
-            del self._by_process[counter]
+        shelved = self._held.popleft(channel)
+        if shelved is not None:
+            left = self._by_process[shelved.counter] - 1
+            if left:
+                self._by_process[shelved.counter] = left
+            else:
+                del self._by_process[shelved.counter]
         return shelved
 
     def _drop_all(self, generation: int) -> None:
-        self.first.clear()
-        self._more.clear()
+        self._held.clear()
         self._by_process.clear()
-        self._size = 0
         self._earliest = float("inf")
         self.generation = generation
 
@@ -156,7 +127,3 @@ class Shelf:
             while (shelved := self.first.get(channel)) is not None and shelved.expires <= now:
                 self._pop(channel)
         self._earliest = min((shelved.expires for shelved in self.first.values()), default=float("inf"))
-
-
-def _counter(channel: bytes) -> bytes:
-    return channel[:channel.find(b"!") + 1]

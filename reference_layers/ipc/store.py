@@ -314,8 +314,7 @@ class Store:
             siblings = []
             if counter_index:
                 inbox.prune(self, tx, counter_index, now)
-                if not self._field(tx, counter_index, L.E_D):
-                    inbox.delete_if_unused(self, tx, counter_index)  # its inbox held all it had
+                inbox.delete_if_unused(self, tx, counter_index)  # if its inbox held all it had
             index = self._field(tx, counter_index, L.E_D) if counter_index else L.NIL
             while index:
                 siblings.append(index)

@@ -25,7 +25,7 @@ class _Entry(Protocol):
 Parked = TypeVar("Parked", bound=_Entry)
 
 
-class ParkedMessages(PerChannel[Parked]):
+class ParkedMessages(PerChannel[str, Parked]):
     __slots__ = ()
 
     def __init__(self, entries: Iterable[Parked] = ()) -> None:
