@@ -539,7 +539,7 @@ def test_a_message_a_loop_held_acked_goes_to_the_next_loop_unless_its_queue_was_
         assert await asyncio.wait_for(layer.receive(channel), GENEROUS) == {"n": 1}  # the queue is set up here
         receiver = layer._loops.current().receiver
         receiver.state_of(layer._names.queue(channel)).parked.park_first(
-            Parked(channel, layer.codec.encode({"n": "held"}), None, None, time.monotonic()))
+            channel, Parked(layer.codec.encode({"n": "held"}), None, None, time.monotonic()))
         return channel
 
     channel = run(first_loop())

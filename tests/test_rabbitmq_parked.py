@@ -4,33 +4,55 @@ first per channel, in whatever order a late fan-out's members come for theirs. N
 from __future__ import annotations
 
 from reference_layers.rabbitmq.parked import ParkedMessages
-from reference_layers.rabbitmq.queue_state import Parked
+from reference_layers.rabbitmq.queue_state import Parked, acked, unacked
 
 
-def park(channel: str, body: bytes) -> Parked:
-    return Parked(channel, body, None, None, 0.0)
+def park(body: bytes, tag: int | None = None) -> Parked:
+    return Parked(body, tag, None, 0.0)
 
 
 def test_each_channel_takes_its_oldest_first_in_any_order_of_channels():
-    parked = ParkedMessages(park(f"p!{n}", b"copy") for n in range(1000))
-    parked.park(park("p!7", b"later"))
+    copy = park(b"copy")
+    parked = ParkedMessages((f"p!{n}", copy) for n in range(1000))
+    parked.park("p!7", park(b"later"))
     taken = [parked.unpark(f"p!{n}") for n in reversed(range(1000))]
-    assert [entry.channel for entry in taken if entry is not None] == [f"p!{n}" for n in reversed(range(1000))]
+    assert all(entry is copy for entry in taken)
     assert [entry.body for entry in parked] == [b"later"]  # p!7's younger one waits on
     assert len(parked) == 1 and parked.count("p!7") == 1 and parked.unpark("p!8") is None
     assert parked.unpark("p!7").body == b"later"
-    assert not parked and parked.oldest_of_any() is None and list(parked) == []
+    assert not parked and parked.oldest_channel() is None and list(parked) == []
+
+
+def test_one_group_copy_is_one_entry_parked_for_each_member_behind_what_each_holds():
+    parked = ParkedMessages([("p!b", park(b"older"))])
+    copy = park(b"copy")
+    parked.park_each(["p!a", "p!b", "p!c"], copy)
+    assert len(parked) == 4 and list(parked.items())[:1] == [("p!b", parked.first["p!b"])]
+    assert [entry.body for entry in parked.of("p!b")] == [b"older", b"copy"]
+    assert parked.unpark("p!a") is copy and parked.unpark("p!c") is copy
+    assert [parked.unpark("p!b").body, parked.unpark("p!b").body, parked.unpark("p!b")] == [b"older", b"copy", None]
+    parked.park_each(["p!a", "p!b"], copy)  # none holds anything: the one-step path
+    assert [channel for channel, _ in parked.items()] == ["p!a", "p!b"] and len(parked) == 2
 
 
 def test_each_channels_order_holds_across_takes_put_backs_and_removals():
-    parked = ParkedMessages([park("p!a", b"1"), park("p!b", b"2"), park("p!a", b"3"), park("p!a", b"4")])
+    parked = ParkedMessages([("p!a", park(b"1")), ("p!b", park(b"2")), ("p!a", park(b"3")), ("p!a", park(b"4"))])
     handed = parked.unpark("p!a")
-    parked.forget(next(parked.of("p!a")))
+    parked.forget("p!a", next(parked.of("p!a")))
     assert [entry.body for entry in parked.of("p!a")] == [b"4"] and len(parked) == 2
-    parked.park_first(handed)  # handed to a receive that was cancelled: first of its channel again
+    parked.park_first("p!a", handed)  # handed to a receive that was cancelled: first of its channel again
     assert [entry.body for entry in parked.of("p!a")] == [b"1", b"4"] and parked.count("p!a") == 2
     assert sorted(entry.body for entry in parked) == [b"1", b"2", b"4"]
     assert [parked.unpark("p!a").body, parked.unpark("p!a").body, parked.unpark("p!a")] == [b"1", b"4", None]
-    assert parked.oldest_of_any().body == b"2"
+    assert parked.oldest_channel() == "p!b"
     parked.clear()
     assert len(parked) == 0 and list(parked.of("p!c")) == []
+
+
+def test_keeping_filters_entries_and_keeps_each_channels_order():
+    parked = ParkedMessages([("p!a", park(b"1", tag=7)), ("p!a", park(b"2")), ("p!b", park(b"3", tag=8)),
+                             ("p!a", park(b"4", tag=9))])
+    held = parked.keeping(unacked)
+    assert [(channel, entry.body) for channel, entry in held.items()] == [("p!a", b"1"), ("p!a", b"4"), ("p!b", b"3")]
+    assert [(channel, entry.body) for channel, entry in parked.keeping(acked).items()] == [("p!a", b"2")]
+    assert len(held) == 3 and len(parked) == 4  # a new set: the old one is left as it was

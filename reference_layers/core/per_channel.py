@@ -101,9 +101,15 @@ class PerChannel(Generic[K, T]):
 
     def __iter__(self) -> Iterator[T]:
         """Every item, each channel's oldest first."""
+        for _channel, item in self.items():
+            yield item
+
+    def items(self) -> Iterator[tuple[K, T]]:
+        """Every (channel, item), each channel's oldest first."""
         for channel, first in list(self.first.items()):
-            yield first
-            yield from self._more.get(channel, ())
+            yield channel, first
+            for item in self._more.get(channel, ()):
+                yield channel, item
 
     def __len__(self) -> int:
         return self.size

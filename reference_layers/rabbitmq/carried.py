@@ -24,8 +24,7 @@ import threading
 
 from .link import Link
 from .local_book import LocalBook
-from .parked import ParkedMessages
-from .queue_state import Parked
+from .queue_state import Parked, unacked
 from .receiving import Receiver
 from .session import Session
 
@@ -34,7 +33,7 @@ class CarriedOver:
     """Per queue, what ended loops held (oldest first); loops end on their own threads too."""
 
     def __init__(self) -> None:
-        self._held: dict[str, list[Parked]] = {}
+        self._held: dict[str, list[tuple[str, Parked]]] = {}  # queue -> (channel, entry), in order
         self._lock = threading.Lock()
         self.pending = False  # something is carried: read on every receive, so a plain attribute
 
@@ -42,19 +41,19 @@ class CarriedOver:
         """An ending loop's receiver leaves what it holds acked here (it must not hold it after)."""
         with self._lock:
             for queue, state in receiver.queues.items():
-                held = [entry for entry in state.parked if entry.tag is None]
+                held = [(channel, entry) for channel, entry in state.parked.items() if entry.tag is None]
                 if held:  # (those still unacked stay: the broker requeues them, see Receiver.close)
                     self._held.setdefault(queue, []).extend(held)
-                    state.parked = ParkedMessages(entry for entry in state.parked if entry.tag is not None)
+                    state.parked = state.parked.keeping(unacked)
             self.pending = bool(self._held)
 
-    def take(self) -> dict[str, list[Parked]]:
+    def take(self) -> dict[str, list[tuple[str, Parked]]]:
         with self._lock:
             held, self._held = self._held, {}
             self.pending = False
         return held
 
-    def put_back(self, held: dict[str, list[Parked]]) -> None:
+    def put_back(self, held: dict[str, list[tuple[str, Parked]]]) -> None:
         """What ``take`` gave and was not taken on: ahead of anything left here since."""
         with self._lock:
             for queue, entries in held.items():
@@ -85,9 +84,9 @@ async def take_on(carried: CarriedOver, session: Session, link: Link, receiver: 
             witness = session.shared.names.group_copies(queue) if book.has(queue) else queue
             if not kept or await session.exists(link, witness):  # else flushed (or expired) since
                 state = receiver.state_of(queue)
-                for entry in reversed(held[queue]):
-                    state.parked.park_first(entry)
-                for channel in {entry.channel for entry in held[queue]}:
+                for channel, entry in reversed(held[queue]):
+                    state.parked.park_first(channel, entry)
+                for channel in {channel for channel, _entry in held[queue]}:
                     receiver.serve(state, channel)
             del held[queue]
     finally:

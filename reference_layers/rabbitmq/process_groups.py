@@ -36,8 +36,7 @@ from .link import Link
 from .local_book import LocalBook
 from .missed_copies import SENDER_HEADER
 from .names import GROUPS_EXCHANGE
-from .parked import ParkedMessages
-from .queue_state import Parked, usable
+from .queue_state import Parked, acked, unacked, usable
 from .receiving import Receiver
 from .session import Session
 
@@ -258,7 +257,7 @@ class GroupFeed:
         while got is not None:
             channel = self.receiver.channel_of(queue, got.properties)
             if channel is not None and self.receiver.seen.first_time(channel, got.properties.message_id):
-                state.parked.park(Parked(channel, got.body, None, None, time.monotonic()))
+                state.parked.park(channel, Parked(got.body, None, None, time.monotonic()))
                 took.add(channel)
             got = await link.get(queue)
         for channel in took:
@@ -266,30 +265,39 @@ class GroupFeed:
 
     def _serve(self, state: Any, channel: str) -> None:
         while channel in state.waiters.first:
-            entry = next((each for each in state.parked.of(channel) if each.tag is None), None)
+            entry = next((each for each in state.parked.of(channel) if acked(each)), None)
             if entry is None:
                 return
             future = state.waiters.take(channel)
             if future is None:
                 return
-            state.parked.forget(entry)
+            state.parked.forget(channel, entry)
             future.set_result(entry.body)
 
     def _place(self, queue: str, members: list[str], body: bytes) -> int:
+        """Hand the copy to each member's waiting receive, or park it for the member, while
+        there is room; the number of members that missed it. One entry is parked for all."""
         state = self.receiver.state_of(queue)
         room = self.session.shared.capacity_for(self.names.channel_of(queue)) - len(state.parked)
-        missed, now, parked = 0, time.monotonic(), []
-        for channel in members:
-            if room <= 0:
-                missed += 1
-                continue
-            future = state.waiters.take(channel)
-            if future is not None:
-                future.set_result(body)
-            else:
-                parked.append(Parked(channel, body, None, None, now))
-                room -= 1
-        state.parked.extend(parked)
+        copy = Parked(body, None, None, time.monotonic())
+        waiting = state.waiters.first
+        if not waiting or waiting.keys().isdisjoint(members):  # late members: none waits
+            kept = members if room >= len(members) else members[:max(room, 0)]
+            state.parked.park_each(kept, copy)
+            missed = len(members) - len(kept)
+        else:
+            missed, parked = 0, []
+            for channel in members:
+                if room <= 0:
+                    missed += 1
+                    continue
+                future = state.waiters.take(channel)
+                if future is not None:
+                    future.set_result(body)
+                else:
+                    parked.append(channel)
+                    room -= 1
+            state.parked.park_each(parked, copy)
         self.receiver.windows.balance_soon(state)
         return missed
 
@@ -330,7 +338,7 @@ class GroupFeed:
         self.session.forget(self.names.group_copies(queue))
         state = self.receiver.queues.get(queue)
         if state is not None:
-            state.parked = ParkedMessages(entry for entry in state.parked if entry.tag is not None)
+            state.parked = state.parked.keeping(unacked)
 
     def on_link_lost(self) -> None:
         self._tags.clear()

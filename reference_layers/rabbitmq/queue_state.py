@@ -55,18 +55,29 @@ class Consumer:
 
 
 class Parked:
-    """A delivery for a channel no receive waits on yet."""
+    """A delivery for a channel no receive waits on yet (parked under that channel's name; a
+    group copy is one entry parked for each of its members)."""
 
-    __slots__ = ("channel", "body", "tag", "consumer", "arrived", "message_id")
+    __slots__ = ("body", "tag", "consumer", "arrived", "message_id")
 
-    def __init__(self, channel: str, body: bytes, tag: int | None, consumer: Consumer | None, arrived: float,
+    def __init__(self, body: bytes, tag: int | None, consumer: Consumer | None, arrived: float,
                  message_id: str | None = None):
-        self.channel = channel
         self.body = body
         self.tag = tag  # delivery tag while unacked, None once acked (local buffer)
         self.consumer = consumer  # the consumer whose window it holds shut (None once acked)
         self.arrived = arrived  # monotonic
         self.message_id = message_id  # forgotten by dedupe.Seen if it goes back to the broker unacked
+
+
+def unacked(entry: Parked) -> bool:
+    """A delivery still unacked: it holds its consumer's window shut, and goes back to the
+    queue if the connection drops."""
+    return entry.tag is not None
+
+
+def acked(entry: Parked) -> bool:
+    """Acked into the local buffer (a group copy, a spilled delivery): only this loop has it."""
+    return entry.tag is None
 
 
 class QueueState:
@@ -124,8 +135,7 @@ class QueueState:
             self.allowed = min(MAX_WINDOWS, 2 * self.allowed)
 
     def any_channel(self) -> str:
-        first = self.parked.oldest_of_any()
-        return next(iter(self.waiters.first), None) or (first.channel if first is not None else "")
+        return next(iter(self.waiters.first), None) or self.parked.oldest_channel() or ""
 
 
 def usable(carrier: Any) -> bool:

@@ -53,8 +53,7 @@ from .errors import BrokerUnavailable
 from .feed_events import FeedEvents, NoFeed
 from .futures import settle, within
 from .link import PREFETCH, Link
-from .parked import ParkedMessages
-from .queue_state import Held, Parked, QueueState, usable
+from .queue_state import Held, Parked, QueueState, acked, unacked, usable
 from .session import Session
 from .windows import Windows
 
@@ -120,7 +119,7 @@ class Receiver:
         state = self.queues.get(queue)
         if state is None:
             return None
-        if state.parked:  # a late fan-out's members take their copies here, with no consumer
+        if channel in state.parked.first:  # a late fan-out's members take their copies here
             body = self._take_parked(state, channel)
             if body is not None:
                 return body
@@ -147,11 +146,11 @@ class Receiver:
         self.windows.balance(state)
         if future.done() and not future.cancelled() and future.exception() is None:
             # Handed over just as this receive was cancelled: keep it for the next.
-            state.parked.park_first(Parked(channel, future.result(), None, None, time.monotonic()))
+            state.parked.park_first(channel, Parked(future.result(), None, None, time.monotonic()))
             self.serve(state, channel)
 
     def _take_parked(self, state: QueueState, channel: str) -> bytes | None:
-        if not state.parked:
+        if channel not in state.parked.first:
             return None
         now = time.monotonic()
         while (entry := state.parked.unpark(channel)) is not None:  # a fan-out parks thousands, taken one by one
@@ -173,7 +172,7 @@ class Receiver:
                 return
             future = state.waiters.take(channel)
             if future is None:
-                state.parked.park_first(Parked(channel, body, None, None, time.monotonic()))
+                state.parked.park_first(channel, Parked(body, None, None, time.monotonic()))
                 return
             future.set_result(body)
 
@@ -256,8 +255,7 @@ class Receiver:
             self.windows.balance_soon(state)  # after the receive's caller had its turn
             return
         state.hold(consumer, Held.PARKED)
-        state.parked.park(Parked(channel, body, method.delivery_tag, consumer, time.monotonic(),
-                                   properties.message_id))
+        state.parked.park(channel, Parked(body, method.delivery_tag, consumer, time.monotonic(), properties.message_id))
         state.unacked += 1
         if state.waiters.first and state.unacked >= SPILL_AT:
             self.windows.spill(state)
@@ -351,14 +349,14 @@ class Receiver:
         for state in self.queues.values():
             state.clear_consumers()
             state.carrier = None
-            for entry in state.parked:
-                if entry.tag is not None:  # unacked: the broker requeued it with the connection
-                    self._given_back(entry)
-            state.parked = ParkedMessages(entry for entry in state.parked if entry.tag is None)
+            for channel, entry in state.parked.items():
+                if unacked(entry):  # the broker requeued it with the connection
+                    self._given_back(channel, entry)
+            state.parked = state.parked.keeping(acked)
             state.unacked = 0
 
-    def _given_back(self, entry: Parked) -> None:
-        self.seen.forget(entry.channel, entry.message_id)
+    def _given_back(self, channel: str, entry: Parked) -> None:
+        self.seen.forget(channel, entry.message_id)
 
     def flushed(self) -> None:
         """flush() in this loop: what we hold from before it is gone too."""
@@ -386,9 +384,9 @@ class Receiver:
             for consumer in state.consumers.values():
                 if consumer.held is Held.TAKEN and usable(state.carrier):
                     state.carrier.basic_ack(consumer.delivery_tag)  # taken: not to come back
-            for entry in state.parked:
-                if entry.tag is not None:  # unacked: the broker requeues it, for another loop to let in
-                    self._given_back(entry)
+            for channel, entry in state.parked.items():
+                if unacked(entry):  # the broker requeues it, for another loop to let in
+                    self._given_back(channel, entry)
         self.windows.send_due_acks()
         self.fail_all(BrokerUnavailable("the layer was closed while this receive waited"))
         self.queues.clear()

@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from .parked import ParkedMessages
 from .pika_compat import cancel_nowait, consume_nowait
-from .queue_state import MAX_WINDOWS, AfterCancel, Consumer, Held, Parked, QueueState, Settlement, usable
+from .queue_state import MAX_WINDOWS, AfterCancel, Consumer, Held, Parked, QueueState, Settlement, acked, unacked, usable
 
 LINGER = 0.1  # seconds consumers (and what they hold unacked) outlive the last receive on a queue
 
@@ -25,7 +24,7 @@ class Windows:
     """The consumers of one loop's queues, found by consumer tag."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_message: Callable[..., None],
-                 on_idle: Callable[[QueueState], None], on_given_back: Callable[[Parked], None]):
+                 on_idle: Callable[[QueueState], None], on_given_back: Callable[[str, Parked], None]):
         self._loop = loop
         self._on_message = on_message
         self._on_idle = on_idle  # a queue's consumers were let go: its state may go too
@@ -106,11 +105,12 @@ class Windows:
         places; the future is done once the broker has them back."""
         finished: asyncio.Future[None] = self._loop.create_future()
         state.allowed = 1  # demand is proven again, from one window
-        held = {entry.consumer.tag: entry for entry in state.parked
-                if entry.tag is not None and entry.consumer is not None}
-        for given_back in held.values():
-            self._on_given_back(given_back)
-        state.parked = ParkedMessages(entry for entry in state.parked if entry.tag is None)
+        held: dict[str, Parked] = {}  # consumer tag -> what it holds
+        for channel, entry in state.parked.items():
+            if unacked(entry) and entry.consumer is not None:
+                held[entry.consumer.tag] = entry
+                self._on_given_back(channel, entry)
+        state.parked = state.parked.keeping(acked)
         state.unacked = 0
         consumers = list(state.consumers.values())
         left = [len(consumers)]
@@ -121,10 +121,10 @@ class Windows:
                 finished.set_result(None)
 
         for consumer in consumers:
-            entry = held.get(consumer.tag)
+            holding = held.get(consumer.tag)
             then: Settlement | None
-            if entry is not None and entry.tag is not None:
-                then = Settlement(AfterCancel.REQUEUE, entry.tag)
+            if holding is not None and holding.tag is not None:
+                then = Settlement(AfterCancel.REQUEUE, holding.tag)
             elif consumer.held is Held.TAKEN and consumer.delivery_tag is not None:
                 then = Settlement(AfterCancel.ACK, consumer.delivery_tag)
             else:
