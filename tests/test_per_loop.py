@@ -99,3 +99,19 @@ def test_a_forked_child_makes_its_own_state_for_the_loop_it_runs():
         assert states.current() is parents
 
     asyncio.run(fork_from_a_running_loop())
+
+
+def test_the_clock_of_an_asyncio_loop_is_its_own_time():
+    from reference_layers.core.loops import loop_clock
+
+    class Shifted(asyncio.SelectorEventLoop):
+        def time(self) -> float:
+            return super().time() + 1000.0
+
+    plain, shifted = asyncio.new_event_loop(), Shifted()
+    try:
+        assert abs(loop_clock(plain)() - plain.time()) < 1.0
+        assert abs(loop_clock(shifted)() - shifted.time()) < 1.0  # its own time, not the monotonic clock
+    finally:
+        plain.close()
+        shifted.close()

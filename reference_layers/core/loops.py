@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -98,6 +99,14 @@ class PerLoop(Generic[State]):
                 loop.run_until_complete(self._close(state))
             except Exception:  # noqa: BLE001 - closing must never stop the loop from closing
                 pass
+
+
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``, or ``time.monotonic`` itself where that is all it does (asyncio's own
+    loops): a Python call less for what reads the clock once per member and copy."""
+    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
 
 
 def _close_before_loop_closes(loop: asyncio.AbstractEventLoop, owner: PerLoop[Any]) -> None:

@@ -24,7 +24,7 @@ from ..core.codec import DEFAULT_MESSAGE_SIZE_LIMIT
 from ..core.config import reject_unknown_keys
 from ..core.errors import ChannelFull, LayerConfigError, MessageTooLarge, UnserialisableMessage
 from ..core.layer_core import LayerCore
-from ..core.loops import PerLoop
+from ..core.loops import PerLoop, loop_clock
 from ..core.names import check_channel_name
 from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters, LayerStatistics
 from .cluster import ClusterShard
@@ -357,7 +357,7 @@ class RedisChannelLayer(LayerCore):
             if isinstance(shard, ShardClient):
                 shard.uncount(copy)
 
-        shelf = CopyShelf(uncount, loop.time)
+        shelf = CopyShelf(uncount, loop_clock(loop))
         for index, shard in enumerate(shards):
             if isinstance(shard, ShardClient):
                 shard.flushes.on_flush = partial(self._drop_flushed, shelf, index)

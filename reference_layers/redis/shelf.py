@@ -151,7 +151,9 @@ class CopyShelf:
             if current is None or not current(now):
                 return None
             del self._entries[channel]
-            self._release(entry)
+            entry.left -= 1  # _release(entry), written out: once per member and copy
+            if not entry.left:
+                self._live.discard(entry)
             self._counted_here -= 1
             return entry.body if entry.deadline > now else None
         queue = self._held.get(channel)
