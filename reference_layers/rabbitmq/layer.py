@@ -129,9 +129,15 @@ class RabbitMQChannelLayer(LayerCore):
         hundred and each waits again at once."""
         queue = self.receivable_as(channel, self._names.queue)
         here = self._loops.current()
-        if self._carried.pending:  # a loop that ended left messages: this one takes them on first
-            await take_on(self._carried, here.session, await here.session.get_link(), here.receiver, self._book)
         receiver = here.receiver
+        if self._carried.pending:  # a loop that ended left messages: this one takes them on first
+            await take_on(self._carried, here.session, await here.session.get_link(), receiver, self._book)
+        else:  # a late fan-out's members: each takes its copy here, in this one step
+            state = receiver.queues.get(queue)
+            if state is not None and channel in state.parked.first:
+                body = receiver.take_parked(state, channel)
+                if body is not None:
+                    return self.codec.decode(body)
         taken = receiver.take_or_wait(channel, queue)
         if taken is None:
             return self.codec.decode(await receiver.receive(channel))

@@ -286,15 +286,11 @@ class GroupFeed:
             state.parked.park_each(kept, copy)
             missed = len(members) - len(kept)
         else:
-            missed, parked = 0, []
+            missed, parked, hand = 0, [], state.waiters.hand
             for channel in members:
                 if room <= 0:
                     missed += 1
-                    continue
-                future = state.waiters.take(channel)
-                if future is not None:
-                    future.set_result(body)
-                else:
+                elif not hand(channel, body):
                     parked.append(channel)
                     room -= 1
             state.parked.park_each(parked, copy)

@@ -98,7 +98,7 @@ class Receiver:
         state = self.queues.get(queue)
         if state is None:
             state = self.queues[queue] = QueueState(queue)
-        body = self._take_parked(state, channel)
+        body = self.take_parked(state, channel)
         if body is not None:
             return body
         future = self._wait(state, channel)
@@ -120,7 +120,7 @@ class Receiver:
         if state is None:
             return None
         if channel in state.parked.first:  # a late fan-out's members take their copies here
-            body = self._take_parked(state, channel)
+            body = self.take_parked(state, channel)
             if body is not None:
                 return body
         carrier = state.carrier
@@ -149,7 +149,8 @@ class Receiver:
             state.parked.park_first(channel, Parked(future.result(), None, None, time.monotonic()))
             self.serve(state, channel)
 
-    def _take_parked(self, state: QueueState, channel: str) -> bytes | None:
+    def take_parked(self, state: QueueState, channel: str) -> bytes | None:
+        """The oldest unexpired message parked for ``channel``, taken off (None if none)."""
         if channel not in state.parked.first:
             return None
         now = time.monotonic()
@@ -167,7 +168,7 @@ class Receiver:
     def serve(self, state: QueueState, channel: str) -> None:
         """Hand parked messages of ``channel`` to its waiting receives."""
         while channel in state.waiters.first:
-            body = self._take_parked(state, channel)
+            body = self.take_parked(state, channel)
             if body is None:
                 return
             future = state.waiters.take(channel)
