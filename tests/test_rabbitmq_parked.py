@@ -1,10 +1,13 @@
-"""ParkedMessages: a queue's parked deliveries, each taken by its channel at once and oldest
+"""ParkedMessages and placing.py: a queue's parked deliveries, each taken by its channel at once and oldest
 first per channel, in whatever order a late fan-out's members come for theirs. No broker needed."""
 
 from __future__ import annotations
 
+import asyncio
+
 from reference_layers.rabbitmq.parked import ParkedMessages
-from reference_layers.rabbitmq.queue_state import Parked, acked, unacked
+from reference_layers.rabbitmq.placing import place_copy, serve_acked
+from reference_layers.rabbitmq.queue_state import Parked, QueueState, acked, unacked
 
 
 def park(body: bytes, tag: int | None = None) -> Parked:
@@ -56,3 +59,44 @@ def test_keeping_filters_entries_and_keeps_each_channels_order():
     assert [(channel, entry.body) for channel, entry in held.items()] == [("p!a", b"1"), ("p!a", b"4"), ("p!b", b"3")]
     assert [(channel, entry.body) for channel, entry in parked.keeping(acked).items()] == [("p!a", b"2")]
     assert len(held) == 3 and len(parked) == 4  # a new set: the old one is left as it was
+
+
+LOOP = asyncio.new_event_loop()  # futures made and read here; nothing runs on it
+
+
+def _future() -> asyncio.Future:
+    return LOOP.create_future()
+
+
+def test_a_copy_for_late_members_is_one_entry_and_the_members_past_the_room_miss_it():
+    state = QueueState("p!")
+    assert place_copy(state, 2, ["p!a", "p!b", "p!c"], b"copy") == 1  # CAP-5: p!c missed it
+    a, b = state.parked.unpark("p!a"), state.parked.unpark("p!b")
+    assert a is b and a.body == b"copy" and state.parked.unpark("p!c") is None
+    assert place_copy(state, 0, ["p!a"], b"none") == 1 and not state.parked
+
+
+def test_waiting_members_are_handed_the_copy_and_the_others_park_it_until_the_room_is_gone():
+    state = QueueState("p!")
+    waiting = {channel: _future() for channel in ("p!b", "p!d")}
+    for channel, future in waiting.items():
+        state.waiters.add(channel, future)
+    state.parked.park("p!c", park(b"older"))
+    # In members' order: p!a parks (room 1 left), p!b is handed it, p!c parks behind its older
+    # message (room 0), then the process is full: p!d and p!e miss it, waiting or not (CAP-5).
+    assert place_copy(state, 2, ["p!a", "p!b", "p!c", "p!d", "p!e"], b"copy") == 2
+    assert waiting["p!b"].result() == b"copy" and not waiting["p!d"].done()
+    assert [entry.body for entry in state.parked.of("p!c")] == [b"older", b"copy"]
+    assert state.parked.count("p!a") == 1 and state.parked.count("p!e") == 0
+
+
+def test_what_a_group_send_took_in_ahead_of_its_copy_goes_to_waiting_receives_first():
+    state = QueueState("p!")
+    first, second = _future(), _future()
+    state.waiters.add("p!a", first)
+    state.waiters.add("p!a", second)
+    state.parked.park("p!a", park(b"held", tag=5))  # unacked: a sibling's delivery, not served here
+    state.parked.park("p!a", park(b"taken in"))
+    serve_acked(state, "p!a")
+    assert first.result() == b"taken in" and not second.done()
+    assert [entry.body for entry in state.parked.of("p!a")] == [b"held"]

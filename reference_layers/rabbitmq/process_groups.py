@@ -36,7 +36,8 @@ from .link import Link
 from .local_book import LocalBook
 from .missed_copies import SENDER_HEADER
 from .names import GROUPS_EXCHANGE
-from .queue_state import Parked, acked, unacked, usable
+from .placing import place_copy, serve_acked
+from .queue_state import Parked, unacked, usable
 from .receiving import Receiver
 from .session import Session
 
@@ -261,39 +262,12 @@ class GroupFeed:
                 took.add(channel)
             got = await link.get(queue)
         for channel in took:
-            self._serve(state, channel)
-
-    def _serve(self, state: Any, channel: str) -> None:
-        while channel in state.waiters.first:
-            entry = next((each for each in state.parked.of(channel) if acked(each)), None)
-            if entry is None:
-                return
-            future = state.waiters.take(channel)
-            if future is None:
-                return
-            state.parked.forget(channel, entry)
-            future.set_result(entry.body)
+            serve_acked(state, channel)
 
     def _place(self, queue: str, members: list[str], body: bytes) -> int:
-        """Hand the copy to each member's waiting receive, or park it for the member, while
-        there is room; the number of members that missed it. One entry is parked for all."""
         state = self.receiver.state_of(queue)
         room = self.session.shared.capacity_for(self.names.channel_of(queue)) - len(state.parked)
-        copy = Parked(body, None, None, time.monotonic())
-        waiting = state.waiters.first
-        if not waiting or waiting.keys().isdisjoint(members):  # late members: none waits
-            kept = members if room >= len(members) else members[:max(room, 0)]
-            state.parked.park_each(kept, copy)
-            missed = len(members) - len(kept)
-        else:
-            missed, parked, hand = 0, [], state.waiters.hand
-            for channel in members:
-                if room <= 0:
-                    missed += 1
-                elif not hand(channel, body):
-                    parked.append(channel)
-                    room -= 1
-            state.parked.park_each(parked, copy)
+        missed = place_copy(state, room, members, body)
         self.receiver.windows.balance_soon(state)
         return missed
 
