@@ -132,21 +132,20 @@ class RabbitMQChannelLayer(LayerCore):
         receiver = here.receiver
         if self._carried.pending:  # a loop that ended left messages: this one takes them on first
             await take_on(self._carried, here.session, await here.session.get_link(), receiver, self._book)
-        else:  # a late fan-out's members: each takes its copy here, in this one step
-            state = receiver.queues.get(queue)
-            if state is not None and channel in state.parked.first:
-                body = receiver.take_parked(state, channel)
-                if body is not None:
-                    return self.codec.decode(body)
-        taken = receiver.take_or_wait(channel, queue)
-        if taken is None:
+        state = receiver.queues.get(queue)
+        if state is None:
             return self.codec.decode(await receiver.receive(channel))
-        if isinstance(taken, bytes):
-            return self.codec.decode(taken)
+        if channel in state.parked.first:  # a late fan-out's members: each takes its copy here
+            body = receiver.take_parked(state, channel)
+            if body is not None:
+                return self.codec.decode(body)
+        future = receiver.wait_at_once(state, channel)
+        if future is None:
+            return self.codec.decode(await receiver.receive(channel))
         try:
-            body = await taken
+            body = await future
         except BaseException:
-            receiver.abandon(channel, taken)
+            receiver.abandon(channel, future)
             raise
         return self.codec.decode(body)
 

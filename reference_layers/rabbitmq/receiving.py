@@ -112,17 +112,10 @@ class Receiver:
             self.abandon(channel, future)
             raise
 
-    def take_or_wait(self, channel: str, queue: str) -> bytes | asyncio.Future[bytes] | None:
-        """At once, without a coroutine: a message parked here for ``channel`` (of ``queue``), or
-        the future of a new waiter if its queue has consumers here (await it; ``abandon`` it on
-        an error). None when its queue has none yet: ``receive`` starts them."""
-        state = self.queues.get(queue)
-        if state is None:
-            return None
-        if channel in state.parked.first:  # a late fan-out's members take their copies here
-            body = self.take_parked(state, channel)
-            if body is not None:
-                return body
+    def wait_at_once(self, state: QueueState, channel: str) -> asyncio.Future[bytes] | None:
+        """At once, without a coroutine: the future of a new waiter of ``channel`` if its queue
+        has consumers here (await it; ``abandon`` it on an error), else None: ``receive`` starts
+        them. Nothing is parked for ``channel`` (the caller looked)."""
         carrier = state.carrier
         if carrier is None or not carrier.is_open:  # usable(), written out: this runs per member and copy
             return None
