@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Sequence
 
-import psutil  # type: ignore[import-untyped]  # mirakuru's own dependency; ships no type information
+import psutil
 
 from .handles import ServerError
 

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-# Imported here, before our atexit hook is registered, so at exit our graceful stop runs first
-# and mirakuru's SIGKILL sweep of leftover children after it.
 import mirakuru
+import mirakuru.base
+import psutil
 from mirakuru.exceptions import AlreadyRunning, ExecutorError, ProcessFinishedWithError
 
 from .handles import Fault, Server, ServerError, Servers
@@ -41,10 +42,33 @@ _live: set[Server] = set()
 _running: set[ServerProcess] = set()
 
 
+def _sweep_own_stragglers() -> None:
+    """SIGKILL what this process's executors started and is still running once its servers were
+    stopped (a child a server's launcher left behind): the processes whose ``mirakuru_uuid`` is
+    this process's pid and a colon, then mirakuru's uuid, as mirakuru names them.
+
+    It replaces mirakuru's own atexit sweep, which kills every process whose ``mirakuru_uuid``
+    merely *contains* the exiting process's pid: any Python process that imported mirakuru, on
+    exit, SIGKILLed servers that other runs started (a pytest run with pid 655 killed a node
+    started from pid 6550, or whose uuid4 held "655"), whoever owned them."""
+    mine = f"{os.getpid()}:"
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(mirakuru.base.ENV_UUID, "").startswith(mine):
+                process.kill()
+        except (psutil.Error, OSError):
+            continue  # gone meanwhile, or not ours to read
+
+
+# Registered before _stop_leftovers, so at exit it runs after our graceful stop.
+atexit.unregister(getattr(mirakuru.base, "cleanup_subprocesses", _sweep_own_stragglers))
+atexit.register(_sweep_own_stragglers)
+
+
 @atexit.register
 def _stop_leftovers() -> None:
-    """Stop what an interrupted run left behind (at exit, mirakuru's own hook then SIGKILLs any
-    stragglers; on SIGTERM or SIGHUP, before the signal ends the process): servers first, as a
+    """Stop what an interrupted run left behind (at exit, ``_sweep_own_stragglers`` then SIGKILLs
+    any stragglers; on SIGTERM or SIGHUP, before the signal ends the process): servers first, as a
     whole (their temp dirs too), then any process still starting or started outside them."""
     for server in list(_live):
         with contextlib.suppress(Exception):
