@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -42,16 +43,26 @@ _live: set[Server] = set()
 _running: set[ServerProcess] = set()
 
 
+_NO_DIGITS = str.maketrans("0123456789", "ghijklmnop")
+
+
+def executor_name_prefix(pid: int) -> str:
+    """How the executors of process ``pid`` name what they start (``mirakuru_uuid``, which its
+    children inherit): with no digit in it, so no other process's pid is found inside it."""
+    return f"asgi-conformance-{str(pid).translate(_NO_DIGITS)}:"
+
+
 def _sweep_own_stragglers() -> None:
     """SIGKILL what this process's executors started and is still running once its servers were
-    stopped (a child a server's launcher left behind): the processes whose ``mirakuru_uuid`` is
-    this process's pid and a colon, then mirakuru's uuid, as mirakuru names them.
+    stopped (a child a server's launcher left behind): the processes named with this process's
+    ``executor_name_prefix``.
 
     It replaces mirakuru's own atexit sweep, which kills every process whose ``mirakuru_uuid``
     merely *contains* the exiting process's pid: any Python process that imported mirakuru, on
     exit, SIGKILLed servers that other runs started (a pytest run with pid 655 killed a node
-    started from pid 6550, or whose uuid4 held "655"), whoever owned them."""
-    mine = f"{os.getpid()}:"
+    started from pid 6550, or whose uuid4 held "655"), whoever owned them. Our executors' names
+    hold no digit, so another process's mirakuru sweep cannot match them either."""
+    mine = executor_name_prefix(os.getpid())
     for process in psutil.process_iter():
         try:
             if process.environ().get(mirakuru.base.ENV_UUID, "").startswith(mine):
@@ -108,6 +119,9 @@ class ServerProcess:
         self.executor = mirakuru.TCPExecutor(
             command, host=LOOPBACK, port=port, timeout=PROCESS_TIMEOUT, sleep=0.1, shell=False,
             envvars=env or {}, stop_signal=stop_signal, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT)
+        # mirakuru names it "<pid>:<uuid4>", which another process's sweep may match (above);
+        # its own stop finds the process's children by this name, whatever it is.
+        self.executor._uuid = executor_name_prefix(os.getpid()) + uuid.uuid4().hex.translate(_NO_DIGITS)  # noqa: SLF001
 
     @property
     def pid(self) -> int | None:
