@@ -24,7 +24,7 @@ import threading
 
 from .link import Link
 from .local_book import LocalBook
-from .queue_state import Parked, unacked
+from .queue_state import Parked, acked, unacked
 from .receiving import Receiver
 from .session import Session
 
@@ -41,7 +41,7 @@ class CarriedOver:
         """An ending loop's receiver leaves what it holds acked here (it must not hold it after)."""
         with self._lock:
             for queue, state in receiver.queues.items():
-                held = [(channel, entry) for channel, entry in state.parked.items() if entry.tag is None]
+                held = [(channel, entry) for channel, entry in state.parked.items() if acked(entry)]
                 if held:  # (those still unacked stay: the broker requeues them, see Receiver.close)
                     self._held.setdefault(queue, []).extend(held)
                     state.parked = state.parked.keeping(unacked)

@@ -11,18 +11,11 @@ not name its channel, so one group copy is parked for all its members as one sha
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from ..core.per_channel import PerChannel
 
-
-class _Entry(Protocol):
-    """What this module needs of a parked delivery (queue_state.Parked)."""
-
-    tag: int | None
-
-
-Parked = TypeVar("Parked", bound=_Entry)
+Parked = TypeVar("Parked")  # queue_state.Parked: this module reads nothing of it
 
 
 class ParkedMessages(PerChannel[str, Parked]):
