@@ -5,6 +5,8 @@ Modules, each building only on those above it:
 - futures: ``within`` (a time-limited wait that keeps a cancel) and ``settle``.
 - pika_compat: every use of pika's internals, each checked on a named pika version.
 - confirms: publisher confirms; link: one AMQP connection on one loop (publish, admin, get).
+- flush_answers: how a flush hears that the loops whose consumers it ended dropped what they held;
+  presence: whether a loop ran lately, else it asks the broker before serving what it parked.
 - session: connecting, failover, recovery, queue declarations; one per event loop.
 - parked, queue_state, windows, receiving: waiting receives and the consumers that feed them.
 - memberships: group memberships, and adding them again to a broker that lost them.
@@ -48,8 +50,10 @@ Design choices, and why:
 - flush(): AMQP cannot list queues, so every declare notes the queue in a registry queue
   (the note expires with the queue); flush reads it and deletes those queues. The broker
   cancels consumers on deleted queues in every process; their owners drop what they held
-  parked and consume the queue again once it is made again. No exchange of flush notices
-  is needed.
+  parked, answer the flush (it waits for as many answers as the queues had consumers, read
+  with passive declares before deleting, up to 2 s) and consume the queue again once it is
+  made again. Without the answers, a process told of the flush through a pipe could serve
+  what it parked before reading the broker's cancel (XP-4).
 - statistics(): queue message counts (no age: AMQP shows a queue's head only by taking it);
   group copies a full member refused come back to their sender's notice queue through
   ``amq.headers`` (the channel queues' dead-letter exchange), counted when it reads them.

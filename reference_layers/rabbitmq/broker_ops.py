@@ -35,6 +35,7 @@ import pika
 
 from ..core.errors import ChannelFull
 from ..core.names import is_process_specific
+from . import flush_answers
 from .confirms import PublishOutcome
 from .errors import NOT_FOUND, BrokerRefused, BrokerUnavailable
 from .memberships import Memberships
@@ -141,9 +142,10 @@ async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, gr
 async def flush(session: Session, receiver: Receiver, memberships: Memberships, feed: GroupFeed) -> None:
     """Delete every queue and membership of this prefix, whichever process made them.
 
-    Consumers on deleted queues, in any process, are cancelled by the broker with them;
-    their owners drop what they held parked and consume the queue again once it is made
-    again (receiving.py), so nothing from before the flush is delivered after it.
+    Consumers on deleted queues, in any process, are cancelled by the broker with them; their
+    owners drop what they held parked, tell the flush so (flush_answers.py), and consume the
+    queue again once it is made again (receiving.py): nothing from before the flush is
+    delivered after it, in any process, once flush() returned.
     """
     link = await session.get_link()
     await session.ensure_registry(link)
@@ -153,9 +155,22 @@ async def flush(session: Session, receiver: Receiver, memberships: Memberships, 
         if got is None:
             break
         names.add(got.body.decode())
-    memberships.forget_all()
-    feed.flushed()
-    for name in sorted(names):
-        await session.delete_queue(name)
-    session.forget_all()
-    receiver.flushed()
+    consumed = [name for name in names
+                if session.shared.names.is_channel_queue(name) or session.shared.names.is_copies_queue(name)]
+    owed = await flush_answers.count_consumers(link, consumed) - receiver.consumer_counts()
+    listening = None
+    if owed:
+        listening = flush_answers.Listening(link, session.shared.names.flush_answers, receiver.answerer)
+        await listening.open()
+    try:
+        memberships.forget_all()
+        feed.flushed()
+        for name in sorted(names):
+            await session.delete_queue(name)
+        session.forget_all()
+        receiver.flushed()
+        if listening is not None:
+            await listening.wait(owed)
+    finally:
+        if listening is not None:
+            listening.close()

@@ -21,6 +21,9 @@ class BrokerNames:
         # Names of every queue this prefix created, so flush() can find them without the
         # management plugin (AMQP cannot list queues).
         self.registry = f"{prefix}:registry"
+        # Routing key (on GROUPS_EXCHANGE) of the answers to a flush (flush_answers.py); '!' is
+        # in no group name, so it is no group's key.
+        self.flush_answers = f"{prefix}:!flushed"
         self._queue_stem = f"{prefix}:q:"
         self._membership_stem = f"{prefix}:m:"
         self._notices_stem = f"{prefix}:n:"
@@ -43,6 +46,9 @@ class BrokerNames:
         """The queue where a process's own group memberships receive one copy per group_send,
         fanned out to its member channels inside the process (process_groups.py)."""
         return self._copies_stem + self.channel_of(process_queue)
+
+    def is_copies_queue(self, queue: str) -> bool:
+        return queue.startswith(self._copies_stem)
 
     def group_of(self, routing_key: str) -> str:
         """The group a routing key on GROUPS_EXCHANGE names (see group_key)."""

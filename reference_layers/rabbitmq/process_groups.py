@@ -292,13 +292,17 @@ class GroupFeed:
                 expected[0].set_result(None)
 
     # --- events --------------------------------------------------------------------------------
-    def on_cancelled(self, tag: str) -> bool:
-        """The broker cancelled a copies consumer: a flush deleted the queue (or it expired)."""
+    def on_cancelled(self, tag: str) -> str | None:
+        """The broker cancelled a copies consumer: a flush deleted the queue (or it expired).
+        Returns the copies queue, if the consumer was this feed's."""
         queue = self._tags.pop(tag, None)
         if queue is None:
-            return False
+            return None
         self._copies_gone(queue)
-        return True
+        return self.names.group_copies(queue)
+
+    def consumed(self) -> list[str]:
+        return [self.names.group_copies(queue) for queue in self._tags.values()]
 
     def _copies_gone(self, queue: str) -> None:
         """The copies queue of ``queue`` is gone from a broker that kept its state: a flush (or

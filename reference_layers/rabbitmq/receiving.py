@@ -1,44 +1,40 @@
-"""Receiver: one loop's waiting ``receive()`` calls, the consumers that feed them, and the
-rules that keep capacity exact whoever sends.
+"""Receiver: one loop's waiting ``receive()`` calls, the consumers that feed them, and the rules that keep
+capacity exact whoever sends.
 
-RabbitMQ counts only *ready* messages against ``x-max-length``: a delivery pushed to us but
-not yet taken by a receive would escape the capacity when another process sends. So the
-broker may push only what receives wait for:
+RabbitMQ counts only *ready* messages against ``x-max-length``: a delivery pushed to us but not yet taken by
+a receive would escape the capacity when another process sends. So the broker may push only what receives
+wait for:
 
-- each consumer has a window of one delivery (basic.qos prefetch 1, per consumer), and a
-  queue has at most as many open windows as receives waiting on it: a receive that finds
-  none free starts a consumer (basic.consume no-wait, so a fan-out of many waiting
-  receives costs no round trip each), and a consumer left over when a receive goes away
-  (cancelled, timed out) is cancelled;
-- a delivery taken by a receive keeps its consumer's window shut (unacked) until a receive
-  waits on the queue again; then the ack reopens it, so a receive loop keeps its consumer
-  and pays no basic.consume/basic.cancel per receive, only the ack -> delivery round trip.
-  After ``LINGER`` seconds with no receive on the queue the consumers are cancelled and what
-  they held is acked only once the broker confirmed the cancel (an earlier ack would reopen
-  a window the broker could push into). A connection dropped before the ack makes the
-  broker requeue a message a receive already returned: it comes back with an id this layer
-  object let in already, and is acked and dropped (dedupe.py); close() acks them first;
-- the deliveries nobody asked for are those in flight when a receive goes (pika rejects
-  them back, requeued) and, on ``p!`` queues, messages for a sibling (``p!b`` while only
-  ``p!a`` waits; the broker cannot tell them apart). Those are parked unacked with their
-  window shut while another consumer serves the waiting sibling; a receive on their channel
-  takes them without a round trip. They are requeued (cancel, then basic.nack requeue) after
-  ``LINGER`` seconds with no receive on the queue, and before this loop sends to that queue
-  (then the broker is asked for a reply on that channel, so it counts them when it judges
-  the send).
+- each consumer has a window of one delivery (basic.qos prefetch 1, per consumer), and a queue has at most
+  as many open windows as receives waiting on it: a receive that finds none free starts a consumer
+  (basic.consume no-wait, so a fan-out of many waiting receives costs no round trip each), and a consumer
+  left over when a receive goes away (cancelled, timed out) is cancelled;
+- a delivery taken by a receive keeps its consumer's window shut (unacked) until a receive waits on the
+  queue again; then the ack reopens it, so a receive loop keeps its consumer and pays no
+  basic.consume/basic.cancel per receive, only the ack -> delivery round trip. After ``LINGER`` seconds with
+  no receive on the queue the consumers are cancelled and what they held is acked only once the broker
+  confirmed the cancel (an earlier ack would reopen a window the broker could push into). A connection
+  dropped before the ack makes the broker requeue a message a receive already returned: it comes back with
+  an id this layer object let in already, and is acked and dropped (dedupe.py); close() acks them first;
+- the deliveries nobody asked for are those in flight when a receive goes (pika rejects them back, requeued)
+  and, on ``p!`` queues, messages for a sibling (``p!b`` while only ``p!a`` waits; the broker cannot tell
+  them apart). Those are parked unacked with their window shut while another consumer serves the waiting
+  sibling; a receive on their channel takes them without a round trip. They are requeued (cancel, then
+  basic.nack requeue) after ``LINGER`` seconds with no receive on the queue, and before this loop sends to
+  that queue (then the broker is asked for a reply on that channel, so it counts them when it judges the
+  send).
 
-Known limits: parked sibling deliveries are not counted by the broker when another process
-sends, so a ``p!`` queue with a sibling waiting can hold its capacity plus the messages
-parked for channels nobody waits on; once ``SPILL_AT`` pile up they are acked into a local
-buffer (as channels_redis does) so the waiting sibling is not starved, and from then the
-capacity no longer bounds them. Normal channels (one queue each) never park. A duplicate
-is dropped only by the layer object that let the first copy in: a normal channel received by
-several processes may hand a message requeued by a dropped connection to another of them,
-which delivers it again.
+Known limits: parked sibling deliveries are not counted by the broker when another process sends, so a
+``p!`` queue with a sibling waiting can hold its capacity plus the messages parked for channels nobody waits
+on; once ``SPILL_AT`` pile up they are acked into a local buffer (as channels_redis does) so the waiting
+sibling is not starved, and from then the capacity no longer bounds them. Normal channels (one queue each)
+never park. A duplicate is dropped only by the layer object that let the first copy in: a normal channel
+received by several processes may hand a message requeued by a dropped connection to another of them, which
+delivers it again.
 
-Process-specific channels ``p!a``, ``p!b`` share the queue of ``p!``; a message says which
-of them it is for in its ``type`` property (direct sends) or, for a group copy, in the
-``x-death`` header naming the membership queue that forwarded it (memberships.py).
+Process-specific channels ``p!a``, ``p!b`` share the queue of ``p!``; a message says which of them it is for
+in its ``type`` property (direct sends) or, for a group copy, in the ``x-death`` header naming the
+membership queue that forwarded it (memberships.py).
 
 State per queue: queue_state.py; starting and cancelling consumers: windows.py.
 """
@@ -46,13 +42,17 @@ State per queue: queue_state.py; starting and cancelling consumers: windows.py.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
+from collections import Counter
 from typing import Any
 
+from . import flush_answers
 from .errors import BrokerUnavailable
 from .feed_events import FeedEvents, NoFeed
 from .futures import settle, within
 from .link import PREFETCH, Link
+from .presence import Presence
 from .queue_state import Held, Parked, QueueState, acked, unacked, usable
 from .session import Session
 from .windows import Windows
@@ -77,6 +77,8 @@ class Receiver:
         self.windows = Windows(self.loop, self._on_message, self._forget_if_idle, self._given_back)
         self._tasks: set[asyncio.Task[None]] = set()
         self.feed: FeedEvents = NoFeed()  # this loop's group copies (process_groups.py)
+        self.answerer = secrets.token_hex(6)  # names this loop's answers to flushes (flush_answers.py)
+        self.presence = Presence(self.loop)  # whether this loop read what the broker told it lately
 
     def has_waiters(self) -> bool:
         return any(state.has_waiters() for state in self.queues.values())
@@ -94,10 +96,9 @@ class Receiver:
 
     # --- receive -------------------------------------------------------------------------------
     async def receive(self, channel: str) -> bytes:
-        queue = self.names.queue(channel)
-        state = self.queues.get(queue)
-        if state is None:
-            state = self.queues[queue] = QueueState(queue)
+        state = self.state_of(self.names.queue(channel))
+        if channel in state.parked.first and not self.presence.current():
+            await self.presence.confirm(await self.session.get_link())  # a flush's cancel, unread?
         body = self.take_parked(state, channel)
         if body is not None:
             return body
@@ -301,12 +302,16 @@ class Receiver:
 
     # --- events from the link and the session --------------------------------------------------
     def on_consumer_cancelled(self, tag: str) -> None:
-        """The broker cancelled a consumer: its queue was deleted (a flush, x-expires)."""
-        if self.feed.on_cancelled(tag):
+        """The broker cancelled a consumer: its queue was deleted (a flush, x-expires). What
+        it held is dropped, then a flush under way is told (flush_answers.py)."""
+        copies = self.feed.on_cancelled(tag)
+        if copies is not None:
+            flush_answers.answer(self.session.link, self.names, self.answerer, copies, 1)
             return
         state = self.windows.tags.pop(tag, None)
         if state is None:
             return
+        consumers = len(state.consumers.keys() | {tag})
         for other, consumer in state.consumers.items():
             self.windows.tags.pop(other, None)  # the broker cancels every consumer of that queue
             if consumer.held is Held.TAKEN and usable(state.carrier):
@@ -316,8 +321,15 @@ class Receiver:
         state.parked.clear()  # flushed with their queue
         state.unacked = 0
         self.session.forget(state.name)
+        flush_answers.answer(self.session.link, self.names, self.answerer, state.name, consumers)
         if state.has_waiters():
             self._restart(state, force=True)
+
+    def consumer_counts(self) -> Counter[str]:
+        """This loop's consumers per queue, the feed's included (a flush here drops what they hold)."""
+        counts = Counter(state.name for state in self.windows.tags.values())
+        counts.update(self.feed.consumed())
+        return counts
 
     def on_consume_channel(self, link: Link) -> None:
         """The consume channel was reopened: the broker requeued everything unacked on it."""
@@ -370,6 +382,7 @@ class Receiver:
             self._fail(state, exc)
 
     def close(self) -> None:
+        self.presence.close()
         for task in self._tasks:
             task.cancel()
         for state in self.queues.values():

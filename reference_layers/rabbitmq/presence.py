@@ -1,0 +1,57 @@
+"""Presence: whether this event loop ran lately, and so read every cancel the broker sent it.
+
+A flush waits ``ACK_TIMEOUT`` for the loops whose consumers it ended to answer (flush_answers.py).
+A loop that did not answer in time was not running: blocked, or stopped between
+``run_until_complete`` calls. The broker's cancel may then lie unread in its socket when it
+runs again, and a receive must not serve what it parked before that cancel. So the loop marks
+that it runs (a timer, ``HEARTBEAT``); with no mark for ``AWAY`` (well under ``ACK_TIMEOUT``), a
+receive makes a round trip on the consume channel before it serves anything parked: the
+broker sends a cancel on the channel of its consumer, so it is read before that reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..core.loops import loop_clock
+from .errors import BrokerUnavailable
+from .flush_answers import ACK_TIMEOUT
+from .futures import settle, within
+from .link import PREFETCH, Link
+
+HEARTBEAT, AWAY = ACK_TIMEOUT / 8, ACK_TIMEOUT / 4  # seconds between marks; no mark for longer: it was away
+
+
+class Presence:
+    """Marks of one loop's running, from its creation (on that loop) until ``close``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._clock = loop_clock(loop)
+        self._marked_at = self._clock()
+        self._timer: asyncio.TimerHandle | None = loop.call_later(HEARTBEAT, self._mark)
+
+    def current(self) -> bool:
+        """Whether the loop ran lately: what it holds is as the broker last told it."""
+        return self._clock() - self._marked_at < AWAY
+
+    def _mark(self) -> None:
+        self._marked_at = self._clock()
+        self._timer = self.loop.call_later(HEARTBEAT, self._mark)
+
+    async def confirm(self, link: Link) -> None:
+        """A round trip on the consume channel: every cancel the broker sent before is read."""
+        carrier: Any = await link.consume_channel_ready()
+        done = self.loop.create_future()
+        carrier.basic_qos(prefetch_count=PREFETCH, callback=lambda frame: settle(done, result=None))
+        try:
+            await within(done, link.config.timeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable("RabbitMQ did not answer basic.qos in time") from None
+        self._marked_at = self._clock()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
