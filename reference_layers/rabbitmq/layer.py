@@ -136,11 +136,11 @@ class RabbitMQChannelLayer(LayerCore):
         if state is None:
             return self.codec.decode(await receiver.receive(channel))
         if channel in state.parked.first:  # a late fan-out's members: each takes its copy here
-            if not receiver.presence.current():  # this loop was away: a flush may have come
-                return self.codec.decode(await receiver.receive(channel))
             body = receiver.take_parked(state, channel)
             if body is not None:
                 return self.codec.decode(body)
+            if channel in state.parked.first:  # left there: this loop was away, a flush may have come
+                return self.codec.decode(await receiver.receive(channel))
         future = receiver.wait_at_once(state, channel)
         if future is None:
             return self.codec.decode(await receiver.receive(channel))

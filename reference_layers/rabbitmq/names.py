@@ -6,6 +6,8 @@ parts can always be split apart again and two prefixes never collide.
 
 from __future__ import annotations
 
+from typing import Any
+
 # Group sends go through the broker's built-in direct exchange, with the prefix in the
 # routing key: it always exists (a publish to it can never fail with 404 and close the
 # publishing channel) and the layer leaves no exchange of its own behind.
@@ -46,6 +48,22 @@ class BrokerNames:
         """The queue where a process's own group memberships receive one copy per group_send,
         fanned out to its member channels inside the process (process_groups.py)."""
         return self._copies_stem + self.channel_of(process_queue)
+
+    def delivered_to(self, queue: str, properties: Any) -> str | None:
+        """The channel a delivery from ``queue`` is for: the queue's own normal channel, or, on a
+        process queue, the ``type`` of a direct send or the member whose membership queue
+        forwarded a group copy (its ``x-death`` header); None if this layer did not send it."""
+        if not queue.endswith("!"):
+            return self.channel_of(queue)
+        if properties.type:
+            return str(properties.type)
+        deaths = (properties.headers or {}).get("x-death")
+        if deaths:
+            origin = deaths[0].get("queue")
+            if isinstance(origin, bytes):
+                origin = origin.decode()
+            return self.member_of(origin or "")
+        return None
 
     def is_copies_queue(self, queue: str) -> bool:
         return queue.startswith(self._copies_stem)

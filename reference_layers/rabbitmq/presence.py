@@ -12,9 +12,9 @@ broker sends a cancel on the channel of its consumer, so it is read before that 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from ..core.loops import loop_clock
 from .errors import BrokerUnavailable
 from .flush_answers import ACK_TIMEOUT
 from .futures import settle, within
@@ -24,20 +24,20 @@ HEARTBEAT, AWAY = ACK_TIMEOUT / 8, ACK_TIMEOUT / 4  # seconds between marks; no 
 
 
 class Presence:
-    """Marks of one loop's running, from its creation (on that loop) until ``close``."""
+    """Marks of one loop's running, from its creation (on that loop) until ``close``.
+    ``marked_at`` is read on ``time.monotonic``'s clock, the one parked entries carry."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self._clock = loop_clock(loop)
-        self._marked_at = self._clock()
+        self.marked_at = time.monotonic()
         self._timer: asyncio.TimerHandle | None = loop.call_later(HEARTBEAT, self._mark)
 
     def current(self) -> bool:
         """Whether the loop ran lately: what it holds is as the broker last told it."""
-        return self._clock() - self._marked_at < AWAY
+        return time.monotonic() - self.marked_at < AWAY
 
     def _mark(self) -> None:
-        self._marked_at = self._clock()
+        self.marked_at = time.monotonic()
         self._timer = self.loop.call_later(HEARTBEAT, self._mark)
 
     async def confirm(self, link: Link) -> None:
@@ -49,7 +49,7 @@ class Presence:
             await within(done, link.config.timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not answer basic.qos in time") from None
-        self._marked_at = self._clock()
+        self.marked_at = time.monotonic()
 
     def close(self) -> None:
         if self._timer is not None:

@@ -256,7 +256,7 @@ class GroupFeed:
         took = set()
         got = await link.got(sent) if sent is not None else await link.get(queue)
         while got is not None:
-            channel = self.receiver.channel_of(queue, got.properties)
+            channel = self.names.delivered_to(queue, got.properties)
             if channel is not None and self.receiver.seen.first_time(channel, got.properties.message_id):
                 state.parked.park(channel, Parked(got.body, None, None, time.monotonic()))
                 took.add(channel)

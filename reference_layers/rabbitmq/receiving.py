@@ -52,7 +52,7 @@ from .errors import BrokerUnavailable
 from .feed_events import FeedEvents, NoFeed
 from .futures import settle, within
 from .link import PREFETCH, Link
-from .presence import Presence
+from .presence import AWAY, Presence
 from .queue_state import Held, Parked, QueueState, acked, unacked, usable
 from .session import Session
 from .windows import Windows
@@ -97,11 +97,12 @@ class Receiver:
     # --- receive -------------------------------------------------------------------------------
     async def receive(self, channel: str) -> bytes:
         state = self.state_of(self.names.queue(channel))
-        if channel in state.parked.first and not self.presence.current():
-            await self.presence.confirm(await self.session.get_link())  # a flush's cancel, unread?
-        body = self.take_parked(state, channel)
-        if body is not None:
-            return body
+        if channel in state.parked.first:
+            if not self.presence.current():
+                await self.presence.confirm(await self.session.get_link())  # a flush's cancel, unread?
+            body = self._unpark(state, channel, time.monotonic())
+            if body is not None:
+                return body
         future = self._wait(state, channel)
         try:
             if usable(state.carrier):
@@ -144,10 +145,16 @@ class Receiver:
             self.serve(state, channel)
 
     def take_parked(self, state: QueueState, channel: str) -> bytes | None:
-        """The oldest unexpired message parked for ``channel``, taken off (None if none)."""
+        """The oldest unexpired message parked for ``channel``, taken off: None if none, or if
+        this loop was away (presence.py; ``receive`` asks the broker first)."""
         if channel not in state.parked.first:
             return None
-        now = time.monotonic()
+        now = time.monotonic()  # the clock the expiry and the presence marks read
+        if now - self.presence.marked_at >= AWAY:
+            return None
+        return self._unpark(state, channel, now)
+
+    def _unpark(self, state: QueueState, channel: str, now: float) -> bytes | None:
         while (entry := state.parked.unpark(channel)) is not None:  # a fan-out parks thousands, taken one by one
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
@@ -162,7 +169,7 @@ class Receiver:
     def serve(self, state: QueueState, channel: str) -> None:
         """Hand parked messages of ``channel`` to its waiting receives."""
         while channel in state.waiters.first:
-            body = self.take_parked(state, channel)
+            body = self._unpark(state, channel, time.monotonic())  # what the broker tells: present
             if body is None:
                 return
             future = state.waiters.take(channel)
@@ -234,7 +241,7 @@ class Receiver:
         if state is None or consumer is None:  # a consumer we have cancelled: back to the queue
             carrier.basic_nack(method.delivery_tag, requeue=True)
             return
-        channel = self.channel_of(state.name, properties)
+        channel = self.names.delivered_to(state.name, properties)
         if channel is None:  # not something this layer sent: drop it rather than loop on it
             carrier.basic_ack(method.delivery_tag)
             return
@@ -255,19 +262,6 @@ class Receiver:
         if state.waiters.first and state.unacked >= SPILL_AT:
             self.windows.spill(state)
         self.windows.balance(state)
-
-    def channel_of(self, queue: str, properties: Any) -> str | None:
-        if not queue.endswith("!"):
-            return self.names.channel_of(queue)  # a normal channel's own queue
-        if properties.type:
-            return str(properties.type)  # full name of a process-specific channel
-        deaths = (properties.headers or {}).get("x-death")
-        if deaths:  # a group copy forwarded by a membership queue
-            origin = deaths[0].get("queue")
-            if isinstance(origin, bytes):
-                origin = origin.decode()
-            return self.names.member_of(origin or "")
-        return None
 
     # --- sends from this loop ------------------------------------------------------------------
     async def before_send(self, queue: str) -> None:
