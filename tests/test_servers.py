@@ -129,6 +129,10 @@ for line in sys.stdin:
 """
 
 
+# A run started under nohup passes SIGHUP on ignored, and an ignored signal stays ignored (termination.py).
+SIGNALS_AT_DEFAULT = "import signal\nfor signum in (signal.SIGTERM, signal.SIGHUP): signal.signal(signum, signal.SIG_DFL)\n"
+
+
 def child_holding_a_redis(first: str = "") -> tuple[subprocess.Popen[str], int, Path]:
     """The child running (``first`` is code it runs before it starts the server), its server's pid and workdir."""
     child = subprocess.Popen([sys.executable, "-c", first + HOLDING_A_REDIS], stdin=subprocess.PIPE,
@@ -154,7 +158,7 @@ def test_a_context_never_closed_is_stopped_when_the_interpreter_exits():
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_terminating_signal_stops_the_servers_and_still_ends_the_process(signum):
     """Python's default for these signals skips atexit: ``timeout`` or a CI cancel would orphan the server."""
-    child, pid, workdir = child_holding_a_redis()
+    child, pid, workdir = child_holding_a_redis(SIGNALS_AT_DEFAULT)
     child.send_signal(signum)
     _, errors = child.communicate(timeout=120)
     assert child.returncode == -signum, f"the child did not end by {signum!r}: {child.returncode}; {errors}"
