@@ -50,10 +50,10 @@ Design choices, and why:
 - flush(): AMQP cannot list queues, so every declare notes the queue in a registry queue
   (the note expires with the queue); flush reads it and deletes those queues. The broker
   cancels consumers on deleted queues in every process; their owners drop what they held
-  parked, answer the flush (it waits for as many answers as the queues had consumers, read
-  with passive declares before deleting, up to 2 s) and consume the queue again once it is
-  made again. Without the answers, a process told of the flush through a pipe could serve
-  what it parked before reading the broker's cancel (XP-4).
+  parked, answer the flush (it waits for as many answers as the queues had consumers, counted
+  as it deletes them, up to 2 s) and consume the queue again once it is made again. Without
+  the answers, a process told of the flush through a pipe could serve what it parked before
+  reading the broker's cancel (XP-4).
 - statistics(): queue message counts (no age: AMQP shows a queue's head only by taking it);
   group copies a full member refused come back to their sender's notice queue through
   ``amq.headers`` (the channel queues' dead-letter exchange), counted when it reads them.

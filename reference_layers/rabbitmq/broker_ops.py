@@ -27,6 +27,7 @@ messages out of order).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -155,22 +156,26 @@ async def flush(session: Session, receiver: Receiver, memberships: Memberships, 
         if got is None:
             break
         names.add(got.body.decode())
-    consumed = [name for name in names
-                if session.shared.names.is_channel_queue(name) or session.shared.names.is_copies_queue(name)]
-    owed = await flush_answers.count_consumers(link, consumed) - receiver.consumer_counts()
+    known = session.shared.names
+    consumed = {name for name in names if known.is_channel_queue(name) or known.is_copies_queue(name)}
+    own = receiver.consumer_counts()  # this loop's: it drops what they hold itself, below
     listening = None
-    if owed:
-        listening = flush_answers.Listening(link, session.shared.names.flush_answers, receiver.answerer)
+    if consumed:  # answers may come as soon as the first delete: heard from before it
+        listening = flush_answers.Listening(link, known.flush_answers, receiver.answerer)
         await listening.open()
     try:
         memberships.forget_all()
         feed.flushed()
+        owed: Counter[str] = Counter()
         for name in sorted(names):
-            await session.delete_queue(name)
+            if name in consumed:
+                owed[name] = await flush_answers.delete_counting(link, name)
+            else:
+                await session.delete_queue(name)
         session.forget_all()
         receiver.flushed()
         if listening is not None:
-            await listening.wait(owed)
+            await listening.wait(owed - own)
     finally:
         if listening is not None:
             listening.close()

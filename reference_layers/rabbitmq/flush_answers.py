@@ -5,8 +5,8 @@ parked from that queue when it reads the cancel (receiving.py, process_groups.py
 travels on that loop's connection and the delete-ok on the flusher's: a loop told of the flush
 some other way (a pipe, a message through another server) may run a receive before it reads the
 cancel, and serve a message sent before the flush (XP-4). So flush first asks the broker how many
-consumers each queue has (a passive declare), then deletes, then waits until the loops owning
-those consumers have answered for as many, or ``ACK_TIMEOUT``.
+consumers each queue has as it deletes it (``delete_counting``), and once it has deleted them
+all waits until the loops owning those consumers have answered for as many, or ``ACK_TIMEOUT``.
 
 A loop answers right after it dropped what it held: a publish to ``amq.direct`` with the routing
 key ``{prefix}:flushed``, naming the queue and how many of its consumers the cancel ended. The
@@ -21,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 import pika
 
-from .errors import NOT_FOUND, BrokerRefused
+from .errors import NOT_FOUND, PRECONDITION_FAILED, BrokerRefused
 from .futures import settle, within
 from .link import Link
 from .names import GROUPS_EXCHANGE, BrokerNames
@@ -66,18 +65,26 @@ class Tally:
         return sum(self.owed.values())
 
 
-async def count_consumers(link: Link, queues: Iterable[str]) -> Counter[str]:
-    """Consumers per queue on the broker now, every connection's (passive declares, in flight together)."""
-    async def count(queue: str) -> tuple[str, int]:
-        try:
-            reply = await link.admin("queue_declare", queue, passive=True)
-        except BrokerRefused as exc:
-            if exc.reply_code != NOT_FOUND:
-                raise
-            return queue, 0
-        return queue, int(reply.consumer_count)
-
-    return Counter(dict(await asyncio.gather(*(count(queue) for queue in queues))))
+async def delete_counting(link: Link, queue: str) -> int:
+    """Delete ``queue``; how many consumers it had, every connection's. Asked only of a queue in
+    use (a delete if unused is refused): a passive declare of a queue gone already (its note in
+    the registry outlives it) would close the channel, and most queues a flush meets have no
+    consumer. The count and the delete go together, in this order."""
+    try:
+        await link.admin("queue_delete", queue, if_unused=True)
+        return 0
+    except BrokerRefused as exc:
+        if exc.reply_code == NOT_FOUND:
+            return 0
+        if exc.reply_code != PRECONDITION_FAILED:
+            raise
+    declared: Any = (await asyncio.gather(link.admin("queue_declare", queue, passive=True),
+                                          link.admin("queue_delete", queue), return_exceptions=True))[0]
+    if isinstance(declared, BrokerRefused) and declared.reply_code == NOT_FOUND:
+        return 0  # its last consumer went, and x-expires or another flush took it meanwhile
+    if isinstance(declared, BaseException):
+        raise declared
+    return int(declared.consumer_count)
 
 
 class Listening:

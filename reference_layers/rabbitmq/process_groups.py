@@ -42,7 +42,6 @@ from .receiving import Receiver
 from .session import Session
 
 SEQUENCE_HEADER = "asgi-group-send"  # sender-unique number: the owner waits for its copy
-COPIES_LIMIT = 100_000
 
 @dataclass(frozen=True)
 class Placement:
@@ -107,12 +106,11 @@ class GroupFeed:
 
     async def _ensure_copies(self, queue: str) -> Link:
         copies = self.names.group_copies(queue)
-        expires = self.session.queue_arguments("")["x-expires"]
+        arguments = self.session.copies_arguments()
 
         async def declare(link: Link) -> None:
-            await link.admin("queue_declare", copies, durable=False,
-                             arguments={"x-max-length": COPIES_LIMIT, "x-expires": expires})
-            await (await self.session.register(link, copies, expires))
+            await link.admin("queue_declare", copies, durable=False, arguments=arguments)
+            await (await self.session.register(link, copies, arguments["x-expires"]))
 
         await self.session.ensure_queue(copies, "", declare=declare)
         return await self.session.get_link()
@@ -327,15 +325,13 @@ class GroupFeed:
         """On every connect: if the broker lost its state, the copies queues and bindings of
         known members again (declare and bind are idempotent); if it kept it, a copies queue
         that is gone was flushed (by any process, maybe while no loop of ours listened)."""
-        expires = self.session.queue_arguments("")["x-expires"]
         for queue in self.book.queues():
             copies = self.names.group_copies(queue)
             if broker_kept_state:
                 if not await self.session.exists(link, copies):
                     self._copies_gone(queue)
                 continue
-            await link.admin("queue_declare", copies, durable=False,
-                             arguments={"x-max-length": COPIES_LIMIT, "x-expires": expires})
+            await link.admin("queue_declare", copies, durable=False, arguments=self.session.copies_arguments())
             for group in self.book.groups_of(queue):
                 await link.admin("queue_bind", copies, GROUPS_EXCHANGE, routing_key=self.names.group_key(group))
 

@@ -34,6 +34,7 @@ from .names import NOTICES_EXCHANGE, BrokerNames
 QUEUE_GRACE_SECONDS = 60
 REDECLARE_AFTER = QUEUE_GRACE_SECONDS / 3  # senders and receivers renew queues this often
 REGISTRY_LIMIT = 100_000
+COPIES_LIMIT = 100_000  # a process's group copies queue (process_groups.py)
 RETRY_PAUSE = 0.25  # between rounds over every URL while no node answers
 
 
@@ -234,6 +235,10 @@ class Session:
             "x-message-ttl": ttl_ms,
             "x-expires": ttl_ms + QUEUE_GRACE_SECONDS * 1000,
         }
+
+    def copies_arguments(self) -> dict[str, Any]:
+        """A process's group copies queue: it expires with the process's channel queues."""
+        return {"x-max-length": COPIES_LIMIT, "x-expires": self.queue_arguments("")["x-expires"]}
 
     def declared_recently(self, queue: str) -> bool:
         """This open connection declared ``queue`` recently, with success: ``ensure_queue``
