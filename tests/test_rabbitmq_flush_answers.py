@@ -144,3 +144,23 @@ def test_a_tally_is_heard_once_every_queue_had_its_consumers_answered_for():
         assert tally.all_heard.done()
         assert Tally(Counter({"c": 0}), asyncio.get_running_loop()).all_heard.done()  # nothing owed
     asyncio.run(scenario())
+
+
+def test_a_flush_of_queues_in_use_and_gone_logs_no_warning(rabbitmq_url, caplog):
+    """flush() deletes a queue in use only after a refused delete "if unused", and the notes of
+    queues gone already (closed layers') are in the registry: answers the layer asked for, which
+    pika would log as warnings of a closed channel."""
+    async def scenario():
+        receiving, closed = _layers(rabbitmq_url)
+        gone = await closed.new_channel()
+        await closed.send(gone, {"type": "note"})
+        await closed.close()  # its process queue goes; its note in the registry stays
+        channel = await receiving.new_channel()
+        await receiving.send(channel, {"type": "warm.up"})
+        assert await receiving.receive(channel) == {"type": "warm.up"}  # its consumer stays a while
+        with caplog.at_level(logging.WARNING):
+            await receiving.flush()
+            await receiving.statistics([gone])  # asks about a queue gone
+        await receiving.close()
+    asyncio.run(asyncio.wait_for(scenario(), GENEROUS))
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []

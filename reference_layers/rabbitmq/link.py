@@ -36,7 +36,7 @@ from .config import BrokerConfig
 from .confirms import Confirms, PublishOutcome
 from .errors import BrokerRefused, BrokerUnavailable, safe_url
 from .futures import settle, within
-from .pika_compat import coalesce_writes, drop_stream, write_soon
+from .pika_compat import coalesce_writes, drop_stream, quiet_expected_refusals, write_soon
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class Link:
 
     async def _open_admin(self) -> None:
         self.admin_channel = await self._open_channel()
+        quiet_expected_refusals(self.admin_channel)  # raised as BrokerRefused: handled, not logged
         self.admin_channel.add_callback(self._on_get_empty, [spec.Basic.GetEmpty], one_shot=False)
         self.admin_ready.set()
 

@@ -9,6 +9,8 @@ again when the pika pin moves.
 from __future__ import annotations
 
 import errno
+import logging
+import weakref
 from typing import Any, Callable
 
 import pika.spec
@@ -139,3 +141,39 @@ def cancel_nowait(carrier: Any, tag: str) -> bool:
     del consumers[tag]
     send(pika.spec.Basic.Cancel(consumer_tag=tag, nowait=True))
     return True
+
+
+class _ExpectedRefusals(logging.Filter):
+    """Drops pika's warning of a channel error on one of the layer's admin channels when it is
+    an answer the layer asked for and handles: 404 (a passive declare of a queue gone, a
+    statistics() read of one) or 406 (a delete "if unused" of a queue in use, in flush())."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 3 and args[0] in (404, 406):
+            try:
+                return args[2] not in self.channels
+            except TypeError:  # not a channel: not ours
+                return True
+        return True
+
+
+_EXPECTED_REFUSALS = _ExpectedRefusals()
+
+
+def quiet_expected_refusals(admin_channel: Any) -> None:
+    """Keep the layer's expected refusals on ``admin_channel`` out of the log (link.py raises
+    them as BrokerRefused, and the callers that expect them handle them).
+
+    Checked on pika 1.4.4: ``pika.channel`` logs each Channel.Close from the broker
+    at WARNING, as ``('Received remote Channel.Close (%s): %r on %s', code, text, channel)``.
+    If that changes, the warnings show again: nothing else depends on it.
+    """
+    logger = logging.getLogger("pika.channel")
+    if _EXPECTED_REFUSALS not in logger.filters:
+        logger.addFilter(_EXPECTED_REFUSALS)
+    _EXPECTED_REFUSALS.channels.add(admin_channel)
