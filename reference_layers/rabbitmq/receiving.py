@@ -100,7 +100,7 @@ class Receiver:
         if channel in state.parked.first:
             if not self.presence.current():
                 await self.presence.confirm(await self.session.get_link())  # a flush's cancel, unread?
-            body = self._unpark(state, channel, time.monotonic())
+            body = self.take_parked(state, channel, present=True)
             if body is not None:
                 return body
         future = self._wait(state, channel)
@@ -144,17 +144,15 @@ class Receiver:
             state.parked.park_first(channel, Parked(future.result(), None, None, time.monotonic()))
             self.serve(state, channel)
 
-    def take_parked(self, state: QueueState, channel: str) -> bytes | None:
+    def take_parked(self, state: QueueState, channel: str, present: bool = False) -> bytes | None:
         """The oldest unexpired message parked for ``channel``, taken off: None if none, or if
-        this loop was away (presence.py; ``receive`` asks the broker first)."""
+        this loop was away (presence.py; ``receive`` asks the broker first) unless ``present``
+        (the caller knows the broker's news is read). One call: a late member's whole receive."""
         if channel not in state.parked.first:
             return None
         now = time.monotonic()  # the clock the expiry and the presence marks read
-        if now - self.presence.marked_at >= AWAY:
+        if not present and now - self.presence.marked_at >= AWAY:
             return None
-        return self._unpark(state, channel, now)
-
-    def _unpark(self, state: QueueState, channel: str, now: float) -> bytes | None:
         while (entry := state.parked.unpark(channel)) is not None:  # a fan-out parks thousands, taken one by one
             fresh = now - entry.arrived < self.expiry
             if entry.tag is not None:
@@ -169,7 +167,7 @@ class Receiver:
     def serve(self, state: QueueState, channel: str) -> None:
         """Hand parked messages of ``channel`` to its waiting receives."""
         while channel in state.waiters.first:
-            body = self._unpark(state, channel, time.monotonic())  # what the broker tells: present
+            body = self.take_parked(state, channel, present=True)  # on the broker's news: present
             if body is None:
                 return
             future = state.waiters.take(channel)
