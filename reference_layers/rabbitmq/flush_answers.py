@@ -9,7 +9,7 @@ consumers each queue has as it deletes it (``delete_counting``), and once it has
 all waits until the loops owning those consumers have answered for as many, or ``ACK_TIMEOUT``.
 
 A loop answers right after it dropped what it held: a publish to ``amq.direct`` with the routing
-key ``{prefix}:flushed``, naming the queue and how many of its consumers the cancel ended. The
+key ``{prefix}:!flushed``, naming the queue and how many of its consumers the cancel ended. The
 flusher binds a queue of its own to that key (exclusive, server-named) for the time of the flush.
 Its own loop's consumers it counts out: it drops what they held itself (``Receiver.flushed``).
 A loop that could not answer in time was not running (blocked, or stopped between
