@@ -159,23 +159,19 @@ async def flush(session: Session, receiver: Receiver, memberships: Memberships, 
     known = session.shared.names
     consumed = {name for name in names if known.is_channel_queue(name) or known.is_copies_queue(name)}
     own = receiver.consumer_counts()  # this loop's: it drops what they hold itself, below
-    listening = None
-    if consumed:  # answers may come as soon as the first delete: heard from before it
-        listening = flush_answers.Listening(link, known.flush_answers, receiver.answerer)
-        await listening.open()
+    listening = flush_answers.Listening(link, known.flush_answers, receiver.answerer)
     try:
         memberships.forget_all()
         feed.flushed()
         owed: Counter[str] = Counter()
         for name in sorted(names):
-            if name in consumed:
-                owed[name] = await flush_answers.delete_counting(link, name)
+            if name in consumed:  # answers may come as soon as it is deleted: heard from before
+                owed[name] = await flush_answers.delete_counting(link, name, own[name], listening.open)
             else:
                 await session.delete_queue(name)
         session.forget_all()
         receiver.flushed()
-        if listening is not None:
+        if listening.opened:
             await listening.wait(owed - own)
     finally:
-        if listening is not None:
-            listening.close()
+        listening.close()

@@ -10,7 +10,8 @@ all waits until the loops owning those consumers have answered for as many, or `
 
 A loop answers right after it dropped what it held: a publish to ``amq.direct`` with the routing
 key ``{prefix}:!flushed``, naming the queue and how many of its consumers the cancel ended. The
-flusher binds a queue of its own to that key (exclusive, server-named) for the time of the flush.
+flusher binds a queue of its own to that key (exclusive, server-named) when it meets the first
+queue that other loops consume, and keeps it until it returns.
 Its own loop's consumers it counts out: it drops what they held itself (``Receiver.flushed``).
 A loop that could not answer in time was not running (blocked, or stopped between
 ``run_until_complete`` calls); the flush returns without it, as the Redis layer's does.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pika
@@ -65,26 +67,35 @@ class Tally:
         return sum(self.owed.values())
 
 
-async def delete_counting(link: Link, queue: str) -> int:
+async def delete_counting(link: Link, queue: str, own: int, listen: Callable[[], Awaitable[None]]) -> int:
     """Delete ``queue``; how many consumers it had, every connection's. Asked only of a queue in
     use (a delete if unused is refused): a passive declare of a queue gone already (its note in
     the registry outlives it) would close the channel, and most queues a flush meets have no
-    consumer. The count and the delete go together, in this order."""
-    try:
-        await link.admin("queue_delete", queue, if_unused=True)
-        return 0
-    except BrokerRefused as exc:
-        if exc.reply_code == NOT_FOUND:
+    consumer. If more than ``own`` (this loop's) consume it, ``listen()`` before the delete, so
+    that their answers are heard."""
+    if not own:  # else it is in use: a refused delete would only cost a channel
+        try:
+            await link.admin("queue_delete", queue, if_unused=True)
             return 0
-        if exc.reply_code != PRECONDITION_FAILED:
+        except BrokerRefused as exc:
+            if exc.reply_code == NOT_FOUND:
+                return 0
+            if exc.reply_code != PRECONDITION_FAILED:
+                raise
+    try:
+        consumers = int((await link.admin("queue_declare", queue, passive=True)).consumer_count)
+    except BrokerRefused as exc:
+        if exc.reply_code != NOT_FOUND:
             raise
-    declared: Any = (await asyncio.gather(link.admin("queue_declare", queue, passive=True),
-                                          link.admin("queue_delete", queue), return_exceptions=True))[0]
-    if isinstance(declared, BrokerRefused) and declared.reply_code == NOT_FOUND:
         return 0  # its last consumer went, and x-expires or another flush took it meanwhile
-    if isinstance(declared, BaseException):
-        raise declared
-    return int(declared.consumer_count)
+    if consumers > own:
+        await listen()
+    try:
+        await link.admin("queue_delete", queue)
+    except BrokerRefused as exc:
+        if exc.reply_code != NOT_FOUND:
+            raise
+    return consumers
 
 
 class Listening:
@@ -100,13 +111,19 @@ class Listening:
         self._early: list[tuple[str, int]] = []  # heard before the tally was set
         self._tag: str | None = None
         self._carrier: Any = None
+        self.opened = False  # bound: answers are heard from now on
 
     async def open(self) -> None:
+        """Bind and consume the answers queue, once: before the first queue in use is deleted
+        (a flush that meets none costs no more than it did before answers)."""
+        if self.opened:
+            return
         reply = await self.link.admin("queue_declare", "", exclusive=True, auto_delete=True)
         self.queue = reply.queue
         await self.link.admin("queue_bind", self.queue, GROUPS_EXCHANGE, routing_key=self.routing_key)
         self._carrier = await self.link.consume_channel_ready()
         self._tag = self._carrier.basic_consume(self.queue, self._on_answer, auto_ack=True)
+        self.opened = True
 
     def _on_answer(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         if properties.app_id == self.own:
