@@ -23,6 +23,15 @@ from .link import PREFETCH, Link
 HEARTBEAT, AWAY = ACK_TIMEOUT / 8, ACK_TIMEOUT / 4  # seconds between marks; no mark for longer: it was away
 
 
+async def qos_round_trip(carrier: Any, timeout: float) -> None:
+    """basic.qos (the same prefetch again) on ``carrier`` and its reply: by then every frame the
+    broker sent on that channel before it (a delivery, a consumer's cancel) has been read.
+    Raises asyncio.TimeoutError past ``timeout``."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    carrier.basic_qos(prefetch_count=PREFETCH, callback=lambda frame: settle(done))
+    await within(done, timeout)
+
+
 class Presence:
     """Marks of one loop's running, from its creation (on that loop) until ``close``.
     ``marked_at`` is read on ``time.monotonic``'s clock, the one parked entries carry."""
@@ -42,11 +51,8 @@ class Presence:
 
     async def confirm(self, link: Link) -> None:
         """A round trip on the consume channel: every cancel the broker sent before is read."""
-        carrier: Any = await link.consume_channel_ready()
-        done = self.loop.create_future()
-        carrier.basic_qos(prefetch_count=PREFETCH, callback=lambda frame: settle(done, result=None))
         try:
-            await within(done, link.config.timeout)
+            await qos_round_trip(await link.consume_channel_ready(), link.config.timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not answer basic.qos in time") from None
         self.marked_at = time.monotonic()

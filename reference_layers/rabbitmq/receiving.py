@@ -50,9 +50,9 @@ from typing import Any
 from . import flush_answers
 from .errors import BrokerUnavailable
 from .feed_events import FeedEvents, NoFeed
-from .futures import settle, within
-from .link import PREFETCH, Link
-from .presence import AWAY, Presence
+from .futures import within
+from .link import Link
+from .presence import AWAY, Presence, qos_round_trip
 from .queue_state import Held, Parked, QueueState, acked, unacked, usable
 from .session import Session
 from .windows import Windows
@@ -276,10 +276,7 @@ class Receiver:
         try:
             await within(asyncio.shield(returned), timeout)
             if usable(carrier):
-                done: asyncio.Future[None] = self.loop.create_future()
-                carrier.basic_qos(prefetch_count=PREFETCH,
-                                  callback=lambda frame: settle(done))
-                await within(done, timeout)
+                await qos_round_trip(carrier, timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not answer basic.cancel/basic.qos in time") from None
 
