@@ -28,9 +28,9 @@ messages out of order).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pika
 
@@ -38,7 +38,8 @@ from ..core.errors import ChannelFull
 from ..core.names import is_process_specific
 from . import flush_answers
 from .confirms import PublishOutcome
-from .errors import NOT_FOUND, BrokerRefused, BrokerUnavailable
+from .errors import NOT_FOUND, PRECONDITION_FAILED, BrokerRefused, BrokerUnavailable
+from .link import Link
 from .memberships import Memberships
 from .missed_copies import MissedCopies
 from .names import GROUPS_EXCHANGE
@@ -166,7 +167,7 @@ async def flush(session: Session, receiver: Receiver, memberships: Memberships, 
         owed: Counter[str] = Counter()
         for name in sorted(names):
             if name in consumed:  # answers may come as soon as it is deleted: heard from before
-                owed[name] = await flush_answers.delete_counting(link, name, own[name], listening.open)
+                owed[name] = await _delete_counting(session, link, name, own[name], listening.open)
             else:
                 await session.delete_queue(name)
         session.forget_all()
@@ -175,3 +176,31 @@ async def flush(session: Session, receiver: Receiver, memberships: Memberships, 
             await listening.wait(owed - own)
     finally:
         listening.close()
+
+
+async def _delete_counting(session: Session, link: Link, queue: str, own: int,
+                           listen: Callable[[], Awaitable[None]]) -> int:
+    """Delete ``queue``; how many consumers it had, every connection's. Asked only of a queue in
+    use (a delete if unused is refused): a passive declare of a queue gone already (its note in
+    the registry outlives it) would close the channel, and most queues a flush meets have no
+    consumer. If more than ``own`` (this loop's) consume it, ``listen()`` before the delete, so
+    that their answers are heard."""
+    if not own:  # else it is in use: a refused delete would only cost a channel
+        try:
+            await link.admin("queue_delete", queue, if_unused=True)
+            return 0
+        except BrokerRefused as exc:
+            if exc.reply_code == NOT_FOUND:
+                return 0
+            if exc.reply_code != PRECONDITION_FAILED:
+                raise
+    try:
+        consumers = int((await link.admin("queue_declare", queue, passive=True)).consumer_count)
+    except BrokerRefused as exc:
+        if exc.reply_code != NOT_FOUND:
+            raise
+        return 0  # its last consumer went, and x-expires or another flush took it meanwhile
+    if consumers > own:
+        await listen()
+    await session.delete_queue(queue)
+    return consumers

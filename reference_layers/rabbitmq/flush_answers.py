@@ -5,7 +5,7 @@ parked from that queue when it reads the cancel (receiving.py, process_groups.py
 travels on that loop's connection and the delete-ok on the flusher's: a loop told of the flush
 some other way (a pipe, a message through another server) may run a receive before it reads the
 cancel, and serve a message sent before the flush (XP-4). So flush first asks the broker how many
-consumers each queue has as it deletes it (``delete_counting``), and once it has deleted them
+consumers each queue has as it deletes it (``broker_ops.flush``), and once it has deleted them
 all waits until the loops owning those consumers have answered for as many, or ``ACK_TIMEOUT``.
 
 A loop answers right after it dropped what it held: a publish to ``amq.direct`` with the routing
@@ -22,12 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pika
 
-from .errors import NOT_FOUND, PRECONDITION_FAILED, BrokerRefused
 from .futures import settle, within
 from .link import Link
 from .names import GROUPS_EXCHANGE, BrokerNames
@@ -65,37 +63,6 @@ class Tally:
 
     def missing(self) -> int:
         return sum(self.owed.values())
-
-
-async def delete_counting(link: Link, queue: str, own: int, listen: Callable[[], Awaitable[None]]) -> int:
-    """Delete ``queue``; how many consumers it had, every connection's. Asked only of a queue in
-    use (a delete if unused is refused): a passive declare of a queue gone already (its note in
-    the registry outlives it) would close the channel, and most queues a flush meets have no
-    consumer. If more than ``own`` (this loop's) consume it, ``listen()`` before the delete, so
-    that their answers are heard."""
-    if not own:  # else it is in use: a refused delete would only cost a channel
-        try:
-            await link.admin("queue_delete", queue, if_unused=True)
-            return 0
-        except BrokerRefused as exc:
-            if exc.reply_code == NOT_FOUND:
-                return 0
-            if exc.reply_code != PRECONDITION_FAILED:
-                raise
-    try:
-        consumers = int((await link.admin("queue_declare", queue, passive=True)).consumer_count)
-    except BrokerRefused as exc:
-        if exc.reply_code != NOT_FOUND:
-            raise
-        return 0  # its last consumer went, and x-expires or another flush took it meanwhile
-    if consumers > own:
-        await listen()
-    try:
-        await link.admin("queue_delete", queue)
-    except BrokerRefused as exc:
-        if exc.reply_code != NOT_FOUND:
-            raise
-    return consumers
 
 
 class Listening:
