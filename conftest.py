@@ -78,3 +78,13 @@ def rabbitmq_broker():
 def rabbitmq_url(rabbitmq_broker) -> str:
     """``amqp://guest:guest@127.0.0.1:PORT/%2F`` of the session's broker."""
     return rabbitmq_broker.url
+
+
+@pytest.fixture
+def holding_loop():
+    """An event loop in a thread of its own, which the test can hold still (tests/loop_thread.py)."""
+    from tests.loop_thread import LoopThread
+
+    thread = LoopThread()
+    yield thread
+    thread.stop()

@@ -13,53 +13,16 @@ Uses the session broker of conftest.py.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Coroutine, Iterator
-from typing import Any
-
-import pytest
 
 from reference_layers.rabbitmq import RabbitMQChannelLayer, flush_answers
 from reference_layers.rabbitmq.flush_answers import Tally, decode_answer, encode_answer
 from reference_layers.rabbitmq.presence import AWAY
 from tests.helpers import GENEROUS
-
-
-class LoopThread:
-    """An event loop running in a thread of its own, which a test can hold still."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def submit(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-
-    async def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        return await asyncio.wrap_future(self.submit(coroutine))
-
-    def hold(self) -> threading.Event:
-        """Block the loop's thread (in a callback) until the returned event is set."""
-        release = threading.Event()
-        self.loop.call_soon_threadsafe(release.wait, GENEROUS)
-        return release
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(GENEROUS)
-        self.loop.close()
-
-
-@pytest.fixture
-def holding_loop() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.stop()
+from tests.loop_thread import LoopThread
 
 
 async def _park_a_sibling_message(holder: RabbitMQChannelLayer, flusher: RabbitMQChannelLayer,
