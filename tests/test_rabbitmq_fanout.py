@@ -10,6 +10,7 @@ layer object still goes through a forwarding queue (XP-2).
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pika
 import pika.exceptions
@@ -17,7 +18,7 @@ import pytest
 
 from reference_layers.base import ChannelFull
 from reference_layers.rabbitmq import RabbitMQChannelLayer
-from tests.helpers import GENEROUS, fresh, run
+from tests.helpers import GENEROUS, eventually, fresh, run
 
 MEMBERS = 200
 
@@ -303,3 +304,49 @@ def test_copies_a_loop_held_go_to_a_loop_that_lives_on_beside_it(rabbitmq_url, f
         return got
 
     assert run(live_loop()) == ([{"type": "fresh"}] if flushed else [{"type": "copy"}] * 2)
+
+
+def _ready_in(url: str, queue: str) -> int:
+    """Messages the broker has not handed to a consumer yet in ``queue``."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
+def test_a_copy_placed_in_the_read_that_brings_it_never_overtakes_an_earlier_copy(rabbitmq_url, holding_loop):
+    """GRP order: a group_send's copy is placed at once when it comes with the reply to its
+    drain-ahead get. Here another object's copy reaches the owner's socket while the owner's
+    loop is held, and the owner's own group_send, called next, sends its get before that copy
+    is read: the earlier copy waits for the get in a task, and the owner's copy must not be
+    placed before it. (The broker sends a consumer one delivery at a time; with a wider
+    window this fails.)"""
+    async def scenario():
+        owner, other = RabbitMQChannelLayer(url=rabbitmq_url), RabbitMQChannelLayer(url=rabbitmq_url)
+        group = fresh("order")
+        member = await holding_loop.run(owner.new_channel())
+        await holding_loop.run(owner.group_add(group, member))
+        copies = owner._names.group_copies(owner._names.queue(member))
+        held, release = threading.Event(), threading.Event()
+
+        async def held_then_group_send() -> None:
+            held.set()
+            release.wait(GENEROUS)  # blocks the loop: the other's copy stays unread in its socket
+            await owner.group_send(group, {"type": "room.message", "n": 2})  # its get goes out first
+
+        sending = holding_loop.submit(held_then_group_send())
+        try:
+            await asyncio.to_thread(held.wait, GENEROUS)
+            await other.group_send(group, {"type": "room.message", "n": 1})
+            await eventually(lambda: _ready_in(rabbitmq_url, copies) == 0, what="the copy handed to the owner's consumer")
+        finally:
+            release.set()
+        await asyncio.wrap_future(sending)
+        got = [(await holding_loop.run(owner.receive(member)))["n"] for _ in range(2)]
+        await holding_loop.run(owner.flush())
+        await holding_loop.run(owner.close())
+        await other.close()
+        return got
+
+    assert run(scenario()) == [1, 2]

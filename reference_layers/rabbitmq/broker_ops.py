@@ -138,7 +138,7 @@ async def group_send(session: Session, missed: MissedCopies, feed: GroupFeed, gr
 
     await _through_drops(session, once)
     if placement is not None:  # this object's own members: back once their copy is in place
-        await feed.placed(placement)
+        await feed.own_sends.placed(placement)
 
 
 async def flush(session: Session, receiver: Receiver, memberships: Memberships, feed: GroupFeed) -> None:

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import pika
+
 from ..core.errors import LayerConfigError
 
 _PREFIX = re.compile(r"[A-Za-z0-9\-_.]{1,40}\Z")
@@ -22,6 +24,22 @@ class BrokerConfig:
     prefix: str
     timeout: float  # how long a call may wait for an unreachable broker before it raises
     heartbeat: int  # seconds; keeps idle connections (long receives) alive through NAT/firewalls
+
+    def connection_parameters(self, url: str, name: str) -> pika.URLParameters:
+        """pika's parameters for ``url``: this config's time limits unless the URL sets them,
+        one attempt (the session retries), and ``name`` shown in the broker's connection list."""
+        parameters = pika.URLParameters(url)
+        query = url.partition("?")[2]
+        if "heartbeat" not in query:
+            parameters.heartbeat = self.heartbeat
+        if "socket_timeout" not in query:
+            parameters.socket_timeout = min(5.0, self.timeout)
+        if "blocked_connection_timeout" not in query:
+            parameters.blocked_connection_timeout = self.timeout
+        parameters.connection_attempts = 1
+        parameters.retry_delay = 0
+        parameters.client_properties = {"connection_name": name}
+        return parameters
 
 
 def parse_broker_config(url=None, urls=None, prefix="asgi", timeout=15.0, heartbeat=10) -> BrokerConfig:

@@ -1,9 +1,15 @@
-"""Drain-ahead marks: which process queues a group_send took in before its copy came
-(process_groups.py), so the copy's fan-out need not take them in again."""
+"""Drain-ahead bookkeeping (process_groups.py): the get a group_send sends with its publish,
+its copy if that came before the get's reply, and marks of which process queues were taken
+in before their copy came, so the copy's fan-out need not take them in again."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any
+
+from .link import Link
+from .own_sends import Placement
 
 DRAINED_LIMIT = 1000  # drain-ahead marks kept at most (each used by its copy's fan-out)
 
@@ -38,3 +44,27 @@ class DrainMarks:
 
     def clear(self) -> None:
         self._marks.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCopy:
+    """A group copy delivered to this loop, with what acks it."""
+
+    carrier: Any
+    queue: str  # the process queue whose members it feeds
+    method: Any
+    properties: Any
+    body: bytes
+
+
+class AheadGet:
+    """A group_send's drain-ahead get, sent with its publish, whose reply is not read yet; and
+    that group_send's copy, if it came first."""
+
+    __slots__ = ("link", "first", "placement", "timer", "copy", "started")
+
+    def __init__(self, link: Link, first: asyncio.Future[Any], placement: Placement) -> None:
+        self.link, self.first, self.placement = link, first, placement
+        self.timer: asyncio.TimerHandle | None = None
+        self.copy: GroupCopy | None = None
+        self.started = False  # its task began (a task cancelled before it runs never enters its body)

@@ -27,7 +27,6 @@ import collections
 import logging
 from typing import Any, Callable, NamedTuple
 
-import pika
 import pika.exceptions as px
 from pika import spec
 from pika.adapters.asyncio_connection import AsyncioConnection
@@ -73,6 +72,7 @@ class Link:
         self._admin_queue: collections.deque[asyncio.Future[Any]] = collections.deque()  # in send order
         self._get_lock = asyncio.Lock()
         self._get_future: asyncio.Future[Got | None] | None = None
+        self._get_on_reply: Callable[[], None] | None = None  # called as the reply is read
         self._get_sent: tuple[str, bool] = ("", False)  # the get in flight: queue, auto-ack
         self._get_behind: list[asyncio.Future[Any]] = []  # admin commands sent before it, unanswered then
         self._opening: set[asyncio.Future[Any]] = set()  # replies connect() waits for (channel.open-ok...)
@@ -92,7 +92,7 @@ class Link:
         def on_open_error(connection, exc):
             settle(opened, exc=exc if isinstance(exc, BaseException) else px.AMQPConnectionError(exc))
 
-        self.connection = AsyncioConnection(self._parameters(), on_open_callback=on_open,
+        self.connection = AsyncioConnection(self.config.connection_parameters(self.url, self._name), on_open_callback=on_open,
                                             on_open_error_callback=on_open_error,
                                             on_close_callback=self._on_connection_closed,
                                             custom_ioloop=self.loop)
@@ -112,20 +112,6 @@ class Link:
             self.abort()
             raise
         self.open = True
-
-    def _parameters(self) -> pika.URLParameters:
-        parameters = pika.URLParameters(self.url)
-        query = self.url.partition("?")[2]
-        if "heartbeat" not in query:
-            parameters.heartbeat = self.config.heartbeat
-        if "socket_timeout" not in query:
-            parameters.socket_timeout = min(5.0, self.config.timeout)
-        if "blocked_connection_timeout" not in query:
-            parameters.blocked_connection_timeout = self.config.timeout
-        parameters.connection_attempts = 1
-        parameters.retry_delay = 0
-        parameters.client_properties = {"connection_name": self._name}
-        return parameters
 
     async def _open_channel(self):
         opened = self.loop.create_future()
@@ -199,14 +185,16 @@ class Link:
         """basic.get with auto-ack: the message, or None if the queue is empty."""
         return await self.got(await self.begin_get(queue))
 
-    async def begin_get(self, queue: str) -> asyncio.Future[Got | None]:
+    async def begin_get(self, queue: str, on_reply: Callable[[], None] | None = None) -> asyncio.Future[Got | None]:
         """Send basic.get (auto-ack) now, holding the one get a channel may have in flight;
         ``got()`` waits for the reply and lets the next get go. Split so that a caller can put
-        the get on the wire in its own turn and wait for the reply elsewhere (process_groups.py)."""
+        the get on the wire in its own turn and wait for the reply elsewhere (process_groups.py).
+        ``on_reply`` is called as the reply is read, its future done by then: in that very
+        callback, not a turn of the loop later as a done-callback would be."""
         await self._get_lock.acquire()
         try:
             await self._ready(self.admin_ready)
-            return self._send_get(queue, auto_ack=True)
+            return self._send_get(queue, auto_ack=True, on_reply=on_reply)
         except BaseException:
             self._get_lock.release()
             raise
@@ -250,13 +238,15 @@ class Link:
         await self._ready(self.admin_ready)
         return await self._reply(self._send_get(queue, auto_ack))
 
-    def _send_get(self, queue: str, auto_ack: bool) -> asyncio.Future[Got | None]:
+    def _send_get(self, queue: str, auto_ack: bool, on_reply: Callable[[], None] | None = None) -> asyncio.Future[Got | None]:
         future: asyncio.Future[Got | None] = self.loop.create_future()
-        self._get_future = future
+        self._get_future, self._get_on_reply = future, on_reply
         self._get_sent, self._get_behind = (queue, auto_ack), list(self._admin_queue)
 
         def got(channel: Any, method: Any, properties: Any, body: bytes) -> None:
             settle(future, result=Got(body, properties, method.delivery_tag))
+            if on_reply is not None:
+                on_reply()
 
         self.admin_channel.basic_get(queue, got, auto_ack=auto_ack)
         return future
@@ -295,6 +285,8 @@ class Link:
     def _on_get_empty(self, frame) -> None:
         if self._get_future is not None:
             settle(self._get_future, result=None)
+            if self._get_on_reply is not None:
+                self._get_on_reply()
 
     # --- closing and losing ----------------------------------------------------------------------
     def _on_channel_closed(self, channel, exc) -> None:

@@ -23,43 +23,21 @@ object does not reach the owner's book (it deletes only a forwarding queue).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Coroutine
 
 import pika
 
-from .drain_marks import DrainMark, DrainMarks
+from .drain_marks import AheadGet, DrainMark, DrainMarks, GroupCopy
 from .errors import NOT_FOUND, BrokerRefused
 from .link import Link
 from .local_book import LocalBook
-from .missed_copies import SENDER_HEADER
 from .names import GROUPS_EXCHANGE
+from .own_sends import OwnSends, Placement
 from .placing import place_copy, serve_acked
 from .queue_state import Parked, unacked, usable
 from .receiving import Receiver
 from .session import Session
-
-SEQUENCE_HEADER = "asgi-group-send"  # sender-unique number: the owner waits for its copy
-
-@dataclass(frozen=True)
-class Placement:
-    """What a group_send owes this loop's own members: their process queues drained ahead, and
-    a future done once its copy was fanned out to them."""
-
-    sequence: int
-    queues: list[str]
-    placed: asyncio.Future[None]
-
-
-class _Finishing:
-    """Whether a drain's task began (a task cancelled before it runs never enters its body)."""
-
-    __slots__ = ("started",)
-
-    def __init__(self) -> None:
-        self.started = False
 
 
 class GroupFeed:
@@ -71,15 +49,14 @@ class GroupFeed:
         self.receiver = receiver
         self.names = session.shared.names
         self.book = book
-        self.sender = sender
         self._on_missed = on_missed
         self._tags: dict[str, str] = {}  # consumer tag -> process queue
         self._watched: dict[str, str] = {}  # process queue -> consumer tag ("" while starting)
-        self._expected: dict[int, list[Any]] = {}  # sequence -> [future, copies still to come]
+        self.own_sends = OwnSends(session.loop, sender, session.shared.config.timeout)
         self._drained = DrainMarks()  # process queues taken in ahead of their copy
-        self._sequence = itertools.count(1)
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # held by a drain or a fan-out: one at a time, in order
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ahead: AheadGet | None = None  # holds the lock until its reply is read
         receiver.feed = self
 
     # --- memberships ---------------------------------------------------------------------------
@@ -136,11 +113,8 @@ class GroupFeed:
         watched = [queue for queue in self.book.queues_of(group) if self._watched.get(queue)]
         if not watched:
             return pika.BasicProperties(headers=headers, message_id=message_id), None
-        sequence = next(self._sequence)
-        future: asyncio.Future[None] = self.session.loop.create_future()
-        self._expected[sequence] = [future, len(watched)]
-        placement = Placement(sequence, watched, future)
-        return pika.BasicProperties(headers={**headers, SEQUENCE_HEADER: sequence}, message_id=message_id), placement
+        numbered, placement = self.own_sends.begin(watched, headers)
+        return pika.BasicProperties(headers=numbered, message_id=message_id), placement
 
     async def drain_ahead(self, placement: Placement) -> None:
         """Take what waits in the process queues in while the copy is on its way, not after it
@@ -149,9 +123,10 @@ class GroupFeed:
         and may follow its copy. If it fails, the copy's fan-out takes them in itself.
 
         Awaited by the group_send just before it publishes: the first basic.get goes out in
-        that very turn, with the publish, and a task waits for the replies. (Started as a task
-        of its own, the get would go out only after every member the previous copy woke had
-        run, and the fan-out would wait for its reply.)"""
+        that very turn, with the publish. (Started as a task of its own, the get would go out
+        only after every member the previous copy woke had run.) Its reply is settled in the
+        callback that reads it (_settle_ahead), with the copy if that came first: an empty
+        process queue, the common case, costs no task and no turn of the loop."""
         link = self.session.link
         if self._lock.locked() or link is None or not link.can_get_now():
             # A fan-out (or another get) is under way: a task waits for it, not the publish.
@@ -159,16 +134,16 @@ class GroupFeed:
             return
         await self._lock.acquire()
         try:
-            first = await link.begin_get(placement.queues[0])
+            first = await link.begin_get(placement.queues[0], on_reply=self._on_ahead_reply)
         except Exception:  # noqa: BLE001 - the link broke: the fan-out takes them in
             self._lock.release()
             return
         except BaseException:
             self._lock.release()
             raise
-        finishing = _Finishing()
-        task = self._spawn(self._finish_drain(finishing, link, first, placement))
-        task.add_done_callback(lambda _task: self._unlock_unstarted(finishing, link))
+        ahead = self._ahead = AheadGet(link, first, placement)
+        ahead.timer = self.session.loop.call_later(self.session.shared.config.timeout, self._settle_ahead, ahead)
+        first.add_done_callback(lambda _first: self._settle_ahead(ahead))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self.session.loop.create_task(work)
@@ -176,18 +151,45 @@ class GroupFeed:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _unlock_unstarted(self, finishing: _Finishing, link: Link) -> None:
-        """If the drain's task was cancelled before it began (close()), give back what it held."""
-        if finishing.started:
+    def _on_ahead_reply(self) -> None:
+        """The reply to the drain-ahead get, read just now: settled in this very callback."""
+        if self._ahead is not None:
+            self._settle_ahead(self._ahead)
+
+    def _settle_ahead(self, ahead: AheadGet) -> None:
+        """The first get's reply was read (or never came in time). An empty reply for the only
+        queue settles the drain here, at once, and the copy that came with it or before it is
+        placed at once too: no task, no turn of the loop. Anything else is for a task."""
+        if self._ahead is not ahead:
             return
-        link.release_get()
+        self._ahead = None
+        if ahead.timer is not None:
+            ahead.timer.cancel()
+        first, placement, copy = ahead.first, ahead.placement, ahead.copy
+        if not first.done():  # no reply in time: the copy's fan-out takes the queues in itself
+            ahead.link.release_get()
+            self._lock.release()
+        elif len(placement.queues) == 1 and not first.cancelled() and first.exception() is None and first.result() is None:
+            ahead.link.release_get()
+            self._drained.add(DrainMark(placement.queues[0], placement.sequence))
+            self._lock.release()
+        else:
+            task = self._spawn(self._finish_drain(ahead))
+            task.add_done_callback(lambda _task: self._unlock_unstarted(ahead))
+        if copy is not None:
+            self._hand(copy)
+
+    def _unlock_unstarted(self, ahead: AheadGet) -> None:
+        """If the drain's task was cancelled before it began (close()), give back what it held."""
+        if ahead.started:
+            return
+        ahead.link.release_get()
         self._lock.release()
 
-    async def _finish_drain(self, finishing: _Finishing, link: Link, first: asyncio.Future[Any],
-                            placement: Placement) -> None:
-        finishing.started = True
+    async def _finish_drain(self, ahead: AheadGet) -> None:
+        ahead.started = True
         try:
-            await self._drain(placement, link, first)
+            await self._drain(ahead.placement, ahead.link, ahead.first)
         finally:
             self._lock.release()
 
@@ -205,42 +207,57 @@ class GroupFeed:
                 return
             self._drained.add(DrainMark(queue, placement.sequence))
 
-    async def placed(self, placement: Placement) -> None:
-        """Wait for this loop's copies to be fanned out; past the timeout its copy went astray
-        (a flush raced it): nothing more to wait for. The future is awaited as it is, with no
-        wrapper, so the sender wakes up in the very turn its copy is placed."""
-        future = placement.placed
-        timer = self.session.loop.call_later(self.session.shared.config.timeout, _give_up, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
-
     # --- fan-out -------------------------------------------------------------------------------
     def _on_copy(self, carrier: Any, method: Any, properties: Any, body: bytes) -> None:
         queue = self._tags.get(method.consumer_tag)
         if queue is None:
             carrier.basic_nack(method.delivery_tag, requeue=True)
             return
-        self._spawn(self._fan_out(carrier, queue, method, properties, body))
+        copy = GroupCopy(carrier, queue, method, properties, body)
+        ahead = self._ahead
+        if ahead is not None:
+            if ahead.first.done():  # its reply came in this very read, ahead of the copy
+                self._settle_ahead(ahead)
+            elif ahead.copy is None and self._mark(copy) == DrainMark(ahead.placement.queues[0], ahead.placement.sequence):
+                ahead.copy = copy  # its own group_send's, ahead of the get's reply: placed with it
+                return
+        self._hand(copy)
 
-    async def _fan_out(self, carrier: Any, queue: str, method: Any, properties: Any, body: bytes) -> None:
+    def _mark(self, copy: GroupCopy) -> DrainMark:
+        return DrainMark(copy.queue, self.own_sends.sequence_of(copy.properties.headers or {}))
+
+    def _hand(self, copy: GroupCopy) -> None:
+        """Place ``copy`` now if its process queue was taken in already and no drain or fan-out
+        holds the lock; else a task does. A copies queue's copies come one at a time (each
+        consumer's window is one delivery, link.py), so no earlier copy of its members' is
+        still to be placed."""
+        if not self._lock.locked() and self._drained.take(self._mark(copy)):
+            self._place_copy(copy)
+        else:
+            self._spawn(self._fan_out(copy))
+
+    async def _fan_out(self, copy: GroupCopy) -> None:
         async with self._lock:
-            if not self._drained.take(DrainMark(queue, self._sequence_of(properties.headers or {}))):
+            if not self._drained.take(self._mark(copy)):
                 try:
-                    await self._take_waiting(queue)
+                    await self._take_waiting(copy.queue)
                 except Exception:  # noqa: BLE001 - the link broke: the copy comes back (unacked)
                     return
-            if self._tags.get(method.consumer_tag) != queue or not usable(carrier):
-                return  # flushed or lost meanwhile
-            if not self.receiver.seen.first_time(self.names.group_copies(queue), properties.message_id):
-                carrier.basic_ack(method.delivery_tag)  # fanned out before a dropped connection
-                return
-            members = self.book.members(queue, self.names.group_of(method.routing_key))
-            # The sender is told first, so it runs (its next publish goes out) before the members.
-            self._done(properties.headers or {})
-            missed = self._place(queue, members, body)
-            carrier.basic_ack(method.delivery_tag)
+            self._place_copy(copy)
+
+    def _place_copy(self, copy: GroupCopy) -> None:
+        """Hand a copy to this loop's members of its group, its process queue taken in."""
+        carrier, queue, method, properties = copy.carrier, copy.queue, copy.method, copy.properties
+        if self._tags.get(method.consumer_tag) != queue or not usable(carrier):
+            return  # flushed or lost meanwhile
+        if not self.receiver.seen.first_time(self.names.group_copies(queue), properties.message_id):
+            carrier.basic_ack(method.delivery_tag)  # fanned out before a dropped connection
+            return
+        members = self.book.members(queue, self.names.group_of(method.routing_key))
+        # The sender is told first, so it runs (its next publish goes out) before the members.
+        self.own_sends.done(properties.headers or {})
+        missed = self._place(queue, members, copy.body)
+        carrier.basic_ack(method.delivery_tag)
         if missed:
             self._on_missed(missed)
 
@@ -268,26 +285,6 @@ class GroupFeed:
         missed = place_copy(state, room, members, body)
         self.receiver.windows.balance_soon(state)
         return missed
-
-    def _sequence_of(self, headers: dict[str, Any]) -> int | None:
-        """The sequence of a copy of this object's own group_send (None for anyone else's)."""
-        if headers.get(SENDER_HEADER) not in (self.sender, self.sender.encode()):
-            return None
-        sequence = headers.get(SEQUENCE_HEADER)
-        return sequence if isinstance(sequence, int) else None
-
-    def _done(self, headers: dict[str, Any]) -> None:
-        sequence = self._sequence_of(headers)
-        if sequence is None:
-            return
-        expected = self._expected.get(sequence)
-        if expected is None:
-            return
-        expected[1] -= 1
-        if expected[1] <= 0:
-            del self._expected[sequence]
-            if not expected[0].done():
-                expected[0].set_result(None)
 
     # --- events --------------------------------------------------------------------------------
     def on_cancelled(self, tag: str) -> str | None:
@@ -364,14 +361,12 @@ class GroupFeed:
         self._drained.clear()
 
     def close(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead.timer is not None:
+                ahead.timer.cancel()
+            ahead.link.release_get()
+            self._lock.release()
         for task in self._tasks:
             task.cancel()
-        for _sequence, (future, _left) in self._expected.items():
-            if not future.done():
-                future.set_result(None)
-        self._expected.clear()
-
-
-def _give_up(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        self.own_sends.close()
