@@ -6,12 +6,12 @@ Modules, each building only on those above it:
 - pika_compat: every use of pika's internals, each checked on a named pika version.
 - confirms: publisher confirms; link: one AMQP connection on one loop (publish, admin, get).
 - flush_answers: how a flush hears that the loops whose consumers it ended dropped what they held;
-  presence: whether a loop ran lately, else it asks the broker before serving what it parked.
+  presence: the loop's heartbeat (core), else it asks the broker before serving what it parked.
 - session: connecting, failover, recovery, queue declarations; one per event loop.
 - parked, queue_state, windows, receiving: waiting receives and the consumers that feed them.
 - memberships: group memberships, and adding them again to a broker that lost them.
-- local_book, drain_marks: a layer object's own members per process queue, and which
-  process queues a group_send took in ahead of its copy.
+- local_book, own_sends, drain_marks: a layer object's own members per process queue, its
+  group_sends they wait for (numbered), and the get each sends ahead of its copy.
 - placing: a group copy handed to waiting members or parked for the others, with no I/O.
 - process_groups: one group copy per process for its own members, fanned out inside it.
 - carried: what a loop that ended held (fanned-out copies), for the layer object's next loop.

@@ -26,12 +26,12 @@ from typing import Any
 
 import pika
 
+from ..core.heartbeat import ACK_TIMEOUT
 from .futures import settle, within
 from .link import Link
 from .names import GROUPS_EXCHANGE, BrokerNames
 
 log = logging.getLogger(__name__)
-ACK_TIMEOUT = 2.0  # seconds a flush waits for the loops whose consumers it ended to answer
 
 
 def encode_answer(queue: str, consumers: int) -> bytes:

@@ -98,7 +98,7 @@ class Receiver:
     async def receive(self, channel: str) -> bytes:
         state = self.state_of(self.names.queue(channel))
         if channel in state.parked.first:
-            if not self.presence.current():
+            if not self.presence.ran_lately():
                 await self.presence.confirm(await self.session.get_link())  # a flush's cancel, unread?
             body = self.take_parked(state, channel, present=True)
             if body is not None:
@@ -371,7 +371,7 @@ class Receiver:
             self._fail(state, exc)
 
     def close(self) -> None:
-        self.presence.close()
+        self.presence.stop()
         for task in self._tasks:
             task.cancel()
         for state in self.queues.values():

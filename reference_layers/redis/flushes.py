@@ -12,7 +12,7 @@ A flush returns once every loop that heard its ring has answered (on ``P:e:acks`
 what it held from before, or after ``ACK_TIMEOUT``: so a receive that begins after a flush returned,
 in any process, gets nothing sent before it. A loop that could not answer was not running (stopped
 between ``run_until_complete`` calls, or blocked): the ring may lie unread in its socket when it
-serves again. So a listening loop marks that it runs (a timer, ``HEARTBEAT``); with no mark for
+serves again. So a listening loop keeps a heartbeat (core/heartbeat.py); with no beat for
 ``AWAY`` (well under ``ACK_TIMEOUT``), it reads the epoch before serving anything held.
 
 While the subscription is not confirmed (first use, or its connection lost, when a ring may have
@@ -28,12 +28,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from ..core.heartbeat import ACK_TIMEOUT, AWAY, Heartbeat
 from .bells import Listener
 from .reconnect import TRANSIENT_ERRORS, ShardUnreachable
 
 log = logging.getLogger(__name__)
-ACK_TIMEOUT = 2.0  # seconds a flush waits for the loops that heard it to answer
-HEARTBEAT, AWAY = ACK_TIMEOUT / 8, ACK_TIMEOUT / 4  # seconds between marks; no mark for longer: it was away
 _LISTEN_ATTEMPTS, _LISTEN_PAUSE = 5, 0.05  # a connection dropped while subscribing: try again
 
 
@@ -66,8 +65,7 @@ class FlushWatch:
         self._awaited: dict[int, tuple[int, asyncio.Future]] = {}  # epoch -> (answers missing, all in)
         self._early: dict[int, int] = {}  # epoch -> answers heard before its flush's script replied
         self.announcing = 0  # announce() calls under way (answers are kept for them, see _acked)
-        self._marked_at = 0.0  # loop time of the latest mark that the loop runs
-        self._heartbeat: asyncio.TimerHandle | None = None
+        self._heartbeat = Heartbeat(clock=_loop_time)  # while listening
         self._listening: asyncio.Future | None = None  # the one listen() under way, for every caller
         bells.listen(self._channel, self._heard)
         bells.listen(self._acks, self._acked)
@@ -80,12 +78,10 @@ class FlushWatch:
 
     def current_at(self, now: float) -> bool:
         """``current``, at the loop's time ``now`` (which the caller has at hand)."""
-        return self.listening and now - self._marked_at < AWAY
+        return self.listening and now - self._heartbeat.marked_at < AWAY
 
     def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
+        self._heartbeat.stop()
 
     async def stop(self) -> None:
         """Hear this epoch no more (a watch a flush made for another process's key): listeners
@@ -126,10 +122,7 @@ class FlushWatch:
             self._move_to(int(current) if current is not None else 0)
             self.listening = self._losses == losses
             if self.listening:
-                if self._heartbeat is None:
-                    self._mark()
-                else:
-                    self._marked_at = asyncio.get_running_loop().time()
+                self._heartbeat.start()
                 return
 
     async def announce(self, flushed: Callable[[], Awaitable[list]]) -> None:
@@ -181,15 +174,15 @@ class FlushWatch:
         if missing <= 1 and not all_in.done():
             all_in.set_result(None)
 
-    def _mark(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._marked_at = loop.time()
-        self._heartbeat = loop.call_later(HEARTBEAT, self._mark)
-
     def _move_to(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch = epoch
             self.on_flush(epoch)
+
+
+def _loop_time() -> float:
+    """The clock the heartbeat is compared with: the loop's, which the receives read (layer.py)."""
+    return asyncio.get_running_loop().time()
 
 
 def _seen(attempt: asyncio.Future) -> None:
