@@ -23,7 +23,7 @@ CORE = pathlib.Path(capacity.__file__).parent
 # Each module may import only those before it (docs/architecture.md, "core").
 CHAIN = ["errors", "names", "config", "codec", "capacity", "layer_core"]
 SIDE_CHAIN = ["per_channel", "waiters"]  # a chain of its own beside the first
-STANDALONE = ["loops", "statistics", "heartbeat"]
+STANDALONE = ["loops", "statistics", "heartbeat", "stats_command"]
 
 
 def core_imports(module: str) -> set[str]:

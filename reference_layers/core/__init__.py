@@ -10,6 +10,7 @@
 - loops: ``PerLoop``, state per event loop closed before that loop closes (stands alone)
 - statistics: what ``await layer.statistics()`` answers (stands alone)
 - heartbeat: whether an event loop ran lately, for flushes that wait for loops (stands alone)
+- stats_command: ``python -m reference_layers.redis --stats`` and its RabbitMQ twin (stands alone)
 
 Layers import the module they need (``from ..core.names import non_local_name``); this
 package imports none of them, so importing one module loads only its own chain.

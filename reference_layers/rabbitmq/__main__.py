@@ -13,30 +13,14 @@ process prints zeros for them: read them from ``await layer.statistics()`` in th
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-
+from ..core.stats_command import stats_main
 from .config import DEFAULT_URL
 from .layer import RabbitMQChannelLayer
 
 
-async def _statistics(args: argparse.Namespace) -> str:
-    layer = RabbitMQChannelLayer(urls=args.url, prefix=args.prefix)
-    try:
-        return (await layer.statistics(args.channel)).to_json()
-    finally:
-        await layer.close()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reference_layers.rabbitmq")
-    parser.add_argument("--stats", action="store_true", required=True, help="print statistics() as JSON")
-    parser.add_argument("--url", nargs="+", default=[DEFAULT_URL])
-    parser.add_argument("--prefix", default="asgi")
-    parser.add_argument("--channel", action="append", default=None)
-    args = parser.parse_args(argv)
-    print(asyncio.run(_statistics(args)))
-    return 0
+    return stats_main(argv, prog="python -m reference_layers.rabbitmq", addresses="url", default=[DEFAULT_URL],
+                      build=lambda addresses, prefix: RabbitMQChannelLayer(urls=addresses, prefix=prefix))
 
 
 if __name__ == "__main__":

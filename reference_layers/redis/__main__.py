@@ -12,29 +12,13 @@ process prints zeros for them: read them from ``await layer.statistics()`` in th
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-
+from ..core.stats_command import stats_main
 from .layer import RedisChannelLayer
 
 
-async def _statistics(args: argparse.Namespace) -> str:
-    layer = RedisChannelLayer(hosts=args.hosts, prefix=args.prefix)
-    try:
-        return (await layer.statistics(args.channel)).to_json()
-    finally:
-        await layer.close()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reference_layers.redis")
-    parser.add_argument("--stats", action="store_true", required=True, help="print statistics() as JSON")
-    parser.add_argument("--hosts", nargs="+", default=["redis://127.0.0.1:6379"])
-    parser.add_argument("--prefix", default="asgi")
-    parser.add_argument("--channel", action="append", default=None)
-    args = parser.parse_args(argv)
-    print(asyncio.run(_statistics(args)))
-    return 0
+    return stats_main(argv, prog="python -m reference_layers.redis", addresses="hosts", default=["redis://127.0.0.1:6379"],
+                      build=lambda addresses, prefix: RedisChannelLayer(hosts=addresses, prefix=prefix))
 
 
 if __name__ == "__main__":
