@@ -55,6 +55,7 @@ class GroupCopy:
     method: Any
     properties: Any
     body: bytes
+    mark: DrainMark  # its drain-ahead mark: its sequence is None unless this object sent it
 
 
 class AheadGet:

@@ -51,9 +51,9 @@ class OwnSends:
         sequence = headers.get(SEQUENCE_HEADER)
         return sequence if isinstance(sequence, int) else None
 
-    def done(self, headers: dict[str, Any]) -> None:
-        """A copy was placed: its sender wakes once the last of its copies was."""
-        sequence = self.sequence_of(headers)
+    def done(self, sequence: int | None) -> None:
+        """The copy of group_send ``sequence`` was placed (None: not one of this object's): its
+        sender wakes once the last of its copies was."""
         if sequence is None:
             return
         expected = self._expected.get(sequence)

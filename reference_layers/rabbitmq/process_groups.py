@@ -213,32 +213,30 @@ class GroupFeed:
         if queue is None:
             carrier.basic_nack(method.delivery_tag, requeue=True)
             return
-        copy = GroupCopy(carrier, queue, method, properties, body)
+        copy = GroupCopy(carrier, queue, method, properties, body,
+                         DrainMark(queue, self.own_sends.sequence_of(properties.headers or {})))
         ahead = self._ahead
         if ahead is not None:
             if ahead.first.done():  # its reply came in this very read, ahead of the copy
                 self._settle_ahead(ahead)
-            elif ahead.copy is None and self._mark(copy) == DrainMark(ahead.placement.queues[0], ahead.placement.sequence):
+            elif ahead.copy is None and copy.mark == DrainMark(ahead.placement.queues[0], ahead.placement.sequence):
                 ahead.copy = copy  # its own group_send's, ahead of the get's reply: placed with it
                 return
         self._hand(copy)
-
-    def _mark(self, copy: GroupCopy) -> DrainMark:
-        return DrainMark(copy.queue, self.own_sends.sequence_of(copy.properties.headers or {}))
 
     def _hand(self, copy: GroupCopy) -> None:
         """Place ``copy`` now if its process queue was taken in already and no drain or fan-out
         holds the lock; else a task does. A copies queue's copies come one at a time (each
         consumer's window is one delivery, link.py), so no earlier copy of its members' is
         still to be placed."""
-        if not self._lock.locked() and self._drained.take(self._mark(copy)):
+        if not self._lock.locked() and self._drained.take(copy.mark):
             self._place_copy(copy)
         else:
             self._spawn(self._fan_out(copy))
 
     async def _fan_out(self, copy: GroupCopy) -> None:
         async with self._lock:
-            if not self._drained.take(self._mark(copy)):
+            if not self._drained.take(copy.mark):
                 try:
                     await self._take_waiting(copy.queue)
                 except Exception:  # noqa: BLE001 - the link broke: the copy comes back (unacked)
@@ -255,7 +253,7 @@ class GroupFeed:
             return
         members = self.book.members(queue, self.names.group_of(method.routing_key))
         # The sender is told first, so it runs (its next publish goes out) before the members.
-        self.own_sends.done(properties.headers or {})
+        self.own_sends.done(copy.mark.sequence)
         missed = self._place(queue, members, copy.body)
         carrier.basic_ack(method.delivery_tag)
         if missed:
