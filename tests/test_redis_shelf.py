@@ -148,3 +148,13 @@ def test_own_groups_know_the_keys_of_the_objects_members_until_the_last_leaves()
     assert list(groups.keys_in("room")) == ["asgi:q!other."]
     groups.forget_all()
     assert list(groups.keys_in("room")) == []
+
+
+def test_a_copy_older_than_those_held_for_its_channel_is_taken_before_them():
+    """A pop's reply may be read after the delivery of a later entry (deliveries.py): held in id
+    order, whatever order they came in."""
+    held = shelf()
+    held.put([entry([A, B], 30)], always)  # a delivery
+    held.put([copy(A, 12), copy(A, 20), copy(B, 25)], always)  # a pop's reply, read after it
+    held.put([copy(A, 40)], always)
+    assert ids(held, A) == [12, 20, 30, 40] and ids(held, B) == [25, 31]

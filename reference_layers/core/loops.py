@@ -101,6 +101,12 @@ class PerLoop(Generic[State]):
                 pass
 
 
+def closes_states_first(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a PerLoop's states on ``loop`` are closed before it closes (its type could be
+    patched, and a state was made there): else they are dropped only once it is closed."""
+    return getattr(loop, _LOOP_HOOK, None) is not None
+
+
 def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     """``loop.time``, or ``time.monotonic`` itself where that is all it does (asyncio's own
     loops): a Python call less for what reads the clock once per member and copy."""

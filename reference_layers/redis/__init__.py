@@ -8,7 +8,8 @@ order; resp is its hiredis-less reader), bells (pub/sub wake-ups for waiting rec
 receiver (waiting for messages without polling or losing any), reconnect (connecting within
 ``reconnect_timeout``, else ShardUnreachable), memberships (what a layer object added, added
 again after a restart lost it), copies (a pop's reply: group copies and messages read ahead),
-shelf (the copies an event loop holds for its receives), pops (a pop on the wire), returns (what
+shelf (the copies an event loop holds for its receives), pops (a pop on the wire), deliveries (a
+group_send's entry published to the loop where a receive waits: one hop, no pop), returns (what
 a loop holds goes back to Redis when it ends, or to the next loop if Redis is out of reach).
 """
 

@@ -10,6 +10,9 @@ Race-free by order: a receiver pops only after its bell's subscription is confir
 push after that pop rings it. When the connection drops, every subscription is gone: all
 listeners are rung so their receivers subscribe again (reconnecting) and pop.
 
+A channel can be taken whole instead (``take``): what is published on it goes as it is to its
+taker, a loop's deliveries of group copies (deliveries.py).
+
 Subscriptions outlive receivers (a receive loop on one channel would otherwise subscribe and
 unsubscribe on every call); the least recently used beyond ``SUBSCRIPTION_LIMIT`` are dropped.
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict, deque
-from typing import Callable
+from typing import Callable, Optional
 
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,6 +36,7 @@ from .wire import ReplyReader, pack, take_over_socket
 
 SUBSCRIPTION_LIMIT = 1000
 Listener = Callable[[int], None]  # called with the id a push published
+Taker = Callable[[Optional[bytes]], None]  # called with what was published whole (None: subscription lost)
 
 
 class BellWire(asyncio.Protocol):
@@ -129,10 +133,18 @@ class Bells:
         self._connecting = asyncio.Lock()
         self._subscribed: OrderedDict[bytes, asyncio.Future] = OrderedDict()
         self._listeners: dict[bytes, Listener] = {}
+        self._takers: dict[bytes, Taker] = {}  # channels whose messages are taken whole (deliveries.py)
         self._closed = False
 
     def listen(self, bell: bytes, listener: Listener) -> None:
         self._listeners[bell] = listener
+
+    def take(self, channel: bytes, taker: Taker) -> None:
+        """Give what is published on ``channel`` to ``taker`` as it is, once subscribed."""
+        self._takers[channel] = taker
+
+    def stop_taking(self, channel: bytes) -> None:
+        self._takers.pop(channel, None)
 
     def forget(self, bell: bytes, listener: Listener) -> None:
         if self._listeners.get(bell) == listener:  # bound methods: equal, never identical
@@ -165,6 +177,14 @@ class Bells:
             with contextlib.suppress(RedisConnectionError):
                 await self._wire.command(self._unsubscribe, bell)
 
+    async def leave(self, channel: bytes) -> None:
+        """Unsubscribe ``channel`` though its taker listens on (it gets what comes meanwhile):
+        return once the server confirmed, or the connection is gone with the subscription."""
+        self._subscribed.pop(channel, None)
+        if self._wire is not None and not self._wire.closed:
+            with contextlib.suppress(RedisConnectionError):
+                await self._wire.command(self._unsubscribe, channel)
+
     def close(self) -> None:
         self._closed = True
         if self._wire is not None:
@@ -186,6 +206,8 @@ class Bells:
         listener = self._listeners.get(bell)
         if listener is not None:
             listener(int(message_id))
+        elif (taker := self._takers.get(bell)) is not None:
+            taker(message_id)
 
     def _lost(self, wire: BellWire) -> None:
         """Every subscription went with the connection: make every receiver subscribe and look."""
@@ -194,11 +216,13 @@ class Bells:
         self._subscribed.clear()
         for listener in list(self._listeners.values()):
             listener(-1)
+        for taker in list(self._takers.values()):
+            taker(None)
 
     def _trim(self) -> None:
         while len(self._subscribed) > SUBSCRIPTION_LIMIT:
             for bell in self._subscribed:
-                if bell not in self._listeners:
+                if bell not in self._listeners and bell not in self._takers:
                     break
             else:
                 return  # every subscription has a receiver: keep them all

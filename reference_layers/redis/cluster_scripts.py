@@ -114,7 +114,7 @@ return out
 PUSH_COPIES = _sharded(_COMMON) + _COPIES + r"""
 local members = tonumber(ARGV[3])
 return members - push_copies(KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]),
-                             ARGV[4], members, ARGV[5])
+                             ARGV[4], members, ARGV[5], false, nil)  -- no taker: entries wait in the inbox
 """
 
 # KEYS: the first member's queue, count and bell (they route the script to its node).

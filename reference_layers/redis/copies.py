@@ -7,6 +7,9 @@ taken for a receiver waiting now, held here for a receive to come, or put in the
 queue because older messages wait there. This module reads a pop's reply; shelf.py keeps the
 held copies, per event loop (a ``CopyShelf``), oldest first per channel; pops.py awaits a pop.
 
+A loop where a receive of the process waits takes the entry in one hop instead, published to
+it by the group_send itself (deliveries.py); read as a pop of that entry (``read_delivery``).
+
 Why hold them here: members that call receive() one after another (a consumer busy with the
 previous message) then read their copies without a round trip each. The pop uncounts every
 copy it drains on the server; the copies held here count against capacity in what this
@@ -209,3 +212,13 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
         held.append(Copy(channel, capacity_key, int(message_id), loop_now + (int(expires) - now_ms) / 1000,
                          expires, body, here if index > 0 else Counted.BY_SERVER, epoch))
     return PopReply(last_id, epoch, messages, held)
+
+
+def read_delivery(payload: bytes, capacity_key: str, loop_now: float, shelved: Container[str] = (),
+                  wanted: dict[str, int] | None = None) -> tuple[PopReply, bytes, int]:
+    """A delivery (``<now_ms>:<epoch>:<entry>``, deliveries.py) read as the reply of a pop that
+    drained its entry for ``wanted``: (that reply, the entry's ``<first id>+<n>``, n)."""
+    now_ms, epoch, entry = payload.split(b":", 2)
+    copies = entry.split(b":", 2)[1]
+    reply = read_pop([now_ms, 0, epoch, 1, entry, b""], wanted or {}, capacity_key, loop_now, shelved)
+    return reply, copies, int(copies.partition(b"+")[2])

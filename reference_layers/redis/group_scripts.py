@@ -29,11 +29,16 @@ from .scripts import _COMMON
 _COPIES = r"""
 -- One inbox entry for the first members of a process that its capacity has room for, its n
 -- copies counted together by the entry; `roster`: the process's `members` local names, comma-joined.
--- Returns how many members got a copy.
-local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster, members, body)
+-- `taker`: the channel the process's receiving loop takes entries on (deliveries.py), and `epoch`
+-- the shard's flush epoch; when nothing older of the process waits here (no message counted, an
+-- empty inbox) and a loop takes, the entry is published to it there instead of queued: it still
+-- counts until that loop uncounts it. (`taker` false: the inbox, always.) Returns how many members
+-- got a copy.
+local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster, members, body, taker, epoch)
   redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
   local copies = copies_held(count, now)
-  local n = math.min(capacity - redis.call('ZCARD', count) - copies, members)
+  local singles = redis.call('ZCARD', count)
+  local n = math.min(capacity - singles - copies, members)
   if n <= 0 then return 0 end
   if n < members then  -- the first n names
     local comma = 0
@@ -48,8 +53,17 @@ local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster,
   redis.call('INCRBY', count .. '|t', n)
   extend(count .. '|g', ttl, copies == 0)
   extend(count .. '|t', ttl, copies == 0)
-  local length = redis.call('RPUSH', inbox, string.format('%.0f', expires) .. ':' .. first .. '+' .. n .. ':' .. roster .. ':'
-                                            .. body)
+  local entry = string.format('%.0f', expires) .. ':' .. first .. '+' .. n .. ':' .. roster .. ':' .. body
+  if taker and singles == 0 and redis.call('LLEN', inbox) == 0 then
+    redis.set_repl(redis.REPL_NONE)  -- a replica's subscriber (a demoted master's) would take it too
+    local taken = redis.call('PUBLISH', taker, now .. ':' .. epoch .. ':' .. entry)
+    redis.set_repl(redis.REPL_ALL)
+    if taken > 0 then
+      extend(bell, ttl, fresh_bell)  -- its ids go on from the last one taken
+      return n
+    end
+  end
+  local length = redis.call('RPUSH', inbox, entry)
   extend(inbox, ttl, length == 1)
   ring(bell, string.format('%.0f', last), ttl, fresh_bell)
   return n
@@ -145,8 +159,8 @@ return 1
 """
 
 # KEYS: group, capacities. ARGV: key prefix ('P:'), expiry_ms, default capacity, body, members
-# stem, roster stem, then capacity key, count, ... of the copies the calling process holds (they
-# take room there too).
+# stem, roster stem, the shard's flush epoch key, then capacity key, count, ... of the copies the
+# calling process holds (they take room there too).
 # Pushes to every unexpired member on this shard (their queues live here too): a normal channel
 # gets its own copy, a process's ``p!*`` members one inbox entry together, made from the
 # process's roster, so the work here grows with the processes, not their members (members an
@@ -157,13 +171,14 @@ local now = now_ms()
 local stems = {ARGV[5], ARGV[6]}
 prune_group(KEYS[1], KEYS[2], stems, now)
 local prefix, expiry_ms, default, body = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local epoch = redis.call('GET', ARGV[7])  -- none yet (no pop ran): entries go to inboxes
 local held_here = {}
-for i = 7, #ARGV, 2 do held_here[ARGV[i]] = tonumber(ARGV[i + 1]) end
+for i = 8, #ARGV, 2 do held_here[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local missed = 0
 local function copies(key, roster, members, capacity)
   capacity = (tonumber(capacity) or default) - (held_here[key] or 0)
   return members - push_copies(prefix .. 'i:' .. key, prefix .. 'n:' .. key, prefix .. 'b:' .. key,
-                               now, expiry_ms, capacity, roster, members, body)
+                               now, expiry_ms, capacity, roster, members, body, epoch and prefix .. 'd:' .. key, epoch)
 end
 local older, order = {}, {}  -- process key -> its members an older version listed in the group
 for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do

@@ -53,6 +53,10 @@ class KeySpace:
     def bell(self, capacity_key: str) -> str:
         return f"{self.prefix}b:{capacity_key}"
 
+    def taker(self, capacity_key: str) -> str:
+        """The pub/sub channel a process's receiving loop takes its inbox entries on (deliveries.py)."""
+        return f"{self.prefix}d:{capacity_key}"
+
     def group_members(self, group: str) -> str:
         return f"{self.prefix}g:{group}"
 

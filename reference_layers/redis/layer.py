@@ -30,6 +30,7 @@ from ..core.statistics import STATISTICS_EXTENSION, ChannelStatistics, Counters,
 from .cluster import ClusterShard
 from .cluster_keys import ClusterKeySpace
 from .copies import Copy
+from .deliveries import Claims, Takers
 from .hashring import HashRing
 from .hosts import ClusterAddress, parse_hosts
 from .keys import KeySpace
@@ -53,8 +54,9 @@ _KNOWN_KEYS = ("hosts", "prefix", "expiry", "group_expiry", "capacity", "channel
 class _LoopState:
     shards: list[ShardClient | ClusterShard]
     shelf: CopyShelf  # group copies and messages read ahead, for this loop's receives
-    receivers: dict[str, Receiver] = field(default_factory=dict)  # capacity key -> its receiver
-    taking: set[str] = field(default_factory=set)  # capacity keys with a receive popping at once
+    receivers: dict[str, Receiver]  # capacity key -> its receiver
+    takers: Takers  # group copies delivered to this loop's receives (deliveries.py)
+    taking: set[str]  # capacity keys with a receive popping at once
     # Process keys a receive of this loop waited on: a loop that receives lives on (async_to_sync's
     # die with their call, and what their pops took would only go back to Redis), so its
     # group_sends may pop.
@@ -95,6 +97,7 @@ class RedisChannelLayer(LayerCore):
         self._counters = Counters()
         self._memberships = MembershipBook(len(self.addresses))
         self._own_groups = OwnGroups()  # where a group_send pops this object's copies behind it
+        self._claims = Claims()  # which loop takes each process key's deliveries
 
     def __repr__(self):
         return f"{type(self).__name__}(hosts={[a.name for a in self.addresses]}, prefix={self.prefix!r})"
@@ -207,9 +210,11 @@ class RedisChannelLayer(LayerCore):
             def forget(idle: Receiver, receivers=state.receivers, key=key):
                 if receivers.get(key) is idle:
                     del receivers[key]
+                    state.takers.idle(key)
 
             shard = state.shards[self.ring.index_for(key)]
             receiver = state.receivers[key] = Receiver(shard, key, self._expiry_ms + 1000, forget, state.shelf)
+            state.takers.wanted(key)
         return receiver
 
     # --- groups ----------------------------------------------------------------------------
@@ -367,7 +372,10 @@ class RedisChannelLayer(LayerCore):
             carried, self._carried = self._carried, []
         if carried:  # copies an ended loop could not give back: held here, as its own pop's would be
             hold_carried(shelf, carried, lambda key: shards[self.ring.index_for(key)].flushes_for(key).current_at)
-        return _LoopState(shards, shelf=shelf)
+        receivers: dict[str, Receiver] = {}
+        taking: set[str] = set()
+        takers = Takers(lambda key: shards[self.ring.index_for(key)], shelf, self._claims, receivers, taking)
+        return _LoopState(shards, shelf, receivers, takers, taking)
 
     def _drop_flushed(self, shelf: CopyShelf, index: int, epoch: int) -> None:
         """Shard ``index`` is in flush epoch ``epoch`` now: what was held of another is gone (flushes.py)."""
@@ -384,6 +392,7 @@ class RedisChannelLayer(LayerCore):
         for receiver in receivers:
             receiver.fail_waiters(RuntimeError("the channel layer was closed while this receive waited"))
         state.receivers.clear()
+        await state.takers.close()  # what came before it left is held, and given back below
         carried = await return_held(state.shelf, lambda channel: state.shards[self.shard_index(channel)],
                                     self.keys.capacity_key, self._expiry_ms + 1000)
         with self._carried_lock:

@@ -126,6 +126,22 @@ class Receiver:
         if self._waiters:
             self._kick()
 
+    def wanted_now(self) -> dict[str, int] | None:
+        """What the waiters want, if a delivery's copies may be handed to them now (deliveries.py):
+        the loop sleeps, so every message its pops took is handed out and none is on its way (one
+        would be older). None if not."""
+        wake = self._wake
+        if wake is None or wake.done() or self._early is not None or self._returns:
+            return None
+        return self._waiting.wanted()
+
+    def hand_delivered(self, messages: list[tuple[str, bytes]]) -> None:
+        """Hand a delivery's copies for the waiters ``wanted_now`` named."""
+        for channel, entry in messages:
+            if not self._waiting.hand(channel, entry):  # a receiver gone meanwhile: the next one, or Redis
+                self._returns.append((channel, entry))
+                self._kick()
+
     def give_back(self, channel: str, entry: bytes) -> None:
         """A receive was cancelled holding ``entry``: the next receiver gets it, or Redis does."""
         if not self._waiting.hand(channel, entry):

@@ -14,6 +14,9 @@ non-local part ``p!`` of a process-specific channel, shared by all ``p!*``):
   its local name, ``x`` for ``p!x`` (group_scripts.py); member i's copy has id first + i; the
   count travels with the entry, so a pop need not count the members). A pop drains it (see
   copies.py)
+- ``P:d:K`` (pub/sub) where a loop of K's process takes its group copies in one hop, when
+  nothing older of K waits here: GROUP_SEND publishes the entry there instead of queueing it
+  (deliveries.py)
 - ``P:n:K|g`` sorted set of the inbox entries' ``<first id>+<copies>``, scored by expiry, and
   ``P:n:K|t`` their copies in all: what the inbox holds counts against capacity by entry, one
   command per group_send, not one per member
@@ -289,6 +292,18 @@ for i = 1, #KEYS do
   out[#out + 1] = expires
 end
 return out
+"""
+
+# KEYS: count. ARGV: an inbox entry's '<first id>+<copies>', its copies. A receiving loop took the
+# entry in a delivery (deliveries.py): uncount its copies, which the loop counts now (copies.py).
+# Sent unawaited (shard.py); idempotent, as it may be sent again after a lost connection.
+UNCOUNT_ENTRY = r"""
+if redis.call('ZREM', KEYS[1] .. '|g', ARGV[1]) == 1 then
+  local total = tonumber(redis.call('GET', KEYS[1] .. '|t') or '0') - tonumber(ARGV[2])
+  if total <= 0 then redis.call('DEL', KEYS[1] .. '|g', KEYS[1] .. '|t')
+  else redis.call('SET', KEYS[1] .. '|t', total, 'KEEPTTL') end
+end
+return 1
 """
 
 # KEYS: flush epoch. Ends a flush (after its keys are deleted): sets the shard's flush epoch to a

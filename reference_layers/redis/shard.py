@@ -43,10 +43,10 @@ class Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
 
 
-SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS, FLUSHED = tuple(
+SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS, FLUSHED, UNCOUNT_ENTRY = tuple(
     Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, group_scripts.GROUP_ADD,
                                   group_scripts.GROUP_DISCARD, group_scripts.GROUP_SEND, scripts.STATS,
-                                  scripts.FLUSHED))
+                                  scripts.FLUSHED, scripts.UNCOUNT_ENTRY))
 
 
 def _unheard(reply: asyncio.Future) -> None:
@@ -86,7 +86,7 @@ class ShardClient:
         self._commands: Wire | None = None
         self._connecting = asyncio.Lock()
         self.bells = Bells(self._pool, self.reconnector)
-        self._owed_uncounts: list[tuple[str, int]] = []  # uncounts lost with a connection (uncount)
+        self._owed_uncounts: list[tuple] = []  # uncounts lost with a connection (uncount), as commands
         self.flushes = FlushWatch(self.bells, keys.flush_epoch, lambda: self.call(b"GET", keys.flush_epoch),
                                   lambda channel, epoch: self._tell(b"PUBLISH", channel, epoch))
         self._closed = False
@@ -112,8 +112,8 @@ class ShardClient:
                     raise
                 self._commands = wire
                 owed, self._owed_uncounts = self._owed_uncounts, []
-                for count_key, message_id in owed:
-                    self._uncount(count_key, message_id)
+                for command in owed:
+                    self._uncount(command)
             return wire
 
     async def _restore_memberships(self, wire: Wire) -> None:
@@ -206,19 +206,27 @@ class ShardClient:
         (a send queued after it on this connection finds the room). Not awaited; lost with the
         connection, it is owed, and written first on the next one (ids are never reused, so
         uncounting one twice is harmless)."""
-        self._uncount(self.keys.count(copy.capacity_key), copy.message_id)
+        self._uncount((b"ZREM", self.keys.count(copy.capacity_key), copy.message_id))
 
-    def _uncount(self, count_key: str, message_id: int) -> None:
+    def uncount_entry(self, capacity_key: str, copies: bytes, n: int) -> None:
+        """This loop took an inbox entry's ``n`` copies (``copies``: its '<first id>+<n>') in a
+        delivery (deliveries.py): uncount them on the server, the same way (once: a second time
+        finds the entry gone)."""
+        self._uncount((b"EVALSHA", UNCOUNT_ENTRY.sha, 1, self.keys.count(capacity_key), copies, n))
+
+    def _uncount(self, command: tuple) -> None:
         wire = self._commands
         if wire is None or wire.closed:
-            self._owed_uncounts.append((count_key, message_id))
+            self._owed_uncounts.append(command)
             return
-        wire.call(pack(b"ZREM", count_key, message_id)).add_done_callback(
-            lambda reply: self._uncounted(reply, count_key, message_id))
+        wire.call(pack(*command)).add_done_callback(lambda reply: self._uncounted(reply, command))
 
-    def _uncounted(self, reply: asyncio.Future, count_key: str, message_id: int) -> None:
-        if not reply.cancelled() and isinstance(reply.exception(), TRANSIENT_ERRORS):
-            self._owed_uncounts.append((count_key, message_id))
+    def _uncounted(self, reply: asyncio.Future, command: tuple) -> None:
+        error = None if reply.cancelled() else reply.exception()
+        if isinstance(error, TRANSIENT_ERRORS):
+            self._owed_uncounts.append(command)
+        elif isinstance(error, ResponseError) and is_noscript(error):  # not loaded there: its source, then
+            self._uncount((b"EVAL", UNCOUNT_ENTRY.source, *command[2:]))
 
     def _tell(self, *command) -> None:
         """Write ``command`` at once if the connection is open, not waiting for its reply."""
@@ -266,7 +274,8 @@ class ShardClient:
         keys = self.keys
         return await self.run(GROUP_SEND, [keys.group_members(group), keys.group_capacities(group)],
                               [keys.prefix, expiry_ms, capacity, body, keys.process_members_stem(group),
-                               keys.roster_stem(group), *(arg for key, count in (held or {}).items() for arg in (key, count))],
+                               keys.roster_stem(group), keys.flush_epoch,
+                               *(arg for key, count in (held or {}).items() for arg in (key, count))],
                               after_write)
 
     # --- statistics -------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """The copies one event loop holds for its own channels (copies.py says which and why), with no I/O.
 
+Copies of a channel are held in id order, which is the order they were sent in: a pop's reply
+and a delivery travel on two connections, so the older may come second (deliveries.py).
+
 A copy is held one of two ways: a Copy in its channel's deque (oldest first), or, for members
 of a late fan-out, one HeldEntry shared by all of them, found by channel in one dict made in
 one step from the pop's names (a Copy and a deque each cost a fan-out to 1,000 members more
@@ -75,8 +78,10 @@ class CopyShelf:
             queue = held.get(copy.channel)
             if queue is None:
                 held[copy.channel] = deque((copy,))
-            else:
+            elif queue[-1].message_id < copy.message_id:
                 queue.append(copy)
+            else:  # older than one held: a pop's reply read after a delivery (deliveries.py)
+                queue.insert(next(i for i, there in enumerate(queue) if there.message_id > copy.message_id), copy)
             if copy.counted is _HERE:
                 here += 1
         self._counted_here += here

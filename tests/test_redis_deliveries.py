@@ -1,0 +1,192 @@
+"""Our Redis layer's deliveries (deliveries.py): a group_send's entry handed in one hop to the loop
+where a receive of the process waits, instead of an inbox entry its bell makes the loop pop.
+
+The spec must hold the same as on the inbox path: no copy overtaking an older message of its
+member, capacity counted exactly once the copies are taken, flushes in other processes, copies
+held by a loop that ends going back to Redis, and one copy per member even with several loops.
+Checked on a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from reference_layers.base import ChannelFull
+from reference_layers.redis import deliveries
+from reference_layers.redis.deliveries import Claims
+from tests.helpers import CALL_LIMIT, closing, eventually, fresh, run
+from tests.test_redis_group_copies import QUIET, members_of
+from tests.test_redis_layer import ClientCommands, layer_on, raw
+
+
+def takers_of(server, layer, member: str) -> int:
+    """Loops subscribed to the deliveries of ``member``'s process, as the server counts them."""
+    return server.pubsub_numsub(layer.keys.taker(layer.keys.capacity_key(member)))[0][1]
+
+
+async def receive_waiting(layer, server, member: str) -> asyncio.Future:
+    """A receive of ``member``, waiting once its loop takes the process's deliveries."""
+    receive = asyncio.ensure_future(layer.receive(member))
+    await eventually(lambda: takers_of(server, layer, member) == 1, CALL_LIMIT, "the loop never took deliveries")
+    return receive
+
+
+def run_pair(redis_urls, scenario, **config) -> None:
+    """``scenario(receiving, sending, group)``: two layer objects on one prefix (two processes)."""
+    receiving = layer_on(redis_urls, **config)
+    sending = layer_on(redis_urls, prefix=receiving.prefix, **config)
+
+    async def both():
+        try:
+            await scenario(receiving, sending, fresh("group"))
+        finally:
+            await sending.close()
+
+    run(closing(receiving, both()))
+
+
+def test_a_group_send_reaches_the_loop_where_a_receive_waits_in_one_hop_never_by_its_inbox(redis_urls):
+    async def scenario(receiving, sending, group):
+        server = raw(redis_urls[0])
+        first, *others = await members_of(receiving, group, 5)
+        receive = await receive_waiting(receiving, server, first)
+        with ClientCommands(redis_urls, scripts=True) as done_by_scripts:
+            await sending.group_send(group, {"n": 1})
+            assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
+            assert [(await receiving.receive(member))["n"] for member in others] == [1] * len(others)
+        assert "PUBLISH" in done_by_scripts.commands[0]
+        assert "RPUSH" not in done_by_scripts.commands[0]  # no inbox entry, so no pop of one either
+        assert "LPOP" not in done_by_scripts.commands[0]
+
+    run_pair(redis_urls, scenario)
+
+
+def test_a_member_gets_its_older_message_before_a_group_copy_though_its_process_takes_deliveries(redis_urls):
+    async def scenario(receiving, sending, group):
+        server = raw(redis_urls[0])
+        first, second = await members_of(receiving, group, 2)
+        receive = await receive_waiting(receiving, server, first)
+        await sending.send(second, {"n": "older"})
+        await sending.group_send(group, {"n": "group"})
+        assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == "group"
+        assert [(await receiving.receive(second))["n"] for _ in range(2)] == ["older", "group"]
+
+    run_pair(redis_urls, scenario)
+
+
+def test_the_copies_of_a_delivered_entry_give_their_room_back_on_the_server_once_taken(redis_urls):
+    async def scenario(receiving, sending, group):
+        server = raw(redis_urls[0])
+        first, second = await members_of(receiving, group, 2)
+        receive = await receive_waiting(receiving, server, first)
+        await sending.group_send(group, {"n": 1})
+        await asyncio.wait_for(receive, CALL_LIMIT)
+        await receiving.receive(second)
+        await receiving.statistics([first])  # behind the uncount on the same connection
+        for n in range(3):  # the whole capacity, as if the copies had never been there
+            await sending.send(first, {"n": n})
+        with pytest.raises(ChannelFull):
+            await sending.send(first, {"n": 3})
+
+    run_pair(redis_urls, scenario, capacity=3)
+
+
+def test_a_flush_in_another_process_drops_the_copies_a_delivery_left_held(redis_urls):
+    async def scenario(receiving, sending, group):
+        server = raw(redis_urls[0])
+        first, second = await members_of(receiving, group, 2)
+        receive = await receive_waiting(receiving, server, first)
+        await sending.group_send(group, {"n": "before the flush"})
+        await asyncio.wait_for(receive, CALL_LIMIT)
+        await sending.flush()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(receiving.receive(second), QUIET)
+        await sending.send(second, {"n": "after the flush"})
+        assert (await asyncio.wait_for(receiving.receive(second), CALL_LIMIT))["n"] == "after the flush"
+
+    run_pair(redis_urls, scenario)
+
+
+def test_copies_a_delivery_left_held_go_back_to_redis_when_their_loop_ends(redis_urls):
+    receiving = layer_on(redis_urls)
+    sending = layer_on(redis_urls, prefix=receiving.prefix)
+    group = fresh("group")
+    server = raw(redis_urls[0])
+
+    async def first_loop() -> list[str]:
+        members = await members_of(receiving, group, 3)
+        receive = await receive_waiting(receiving, server, members[0])
+        await sending.group_send(group, {"n": 1})
+        await asyncio.wait_for(receive, CALL_LIMIT)
+        await sending.close()
+        return members  # the loop ends holding the others' copies
+
+    async def second_loop(members: list[str]) -> list[int]:
+        assert takers_of(server, receiving, members[0]) == 0  # it left before its loop closed
+        return [(await receiving.receive(member))["n"] for member in members[1:]]
+
+    members = run(first_loop())
+    assert run(closing(receiving, second_loop(members))) == [1, 1]
+
+
+def test_a_loop_where_no_receive_waits_stops_taking_deliveries_after_a_while(redis_urls, monkeypatch):
+    monkeypatch.setattr(deliveries, "LINGER", 0.05)
+
+    async def scenario(receiving, sending, group):
+        server = raw(redis_urls[0])
+        first, second = await members_of(receiving, group, 2)
+        receive = await receive_waiting(receiving, server, first)
+        await sending.group_send(group, {"n": 1})
+        await asyncio.wait_for(receive, CALL_LIMIT)
+        await eventually(lambda: takers_of(server, receiving, first) == 0, CALL_LIMIT, "the loop still takes")
+        await sending.group_send(group, {"n": 2})  # to the inbox, as no loop takes
+        assert [(await receiving.receive(second))["n"] for _ in range(2)] == [1, 2]
+        assert (await receiving.receive(first))["n"] == 2
+
+    run_pair(redis_urls, scenario)
+
+
+def test_one_loop_at_a_time_takes_a_process_keys_deliveries():
+    claims = Claims()
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        assert claims.claim("specific.p!", first)
+        assert claims.claim("specific.p!", first)  # again, by the same loop
+        assert not claims.claim("specific.p!", second)
+        assert claims.claim("specific.q!", second)  # another key is another claim
+        claims.release("specific.p!", second)  # not its to release
+        assert not claims.claim("specific.p!", second)
+        claims.release("specific.p!", first)
+        assert claims.claim("specific.p!", second)
+    finally:
+        second.close()
+    assert claims.claim("specific.p!", first)  # the holder's loop is closed: it took none since
+    first.close()
+
+
+def test_with_two_loops_of_one_layer_object_receiving_each_member_gets_one_copy(redis_urls):
+    """One loop takes the process's deliveries, and holds the copy of a member whose receive
+    waits on the other loop; closing, it gives that copy back to Redis, where the other pops it."""
+    receiving = layer_on(redis_urls)
+    sending = layer_on(redis_urls, prefix=receiving.prefix)
+    group = fresh("group")
+    server = raw(redis_urls[0])
+
+    async def in_another_loop(member: str) -> dict:
+        return await asyncio.wait_for(receiving.receive(member), CALL_LIMIT)
+
+    async def scenario():
+        first, second = await members_of(receiving, group, 2)
+        receive = await receive_waiting(receiving, server, first)
+        other = asyncio.ensure_future(asyncio.to_thread(run, in_another_loop(second)))
+        await sending.group_send(group, {"n": 1})
+        assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
+        assert takers_of(server, receiving, first) == 1  # the other loop never took as well
+        await receiving.close()  # this loop's state: the copy it holds for the other goes back
+        assert (await asyncio.wait_for(other, CALL_LIMIT))["n"] == 1
+        await sending.flush()
+        await sending.close()
+
+    run(scenario())
