@@ -30,14 +30,17 @@ _COPIES = r"""
 -- One inbox entry for the first members of a process that its capacity has room for, its n
 -- copies counted together by the entry; `roster`: the process's `members` local names, comma-joined.
 -- `taker`: the channel the process's receiving loop takes entries on (deliveries.py), and `epoch`
--- the shard's flush epoch; when nothing older of the process waits here (no message counted, an
--- empty inbox) and a loop takes, the entry is published to it there instead of queued: it still
--- counts until that loop uncounts it. (`taker` false: the inbox, always.) Returns how many members
--- got a copy.
+-- the shard's flush epoch; when nothing older of the process waits here (no message, no copy
+-- counted: so no unexpired entry in the inbox) and a loop takes, the entry is published to it
+-- there instead of queued: it still counts until that loop uncounts it. (`taker` false: the
+-- inbox, always.) Returns how many members got a copy.
 local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster, members, body, taker, epoch)
-  redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
-  local copies = copies_held(count, now)
   local singles = redis.call('ZCARD', count)
+  if singles > 0 then
+    redis.call('ZREMRANGEBYSCORE', count, '-inf', now)
+    singles = redis.call('ZCARD', count)
+  end
+  local copies = copies_held(count, now)
   local n = math.min(capacity - singles - copies, members)
   if n <= 0 then return 0 end
   if n < members then  -- the first n names
@@ -50,20 +53,24 @@ local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster,
   first = string.format('%.0f', first)
   local ttl = expiry_ms + 1000
   redis.call('ZADD', count .. '|g', expires, first .. '+' .. n)
-  redis.call('INCRBY', count .. '|t', n)
   extend(count .. '|g', ttl, copies == 0)
-  extend(count .. '|t', ttl, copies == 0)
-  local entry = string.format('%.0f', expires) .. ':' .. first .. '+' .. n .. ':' .. roster .. ':' .. body
-  if taker and singles == 0 and redis.call('LLEN', inbox) == 0 then
+  if copies == 0 then
+    redis.call('SET', count .. '|t', n, 'PX', ttl)
+  else
+    redis.call('INCRBY', count .. '|t', n)
+    extend(count .. '|t', ttl, false)
+  end
+  local head = string.format('%.0f', expires) .. ':' .. first .. '+' .. n .. ':'
+  if taker and singles == 0 and copies == 0 then  -- (a roster is long: it is copied into one string only)
     redis.set_repl(redis.REPL_NONE)  -- a replica's subscriber (a demoted master's) would take it too
-    local taken = redis.call('PUBLISH', taker, now .. ':' .. epoch .. ':' .. entry)
+    local taken = redis.call('PUBLISH', taker, now .. ':' .. epoch .. ':' .. head .. roster .. ':' .. body)
     redis.set_repl(redis.REPL_ALL)
     if taken > 0 then
       extend(bell, ttl, fresh_bell)  -- its ids go on from the last one taken
       return n
     end
   end
-  local length = redis.call('RPUSH', inbox, entry)
+  local length = redis.call('RPUSH', inbox, head .. roster .. ':' .. body)
   extend(inbox, ttl, length == 1)
   ring(bell, string.format('%.0f', last), ttl, fresh_bell)
   return n
