@@ -76,6 +76,26 @@ def test_a_member_gets_its_older_message_before_a_group_copy_though_its_process_
     run_pair(redis_urls, scenario)
 
 
+def test_a_loops_own_group_send_to_members_it_takes_goes_by_the_inbox_popped_behind_its_script(redis_urls):
+    """Its pop rides behind the script on the same connection, one hop: a delivery to itself would
+    come on the other connection, later."""
+    async def scenario(layer, group):
+        server = raw(redis_urls[0])
+        first, second = await members_of(layer, group, 2)
+        receive = await receive_waiting(layer, server, first)
+        listener = server.pubsub()
+        listener.subscribe(layer.keys.taker(layer.keys.capacity_key(first)))
+        assert listener.get_message(timeout=CALL_LIMIT)["type"] == "subscribe"
+        await layer.group_send(group, {"n": 1})
+        assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
+        assert (await layer.receive(second))["n"] == 1
+        assert listener.get_message(timeout=QUIET) is None  # nothing was published to the taker
+        listener.close()
+
+    layer = layer_on(redis_urls)
+    run(closing(layer, scenario(layer, fresh("group"))))
+
+
 def test_the_copies_of_a_delivered_entry_give_their_room_back_on_the_server_once_taken(redis_urls):
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])

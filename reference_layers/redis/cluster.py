@@ -18,7 +18,7 @@ after a failover (the replica has them); see the README.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -155,9 +155,11 @@ class ClusterShard(ClusterRouter):
         await self._run_on(key_slot(keys[0]), GROUP_DISCARD, keys, [channel])
 
     async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int,
-                         after_write: Callable[[], None] | None = None, held: dict[str, int] | None = None) -> int:
+                         after_write: Callable[[], None] | None = None, held: dict[str, int] | None = None,
+                         own: Iterable[str] = ()) -> int:
         """Push to every member; returns how many missed it, being full. Two round trips (see the
         docstring): GROUP_SEND on the group's node, then PUSH_MANY and PUSH_COPIES at once.
+        (``own`` is for a ShardClient: a cluster's copies always wait in an inbox.)
         ``held``: capacity key -> group copies this loop holds for it, which count against it."""
         keys = self._group_keys(group)
         reply = await self._run_on(key_slot(keys[0]), GROUP_SEND, keys, [self.keys.prefix, expiry_ms, capacity, body])

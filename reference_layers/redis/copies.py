@@ -126,10 +126,23 @@ class PopReply:
                 for name in (item.held if type(item) is HeldEntry else (item.channel,))]  # type: ignore[union-attr]
 
 
-@functools.lru_cache(maxsize=8)
+_last_rosters: dict[str, tuple[bytes, list[str]]] = {}  # capacity key -> its latest roster, read
+
+
 def _member_names(capacity_key: str, roster: bytes) -> list[str]:
     """An entry's members, whole names from its roster of local names. A process's rosters come
-    again and again (a room's every message): read once, the list shared (never changed)."""
+    again and again (a room's every message): read once, the list shared (never changed). The
+    latest one is compared, not hashed: a roster of 1,000 members is 10 KB to hash, each time."""
+    last = _last_rosters.get(capacity_key)
+    if last is not None and last[0] == roster:
+        return last[1]
+    names = _read_roster(capacity_key, roster)
+    _last_rosters[capacity_key] = (roster, names)
+    return names
+
+
+@functools.lru_cache(maxsize=8)
+def _read_roster(capacity_key: str, roster: bytes) -> list[str]:
     return [capacity_key + name for name in roster.decode().split(",")]
 
 
@@ -219,6 +232,7 @@ def read_delivery(payload: bytes, capacity_key: str, loop_now: float, shelved: C
     """A delivery (``<now_ms>:<epoch>:<entry>``, deliveries.py) read as the reply of a pop that
     drained its entry for ``wanted``: (that reply, the entry's ``<first id>+<n>``, n)."""
     now_ms, epoch, entry = payload.split(b":", 2)
-    copies = entry.split(b":", 2)[1]
+    start = entry.index(b":") + 1
+    copies = entry[start:entry.index(b":", start)]
     reply = read_pop([now_ms, 0, epoch, 1, entry, b""], wanted or {}, capacity_key, loop_now, shelved)
     return reply, copies, int(copies.partition(b"+")[2])

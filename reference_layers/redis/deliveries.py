@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..core.loops import closes_states_first
 from ..core.names import is_process_specific
@@ -195,6 +195,12 @@ class Takers:
         taker = self._takers.get(capacity_key)
         if taker is not None:
             taker.idle()
+
+    @property
+    def keys(self) -> Iterable[str]:
+        """The process keys this loop takes (or may take) the deliveries of: its own group_sends pop
+        them behind their script instead (layer.py)."""
+        return self._takers.keys()
 
     async def close(self) -> None:
         await asyncio.gather(*(taker.close() for taker in self._takers.values()), return_exceptions=True)

@@ -166,8 +166,10 @@ return 1
 """
 
 # KEYS: group, capacities. ARGV: key prefix ('P:'), expiry_ms, default capacity, body, members
-# stem, roster stem, the shard's flush epoch key, then capacity key, count, ... of the copies the
-# calling process holds (they take room there too).
+# stem, roster stem, the shard's flush epoch key, the calling loop's own process keys comma-joined
+# (its entries go to the inbox, where that loop pops them right behind this script, on the same
+# connection: no delivery to itself), then capacity key, count, ... of the copies the calling
+# process holds (they take room there too).
 # Pushes to every unexpired member on this shard (their queues live here too): a normal channel
 # gets its own copy, a process's ``p!*`` members one inbox entry together, made from the
 # process's roster, so the work here grows with the processes, not their members (members an
@@ -179,13 +181,16 @@ local stems = {ARGV[5], ARGV[6]}
 prune_group(KEYS[1], KEYS[2], stems, now)
 local prefix, expiry_ms, default, body = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local epoch = redis.call('GET', ARGV[7])  -- none yet (no pop ran): entries go to inboxes
+local own = {}
+for key in string.gmatch(ARGV[8], '[^,]+') do own[key] = true end
 local held_here = {}
-for i = 8, #ARGV, 2 do held_here[ARGV[i]] = tonumber(ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do held_here[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local missed = 0
 local function copies(key, roster, members, capacity)
   capacity = (tonumber(capacity) or default) - (held_here[key] or 0)
   return members - push_copies(prefix .. 'i:' .. key, prefix .. 'n:' .. key, prefix .. 'b:' .. key,
-                               now, expiry_ms, capacity, roster, members, body, epoch and prefix .. 'd:' .. key, epoch)
+                               now, expiry_ms, capacity, roster, members, body,
+                               epoch and not own[key] and prefix .. 'd:' .. key, epoch)
 end
 local older, order = {}, {}  -- process key -> its members an older version listed in the group
 for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do

@@ -244,7 +244,7 @@ class RedisChannelLayer(LayerCore):
                     if key in state.receiving and key not in state.receivers and key not in state.taking]
         pops: list[Pop] = []
         sends = [shard.group_send(group, data, self._expiry_ms, self.capacity,
-                                  self._after_group_send(state, shard, prefetch, pops), held)
+                                  self._after_group_send(state, shard, prefetch, pops), held, state.takers.keys)
                  for shard in state.shards]
         if len(sends) == 1:  # one shard: awaited here, with no task for gather to make and wait on
             try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Callable
+from typing import Callable, Iterable
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -268,13 +268,15 @@ class ShardClient:
         await self.run(GROUP_DISCARD, keys, [channel, process])
 
     async def group_send(self, group: str, body: bytes, expiry_ms: int, capacity: int,
-                         after_write: Callable[[], None] | None = None, held: dict[str, int] | None = None) -> int:
+                         after_write: Callable[[], None] | None = None, held: dict[str, int] | None = None,
+                         own: Iterable[str] = ()) -> int:
         """Push to every member on this shard; returns how many missed it, being full. ``held``:
-        capacity key -> group copies this loop holds for it (copies.py), which count against it."""
+        capacity key -> group copies this loop holds for it (copies.py), which count against it;
+        ``own``: the process keys this loop takes deliveries of (deliveries.py): not delivered to."""
         keys = self.keys
         return await self.run(GROUP_SEND, [keys.group_members(group), keys.group_capacities(group)],
                               [keys.prefix, expiry_ms, capacity, body, keys.process_members_stem(group),
-                               keys.roster_stem(group), keys.flush_epoch,
+                               keys.roster_stem(group), keys.flush_epoch, ",".join(own),
                                *(arg for key, count in (held or {}).items() for arg in (key, count))],
                               after_write)
 

@@ -96,7 +96,10 @@ class CopyShelf:
             members = [channel for channel in members if channel not in older]
         if members:
             entry.left = len(members)
-            self._entries.update(dict.fromkeys(members, entry))
+            if self._entries:
+                self._entries.update(dict.fromkeys(members, entry))
+            else:  # most often: one dict made, not two
+                self._entries = dict.fromkeys(members, entry)
             self._live.add(entry)
             self._counted_here += len(members)
 
