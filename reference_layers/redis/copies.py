@@ -31,9 +31,9 @@ loop drops those of an older one when it hears of a flush (flushes.py).
 
 Limits, like any process-local buffer (channels_redis's included): a sender in another process
 is judged by the server without the group copies held here (not so for messages read ahead);
-held copies and messages read ahead belong to the event loop whose pop took them, and another
-process's statistics() does not see them; a process that dies holding them loses them, like any
-message a receive had taken. A loop that ends (every ``asyncio.run``, every ``async_to_sync`` call)
+held copies and messages read ahead belong to the event loop whose pop (or delivery) took them,
+and another process's statistics() does not see them; a process that dies holding them loses
+them, like any message a receive had taken. A loop that ends (every ``asyncio.run``, every ``async_to_sync`` call)
 pushes both back to the head of their members' queues, counted there again.
 """
 
