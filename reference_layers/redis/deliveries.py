@@ -84,6 +84,7 @@ class Taker:
         self._losses = 0  # subscriptions lost with their connection so far
         self._linger: asyncio.TimerHandle | None = None
         self._steps: asyncio.Task | None = None  # subscribing or leaving, while one is under way
+        self._asked = False  # a subscribe was sent once
         shard.bells.take(self._channel, self._delivered)
 
     def wanted(self) -> None:
@@ -100,14 +101,18 @@ class Taker:
             self._linger = self._loop.call_later(LINGER, self._linger_over)
 
     async def close(self) -> None:
-        """The loop ends: leave (what comes until the server confirms is held), then listen no more."""
+        """The loop ends: leave (what comes until the server confirms is held), then listen no more.
+        Left whatever the last step said: a subscribe cancelled on its way (the loop's tasks are
+        cancelled before it closes) may have reached the server."""
         if self._linger is not None:
             self._linger.cancel()
         self._want = False
         if self._steps is not None:
             await asyncio.gather(self._steps, return_exceptions=True)
-        if self.subscribed:
-            await self._step()
+        if self._asked:
+            await self._shard.bells.leave(self._channel)
+            self.subscribed = False
+        self._claims.release(self._key, self._loop)
         self._shard.bells.stop_taking(self._channel)
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -128,6 +133,7 @@ class Taker:
                     if not self._claims.claim(self._key, self._loop):
                         return  # another loop of this object takes them: group_sends queue for this one
                     losses = self._losses
+                    self._asked = True
                     try:
                         await self._shard.bells.subscribe(self._channel)
                     except Exception:  # noqa: BLE001 - not subscribed (the next receive tries again)
