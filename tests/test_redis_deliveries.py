@@ -33,6 +33,13 @@ async def receive_waiting(layer, server, member: str) -> asyncio.Future:
     return receive
 
 
+async def two_members_the_first_waiting(layer, server, group: str) -> tuple[str, str, asyncio.Future]:
+    """Two members of ``group`` in ``layer``'s process, and a receive of the first waiting there:
+    (first, second, that receive)."""
+    first, second = await members_of(layer, group, 2)
+    return first, second, await receive_waiting(layer, server, first)
+
+
 def run_pair(redis_urls, scenario, **config) -> None:
     """``scenario(receiving, sending, group)``: two layer objects on one prefix (two processes)."""
     receiving = layer_on(redis_urls, **config)
@@ -66,8 +73,7 @@ def test_a_group_send_reaches_the_loop_where_a_receive_waits_in_one_hop_never_by
 def test_a_member_gets_its_older_message_before_a_group_copy_though_its_process_takes_deliveries(redis_urls):
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])
-        first, second = await members_of(receiving, group, 2)
-        receive = await receive_waiting(receiving, server, first)
+        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
         await sending.send(second, {"n": "older"})
         await sending.group_send(group, {"n": "group"})
         assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == "group"
@@ -81,8 +87,7 @@ def test_a_loops_own_group_send_to_members_it_takes_goes_by_the_inbox_popped_beh
     come on the other connection, later."""
     async def scenario(layer, group):
         server = raw(redis_urls[0])
-        first, second = await members_of(layer, group, 2)
-        receive = await receive_waiting(layer, server, first)
+        first, second, receive = await two_members_the_first_waiting(layer, server, group)
         listener = server.pubsub()
         listener.subscribe(layer.keys.taker(layer.keys.capacity_key(first)))
         assert listener.get_message(timeout=CALL_LIMIT)["type"] == "subscribe"
@@ -99,8 +104,7 @@ def test_a_loops_own_group_send_to_members_it_takes_goes_by_the_inbox_popped_beh
 def test_the_copies_of_a_delivered_entry_give_their_room_back_on_the_server_once_taken(redis_urls):
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])
-        first, second = await members_of(receiving, group, 2)
-        receive = await receive_waiting(receiving, server, first)
+        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
         await sending.group_send(group, {"n": 1})
         await asyncio.wait_for(receive, CALL_LIMIT)
         await receiving.receive(second)
@@ -116,8 +120,7 @@ def test_the_copies_of_a_delivered_entry_give_their_room_back_on_the_server_once
 def test_a_flush_in_another_process_drops_the_copies_a_delivery_left_held(redis_urls):
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])
-        first, second = await members_of(receiving, group, 2)
-        receive = await receive_waiting(receiving, server, first)
+        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
         await sending.group_send(group, {"n": "before the flush"})
         await asyncio.wait_for(receive, CALL_LIMIT)
         await sending.flush()
@@ -156,8 +159,7 @@ def test_a_loop_where_no_receive_waits_stops_taking_deliveries_after_a_while(red
 
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])
-        first, second = await members_of(receiving, group, 2)
-        receive = await receive_waiting(receiving, server, first)
+        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
         await sending.group_send(group, {"n": 1})
         await asyncio.wait_for(receive, CALL_LIMIT)
         await eventually(lambda: takers_of(server, receiving, first) == 0, CALL_LIMIT, "the loop still takes")
@@ -198,8 +200,7 @@ def test_with_two_loops_of_one_layer_object_receiving_each_member_gets_one_copy(
         return await asyncio.wait_for(receiving.receive(member), CALL_LIMIT)
 
     async def scenario():
-        first, second = await members_of(receiving, group, 2)
-        receive = await receive_waiting(receiving, server, first)
+        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
         other = asyncio.ensure_future(asyncio.to_thread(run, in_another_loop(second)))
         await sending.group_send(group, {"n": 1})
         assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
