@@ -17,7 +17,7 @@ from reference_layers.base import ChannelFull
 from reference_layers.redis import deliveries
 from reference_layers.redis.deliveries import Claims
 from tests.helpers import CALL_LIMIT, closing, eventually, fresh, run
-from tests.test_redis_group_copies import QUIET, members_of
+from tests.test_redis_group_copies import QUIET, _port, members_of, partition
 from tests.test_redis_layer import ClientCommands, layer_on, raw
 
 
@@ -211,3 +211,29 @@ def test_with_two_loops_of_one_layer_object_receiving_each_member_gets_one_copy(
         await sending.close()
 
     run(scenario())
+
+
+def test_a_subscription_lost_with_its_connection_leaves_group_sends_to_the_inbox_until_a_receive_takes_again(
+        redis_urls):
+    """Nothing is published to a loop that stopped listening: its receiver, connected again,
+    pops the entry its bell rang for; the next receive that waits subscribes again."""
+    with partition(_port(redis_urls[0])) as cut:
+        receiving = layer_on([cut.url])
+        sending = layer_on(redis_urls, prefix=receiving.prefix)
+        server = raw(redis_urls[0])
+
+        async def scenario(group):
+            first, second, receive = await two_members_the_first_waiting(receiving, server, group)
+            cut.cut_off()
+            cut.heal()  # the connections are gone; new ones reach the server
+            await eventually(lambda: takers_of(server, receiving, first) == 0, CALL_LIMIT, "still subscribed")
+            await sending.group_send(group, {"n": 1})
+            assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
+            assert (await receiving.receive(second))["n"] == 1
+            receive = await receive_waiting(receiving, server, first)  # taking again
+            await sending.group_send(group, {"n": 2})
+            assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 2
+            assert (await receiving.receive(second))["n"] == 2
+            await sending.close()
+
+        run(closing(receiving, scenario(fresh("group"))))
