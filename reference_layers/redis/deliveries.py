@@ -157,7 +157,7 @@ class Taker:
             if self._steps is None:
                 self._claims.release(self._key, self._loop)
             return
-        flushes = self._shard.flushes
+        flushes = self._shard.flushes_for(self._key)
         receiver = self._receiver()
         wanted = receiver.wanted_now() if receiver is not None else None
         reply, copies, n = read_delivery(payload, self._key, self._loop.time(), self._shelf.channels_held, wanted)

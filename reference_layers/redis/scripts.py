@@ -27,6 +27,18 @@ All times come from the server's clock (TIME), so clients with skewed clocks agr
 
 from __future__ import annotations
 
+# A capacity key's inbox copies, counted by entry (count .. '|g', count .. '|t'), now ``total``:
+# both keys go when it is 0. Shared by _COMMON and UNCOUNT_ENTRY.
+_UNCOUNT_COPIES = r"""
+local function uncount_copies(count, total)
+  if total <= 0 then
+    redis.call('DEL', count .. '|g', count .. '|t')
+  else
+    redis.call('SET', count .. '|t', total, 'KEEPTTL')
+  end
+end
+"""
+
 # Helpers shared by the scripts that push.
 _COMMON = r"""
 local function now_ms()
@@ -72,14 +84,7 @@ end
 
 -- Copies in a capacity key's inbox, counted by entry (count .. '|g', count .. '|t'); drops the
 -- expired entries' copies from the total first. Both keys go when the total is 0.
-local function uncount_copies(count, total)
-  if total <= 0 then
-    redis.call('DEL', count .. '|g', count .. '|t')
-  else
-    redis.call('SET', count .. '|t', total, 'KEEPTTL')
-  end
-end
-
+""" + _UNCOUNT_COPIES + r"""
 local function copies_held(count, now)
   local total = tonumber(redis.call('GET', count .. '|t') or '0')
   if total == 0 then return 0 end
@@ -297,11 +302,9 @@ return out
 # KEYS: count. ARGV: an inbox entry's '<first id>+<copies>', its copies. A receiving loop took the
 # entry in a delivery (deliveries.py): uncount its copies, which the loop counts now (copies.py).
 # Sent unawaited (shard.py); idempotent, as it may be sent again after a lost connection.
-UNCOUNT_ENTRY = r"""
+UNCOUNT_ENTRY = _UNCOUNT_COPIES + r"""
 if redis.call('ZREM', KEYS[1] .. '|g', ARGV[1]) == 1 then
-  local total = tonumber(redis.call('GET', KEYS[1] .. '|t') or '0') - tonumber(ARGV[2])
-  if total <= 0 then redis.call('DEL', KEYS[1] .. '|g', KEYS[1] .. '|t')
-  else redis.call('SET', KEYS[1] .. '|t', total, 'KEEPTTL') end
+  uncount_copies(KEYS[1], tonumber(redis.call('GET', KEYS[1] .. '|t') or '0') - tonumber(ARGV[2]))
 end
 return 1
 """
