@@ -2,8 +2,9 @@
 where a receive of the process waits, instead of an inbox entry its bell makes the loop pop.
 
 The spec must hold the same as on the inbox path: no copy overtaking an older message of its
-member, capacity counted exactly once the copies are taken, flushes in other processes, copies
-held by a loop that ends going back to Redis, and one copy per member even with several loops.
+member, capacity counted exactly once the copies are read, a loop that stops reading sent no more
+than its credit, flushes in other processes, copies held by a loop that ends going back to Redis,
+and one copy per member even with several loops.
 Checked on a real server.
 """
 
@@ -16,6 +17,7 @@ import pytest
 from reference_layers.base import ChannelFull
 from reference_layers.redis import deliveries
 from reference_layers.redis.deliveries import Claims
+from reference_layers.redis.group_scripts import DELIVERY_CREDIT
 from tests.helpers import CALL_LIMIT, closing, eventually, fresh, run
 from tests.test_redis_group_copies import QUIET, _port, members_of, partition
 from tests.test_redis_layer import ClientCommands, layer_on, raw
@@ -101,20 +103,86 @@ def test_a_loops_own_group_send_to_members_it_takes_goes_by_the_inbox_popped_beh
     run(closing(layer, scenario(layer, fresh("group"))))
 
 
-def test_the_copies_of_a_delivered_entry_give_their_room_back_on_the_server_once_taken(redis_urls):
+def test_the_copies_of_a_delivered_entry_take_no_room_on_the_server_once_read(redis_urls):
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])
         first, second, receive = await two_members_the_first_waiting(receiving, server, group)
         await sending.group_send(group, {"n": 1})
         await asyncio.wait_for(receive, CALL_LIMIT)
         await receiving.receive(second)
-        await receiving.statistics([first])  # behind the uncount on the same connection
         for n in range(3):  # the whole capacity, as if the copies had never been there
             await sending.send(first, {"n": n})
         with pytest.raises(ChannelFull):
             await sending.send(first, {"n": 3})
 
     run_pair(redis_urls, scenario, capacity=3)
+
+
+def test_a_loop_that_stops_reading_is_sent_its_credit_then_group_copies_queue_in_its_inbox_counted(
+        redis_urls, monkeypatch):
+    """Delivered copies are not counted on the server: the credit bounds what a loop that stopped
+    reading its socket is sent. Here the "loop" is a subscriber that never reads."""
+    monkeypatch.setattr(deliveries, "LINGER", 0.05)
+
+    async def scenario(receiving, sending, group):
+        server = raw(redis_urls[0])
+        member, other, receive = await two_members_the_first_waiting(receiving, server, group)
+        receive.cancel()  # the process's own loop stops taking
+        await eventually(lambda: takers_of(server, receiving, member) == 0, CALL_LIMIT, "the loop still takes")
+        stalled = server.pubsub()
+        stalled.subscribe(receiving.keys.taker(receiving.keys.capacity_key(member)))
+        assert stalled.get_message(timeout=CALL_LIMIT)["type"] == "subscribe"
+        for n in range(DELIVERY_CREDIT + 3):  # the credit, then the capacity (4: two to both), one missed
+            await sending.group_send(group, {"n": n})
+        published = [stalled.get_message(timeout=CALL_LIMIT) for _ in range(DELIVERY_CREDIT)]
+        assert all(message["type"] == "message" for message in published)
+        assert stalled.get_message(timeout=QUIET) is None
+        stalled.close()
+        for channel in (member, other):
+            received = [(await asyncio.wait_for(receiving.receive(channel), CALL_LIMIT))["n"] for _ in range(2)]
+            assert received == [DELIVERY_CREDIT, DELIVERY_CREDIT + 1]
+        with pytest.raises(asyncio.TimeoutError):  # the last found the process full (CAP-5)
+            await asyncio.wait_for(receiving.receive(member), QUIET)
+
+    run_pair(redis_urls, scenario, capacity=4)
+
+
+def test_a_loop_that_reads_its_deliveries_renews_its_credit_so_they_keep_coming_in_one_hop(redis_urls):
+    async def scenario(receiving, sending, group):
+        server = raw(redis_urls[0])
+        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
+        with ClientCommands(redis_urls, scripts=True) as done_by_scripts:
+            for n in range(3 * DELIVERY_CREDIT):
+                await sending.group_send(group, {"n": n})
+                assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == n
+                assert (await receiving.receive(second))["n"] == n
+                receive = asyncio.ensure_future(receiving.receive(first))
+        assert done_by_scripts.commands[0].count("PUBLISH") >= 3 * DELIVERY_CREDIT
+        assert "RPUSH" not in done_by_scripts.commands[0]  # never by the inbox
+        receive.cancel()
+
+    run_pair(redis_urls, scenario)
+
+
+def test_a_loop_that_takes_again_renews_a_credit_an_earlier_subscription_spent(redis_urls, monkeypatch):
+    monkeypatch.setattr(deliveries, "LINGER", 0.05)
+
+    async def scenario(receiving, sending, group):
+        server = raw(redis_urls[0])
+        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
+        await sending.group_send(group, {"n": 1})
+        assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
+        await eventually(lambda: takers_of(server, receiving, first) == 0, CALL_LIMIT, "the loop still takes")
+        server.set(receiving.keys.taker_credit(receiving.keys.capacity_key(first)), 0)  # spent
+        receive = await receive_waiting(receiving, server, first)
+        await receiving.statistics([first])  # behind the renewal on the same connection
+        with ClientCommands(redis_urls, scripts=True) as done_by_scripts:
+            await sending.group_send(group, {"n": 2})
+            assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 2
+        assert "PUBLISH" in done_by_scripts.commands[0]
+        assert "RPUSH" not in done_by_scripts.commands[0]
+
+    run_pair(redis_urls, scenario)
 
 
 def test_a_flush_in_another_process_drops_the_copies_a_delivery_left_held(redis_urls):

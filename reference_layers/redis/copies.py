@@ -228,11 +228,8 @@ def read_pop(reply: list, wanted: dict[str, int], capacity_key: str, loop_now: f
 
 
 def read_delivery(payload: bytes, capacity_key: str, loop_now: float, shelved: Container[str] = (),
-                  wanted: dict[str, int] | None = None) -> tuple[PopReply, bytes, int]:
+                  wanted: dict[str, int] | None = None) -> PopReply:
     """A delivery (``<now_ms>:<epoch>:<entry>``, deliveries.py) read as the reply of a pop that
-    drained its entry for ``wanted``: (that reply, the entry's ``<first id>+<n>``, n)."""
+    drained its entry for ``wanted``."""
     now_ms, epoch, entry = payload.split(b":", 2)
-    start = entry.index(b":") + 1
-    copies = entry[start:entry.index(b":", start)]
-    reply = read_pop([now_ms, 0, epoch, 1, entry, b""], wanted or {}, capacity_key, loop_now, shelved)
-    return reply, copies, int(copies.partition(b"+")[2])
+    return read_pop([now_ms, 0, epoch, 1, entry, b""], wanted or {}, capacity_key, loop_now, shelved)

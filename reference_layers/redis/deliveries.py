@@ -10,11 +10,15 @@ and a loop listens (PUBLISH says how many heard it); else it queues and rings, a
 
 A delivery carries the server's time, the shard's flush epoch and the entry (group_scripts.py).
 The loop reads it as the pop of that entry would have been read (copies.read_delivery), holds its
-copies on the shelf and wakes its receiver. The copies stay counted on the server until the loop
-uncounts them, at once, on its command connection: its own sends that follow see exact room, and
-a loop that stopped reading holds back senders as a full inbox would. A pop's reply travels on the
-other connection and may come after the delivery of a later entry: the shelf keeps each channel's
-copies in id order (shelf.py).
+copies on the shelf and wakes its receiver. Like a pop's copies, they are not counted on the
+server: the loop counts what it holds, so its own sends see exact room. What bounds a loop that
+stops reading its socket is its credit (``DELIVERY_CREDIT`` entries, ``P:dc:K``): GROUP_SEND
+spends one per entry it publishes, and queues in the inbox, counted, once it is spent. The loop
+renews it (deletes the count: none is a whole credit) when it subscribes and after every half of it
+read, written unawaited on its command connection: no reply to wait for, and no write on most
+deliveries (before the credit, each delivery was counted, and the loop uncounted it at once: a
+command and its reply per delivery). A pop's reply travels on the other connection and may come
+after the delivery of a later entry: the shelf keeps each channel's copies in id order (shelf.py).
 
 One loop per layer object takes a key's deliveries (``Claims``): two would each get a copy. A loop
 takes them while a receive of the key waits there, and ``LINGER`` seconds after (a consumer that
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from ..core.loops import closes_states_first
 from ..core.names import is_process_specific
 from .copies import read_delivery
+from .group_scripts import DELIVERY_CREDIT
 from .shard import ShardClient
 from .shelf import CopyShelf
 
@@ -85,6 +90,7 @@ class Taker:
         self._linger: asyncio.TimerHandle | None = None
         self._steps: asyncio.Task | None = None  # subscribing or leaving, while one is under way
         self._asked = False  # a subscribe was sent once
+        self._read = 0  # entries delivered since the credit was last renewed
         shard.bells.take(self._channel, self._delivered)
 
     def wanted(self) -> None:
@@ -143,6 +149,8 @@ class Taker:
                     if not self.subscribed:
                         self._claims.release(self._key, self._loop)
                         return
+                    self._read = 0  # a credit left by an earlier subscription may be spent
+                    self._shard.renew_credit(self._key)
                 else:
                     await self._shard.bells.leave(self._channel)
                     self.subscribed = False
@@ -160,8 +168,11 @@ class Taker:
         flushes = self._shard.flushes_for(self._key)
         receiver = self._receiver()
         wanted = receiver.wanted_now() if receiver is not None else None
-        reply, copies, n = read_delivery(payload, self._key, self._loop.time(), self._shelf.channels_held, wanted)
-        self._shard.uncount_entry(self._key, copies, n)
+        reply = read_delivery(payload, self._key, self._loop.time(), self._shelf.channels_held, wanted)
+        self._read += 1
+        if self._read >= DELIVERY_CREDIT // 2:  # long before it is spent, while entries flow
+            self._read = 0
+            self._shard.renew_credit(self._key)
         if not flushes.admits(reply.epoch):  # a flush came after the group_send: dropped
             return
         self._shelf.put(reply.held, flushes.current_at)

@@ -26,14 +26,21 @@ from __future__ import annotations
 
 from .scripts import _COMMON
 
+# Entries GROUP_SEND may publish to a process's receiving loop (its taker channel) before that loop
+# says it read them (deliveries.py, by deleting the count: none is this many). Its copies are not
+# counted on the server (the loop reads them at once, and counts what it holds itself): the credit
+# is what bounds a loop that stops reading its socket. Past it, entries queue in the inbox, counted.
+DELIVERY_CREDIT = 16
+_CREDIT_TTL_MS = 3_600_000  # a count outlives no process by much
+
 _COPIES = r"""
 -- One inbox entry for the first members of a process that its capacity has room for, its n
 -- copies counted together by the entry; `roster`: the process's `members` local names, comma-joined.
--- `taker`: the channel the process's receiving loop takes entries on (deliveries.py), and `epoch`
--- the shard's flush epoch; when nothing older of the process waits here (no message, no copy
--- counted: so no unexpired entry in the inbox) and a loop takes, the entry is published to it
--- there instead of queued: it still counts until that loop uncounts it. (`taker` false: the
--- inbox, always.) Returns how many members got a copy.
+-- `taker`: {the channel the process's receiving loop takes entries on (deliveries.py), its credit
+-- key}, and `epoch` the shard's flush epoch; when nothing older of the process waits here (no
+-- message, no copy counted: so no unexpired entry in the inbox), a loop takes and its credit is not
+-- spent, the entry is published to it there instead of queued, and not counted here: the loop
+-- counts what it holds. (`taker` false: the inbox, always.) Returns how many members got a copy.
 local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster, members, body, taker, epoch)
   local singles = redis.call('ZCARD', count)
   if singles > 0 then
@@ -52,6 +59,21 @@ local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster,
   local first, last, fresh_bell = next_ids(bell, now, n)
   first = string.format('%.0f', first)
   local ttl = expiry_ms + 1000
+  local head = string.format('%.0f', expires) .. ':' .. first .. '+' .. n .. ':'
+  if taker and singles == 0 and copies == 0 then
+    local credit = redis.call('GET', taker[2])
+    if not credit or tonumber(credit) > 0 then  -- (a roster is long: it is copied into one string only)
+      redis.set_repl(redis.REPL_NONE)  -- a replica's subscriber (a demoted master's) would take it too
+      local taken = redis.call('PUBLISH', taker[1], now .. ':' .. epoch .. ':' .. head .. roster .. ':' .. body)
+      redis.set_repl(redis.REPL_ALL)
+      if taken > 0 then
+        if credit then redis.call('DECR', taker[2])
+        else redis.call('SET', taker[2], """ + str(DELIVERY_CREDIT - 1) + """, 'PX', """ + str(_CREDIT_TTL_MS) + r""") end
+        extend(bell, ttl, fresh_bell)  -- its ids go on from the last one taken
+        return n
+      end
+    end
+  end
   redis.call('ZADD', count .. '|g', expires, first .. '+' .. n)
   extend(count .. '|g', ttl, copies == 0)
   if copies == 0 then
@@ -59,16 +81,6 @@ local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster,
   else
     redis.call('INCRBY', count .. '|t', n)
     extend(count .. '|t', ttl, false)
-  end
-  local head = string.format('%.0f', expires) .. ':' .. first .. '+' .. n .. ':'
-  if taker and singles == 0 and copies == 0 then  -- (a roster is long: it is copied into one string only)
-    redis.set_repl(redis.REPL_NONE)  -- a replica's subscriber (a demoted master's) would take it too
-    local taken = redis.call('PUBLISH', taker, now .. ':' .. epoch .. ':' .. head .. roster .. ':' .. body)
-    redis.set_repl(redis.REPL_ALL)
-    if taken > 0 then
-      extend(bell, ttl, fresh_bell)  -- its ids go on from the last one taken
-      return n
-    end
   end
   local length = redis.call('RPUSH', inbox, head .. roster .. ':' .. body)
   extend(inbox, ttl, length == 1)
@@ -190,7 +202,7 @@ local function copies(key, roster, members, capacity)
   capacity = (tonumber(capacity) or default) - (held_here[key] or 0)
   return members - push_copies(prefix .. 'i:' .. key, prefix .. 'n:' .. key, prefix .. 'b:' .. key,
                                now, expiry_ms, capacity, roster, members, body,
-                               epoch and not own[key] and prefix .. 'd:' .. key, epoch)
+                               epoch and not own[key] and {prefix .. 'd:' .. key, prefix .. 'dc:' .. key}, epoch)
 end
 local older, order = {}, {}  -- process key -> its members an older version listed in the group
 for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do

@@ -57,6 +57,10 @@ class KeySpace:
         """The pub/sub channel a process's receiving loop takes its inbox entries on (deliveries.py)."""
         return f"{self.prefix}d:{capacity_key}"
 
+    def taker_credit(self, capacity_key: str) -> str:
+        """How many more entries GROUP_SEND may publish on ``taker`` (group_scripts.py)."""
+        return f"{self.prefix}dc:{capacity_key}"
+
     def group_members(self, group: str) -> str:
         return f"{self.prefix}g:{group}"
 

@@ -16,7 +16,8 @@ non-local part ``p!`` of a process-specific channel, shared by all ``p!*``):
   copies.py)
 - ``P:d:K`` (pub/sub) where a loop of K's process takes its group copies in one hop, when
   nothing older of K waits here: GROUP_SEND publishes the entry there instead of queueing it
-  (deliveries.py)
+  (deliveries.py), and ``P:dc:K`` how many more entries it may publish there before the loop
+  says it read them (none: ``DELIVERY_CREDIT``, group_scripts.py)
 - ``P:n:K|g`` sorted set of the inbox entries' ``<first id>+<copies>``, scored by expiry, and
   ``P:n:K|t`` their copies in all: what the inbox holds counts against capacity by entry, one
   command per group_send, not one per member
@@ -26,18 +27,6 @@ All times come from the server's clock (TIME), so clients with skewed clocks agr
 """
 
 from __future__ import annotations
-
-# A capacity key's inbox copies, counted by entry (count .. '|g', count .. '|t'), now ``total``:
-# both keys go when it is 0. Shared by _COMMON and UNCOUNT_ENTRY.
-_UNCOUNT_COPIES = r"""
-local function uncount_copies(count, total)
-  if total <= 0 then
-    redis.call('DEL', count .. '|g', count .. '|t')
-  else
-    redis.call('SET', count .. '|t', total, 'KEEPTTL')
-  end
-end
-"""
 
 # Helpers shared by the scripts that push.
 _COMMON = r"""
@@ -84,7 +73,14 @@ end
 
 -- Copies in a capacity key's inbox, counted by entry (count .. '|g', count .. '|t'); drops the
 -- expired entries' copies from the total first. Both keys go when the total is 0.
-""" + _UNCOUNT_COPIES + r"""
+local function uncount_copies(count, total)
+  if total <= 0 then
+    redis.call('DEL', count .. '|g', count .. '|t')
+  else
+    redis.call('SET', count .. '|t', total, 'KEEPTTL')
+  end
+end
+
 local function copies_held(count, now)
   local total = tonumber(redis.call('GET', count .. '|t') or '0')
   if total == 0 then return 0 end
@@ -297,16 +293,6 @@ for i = 1, #KEYS do
   out[#out + 1] = expires
 end
 return out
-"""
-
-# KEYS: count. ARGV: an inbox entry's '<first id>+<copies>', its copies. A receiving loop took the
-# entry in a delivery (deliveries.py): uncount its copies, which the loop counts now (copies.py).
-# Sent unawaited (shard.py); idempotent, as it may be sent again after a lost connection.
-UNCOUNT_ENTRY = _UNCOUNT_COPIES + r"""
-if redis.call('ZREM', KEYS[1] .. '|g', ARGV[1]) == 1 then
-  uncount_copies(KEYS[1], tonumber(redis.call('GET', KEYS[1] .. '|t') or '0') - tonumber(ARGV[2]))
-end
-return 1
 """
 
 # KEYS: flush epoch. Ends a flush (after its keys are deleted): sets the shard's flush epoch to a

@@ -43,10 +43,10 @@ class Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
 
 
-SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS, FLUSHED, UNCOUNT_ENTRY = tuple(
+SCRIPTS = SEND, POP, PUSH_BACK, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, STATS, FLUSHED = tuple(
     Script(source) for source in (scripts.SEND, scripts.POP, scripts.PUSH_BACK, group_scripts.GROUP_ADD,
                                   group_scripts.GROUP_DISCARD, group_scripts.GROUP_SEND, scripts.STATS,
-                                  scripts.FLUSHED, scripts.UNCOUNT_ENTRY))
+                                  scripts.FLUSHED))
 
 
 def _unheard(reply: asyncio.Future) -> None:
@@ -86,7 +86,7 @@ class ShardClient:
         self._commands: Wire | None = None
         self._connecting = asyncio.Lock()
         self.bells = Bells(self._pool, self.reconnector)
-        self._owed_uncounts: list[tuple] = []  # uncounts lost with a connection (uncount), as commands
+        self._owed: list[tuple] = []  # commands lost with a connection (_owe)
         self.flushes = FlushWatch(self.bells, keys.flush_epoch, lambda: self.call(b"GET", keys.flush_epoch),
                                   lambda channel, epoch: self._tell(b"PUBLISH", channel, epoch))
         self._closed = False
@@ -111,9 +111,9 @@ class ShardClient:
                     wire.close()
                     raise
                 self._commands = wire
-                owed, self._owed_uncounts = self._owed_uncounts, []
+                owed, self._owed = self._owed, []
                 for command in owed:
-                    self._uncount(command)
+                    self._owe(command)
             return wire
 
     async def _restore_memberships(self, wire: Wire) -> None:
@@ -206,27 +206,25 @@ class ShardClient:
         (a send queued after it on this connection finds the room). Not awaited; lost with the
         connection, it is owed, and written first on the next one (ids are never reused, so
         uncounting one twice is harmless)."""
-        self._uncount((b"ZREM", self.keys.count(copy.capacity_key), copy.message_id))
+        self._owe((b"ZREM", self.keys.count(copy.capacity_key), copy.message_id))
 
-    def uncount_entry(self, capacity_key: str, copies: bytes, n: int) -> None:
-        """This loop took an inbox entry's ``n`` copies (``copies``: its '<first id>+<n>') in a
-        delivery (deliveries.py): uncount them on the server, the same way (once: a second time
-        finds the entry gone)."""
-        self._uncount((b"EVALSHA", UNCOUNT_ENTRY.sha, 1, self.keys.count(capacity_key), copies, n))
+    def renew_credit(self, capacity_key: str) -> None:
+        """This loop read the entries delivered to it so far (deliveries.py): GROUP_SEND may
+        publish ``DELIVERY_CREDIT`` more (no count is that many). Owed as an uncount is."""
+        self._owe((b"DEL", self.keys.taker_credit(capacity_key)))
 
-    def _uncount(self, command: tuple) -> None:
+    def _owe(self, command: tuple) -> None:
+        """Write ``command`` at once, unawaited; lost with the connection (or written while none
+        is open), it is written first on the next one. For commands that may run twice."""
         wire = self._commands
         if wire is None or wire.closed:
-            self._owed_uncounts.append(command)
+            self._owed.append(command)
             return
-        wire.call(pack(*command)).add_done_callback(lambda reply: self._uncounted(reply, command))
+        wire.call(pack(*command)).add_done_callback(lambda reply: self._owed_if_lost(reply, command))
 
-    def _uncounted(self, reply: asyncio.Future, command: tuple) -> None:
-        error = None if reply.cancelled() else reply.exception()
-        if isinstance(error, TRANSIENT_ERRORS):
-            self._owed_uncounts.append(command)
-        elif isinstance(error, ResponseError) and is_noscript(error):  # not loaded there: its source, then
-            self._uncount((b"EVAL", UNCOUNT_ENTRY.source, *command[2:]))
+    def _owed_if_lost(self, reply: asyncio.Future, command: tuple) -> None:
+        if not reply.cancelled() and isinstance(reply.exception(), TRANSIENT_ERRORS):
+            self._owed.append(command)
 
     def _tell(self, *command) -> None:
         """Write ``command`` at once if the connection is open, not waiting for its reply."""
