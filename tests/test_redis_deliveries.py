@@ -11,6 +11,8 @@ Checked on a real server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Iterator
 
 import pytest
 
@@ -42,6 +44,25 @@ async def two_members_the_first_waiting(layer, server, group: str) -> tuple[str,
     return first, second, await receive_waiting(layer, server, first)
 
 
+async def delivered_once_then_left(receiving, sending, server, group: str) -> tuple[str, str]:
+    """Two members of ``group`` in ``receiving``'s process: a group_send delivered to the first's
+    waiting receive, then its loop no longer taking (``LINGER`` made short). (first, second)"""
+    first, second, receive = await two_members_the_first_waiting(receiving, server, group)
+    await sending.group_send(group, {"n": 1})
+    assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
+    await eventually(lambda: takers_of(server, receiving, first) == 0, CALL_LIMIT, "the loop still takes")
+    return first, second
+
+
+@contextlib.contextmanager
+def in_one_hop(redis_urls) -> Iterator[ClientCommands]:
+    """The group_sends of the block reach their process published, never by its inbox."""
+    with ClientCommands(redis_urls, scripts=True) as done_by_scripts:
+        yield done_by_scripts
+    assert "PUBLISH" in done_by_scripts.commands[0]
+    assert "RPUSH" not in done_by_scripts.commands[0]  # no inbox entry
+
+
 def run_pair(redis_urls, scenario, **config) -> None:
     """``scenario(receiving, sending, group)``: two layer objects on one prefix (two processes)."""
     receiving = layer_on(redis_urls, **config)
@@ -61,13 +82,11 @@ def test_a_group_send_reaches_the_loop_where_a_receive_waits_in_one_hop_never_by
         server = raw(redis_urls[0])
         first, *others = await members_of(receiving, group, 5)
         receive = await receive_waiting(receiving, server, first)
-        with ClientCommands(redis_urls, scripts=True) as done_by_scripts:
+        with in_one_hop(redis_urls) as done_by_scripts:
             await sending.group_send(group, {"n": 1})
             assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
             assert [(await receiving.receive(member))["n"] for member in others] == [1] * len(others)
-        assert "PUBLISH" in done_by_scripts.commands[0]
-        assert "RPUSH" not in done_by_scripts.commands[0]  # no inbox entry, so no pop of one either
-        assert "LPOP" not in done_by_scripts.commands[0]
+        assert "LPOP" not in done_by_scripts.commands[0]  # so no pop of an entry either
 
     run_pair(redis_urls, scenario)
 
@@ -151,14 +170,13 @@ def test_a_loop_that_reads_its_deliveries_renews_its_credit_so_they_keep_coming_
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])
         first, second, receive = await two_members_the_first_waiting(receiving, server, group)
-        with ClientCommands(redis_urls, scripts=True) as done_by_scripts:
+        with in_one_hop(redis_urls) as done_by_scripts:
             for n in range(3 * DELIVERY_CREDIT):
                 await sending.group_send(group, {"n": n})
                 assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == n
                 assert (await receiving.receive(second))["n"] == n
                 receive = asyncio.ensure_future(receiving.receive(first))
         assert done_by_scripts.commands[0].count("PUBLISH") >= 3 * DELIVERY_CREDIT
-        assert "RPUSH" not in done_by_scripts.commands[0]  # never by the inbox
         receive.cancel()
 
     run_pair(redis_urls, scenario)
@@ -169,18 +187,13 @@ def test_a_loop_that_takes_again_renews_a_credit_an_earlier_subscription_spent(r
 
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])
-        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
-        await sending.group_send(group, {"n": 1})
-        assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
-        await eventually(lambda: takers_of(server, receiving, first) == 0, CALL_LIMIT, "the loop still takes")
+        first, _ = await delivered_once_then_left(receiving, sending, server, group)
         server.set(receiving.keys.taker_credit(receiving.keys.capacity_key(first)), 0)  # spent
         receive = await receive_waiting(receiving, server, first)
         await receiving.statistics([first])  # behind the renewal on the same connection
-        with ClientCommands(redis_urls, scripts=True) as done_by_scripts:
+        with in_one_hop(redis_urls):
             await sending.group_send(group, {"n": 2})
             assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 2
-        assert "PUBLISH" in done_by_scripts.commands[0]
-        assert "RPUSH" not in done_by_scripts.commands[0]
 
     run_pair(redis_urls, scenario)
 
@@ -227,10 +240,7 @@ def test_a_loop_where_no_receive_waits_stops_taking_deliveries_after_a_while(red
 
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])
-        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
-        await sending.group_send(group, {"n": 1})
-        await asyncio.wait_for(receive, CALL_LIMIT)
-        await eventually(lambda: takers_of(server, receiving, first) == 0, CALL_LIMIT, "the loop still takes")
+        first, second = await delivered_once_then_left(receiving, sending, server, group)
         await sending.group_send(group, {"n": 2})  # to the inbox, as no loop takes
         assert [(await receiving.receive(second))["n"] for _ in range(2)] == [1, 2]
         assert (await receiving.receive(first))["n"] == 2
