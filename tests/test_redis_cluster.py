@@ -11,6 +11,7 @@ import logging
 import time
 
 import pytest
+import redis
 
 from asgi_conformance.faults import Delivery
 from reference_layers.core.errors import ChannelFull, LayerConfigError
@@ -180,6 +181,32 @@ def test_a_processs_members_share_one_inbox_entry_read_in_one_pop(cluster, monke
         queued = _pops_counted(monkeypatch)
         assert [await layer.receive(member) for member in others] == [{"n": 1}] * len(others)
         assert queued == []
+        await layer.flush()
+        await layer.close()
+    run(scenario())
+
+
+def test_scripts_flushed_from_every_node_are_loaded_again_and_no_message_is_lost(cluster):
+    """NOSCRIPT means the script did not run: the node loads them all again, and it runs once."""
+    async def scenario():
+        layer = RedisChannelLayer(hosts=cluster.config_entries)
+        group = fresh("group").replace("test.", "")
+        channels = await _spread(_shard(layer), 3)
+        member = await layer.new_channel()
+        await layer.group_add(group, member)
+        for n, channel in enumerate(channels):
+            await layer.send(channel, {"n": n})
+            assert (await layer.receive(channel))["n"] == n  # every script is loaded now
+        for url in cluster.config_entries[0]["cluster"]:
+            redis.Redis.from_url(url).script_flush()
+        for n, channel in enumerate(channels):
+            await asyncio.wait_for(layer.send(channel, {"n": n}), GENEROUS)
+        assert [(await asyncio.wait_for(layer.receive(c), GENEROUS))["n"] for c in channels] == [0, 1, 2]
+        for url in cluster.config_entries[0]["cluster"]:
+            redis.Redis.from_url(url).script_flush()
+        await asyncio.wait_for(layer.group_send(group, {"n": "copy"}), GENEROUS)
+        assert await asyncio.wait_for(layer.receive(member), GENEROUS) == {"n": "copy"}
+        assert (await layer.statistics(channels)).channels[channels[0]].waiting == 0
         await layer.flush()
         await layer.close()
     run(scenario())

@@ -15,12 +15,11 @@ from typing import Callable
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ResponseError
 
 from .bells import Bells
 from .cluster_slots import NodeName
 from .reconnect import Reconnector
-from .shard import Script, is_noscript
+from .shard import Script, ScriptNotLoaded, script_reply
 from .wire import Wire, open_wire, pack
 
 NODE_RECONNECT_TIMEOUT = 0.3  # seconds a node's connection is retried before the cluster is asked again
@@ -73,16 +72,10 @@ class ClusterNode:
         """Run ``script``; loads the scripts once if the node has none (NOSCRIPT: it did not run)."""
         wire = await self.connected()
         reply = self.queue_script(wire, script, keys, args, asking, more_follow=after_write is not None)
-        if after_write is not None:
-            try:
-                after_write()  # its pops leave with the script
-            finally:
-                wire.write_now()
         try:
-            return await reply
-        except ResponseError as exc:
-            if not is_noscript(exc):
-                raise
+            return await script_reply(wire, reply, after_write)
+        except ScriptNotLoaded:
+            pass
         await self.load_scripts()
         return await self.queue_script(await self.connected(), script, keys, args, asking)
 

@@ -60,6 +60,27 @@ def is_noscript(error: ResponseError) -> bool:
     return str(error).startswith("NOSCRIPT")
 
 
+class ScriptNotLoaded(Exception):
+    """NOSCRIPT: the server has not the script (flushed, or restarted), so it did not run."""
+
+
+async def script_reply(wire: Wire, reply: asyncio.Future, after_write: Callable[[], None] | None):
+    """The reply of a script queued on ``wire``, with ``more_follow`` if ``after_write`` is given:
+    what that queues (the pops behind the script) leaves in the same write. NOSCRIPT raises
+    ScriptNotLoaded, for the caller to load the scripts and run it again."""
+    if after_write is not None:
+        try:
+            after_write()
+        finally:
+            wire.write_now()
+    try:
+        return await reply
+    except ResponseError as exc:
+        if is_noscript(exc):
+            raise ScriptNotLoaded from exc
+        raise
+
+
 def _run_id(info: bytes) -> bytes:
     """The ``run_id`` line of ``INFO server``: a new one each time the server starts."""
     for line in info.splitlines():
@@ -140,22 +161,16 @@ class ShardClient:
         if wire is None or wire.closed:
             wire = await self._connect()
         reply = wire.call(pack(b"EVALSHA", script.sha, len(keys), *keys, *args), more_follow=after_write is not None)
-        if after_write is not None:
-            try:
-                after_write()  # its pops leave with the script
-            finally:
-                wire.write_now()
         try:
-            return await reply
+            return await script_reply(wire, reply, after_write)
         except ReadOnlyReplica:
             if not retry_if_demoted:
                 raise
             # The master was demoted, so the script wrote nothing (a replica refuses the first
             # write); the wire is closed, and the next connection asks the sentinels again.
             return await self.run(script, keys, args, retry_if_demoted=False)
-        except ResponseError as exc:
-            if not is_noscript(exc):
-                raise
+        except ScriptNotLoaded:
+            pass
         await self.load_scripts()  # gone after a SCRIPT FLUSH or a restart; NOSCRIPT means it did not run
         return await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
 
