@@ -31,7 +31,7 @@ from .scripts import _COMMON
 # counted on the server (the loop reads them at once, and counts what it holds itself): the credit
 # is what bounds a loop that stops reading its socket. Past it, entries queue in the inbox, counted.
 DELIVERY_CREDIT = 16
-_CREDIT_TTL_MS = 3_600_000  # a count outlives no process by much
+_CREDIT_TTL_MS = 3_600_000  # a count left behind by a process that ended goes within the hour
 
 _COPIES = r"""
 -- One inbox entry for the first members of a process that its capacity has room for, its n
@@ -62,8 +62,9 @@ local function push_copies(inbox, count, bell, now, expiry_ms, capacity, roster,
   local head = string.format('%.0f', expires) .. ':' .. first .. '+' .. n .. ':'
   if taker and singles == 0 and copies == 0 then
     local credit = redis.call('GET', taker[2])
-    if not credit or tonumber(credit) > 0 then  -- (a roster is long: it is copied into one string only)
+    if not credit or tonumber(credit) > 0 then
       redis.set_repl(redis.REPL_NONE)  -- a replica's subscriber (a demoted master's) would take it too
+      -- (a roster is long: it is copied into one string only)
       local taken = redis.call('PUBLISH', taker[1], now .. ':' .. epoch .. ':' .. head .. roster .. ':' .. body)
       redis.set_repl(redis.REPL_ALL)
       if taken > 0 then

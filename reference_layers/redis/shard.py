@@ -61,7 +61,7 @@ def is_noscript(error: ResponseError) -> bool:
 
 
 class ScriptNotLoaded(Exception):
-    """NOSCRIPT: the server has not the script (flushed, or restarted), so it did not run."""
+    """NOSCRIPT: the server does not have the script (flushed, or restarted), so it did not run."""
 
 
 async def script_reply(wire: Wire, reply: asyncio.Future, after_write: Callable[[], None] | None):
