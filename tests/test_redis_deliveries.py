@@ -198,6 +198,27 @@ def test_a_loop_that_takes_again_renews_a_credit_an_earlier_subscription_spent(r
     run_pair(redis_urls, scenario)
 
 
+def test_after_a_flush_took_its_credit_a_loop_still_takes_deliveries_in_one_hop(redis_urls):
+    """A flush deletes every key of the prefix, the credit's count too: none is a whole credit."""
+    async def scenario(receiving, sending, group):
+        server = raw(redis_urls[0])
+        first, second, receive = await two_members_the_first_waiting(receiving, server, group)
+        await sending.group_send(group, {"n": 1})
+        assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 1
+        assert (await receiving.receive(second))["n"] == 1
+        receive = asyncio.ensure_future(receiving.receive(first))
+        await sending.flush()
+        await sending.group_add(group, first)  # the flush took the memberships too
+        await sending.group_add(group, second)
+        assert not server.exists(receiving.keys.taker_credit(receiving.keys.capacity_key(first)))
+        with in_one_hop(redis_urls):
+            await sending.group_send(group, {"n": 2})
+            assert (await asyncio.wait_for(receive, CALL_LIMIT))["n"] == 2
+            assert (await receiving.receive(second))["n"] == 2
+
+    run_pair(redis_urls, scenario)
+
+
 def test_a_flush_in_another_process_drops_the_copies_a_delivery_left_held(redis_urls):
     async def scenario(receiving, sending, group):
         server = raw(redis_urls[0])
