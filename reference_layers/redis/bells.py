@@ -173,14 +173,16 @@ class Bells:
         confirmed (at once if it was not subscribed, or the connection is gone with it)."""
         if bell in self._listeners or self._subscribed.pop(bell, None) is None:
             return
-        if self._wire is not None and not self._wire.closed:
-            with contextlib.suppress(RedisConnectionError):
-                await self._wire.command(self._unsubscribe, bell)
+        await self._unsubscribe_now(bell)
 
     async def leave(self, channel: bytes) -> None:
         """Unsubscribe ``channel`` though its taker listens on (it gets what comes meanwhile):
-        return once the server confirmed, or the connection is gone with the subscription."""
+        return once the server confirmed, or the connection is gone with the subscription.
+        Sent even if no subscription is on record: one cancelled on its way may have reached the server."""
         self._subscribed.pop(channel, None)
+        await self._unsubscribe_now(channel)
+
+    async def _unsubscribe_now(self, channel: bytes) -> None:
         if self._wire is not None and not self._wire.closed:
             with contextlib.suppress(RedisConnectionError):
                 await self._wire.command(self._unsubscribe, channel)
